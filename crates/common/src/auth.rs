@@ -1,0 +1,612 @@
+//! Access tokens: Ed25519-signed JWTs (`alg: EdDSA`) issued by the user service and verified
+//! everywhere else from its JSON Web Key Set.
+//!
+//! - [`KeyRing`]: the signing keys, one PKCS#8 PEM file per key in a directory. The newest
+//!   key (kids are UUIDv7, so newest sorts last) signs; every key in the ring verifies, and
+//!   rotation keeps the previous key so tokens signed before a rotation stay valid.
+//! - [`TokenIssuer`]: turns a user into a short-lived access token.
+//! - [`TokenVerifier`]: checks a token against keys from a [`KeySource`], caching them and
+//!   refetching (at most once per `min_refetch`) when a token names an unknown `kid`. Only
+//!   EdDSA is accepted, so `alg: none` and HMAC tokens forged with the public key fail.
+//! - [`AccessPolicy`] and [`authorize`]: which methods are public and which roles may call
+//!   the others, read once from the `duovarsity.options.v1.access` method option.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use duovarsity_proto::duovarsity::options::v1::Access;
+use duovarsity_proto::user::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use prost_reflect::DescriptorPool;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::error::Error;
+
+/// The `iss` of every access token.
+pub const ISSUER: &str = "duovarsity";
+/// Clock skew tolerated when checking `exp` and `iat`.
+const LEEWAY_SECS: u64 = 5;
+
+/// What an access token asserts about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// `learner`, `instructor` or `admin`.
+    pub role: String,
+    /// `free`, `standard` or `premium`.
+    pub tier: String,
+    pub iss: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// Unique per token (UUIDv7).
+    pub jti: String,
+}
+
+impl Claims {
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+}
+
+/// A key ring could not be read, written or generated.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key directory {0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("key file {0} is not an Ed25519 PKCS#8 PEM key")]
+    Malformed(PathBuf),
+    #[error("no signing key in {0} and key generation is off (set DUOVARSITY_JWT_GENERATE_KEYS=true or mount a key)")]
+    Missing(PathBuf),
+    #[error("could not generate a key")]
+    Generate,
+}
+
+/// One Ed25519 key pair.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    public_key: Vec<u8>,
+}
+
+impl SigningKey {
+    fn from_pkcs8(kid: String, der: &[u8]) -> Option<Self> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).ok()?;
+        Some(Self {
+            kid,
+            encoding: EncodingKey::from_ed_der(der),
+            public_key: pair.public_key().as_ref().to_vec(),
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half as a JWK (RFC 8037).
+    pub fn jwk(&self) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: URL_SAFE_NO_PAD.encode(&self.public_key),
+            kid: self.kid.clone(),
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        }
+    }
+}
+
+/// The signing keys, oldest first.
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+}
+
+const PEM_TAG: &str = "PRIVATE KEY";
+
+impl KeyRing {
+    /// Reads every `<kid>.pem` in `dir`; when there is none, generates one if `generate`.
+    pub fn load(dir: &Path, generate: bool) -> Result<Self, KeyError> {
+        let mut keys = read_keys(dir)?;
+        if keys.is_empty() {
+            if !generate {
+                return Err(KeyError::Missing(dir.to_path_buf()));
+            }
+            Self::rotate(dir)?;
+            keys = read_keys(dir)?;
+        }
+        Ok(Self { keys })
+    }
+
+    /// Writes a new key that will sign from the next start, and deletes keys older than
+    /// the current one, which keeps verifying tokens it signed. Returns the new `kid`.
+    pub fn rotate(dir: &Path) -> Result<String, KeyError> {
+        std::fs::create_dir_all(dir).map_err(|e| KeyError::Io(dir.to_path_buf(), e))?;
+        let existing = read_keys(dir)?;
+        let document =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generate)?;
+        let kid = uuid::Uuid::now_v7().to_string();
+        let path = dir.join(format!("{kid}.pem"));
+        let pem = pem::encode(&pem::Pem::new(PEM_TAG, document.as_ref().to_vec()));
+        write_private(&path, pem.as_bytes()).map_err(|e| KeyError::Io(path.clone(), e))?;
+        // Keep the newest existing key (it still verifies); drop anything older.
+        if existing.len() > 1 {
+            for old in &existing[..existing.len() - 1] {
+                let old_path = dir.join(format!("{}.pem", old.kid));
+                std::fs::remove_file(&old_path).map_err(|e| KeyError::Io(old_path, e))?;
+            }
+        }
+        Ok(kid)
+    }
+
+    /// The key that signs new tokens.
+    pub fn signing_key(&self) -> &SigningKey {
+        self.keys.last().expect("a loaded key ring is never empty")
+    }
+
+    pub fn jwks(&self) -> Vec<Jwk> {
+        self.keys.iter().map(SigningKey::jwk).collect()
+    }
+}
+
+fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(KeyError::Io(dir.to_path_buf(), e)),
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| KeyError::Io(dir.to_path_buf(), e))?.path();
+        if path.extension().is_none_or(|ext| ext != "pem") {
+            continue;
+        }
+        let kid = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .ok_or_else(|| KeyError::Malformed(path.clone()))?
+            .to_string();
+        let text = std::fs::read(&path).map_err(|e| KeyError::Io(path.clone(), e))?;
+        let parsed = pem::parse(text).map_err(|_| KeyError::Malformed(path.clone()))?;
+        if parsed.tag() != PEM_TAG {
+            return Err(KeyError::Malformed(path));
+        }
+        let key =
+            SigningKey::from_pkcs8(kid, parsed.contents()).ok_or(KeyError::Malformed(path))?;
+        keys.push(key);
+    }
+    keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    Ok(keys)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// Signs access tokens with the newest key of a ring.
+pub struct TokenIssuer {
+    ring: Arc<KeyRing>,
+    ttl: Duration,
+}
+
+impl TokenIssuer {
+    pub fn new(ring: Arc<KeyRing>, ttl: Duration) -> Self {
+        Self { ring, ttl }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// An access token for `user_id`.
+    pub fn issue(&self, user_id: &str, role: &str, tier: &str) -> Result<String, Error> {
+        let now = unix_now();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            role: role.to_string(),
+            tier: tier.to_string(),
+            iss: ISSUER.to_string(),
+            iat: now,
+            exp: now + self.ttl.as_secs(),
+            jti: uuid::Uuid::now_v7().to_string(),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims (tests use it to mint expired tokens).
+    pub fn sign(&self, claims: &Claims) -> Result<String, Error> {
+        let key = self.ring.signing_key();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| Error::internal("signing an access token", &e))
+    }
+}
+
+/// Where a verifier gets public keys from.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    async fn fetch(&self) -> Result<Vec<Jwk>, Error>;
+}
+
+/// The user service verifies with its own ring, without a network hop.
+#[async_trait]
+impl KeySource for KeyRing {
+    async fn fetch(&self) -> Result<Vec<Jwk>, Error> {
+        Ok(self.jwks())
+    }
+}
+
+/// Verifies access tokens; cheap to share (`Arc`) between requests.
+pub struct TokenVerifier {
+    source: Arc<dyn KeySource>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    min_refetch: Duration,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    /// `min_refetch` bounds how often an unknown `kid` may trigger a key fetch, so a flood
+    /// of forged tokens cannot turn into a flood of JWKS requests.
+    pub fn new(source: Arc<dyn KeySource>, min_refetch: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = LEEWAY_SECS;
+        Self {
+            source,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: Mutex::new(None),
+            min_refetch,
+            validation,
+        }
+    }
+
+    /// The claims of a valid token, or UNAUTHENTICATED with a reason.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Error::unauthenticated("TOKEN_MALFORMED", "the access token is malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(Error::unauthenticated(
+                "TOKEN_ALGORITHM",
+                "the access token is not signed with EdDSA",
+            ));
+        }
+        let kid = header.kid.ok_or_else(|| {
+            Error::unauthenticated("TOKEN_MALFORMED", "the access token names no signing key")
+        })?;
+        let key = match self.key(&kid).await {
+            Some(key) => key,
+            None => {
+                self.refetch().await?;
+                self.key(&kid).await.ok_or_else(|| {
+                    Error::unauthenticated(
+                        "TOKEN_UNKNOWN_KEY",
+                        "the access token was signed by an unknown key",
+                    )
+                })?
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    Error::unauthenticated("TOKEN_EXPIRED", "the access token has expired")
+                }
+                ErrorKind::InvalidSignature => Error::unauthenticated(
+                    "TOKEN_SIGNATURE",
+                    "the access token signature is invalid",
+                ),
+                _ => Error::unauthenticated("TOKEN_INVALID", "the access token is invalid"),
+            }
+        })?;
+        if data.claims.iat > unix_now() + LEEWAY_SECS {
+            return Err(Error::unauthenticated(
+                "TOKEN_INVALID",
+                "the access token was issued in the future",
+            ));
+        }
+        Ok(data.claims)
+    }
+
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().await.get(kid).cloned()
+    }
+
+    async fn refetch(&self) -> Result<(), Error> {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let jwks = self.source.fetch().await?;
+        let mut keys = HashMap::new();
+        for jwk in jwks {
+            if jwk.kty == "OKP" && jwk.crv == "Ed25519" {
+                match DecodingKey::from_ed_components(&jwk.x) {
+                    Ok(key) => {
+                        keys.insert(jwk.kid, key);
+                    }
+                    Err(error) => tracing::warn!(kid = %jwk.kid, %error, "ignoring a malformed JWK"),
+                }
+            }
+        }
+        *self.keys.write().await = keys;
+        Ok(())
+    }
+}
+
+/// Who may call each method, read from the `duovarsity.options.v1.access` option.
+pub struct AccessPolicy {
+    /// Keyed by gRPC path, `/package.Service/Method`.
+    methods: HashMap<String, Access>,
+}
+
+impl AccessPolicy {
+    pub fn from_pool(pool: &DescriptorPool) -> Self {
+        let extension = pool.get_extension_by_name("duovarsity.options.v1.access");
+        let mut methods = HashMap::new();
+        for service in pool.services() {
+            for method in service.methods() {
+                let options = method.options();
+                let access = extension
+                    .as_ref()
+                    .filter(|ext| options.has_extension(ext))
+                    .and_then(|ext| {
+                        options
+                            .get_extension(ext)
+                            .as_message()
+                            .and_then(|m| m.transcode_to::<Access>().ok())
+                    })
+                    .unwrap_or_default();
+                methods.insert(
+                    format!("/{}/{}", service.full_name(), method.name()),
+                    access,
+                );
+            }
+        }
+        Self { methods }
+    }
+
+    /// `None` for paths outside the contracts (health, reflection): those are public.
+    pub fn lookup(&self, path: &str) -> Option<&Access> {
+        self.methods.get(path)
+    }
+}
+
+/// The one authorisation rule, used by the gateway and by every service's auth layer:
+/// public methods need nothing; others need valid claims, and a role from the method's list
+/// when it has one. A token on a public method is verified when present but not required.
+pub async fn authorize(
+    access: Option<&Access>,
+    bearer: Option<&str>,
+    verifier: &TokenVerifier,
+) -> Result<Option<Claims>, Error> {
+    let public = access.is_none_or(|access| access.public);
+    let claims = match bearer {
+        Some(token) => match verifier.verify(token).await {
+            Ok(claims) => Some(claims),
+            Err(_) if public => None,
+            Err(error) => return Err(error),
+        },
+        None if public => None,
+        None => {
+            return Err(Error::unauthenticated(
+                "TOKEN_MISSING",
+                "this method needs an access token (Authorization: Bearer <token>)",
+            ));
+        }
+    };
+    if let (Some(access), Some(claims)) = (access, &claims)
+        && !access.roles.is_empty()
+        && !access.roles.iter().any(|role| role == &claims.role)
+    {
+        return Err(Error::permission_denied(
+            "ROLE_REQUIRED",
+            format!("this method needs the role {}", access.roles.join(" or ")),
+        ));
+    }
+    Ok(claims)
+}
+
+/// The token of an `Authorization: Bearer …` header value.
+pub fn bearer_token(header: Option<&http::HeaderValue>) -> Option<&str> {
+    let value = header?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(dir: &Path) -> Arc<KeyRing> {
+        Arc::new(KeyRing::load(dir, true).unwrap())
+    }
+
+    fn verifier(ring: Arc<KeyRing>) -> TokenVerifier {
+        TokenVerifier::new(ring, Duration::ZERO)
+    }
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = unix_now() as i64;
+        Claims {
+            sub: "u1".into(),
+            role: "learner".into(),
+            tier: "free".into(),
+            iss: ISSUER.into(),
+            iat: (now - 10) as u64,
+            exp: (now + exp_offset) as u64,
+            jti: "j".into(),
+        }
+    }
+
+    fn reason(error: Error) -> &'static str {
+        match error {
+            Error::Unauthenticated { reason, .. } => reason,
+            other => panic!("expected unauthenticated, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_token_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring(dir.path());
+        let issuer = TokenIssuer::new(ring.clone(), Duration::from_secs(900));
+        let token = issuer.issue("u1", "admin", "premium").unwrap();
+        let claims = verifier(ring).verify(&token).await.unwrap();
+        assert_eq!(claims.sub, "u1");
+        assert_eq!(claims.role, "admin");
+        assert_eq!(claims.exp - claims.iat, 900);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring(dir.path());
+        let token = TokenIssuer::new(ring.clone(), Duration::from_secs(900))
+            .sign(&claims(-60))
+            .unwrap();
+        assert_eq!(reason(verifier(ring).verify(&token).await.unwrap_err()), "TOKEN_EXPIRED");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_signature_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring(dir.path());
+        let token = TokenIssuer::new(ring.clone(), Duration::from_secs(900))
+            .issue("u1", "learner", "free")
+            .unwrap();
+        // Swap the signature for another valid-looking one.
+        let (head, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+        assert_eq!(reason(verifier(ring.clone()).verify(&forged).await.unwrap_err()), "TOKEN_SIGNATURE");
+        // A payload changed after signing fails too.
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        payload["role"] = "admin".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
+        assert_eq!(reason(verifier(ring).verify(&parts.join(".")).await.unwrap_err()), "TOKEN_SIGNATURE");
+    }
+
+    #[tokio::test]
+    async fn a_token_from_another_ring_has_an_unknown_kid() {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        let token = TokenIssuer::new(ring(theirs.path()), Duration::from_secs(900))
+            .issue("u1", "admin", "free")
+            .unwrap();
+        assert_eq!(
+            reason(verifier(ring(ours.path())).verify(&token).await.unwrap_err()),
+            "TOKEN_UNKNOWN_KEY"
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring(dir.path());
+        let kid = ring.signing_key().kid().to_string();
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(600)).unwrap());
+        let token = format!("{header}.{payload}.");
+        let error = verifier(ring).verify(&token).await.unwrap_err();
+        assert!(matches!(reason(error), "TOKEN_MALFORMED" | "TOKEN_ALGORITHM"));
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_public_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring(dir.path());
+        let jwk = ring.signing_key().jwk();
+        let public = URL_SAFE_NO_PAD.decode(&jwk.x).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(jwk.kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &claims(600), &EncodingKey::from_secret(&public)).unwrap();
+        assert_eq!(reason(verifier(ring).verify(&token).await.unwrap_err()), "TOKEN_ALGORITHM");
+    }
+
+    #[tokio::test]
+    async fn after_rotation_the_new_key_signs_and_the_old_one_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_ring = ring(dir.path());
+        let old_token = TokenIssuer::new(old_ring.clone(), Duration::from_secs(900))
+            .issue("u1", "learner", "free")
+            .unwrap();
+        let new_kid = KeyRing::rotate(dir.path()).unwrap();
+        let new_ring = ring(dir.path());
+        assert_eq!(new_ring.signing_key().kid(), new_kid);
+        assert_eq!(new_ring.jwks().len(), 2);
+        let verifier = verifier(new_ring.clone());
+        verifier.verify(&old_token).await.unwrap();
+        let new_token = TokenIssuer::new(new_ring, Duration::from_secs(900))
+            .issue("u1", "learner", "free")
+            .unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap(), new_kid);
+        verifier.verify(&new_token).await.unwrap();
+        // A third key retires the first.
+        KeyRing::rotate(dir.path()).unwrap();
+        assert_eq!(ring(dir.path()).jwks().len(), 2);
+    }
+
+    #[test]
+    fn missing_keys_without_generation_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(KeyRing::load(dir.path(), false), Err(KeyError::Missing(_))));
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let value = http::HeaderValue::from_static("Bearer abc.def.ghi");
+        assert_eq!(bearer_token(Some(&value)), Some("abc.def.ghi"));
+        let value = http::HeaderValue::from_static("Basic dXNlcg==");
+        assert_eq!(bearer_token(Some(&value)), None);
+        assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn policy_reads_the_access_option() {
+        let policy = AccessPolicy::from_pool(duovarsity_proto::descriptor_pool());
+        let login = policy.lookup("/duovarsity.user.v1.UserService/Login").unwrap();
+        assert!(login.public);
+        let list = policy.lookup("/duovarsity.user.v1.UserService/ListUsers").unwrap();
+        assert!(!list.public);
+        assert_eq!(list.roles, vec!["admin".to_string()]);
+        let me = policy.lookup("/duovarsity.user.v1.UserService/GetMe").unwrap();
+        assert!(!me.public && me.roles.is_empty());
+        assert!(policy.lookup("/grpc.health.v1.Health/Check").is_none());
+    }
+}

@@ -1,0 +1,509 @@
+//! Typed configuration, read once at start: built-in defaults, then an optional TOML file,
+//! then `DUOVARSITY_*` environment variables, deserialised into [`Config`] and validated.
+//!
+//! Every setting is a flat key whose environment variable is `DUOVARSITY_` plus the key in
+//! upper case (`http_addr` is `DUOVARSITY_HTTP_ADDR`). Unknown `DUOVARSITY_*` variables are
+//! refused, so a typo does not silently fall back to a default. A bad value is reported with
+//! the name of the variable (or file key) it came from; the binaries exit with status 2.
+//!
+//! Tests build a `Config` from a map ([`Config::from_sources`]) instead of mutating the
+//! process environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::secret::Secret;
+
+/// Environment variables with this prefix configure the platform.
+pub const ENV_PREFIX: &str = "DUOVARSITY_";
+/// Variables with this prefix belong to the test harness, not to the platform.
+const TEST_ENV_PREFIX: &str = "DUOVARSITY_TEST_";
+/// Names the TOML file to read (the only variable that is not a setting).
+pub const CONFIG_FILE_VAR: &str = "DUOVARSITY_CONFIG";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+/// Every setting of the platform. Field docs are the reference table in the README.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the gateway listens for REST and WebSocket traffic.
+    pub http_addr: SocketAddr,
+    /// Where the gRPC services listen (embedded mode: all services on this one port).
+    pub grpc_addr: SocketAddr,
+    /// SQLite files and local keys live here in embedded mode.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`. Unset: one SQLite file per service in `data_dir`.
+    pub database_url: Option<Secret<String>>,
+    /// A read replica (`postgres://…`) for reads that tolerate staleness. Unset: the primary.
+    pub database_replica_url: Option<Secret<String>>,
+    /// Connections per pool.
+    pub database_max_connections: u32,
+    /// Directory of Ed25519 signing keys (`<kid>.pem`, PKCS#8). Unset: `<data_dir>/keys`.
+    pub jwt_keys_dir: Option<PathBuf>,
+    /// Generate a signing key when the directory has none (embedded mode). Production
+    /// mounts keys and sets this to false, so a missing mount is an error, not a new key.
+    pub jwt_generate_keys: bool,
+    /// Access token lifetime in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Creates (or promotes) this admin account at start, with `bootstrap_admin_password`.
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<Secret<String>>,
+    /// gRPC endpoint of the user service, for the gateway. Unset: `http://<grpc_addr>`.
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub user_service_url: Option<String>,
+    /// Origins allowed by CORS, comma-separated; `*` allows any. Empty: CORS off.
+    #[serde(deserialize_with = "comma_list")]
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest accepted request body at the gateway, in bytes.
+    pub body_limit_bytes: usize,
+    /// Deadline for one upstream call from the gateway, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// `auto`, `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_replica_url: None,
+            database_max_connections: 16,
+            jwt_keys_dir: None,
+            jwt_generate_keys: true,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 60 * 60,
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+            user_service_url: None,
+            cors_allowed_origins: Vec::new(),
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_secs: 20,
+            log_format: LogFormat::Auto,
+        }
+    }
+}
+
+/// A setting that could not be read or is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {source_name}: {message}")]
+pub struct ConfigError {
+    /// The variable or file key the bad value came from, e.g. `DUOVARSITY_HTTP_ADDR`.
+    pub source_name: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn setting(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            source_name: env_var_name(key),
+            message: message.into(),
+        }
+    }
+}
+
+/// `http_addr` -> `DUOVARSITY_HTTP_ADDR`.
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_uppercase())
+}
+
+impl Config {
+    /// Reads the process environment (and the file named by `DUOVARSITY_CONFIG` or `file`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get(CONFIG_FILE_VAR).map(PathBuf::from));
+        Self::from_sources(file.as_deref(), &env)
+    }
+
+    /// Defaults, then the TOML `file`, then the `DUOVARSITY_*` entries of `env`; validated.
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError {
+                    source_name: CONFIG_FILE_VAR.to_string(),
+                    message: format!("file {} does not exist", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(EnvVars::from_map(env));
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range and consistency checks that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, url) in [
+            ("database_url", &self.database_url),
+            ("database_replica_url", &self.database_replica_url),
+        ] {
+            if let Some(url) = url {
+                let url = url.expose();
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
+                    return Err(ConfigError::setting(
+                        key,
+                        "must start with sqlite:, postgres:// or postgresql://",
+                    ));
+                }
+            }
+        }
+        if self.database_replica_url.is_some() && self.database_url.is_none() {
+            return Err(ConfigError::setting(
+                "database_replica_url",
+                "needs DUOVARSITY_DATABASE_URL (a replica of which primary?)",
+            ));
+        }
+        if self.database_max_connections == 0 || self.database_max_connections > 1000 {
+            return Err(ConfigError::setting(
+                "database_max_connections",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(60..=24 * 60 * 60).contains(&self.access_token_ttl_secs) {
+            return Err(ConfigError::setting(
+                "access_token_ttl_secs",
+                "must be between 60 and 86400 seconds",
+            ));
+        }
+        if self.refresh_token_ttl_secs <= self.access_token_ttl_secs {
+            return Err(ConfigError::setting(
+                "refresh_token_ttl_secs",
+                "must be longer than the access token lifetime",
+            ));
+        }
+        if self.bootstrap_admin_email.is_some() != self.bootstrap_admin_password.is_some() {
+            return Err(ConfigError::setting(
+                "bootstrap_admin_password",
+                "DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL and DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD go together",
+            ));
+        }
+        if let Some(url) = &self.user_service_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::setting(
+                "user_service_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        for origin in &self.cors_allowed_origins {
+            if origin != "*" && origin.parse::<http::HeaderValue>().is_err() {
+                return Err(ConfigError::setting(
+                    "cors_allowed_origins",
+                    format!("{origin:?} is not a valid origin"),
+                ));
+            }
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return Err(ConfigError::setting(
+                "body_limit_bytes",
+                "must be between 1024 and 268435456",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::setting(
+                "request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The directory of JWT signing keys.
+    pub fn jwt_keys_dir(&self) -> PathBuf {
+        self.jwt_keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// The database URL for `service`: the configured one, or its own SQLite file.
+    pub fn database_url_for(&self, service: &str) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join(format!("{service}.db")).display()
+            ),
+        }
+    }
+
+    /// The gRPC URL the gateway uses to reach the user service.
+    pub fn user_service_url(&self) -> String {
+        self.user_service_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.grpc_addr))
+    }
+}
+
+/// `DUOVARSITY_*` variables as a figment provider whose errors name the variable.
+struct EnvVars {
+    dict: Dict,
+}
+
+impl EnvVars {
+    fn from_map(env: &BTreeMap<String, String>) -> Self {
+        let dict = env
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with(ENV_PREFIX)
+                    && !name.starts_with(TEST_ENV_PREFIX)
+                    && name.as_str() != CONFIG_FILE_VAR
+            })
+            .map(|(name, value)| {
+                let key = name[ENV_PREFIX.len()..].to_lowercase();
+                // Values are parsed the way figment parses its own env provider: numbers and
+                // booleans become typed, anything else stays a string.
+                let value: Value = value.parse().unwrap_or_else(|_| Value::from(value.as_str()));
+                (key, value)
+            })
+            .collect();
+        Self { dict }
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+            .interpolater(|_profile, keys| env_var_name(&keys.join("_")))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let source_name = match (&error.metadata, error.path.is_empty()) {
+        (Some(metadata), false) => {
+            let path: Vec<String> = error
+                .path
+                .iter()
+                .filter(|segment| segment.as_str() != "default")
+                .cloned()
+                .collect();
+            if metadata.name == "environment variable" {
+                metadata.interpolate(&Profile::Default, &path)
+            } else {
+                format!("{} ({})", path.join("."), metadata.name)
+            }
+        }
+        _ => match &error.kind {
+            figment::error::Kind::UnknownField(field, _) => env_var_name(field),
+            _ => "configuration".to_string(),
+        },
+    };
+    let message = match &error.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            format!("unknown setting {field:?}")
+        }
+        kind => kind.to_string(),
+    };
+    ConfigError {
+        source_name,
+        message,
+    }
+}
+
+/// A string setting whose environment value happens to look like a number or a boolean
+/// (a numeric password, say) is still a string.
+pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringLike {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+        Float(f64),
+        Flag(bool),
+    }
+    Ok(match StringLike::deserialize(deserializer)? {
+        StringLike::Text(text) => text,
+        StringLike::Signed(n) => n.to_string(),
+        StringLike::Unsigned(n) => n.to_string(),
+        StringLike::Float(n) => n.to_string(),
+        StringLike::Flag(b) => b.to_string(),
+    })
+}
+
+fn optional_lenient_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "lenient_string")] String);
+    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(text)| text))
+}
+
+/// Accepts `"a, b"` (as an environment variable gives it) or a TOML list.
+fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Items::deserialize(deserializer)? {
+        Items::One(text) => text.split(',').map(str::to_string).collect(),
+        Items::Many(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_architecture() {
+        let config = Config::from_sources(None, &env(&[])).unwrap();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.body_limit_bytes, 1024 * 1024);
+        assert_eq!(
+            config.database_url_for("user"),
+            "sqlite://./data/user.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("duovarsity.toml");
+        std::fs::write(&file, "http_addr = \"0.0.0.0:9000\"\nbody_limit_bytes = 4096\n").unwrap();
+        let config = Config::from_sources(
+            Some(&file),
+            &env(&[
+                ("DUOVARSITY_BODY_LIMIT_BYTES", "8192"),
+                ("DUOVARSITY_CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+                ("PATH", "/usr/bin"),
+                ("DUOVARSITY_TEST_POSTGRES_URL", "ignored by the platform"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.http_addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.body_limit_bytes, 8192);
+        assert_eq!(
+            config.cors_allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Config::from_sources(None, &env(&[("DUOVARSITY_HTTP_ADDR", "not-an-address")]))
+            .unwrap_err();
+        assert_eq!(err.source_name, "DUOVARSITY_HTTP_ADDR", "{err}");
+
+        let err = Config::from_sources(None, &env(&[("DUOVARSITY_BODY_LIMIT_BYTES", "12")]))
+            .unwrap_err();
+        assert_eq!(err.source_name, "DUOVARSITY_BODY_LIMIT_BYTES", "{err}");
+
+        let err = Config::from_sources(
+            None,
+            &env(&[("DUOVARSITY_DATABASE_URL", "mysql://localhost/db")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.source_name, "DUOVARSITY_DATABASE_URL", "{err}");
+    }
+
+    #[test]
+    fn an_unknown_variable_is_refused() {
+        let err =
+            Config::from_sources(None, &env(&[("DUOVARSITY_HTTP_ADRR", "127.0.0.1:1")])).unwrap_err();
+        assert!(err.to_string().contains("http_adrr"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_admin_needs_both_halves() {
+        let err = Config::from_sources(
+            None,
+            &env(&[("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "root@example.com")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.source_name, "DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD");
+    }
+
+    #[test]
+    fn a_numeric_password_stays_a_string() {
+        let config = Config::from_sources(
+            None,
+            &env(&[
+                ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
+                ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", "12345678901"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.bootstrap_admin_password.unwrap().expose(),
+            "12345678901"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let config = Config::from_sources(
+            None,
+            &env(&[(
+                "DUOVARSITY_DATABASE_URL",
+                "postgres://app:hunter2-password@db/duovarsity",
+            )]),
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

@@ -1,0 +1,191 @@
+//! SQL storage through sqlx's `Any` driver, so one store implementation serves SQLite (the
+//! embedded default) and PostgreSQL (production), chosen by URL at run time.
+//!
+//! Invariants:
+//! - Writes go to [`Database::writer`]; reads that tolerate replica lag go to
+//!   [`Database::reader`] (the replica when one is configured, else the primary).
+//! - On SQLite the writer pool has exactly one connection: SQLite admits one writer at a
+//!   time, and queueing writers in the pool (with a bounded acquire timeout) is faster and
+//!   clearer than `SQLITE_BUSY` retries. Readers use their own pool; WAL lets them run
+//!   beside the writer.
+//! - Schema lives in per-backend migration folders of each service, applied at start with
+//!   `ignore_missing`, so several services may share one PostgreSQL database when their
+//!   migration versions do not collide (each service owns a version range).
+//! - Portable column types only: TEXT ids (UUIDv7), BIGINT unix milliseconds, BOOLEAN.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{AnyPool, Executor};
+
+/// Which SQL engine a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// A service's schema, once per backend.
+pub struct Migrations {
+    pub sqlite: Migrator,
+    pub postgres: Migrator,
+}
+
+/// The connection pools of one service.
+#[derive(Clone)]
+pub struct Database {
+    backend: Backend,
+    writer: AnyPool,
+    reader: AnyPool,
+}
+
+/// How long a request waits for a pooled connection before failing with UNAVAILABLE.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// Opens the primary (and the replica, if any). SQLite files and their folders are
+    /// created when missing.
+    pub async fn connect(
+        url: &str,
+        replica_url: Option<&str>,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
+        install_default_drivers();
+        let backend = Backend::from_url(url).ok_or_else(|| {
+            sqlx::Error::Configuration(format!("unsupported database URL scheme in {url:?}").into())
+        })?;
+        match backend {
+            Backend::Sqlite => {
+                create_sqlite_parent_dir(url)?;
+                let writer = sqlite_pool(url, 1).await?;
+                let reader = sqlite_pool(url, max_connections).await?;
+                Ok(Self {
+                    backend,
+                    writer,
+                    reader,
+                })
+            }
+            Backend::Postgres => {
+                let writer = postgres_pool(url, max_connections).await?;
+                let reader = match replica_url {
+                    Some(replica) => postgres_pool(replica, max_connections).await?,
+                    None => writer.clone(),
+                };
+                Ok(Self {
+                    backend,
+                    writer,
+                    reader,
+                })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The primary: every write, and reads that must see the caller's own writes.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// A replica when configured: reads that tolerate a little staleness.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    /// Applies the service's pending migrations for this backend.
+    pub async fn migrate(&self, migrations: &mut Migrations) -> Result<(), MigrateError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &mut migrations.sqlite,
+            Backend::Postgres => &mut migrations.postgres,
+        };
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.writer).await
+    }
+
+    /// Answers when both pools can run a query (readiness).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.writer.execute("SELECT 1").await?;
+        self.reader.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+async fn sqlite_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|connection, _meta| {
+            Box::pin(async move {
+                connection
+                    .execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+}
+
+async fn postgres_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(url)
+        .await
+}
+
+fn create_sqlite_parent_dir(url: &str) -> Result<(), sqlx::Error> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the platform's portable SQL time column.
+pub fn now_millis() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A stored millisecond time as a wire timestamp.
+pub fn timestamp_from_millis(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}

@@ -1,0 +1,16 @@
+//! What every Duovarsity service shares: configuration, telemetry, the error vocabulary,
+//! SQL storage, access-token auth and the gRPC server kit. Backends are chosen by
+//! configuration behind small types here, never by branches inside service handlers.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod secret;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{Error, FieldViolation, Result};
+pub use secret::Secret;

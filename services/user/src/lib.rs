@@ -1,0 +1,438 @@
+//! The user service (`duovarsity.user.v1.UserService`): accounts, credentials, access and
+//! refresh tokens, signing keys (JWKS), roles and tiers.
+//!
+//! Invariants:
+//! - Passwords are stored only as argon2id hashes, refresh tokens only as SHA-256 hashes.
+//! - Unknown email and wrong password give the same UNAUTHENTICATED answer in similar time.
+//! - A refresh token works once. Its successor joins the same family; presenting a spent
+//!   token revokes the family (reuse detection), and logout revokes it too.
+//! - Who may call which method is declared in the proto (`duovarsity.options.v1.access`)
+//!   and enforced by the shared auth layer before a handler runs; handlers read the
+//!   verified claims from the request.
+#![forbid(unsafe_code)]
+
+pub mod password;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use duovarsity_common::auth::{Claims, KeyError, KeyRing, TokenIssuer};
+use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
+use duovarsity_common::grpc::Probe;
+use duovarsity_common::{Config, Error};
+use duovarsity_proto::user::user_service_server::{UserService, UserServiceServer};
+use duovarsity_proto::user::{
+    GetJwksRequest, GetMeRequest, GetUserRequest, Jwks, ListUsersRequest, ListUsersResponse,
+    LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest,
+    RegisterResponse, Role, SetRoleRequest, SetTierRequest, Tier, TokenPair,
+    UpdateProfileRequest, User,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use tonic::{Request, Response, Status};
+
+use crate::password::{
+    check_display_name, check_email, check_locale, check_password, check_time_zone,
+    ensure_valid, normalize_email,
+};
+use crate::store::{ProfilePatch, RefreshTokenRecord, Rotation, SqlUserStore, UserRecord, UserStore};
+
+/// The service name used for its database file and in logs.
+pub const SERVICE: &str = "user";
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 100;
+/// Refresh tokens carry this prefix so that secret scanners can recognise a leaked one.
+const REFRESH_PREFIX: &str = "dvr1_";
+
+/// The service failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("user database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("user database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+}
+
+/// An opened user service: its database, its keys and the gRPC handlers.
+pub struct UserModule {
+    db: Database,
+    ring: Arc<KeyRing>,
+    users: Users,
+}
+
+impl UserModule {
+    /// Connects and migrates the database and loads (or creates) the signing keys.
+    pub async fn open(config: &Config) -> Result<Self, StartError> {
+        let db = Database::connect(
+            &config.database_url_for(SERVICE),
+            config.database_replica_url.as_ref().map(|url| url.expose().as_str()),
+            config.database_max_connections,
+        )
+        .await?;
+        db.migrate(&mut store::migrations()).await?;
+        let ring = Arc::new(KeyRing::load(&config.jwt_keys_dir(), config.jwt_generate_keys)?);
+        let issuer = TokenIssuer::new(ring.clone(), Duration::from_secs(config.access_token_ttl_secs));
+        let users = Users {
+            store: Arc::new(SqlUserStore::new(db.clone())),
+            issuer: Arc::new(issuer),
+            ring: ring.clone(),
+            refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
+        };
+        Ok(Self { db, ring, users })
+    }
+
+    pub fn grpc_service(&self) -> UserServiceServer<Users> {
+        UserServiceServer::new(self.users.clone())
+    }
+
+    /// The signing keys, for verifiers in the same process.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.ring.clone()
+    }
+
+    /// Ready while the database answers.
+    pub fn probe(&self) -> Probe {
+        let db = self.db.clone();
+        Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await.map_err(|e| format!("user database: {e}")) })
+        })
+    }
+
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+/// Writes a new signing key into `dir` (see [`KeyRing::rotate`]).
+pub fn rotate_keys(dir: &Path) -> Result<String, KeyError> {
+    KeyRing::rotate(dir)
+}
+
+/// The gRPC handlers.
+#[derive(Clone)]
+pub struct Users {
+    store: Arc<dyn UserStore>,
+    issuer: Arc<TokenIssuer>,
+    ring: Arc<KeyRing>,
+    refresh_ttl: Duration,
+}
+
+impl Users {
+    /// Creates an account with `role` (the bootstrap admin and `duovarsity admin
+    /// create-user`). With `promote_existing`, an existing account gets the role instead of
+    /// ALREADY_EXISTS; its password is left alone.
+    pub async fn create_account(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+        role: Role,
+        promote_existing: bool,
+    ) -> Result<User, Error> {
+        let email = normalize_email(email);
+        if promote_existing && let Some(existing) = self.store.user_by_email(&email).await? {
+            let user = self.store.set_role(&existing.id, role_name(role), now_millis()).await?;
+            return Ok(to_proto(&user));
+        }
+        let user = self.new_account(email, password, display_name, role).await?;
+        Ok(to_proto(&user))
+    }
+
+    async fn new_account(&self, email: String, password: &str, display_name: &str, role: Role) -> Result<UserRecord, Error> {
+        ensure_valid([
+            check_email(&email),
+            check_password(password, &email),
+            check_display_name(display_name),
+        ])?;
+        let now = now_millis();
+        let user = UserRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            email,
+            password_hash: password::hash(password.to_string()).await?,
+            display_name: display_name.trim().to_string(),
+            locale: "en".into(),
+            time_zone: "UTC".into(),
+            role: role_name(role).into(),
+            tier: tier_name(Tier::Free).into(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_user(&user).await?;
+        tracing::info!(user_id = %user.id, role = %user.role, "account created");
+        Ok(user)
+    }
+
+    /// Issues an access token and starts or continues a refresh family.
+    async fn token_pair(&self, user: &UserRecord, refresh_token: String) -> Result<TokenPair, Error> {
+        let access_token = self.issuer.issue(&user.id, &user.role, &user.tier)?;
+        Ok(TokenPair {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: self.issuer.ttl().as_secs() as i64,
+            refresh_token,
+            refresh_expires_in: self.refresh_ttl.as_secs() as i64,
+            user: Some(to_proto(user)),
+        })
+    }
+
+    fn new_refresh_token(&self, user_id: &str, family_id: &str) -> Result<(String, RefreshTokenRecord), Error> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| Error::internal("generating a refresh token", &"system randomness failed"))?;
+        let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let now = now_millis();
+        let record = RefreshTokenRecord {
+            token_hash: hash_refresh_token(&token),
+            family_id: family_id.to_string(),
+            user_id: user_id.to_string(),
+            issued_at: now,
+            expires_at: now + self.refresh_ttl.as_millis() as i64,
+        };
+        Ok((token, record))
+    }
+
+    async fn user(&self, id: &str) -> Result<UserRecord, Error> {
+        self.store
+            .user_by_id(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {id}")))
+    }
+}
+
+fn invalid_refresh_token() -> Error {
+    Error::unauthenticated("REFRESH_TOKEN_INVALID", "the refresh token is invalid, expired or revoked")
+}
+
+fn hash_refresh_token(token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// The verified caller; the auth layer guarantees it on every non-public method.
+fn caller<T>(request: &Request<T>) -> Result<&Claims, Error> {
+    request
+        .extensions()
+        .get::<Claims>()
+        .ok_or_else(|| Error::unauthenticated("TOKEN_MISSING", "this method needs an access token"))
+}
+
+fn valid_user_id(id: &str) -> Result<&str, Error> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| id)
+        .map_err(|_| Error::invalid("id", "must be a UUID"))
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Instructor => "instructor",
+        Role::Learner | Role::Unspecified => "learner",
+    }
+}
+
+fn role_from_name(name: &str) -> Role {
+    match name {
+        "admin" => Role::Admin,
+        "instructor" => Role::Instructor,
+        _ => Role::Learner,
+    }
+}
+
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Premium => "premium",
+        Tier::Standard => "standard",
+        Tier::Free | Tier::Unspecified => "free",
+    }
+}
+
+fn tier_from_name(name: &str) -> Tier {
+    match name {
+        "premium" => Tier::Premium,
+        "standard" => Tier::Standard,
+        _ => Tier::Free,
+    }
+}
+
+fn to_proto(user: &UserRecord) -> User {
+    User {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+        time_zone: user.time_zone.clone(),
+        role: role_from_name(&user.role) as i32,
+        tier: tier_from_name(&user.tier) as i32,
+        created_at: Some(timestamp_from_millis(user.created_at)),
+        updated_at: Some(timestamp_from_millis(user.updated_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Users {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let user = self
+            .new_account(normalize_email(&request.email), &request.password, &request.display_name, Role::Learner)
+            .await?;
+        Ok(Response::new(RegisterResponse { user: Some(to_proto(&user)) }))
+    }
+
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenPair>, Status> {
+        let request = request.into_inner();
+        let email = normalize_email(&request.email);
+        let user = self.store.user_by_email(&email).await?;
+        let matches = password::verify(request.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let user = match user {
+            Some(user) if matches => user,
+            _ => {
+                return Err(Error::unauthenticated("INVALID_CREDENTIALS", "the email or password is wrong").into());
+            }
+        };
+        let family_id = uuid::Uuid::now_v7().to_string();
+        let (refresh_token, record) = self.new_refresh_token(&user.id, &family_id)?;
+        self.store.insert_refresh_token(&record).await?;
+        Ok(Response::new(self.token_pair(&user, refresh_token).await?))
+    }
+
+    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<TokenPair>, Status> {
+        let presented = request.into_inner().refresh_token;
+        if presented.is_empty() {
+            return Err(Error::invalid("refresh_token", "is required").into());
+        }
+        // Family and user are taken from the presented token inside the rotation.
+        let (refresh_token, successor) = self.new_refresh_token("", "")?;
+        match self
+            .store
+            .rotate_refresh_token(&hash_refresh_token(&presented), successor, now_millis())
+            .await?
+        {
+            Rotation::Rotated { user_id } => {
+                let user = self.user(&user_id).await?;
+                Ok(Response::new(self.token_pair(&user, refresh_token).await?))
+            }
+            Rotation::Reused => {
+                tracing::warn!("a rotated refresh token was presented again; its family is revoked");
+                Err(Error::unauthenticated(
+                    "REFRESH_TOKEN_REUSED",
+                    "this refresh token was already used; the session is revoked, sign in again",
+                )
+                .into())
+            }
+            Rotation::Invalid => Err(invalid_refresh_token().into()),
+        }
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let presented = request.into_inner().refresh_token;
+        if presented.is_empty() {
+            return Err(Error::invalid("refresh_token", "is required").into());
+        }
+        if !self.store.revoke_family(&hash_refresh_token(&presented), now_millis()).await? {
+            return Err(invalid_refresh_token().into());
+        }
+        Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
+        let claims = caller(&request)?;
+        Ok(Response::new(to_proto(&self.user(&claims.sub).await?)))
+    }
+
+    async fn update_profile(&self, request: Request<UpdateProfileRequest>) -> Result<Response<User>, Status> {
+        let user_id = caller(&request)?.sub.clone();
+        let request = request.into_inner();
+        ensure_valid([
+            request.display_name.as_deref().and_then(check_display_name),
+            request.locale.as_deref().and_then(check_locale),
+            request.time_zone.as_deref().and_then(check_time_zone),
+        ])?;
+        let patch = ProfilePatch {
+            display_name: request.display_name.map(|name| name.trim().to_string()),
+            locale: request.locale,
+            time_zone: request.time_zone,
+        };
+        let user = self.store.update_profile(&user_id, &patch, now_millis()).await?;
+        Ok(Response::new(to_proto(&user)))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let id = request.into_inner().id;
+        Ok(Response::new(to_proto(&self.user(valid_user_id(&id)?).await?)))
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 || n as u32 > MAX_PAGE_SIZE => {
+                return Err(Error::invalid("page_size", "must be between 1 and 100").into());
+            }
+            n => n as u32,
+        };
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            let decoded = URL_SAFE_NO_PAD
+                .decode(&request.page_token)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+                .ok_or_else(|| Error::invalid("page_token", "is not a token returned by ListUsers"))?;
+            Some(decoded)
+        };
+        // One extra row tells whether another page exists.
+        let mut users = self.store.list_users(after.as_deref(), page_size + 1).await?;
+        let next_page_token = if users.len() > page_size as usize {
+            users.truncate(page_size as usize);
+            users.last().map(|u| URL_SAFE_NO_PAD.encode(&u.id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListUsersResponse {
+            users: users.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn set_role(&self, request: Request<SetRoleRequest>) -> Result<Response<User>, Status> {
+        let request = request.into_inner();
+        let role = Role::try_from(request.role)
+            .ok()
+            .filter(|role| *role != Role::Unspecified)
+            .ok_or_else(|| Error::invalid("role", "must be ROLE_LEARNER, ROLE_INSTRUCTOR or ROLE_ADMIN"))?;
+        let user = self
+            .store
+            .set_role(valid_user_id(&request.id)?, role_name(role), now_millis())
+            .await?;
+        Ok(Response::new(to_proto(&user)))
+    }
+
+    async fn set_tier(&self, request: Request<SetTierRequest>) -> Result<Response<User>, Status> {
+        let request = request.into_inner();
+        let tier = Tier::try_from(request.tier)
+            .ok()
+            .filter(|tier| *tier != Tier::Unspecified)
+            .ok_or_else(|| Error::invalid("tier", "must be TIER_FREE, TIER_STANDARD or TIER_PREMIUM"))?;
+        let user = self
+            .store
+            .set_tier(valid_user_id(&request.id)?, tier_name(tier), now_millis())
+            .await?;
+        Ok(Response::new(to_proto(&user)))
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
+        Ok(Response::new(Jwks { keys: self.ring.jwks() }))
+    }
+}

@@ -1,0 +1,321 @@
+//! The user service's SQL: accounts and refresh-token families. One implementation over
+//! sqlx `Any` serves SQLite and PostgreSQL; `tests/store.rs` runs one suite against both.
+//!
+//! Reads that feed a response right after a write of the same caller (login, refresh,
+//! GetMe) use the primary; listings use the reader, which may be a replica.
+
+use async_trait::async_trait;
+use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::Error;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub display_name: String,
+    pub locale: String,
+    pub time_zone: String,
+    pub role: String,
+    pub tier: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Profile fields to change; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    pub display_name: Option<String>,
+    pub locale: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// A refresh token as stored (its hash, never the token).
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current; its successor is stored. Carries the user id.
+    Rotated { user_id: String },
+    /// The token was already rotated: its family is now revoked.
+    Reused,
+    /// Unknown, expired, or revoked before.
+    Invalid,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Stores a new account; ALREADY_EXISTS when the email is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), Error>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, Error>;
+    /// Applies the patch; NOT_FOUND for an unknown id.
+    async fn update_profile(&self, id: &str, patch: &ProfilePatch, now: i64) -> Result<UserRecord, Error>;
+    async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<UserRecord, Error>;
+    async fn set_tier(&self, id: &str, tier: &str, now: i64) -> Result<UserRecord, Error>;
+    /// Up to `limit` accounts with ids greater than `after`, in id (creation) order.
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>, Error>;
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), Error>;
+    /// Atomically checks `presented_hash` and replaces it with `successor` (whose
+    /// `family_id` and `user_id` are taken from the presented token).
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        successor: RefreshTokenRecord,
+        now: i64,
+    ) -> Result<Rotation, Error>;
+    /// Revokes the family of `token_hash`; false when the token is unknown.
+    async fn revoke_family(&self, token_hash: &str, now: i64) -> Result<bool, Error>;
+}
+
+/// The schema, per backend.
+pub fn migrations() -> Migrations {
+    Migrations {
+        sqlite: sqlx::migrate!("./migrations/sqlite"),
+        postgres: sqlx::migrate!("./migrations/postgres"),
+    }
+}
+
+pub struct SqlUserStore {
+    db: Database,
+}
+
+impl SqlUserStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, display_name, locale, time_zone, role, tier, created_at, updated_at";
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        display_name: row.try_get("display_name")?,
+        locale: row.try_get("locale")?,
+        time_zone: row.try_get("time_zone")?,
+        role: row.try_get("role")?,
+        tier: row.try_get("tier")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl SqlUserStore {
+    async fn fetch_user(&self, id: &str) -> Result<UserRecord, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.db.writer())
+            .await?;
+        match row {
+            Some(row) => Ok(user_from_row(&row)?),
+            None => Err(Error::not_found(format!("user {id}"))),
+        }
+    }
+
+    async fn update_column(&self, id: &str, column: &'static str, value: &str, now: i64) -> Result<UserRecord, Error> {
+        let sql = format!("UPDATE users SET {column} = $1, updated_at = $2 WHERE id = $3");
+        let done = sqlx::query(&sql)
+            .bind(value)
+            .bind(now)
+            .bind(id)
+            .execute(self.db.writer())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!("user {id}")));
+        }
+        self.fetch_user(id).await
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlUserStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), Error> {
+        let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        let result = sqlx::query(&sql)
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(&user.display_name)
+            .bind(&user.locale)
+            .bind(&user.time_zone)
+            .bind(&user.role)
+            .bind(&user.tier)
+            .bind(user.created_at)
+            .bind(user.updated_at)
+            .execute(self.db.writer())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::AlreadyExists {
+                reason: "EMAIL_TAKEN",
+                message: "an account with this email already exists".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+        let row = sqlx::query(&sql)
+            .bind(email)
+            .fetch_optional(self.db.writer())
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, Error> {
+        match self.fetch_user(id).await {
+            Ok(user) => Ok(Some(user)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update_profile(&self, id: &str, patch: &ProfilePatch, now: i64) -> Result<UserRecord, Error> {
+        let done = sqlx::query(
+            "UPDATE users SET display_name = COALESCE($1, display_name), \
+             locale = COALESCE($2, locale), time_zone = COALESCE($3, time_zone), \
+             updated_at = $4 WHERE id = $5",
+        )
+        .bind(patch.display_name.as_deref())
+        .bind(patch.locale.as_deref())
+        .bind(patch.time_zone.as_deref())
+        .bind(now)
+        .bind(id)
+        .execute(self.db.writer())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!("user {id}")));
+        }
+        self.fetch_user(id).await
+    }
+
+    async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<UserRecord, Error> {
+        self.update_column(id, "role", role, now).await
+    }
+
+    async fn set_tier(&self, id: &str, tier: &str, now: i64) -> Result<UserRecord, Error> {
+        self.update_column(id, "tier", tier, now).await
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(self.db.reader())
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.token_hash)
+        .bind(&token.family_id)
+        .bind(&token.user_id)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        successor: RefreshTokenRecord,
+        now: i64,
+    ) -> Result<Rotation, Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let row = sqlx::query(
+            "SELECT family_id, user_id, expires_at, rotated_at, revoked_at \
+             FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Rotation::Invalid);
+        };
+        let family_id: String = row.try_get("family_id")?;
+        let user_id: String = row.try_get("user_id")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let rotated_at: Option<i64> = row.try_get("rotated_at")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        if revoked_at.is_some() || expires_at <= now {
+            return Ok(Rotation::Invalid);
+        }
+        // Claim the token: only one presenter can move it from current to rotated. A second
+        // (concurrent or later) presenter is treated as theft of the family.
+        let claimed = rotated_at.is_none()
+            && sqlx::query(
+                "UPDATE refresh_tokens SET rotated_at = $1 \
+                 WHERE token_hash = $2 AND rotated_at IS NULL AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(presented_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+        if !claimed {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&family_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(Rotation::Reused);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&successor.token_hash)
+        .bind(&family_id)
+        .bind(&user_id)
+        .bind(successor.issued_at)
+        .bind(successor.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated { user_id })
+    }
+
+    async fn revoke_family(&self, token_hash: &str, now: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND family_id = \
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .execute(self.db.writer())
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let known = sqlx::query("SELECT 1 AS known FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(self.db.writer())
+            .await?;
+        Ok(known.is_some())
+    }
+}
