@@ -1,1 +1,376 @@
+//! The gateway: public REST/JSON in, gRPC out.
+//!
+//! Every REST route comes from a `google.api.http` annotation in the descriptor set
+//! ([`routes`]); requests are transcoded with prost-reflect ([`transcode`]) and sent as raw
+//! protobuf to the owning service ([`upstream`]). No handler is written per method.
+//!
+//! At the edge the gateway also: verifies bearer tokens locally against the user service's
+//! JWKS (cached, refetched on an unknown `kid`) using the same [`authorize`] rule as the
+//! services; answers errors as RFC 9457 problems ([`problem`]); propagates or generates
+//! `x-request-id` and W3C trace context; enforces a request body limit (413); applies CORS
+//! from configuration; and serves `/openapi.json`, `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
+
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod template;
+pub mod transcode;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use duovarsity_common::auth::{KeySource, TokenVerifier, authorize, bearer_token};
+use duovarsity_common::{Config, Error, telemetry};
+use duovarsity_proto::user::GetJwksRequest;
+use duovarsity_proto::user::Jwk;
+use duovarsity_proto::user::user_service_client::UserServiceClient;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::metadata::MetadataMap;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+use crate::routes::{BodyTarget, Lookup, RouteTable};
+use crate::transcode::RequestError;
+use crate::upstream::Upstreams;
+
+/// The full name of the user service, whose JWKS verifies tokens.
+pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
+/// How often an unknown `kid` may trigger a JWKS refetch.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+/// Request headers forwarded to services as gRPC metadata.
+const FORWARDED_HEADERS: [&str; 3] = ["authorization", "x-request-id", "accept-language"];
+
+/// The gateway failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("routes: {0}")]
+    Routes(#[from] template::TemplateError),
+    #[error("upstream {service}: {source}")]
+    Upstream {
+        service: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Shared state of the gateway's handlers.
+pub struct Gateway {
+    table: RouteTable,
+    upstreams: Upstreams,
+    verifier: Arc<TokenVerifier>,
+    openapi: String,
+    body_limit: usize,
+    request_timeout: Duration,
+}
+
+impl Gateway {
+    /// Builds the route table and the upstream channels named by `config`.
+    pub fn new(config: &Config) -> Result<Arc<Self>, StartError> {
+        let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool())?;
+        let mut upstreams = Upstreams::default();
+        upstreams
+            .add(USER_SERVICE, &config.user_service_url())
+            .map_err(|source| StartError::Upstream {
+                service: USER_SERVICE.into(),
+                source,
+            })?;
+        let verifier = Arc::new(TokenVerifier::new(
+            Arc::new(JwksFromUserService {
+                upstreams: upstreams.clone(),
+            }),
+            JWKS_MIN_REFETCH,
+        ));
+        let openapi = openapi::document(&table).to_string();
+        Ok(Arc::new(Self {
+            table,
+            upstreams,
+            verifier,
+            openapi,
+            body_limit: config.body_limit_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        }))
+    }
+
+    /// The HTTP application with every layer.
+    pub fn router(self: &Arc<Self>, cors_allowed_origins: &[String]) -> Router {
+        let mut router = Router::new()
+            .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(|| async { telemetry::render_metrics() }))
+            .route("/openapi.json", get(openapi_json))
+            .fallback(transcode_call)
+            .with_state(self.clone())
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &http::Request<Body>| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let span = tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %request_id,
+                    );
+                    telemetry::continue_trace(&span, request.headers());
+                    span
+                }),
+            )
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        if let Some(cors) = cors_layer(cors_allowed_origins) {
+            router = router.layer(cors);
+        }
+        router
+    }
+}
+
+/// Serves `router` until `shutdown`, then drains for at most `grace`.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::select! {
+        result = server => result,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "HTTP requests still running after the grace period; stopping");
+            Ok(())
+        }
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::RETRY_AFTER,
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn openapi_json(State(gateway): State<Arc<Gateway>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], gateway.openapi.clone()).into_response()
+}
+
+async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.upstreams.check_health().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(failures) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "failures": failures})),
+        )
+            .into_response(),
+    }
+}
+
+/// Every REST call: route, authorise, transcode, call, transcode back.
+async fn transcode_call(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (route_label, response) = match gateway.table.lookup(&method, request.uri().path()) {
+        Lookup::NotFound => (
+            "unmatched".to_string(),
+            Problem::new(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {method} {}", request.uri().path()))
+                .with_reason("ROUTE_NOT_FOUND")
+                .into_response(),
+        ),
+        Lookup::WrongMethod(allowed) => {
+            let mut problem = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::Unimplemented,
+                format!("{method} is not allowed here"),
+            )
+            .with_reason("METHOD_NOT_ALLOWED");
+            problem.allow = allowed;
+            ("unmatched".to_string(), problem.into_response())
+        }
+        Lookup::Found(route, bindings) => {
+            let label = route.template.to_string();
+            let response = match call(&gateway, route, &bindings, request).await {
+                Ok(response) => response,
+                Err(problem) => problem.into_response(),
+            };
+            (label, response)
+        }
+    };
+    let mut response = response;
+    if response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == problem::PROBLEM_JSON)
+    {
+        response = attach_request_id(response, request_id).await;
+    }
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route_label).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Adds `requestId` to a problem body built before the id was at hand.
+async fn attach_request_id(response: Response, request_id: Option<String>) -> Response {
+    let Some(request_id) = request_id else {
+        return response;
+    };
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = body.collect().await.map(|c| c.to_bytes()) else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(object) = json.as_object_mut() {
+        object.insert("requestId".into(), request_id.into());
+    }
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(json.to_string()))
+}
+
+async fn call(
+    gateway: &Gateway,
+    route: &routes::Route,
+    bindings: &[(Vec<String>, String)],
+    request: Request,
+) -> Result<Response, Problem> {
+    let (parts, body) = request.into_parts();
+    let bearer = bearer_token(parts.headers.get(header::AUTHORIZATION));
+    authorize(Some(&route.access), bearer, &gateway.verifier)
+        .await
+        .map_err(|error| Problem::from_status(&tonic::Status::from(error)))?;
+
+    let body = read_body(body, &parts.headers, gateway.body_limit).await?;
+    if route.body != BodyTarget::None && !body.is_empty() && !is_json(&parts.headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::InvalidArgument,
+            "send the request body as JSON (Content-Type: application/json)",
+        )
+        .with_reason("UNSUPPORTED_MEDIA_TYPE"));
+    }
+    let message = transcode::request_message(route, bindings, parts.uri.query(), &body).map_err(|error| {
+        let reason = match error {
+            RequestError::MalformedJson(_) | RequestError::NotAnObject => "MALFORMED_JSON",
+            RequestError::UnknownParameter(_) => "UNKNOWN_PARAMETER",
+            RequestError::InvalidField(_) | RequestError::InvalidParameter { .. } => "INVALID_FIELD",
+        };
+        Problem::bad_request(error.to_string()).with_reason(reason)
+    })?;
+
+    let mut forwarded = HeaderMap::new();
+    for name in FORWARDED_HEADERS {
+        if let Some(value) = parts.headers.get(name) {
+            forwarded.insert(name, value.clone());
+        }
+    }
+    telemetry::inject_trace(&tracing::Span::current(), &mut forwarded);
+    let service = route.method.parent_service().full_name().to_string();
+    let reply = gateway
+        .upstreams
+        .unary(&service, &route.grpc_path, MetadataMap::from_headers(forwarded), gateway.request_timeout, message)
+        .await
+        .map_err(|status| Problem::from_status(&status))?;
+    let json = transcode::response_json(route, &reply).map_err(|error| {
+        tracing::error!(%error, method = %route.grpc_path, "could not render a response");
+        Problem::new(StatusCode::BAD_GATEWAY, Code::Internal, "the service sent an unreadable response")
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidArgument,
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .with_reason("BODY_TOO_LARGE")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(error) => Err(Problem::bad_request(format!("the request body could not be read: {error}"))
+            .with_reason("BODY_UNREADABLE")),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/json" || (v.starts_with("application/") && v.ends_with("+json")))
+}
+
+/// Public keys from the user service's `GetJwks`.
+struct JwksFromUserService {
+    upstreams: Upstreams,
+}
+
+#[async_trait]
+impl KeySource for JwksFromUserService {
+    async fn fetch(&self) -> Result<Vec<Jwk>, Error> {
+        let channel = self.upstreams.channel(USER_SERVICE).ok_or(Error::Internal)?;
+        let response = UserServiceClient::new(channel)
+            .get_jwks(GetJwksRequest {})
+            .await
+            .map_err(|status| {
+                tracing::warn!(%status, "JWKS fetch failed");
+                Error::Unavailable {
+                    message: "the token keys are unavailable; retry shortly".into(),
+                    retry_after: Some(Duration::from_secs(1)),
+                }
+            })?;
+        Ok(response.into_inner().keys)
+    }
+}

@@ -1,0 +1,180 @@
+//! The REST routing table, derived from the descriptor set: one [`Route`] per
+//! `google.api.http` binding (including `additional_bindings`). Adding an annotated RPC to
+//! a proto makes it reachable here with no gateway code.
+
+use duovarsity_proto::duovarsity::options::v1::Access;
+use duovarsity_proto::google::api::HttpRule;
+use duovarsity_proto::google::api::http_rule::Pattern;
+use http::Method;
+use prost_reflect::{DescriptorPool, MethodDescriptor};
+
+use crate::template::{PathTemplate, TemplateError};
+
+/// Where the HTTP body goes in the request message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyTarget {
+    /// No body: fields come from the path and the query string.
+    None,
+    /// `body: "*"`: the whole request message.
+    Whole,
+    /// `body: "field"`: that field.
+    Field(String),
+}
+
+/// One REST binding of one RPC.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub http_method: Method,
+    pub template: PathTemplate,
+    pub body: BodyTarget,
+    /// Empty: the whole response message is the HTTP body.
+    pub response_body: String,
+    pub method: MethodDescriptor,
+    /// `/package.Service/Method`.
+    pub grpc_path: String,
+    pub access: Access,
+}
+
+/// Every route, most specific first.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+/// The result of looking a request up.
+pub enum Lookup<'a> {
+    Found(&'a Route, Vec<(Vec<String>, String)>),
+    /// The path exists with other methods (for a 405 with `Allow`).
+    WrongMethod(Vec<Method>),
+    NotFound,
+}
+
+impl RouteTable {
+    pub fn from_pool(pool: &DescriptorPool) -> Result<Self, TemplateError> {
+        let http = pool.get_extension_by_name("google.api.http");
+        let access_ext = pool.get_extension_by_name("duovarsity.options.v1.access");
+        let mut routes = Vec::new();
+        for service in pool.services() {
+            for method in service.methods() {
+                let options = method.options();
+                let Some(rule) = http
+                    .as_ref()
+                    .filter(|ext| options.has_extension(ext))
+                    .and_then(|ext| options.get_extension(ext).as_message()?.transcode_to::<HttpRule>().ok())
+                else {
+                    continue;
+                };
+                let access = access_ext
+                    .as_ref()
+                    .filter(|ext| options.has_extension(ext))
+                    .and_then(|ext| options.get_extension(ext).as_message()?.transcode_to::<Access>().ok())
+                    .unwrap_or_default();
+                let grpc_path = format!("/{}/{}", service.full_name(), method.name());
+                let mut bindings = vec![rule.clone()];
+                bindings.extend(rule.additional_bindings.iter().cloned());
+                for binding in bindings {
+                    let Some((http_method, path)) = verb_and_path(&binding) else {
+                        continue;
+                    };
+                    let body = match binding.body.as_str() {
+                        "" => BodyTarget::None,
+                        "*" => BodyTarget::Whole,
+                        field => BodyTarget::Field(field.to_string()),
+                    };
+                    routes.push(Route {
+                        http_method,
+                        template: PathTemplate::parse(&path)?,
+                        body,
+                        response_body: binding.response_body.clone(),
+                        method: method.clone(),
+                        grpc_path: grpc_path.clone(),
+                        access: access.clone(),
+                    });
+                }
+            }
+        }
+        routes.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        Ok(Self { routes })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
+        let mut allowed = Vec::new();
+        for route in &self.routes {
+            if let Some(bindings) = route.template.matches(path) {
+                if route.http_method == *method {
+                    return Lookup::Found(route, bindings);
+                }
+                if !allowed.contains(&route.http_method) {
+                    allowed.push(route.http_method.clone());
+                }
+            }
+        }
+        if allowed.is_empty() {
+            Lookup::NotFound
+        } else {
+            Lookup::WrongMethod(allowed)
+        }
+    }
+}
+
+fn verb_and_path(rule: &HttpRule) -> Option<(Method, String)> {
+    Some(match rule.pattern.as_ref()? {
+        Pattern::Get(path) => (Method::GET, path.clone()),
+        Pattern::Put(path) => (Method::PUT, path.clone()),
+        Pattern::Post(path) => (Method::POST, path.clone()),
+        Pattern::Delete(path) => (Method::DELETE, path.clone()),
+        Pattern::Patch(path) => (Method::PATCH, path.clone()),
+        Pattern::Custom(custom) => (Method::from_bytes(custom.kind.as_bytes()).ok()?, custom.path.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::from_pool(duovarsity_proto::descriptor_pool()).unwrap()
+    }
+
+    #[test]
+    fn the_user_service_is_routed_from_its_annotations() {
+        let table = table();
+        let Lookup::Found(route, bindings) = table.lookup(&Method::POST, "/v1/auth/login") else {
+            panic!("login is routed");
+        };
+        assert_eq!(route.grpc_path, "/duovarsity.user.v1.UserService/Login");
+        assert_eq!(route.body, BodyTarget::Whole);
+        assert!(route.access.public);
+        assert!(bindings.is_empty());
+    }
+
+    #[test]
+    fn literal_paths_beat_variables() {
+        let table = table();
+        let Lookup::Found(route, _) = table.lookup(&Method::GET, "/v1/users/me") else {
+            panic!("me is routed");
+        };
+        assert_eq!(route.method.name(), "GetMe");
+        let Lookup::Found(route, bindings) = table.lookup(&Method::GET, "/v1/users/0190") else {
+            panic!("get user is routed");
+        };
+        assert_eq!(route.method.name(), "GetUser");
+        assert_eq!(bindings, vec![(vec!["id".to_string()], "0190".to_string())]);
+    }
+
+    #[test]
+    fn wrong_method_and_unknown_paths() {
+        let table = table();
+        match table.lookup(&Method::DELETE, "/v1/users/me") {
+            Lookup::WrongMethod(allowed) => {
+                assert!(allowed.contains(&Method::GET) && allowed.contains(&Method::PATCH));
+            }
+            _ => panic!("expected 405"),
+        }
+        assert!(matches!(table.lookup(&Method::GET, "/v1/nothing"), Lookup::NotFound));
+    }
+}

@@ -1,0 +1,130 @@
+//! Calls to the gRPC services, by full service name, with messages as raw bytes: the
+//! gateway transcodes with descriptors and never needs the generated types.
+//!
+//! Each upstream is a tonic `Channel` (HTTP/2, lazily connected). Today a service has one
+//! configured endpoint; per-request balancing over discovered endpoints plugs in here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// The channels of every upstream service, keyed by full service name.
+#[derive(Clone, Default)]
+pub struct Upstreams {
+    channels: HashMap<String, Channel>,
+}
+
+impl Upstreams {
+    /// Routes `service` (e.g. `duovarsity.user.v1.UserService`) to `url`.
+    pub fn add(&mut self, service: &str, url: &str) -> Result<(), tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        self.channels.insert(service.to_string(), endpoint.connect_lazy());
+        Ok(())
+    }
+
+    pub fn channel(&self, service: &str) -> Option<Channel> {
+        self.channels.get(service).cloned()
+    }
+
+    /// One unary call: `path` is `/package.Service/Method`.
+    pub async fn unary(
+        &self,
+        service: &str,
+        path: &str,
+        metadata: MetadataMap,
+        timeout: Duration,
+        message: Vec<u8>,
+    ) -> Result<Bytes, Status> {
+        let channel = self
+            .channel(service)
+            .ok_or_else(|| Status::unimplemented(format!("no upstream is configured for {service}")))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("{service} is unreachable: {e}")))?;
+        let path = http::uri::PathAndQuery::try_from(path)
+            .map_err(|_| Status::internal("invalid method path"))?;
+        let mut request = tonic::Request::new(Bytes::from(message));
+        *request.metadata_mut() = metadata;
+        request.set_timeout(timeout);
+        let response = grpc.unary(request, path, RawCodec).await.map_err(|status| {
+            // A transport failure surfaces as UNKNOWN with a source; the client should see
+            // a retryable UNAVAILABLE instead.
+            if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+                Status::unavailable(format!("{service} is unreachable"))
+            } else {
+                status
+            }
+        })?;
+        Ok(response.into_inner())
+    }
+
+    /// Whether every upstream reports SERVING; the failures otherwise.
+    pub async fn check_health(&self) -> Result<(), Vec<String>> {
+        let mut failures = Vec::new();
+        for (service, channel) in &self.channels {
+            let mut client = HealthClient::new(channel.clone());
+            let request = tonic::Request::new(HealthCheckRequest {
+                service: service.clone(),
+            });
+            let answer = tokio::time::timeout(Duration::from_secs(2), client.check(request)).await;
+            match answer {
+                Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => {}
+                Ok(Ok(response)) => failures.push(format!("{service}: status {}", response.get_ref().status)),
+                Ok(Err(status)) => failures.push(format!("{service}: {}", status.message())),
+                Err(_) => failures.push(format!("{service}: health check timed out")),
+            }
+        }
+        if failures.is_empty() { Ok(()) } else { Err(failures) }
+    }
+}
+
+/// Passes already-encoded protobuf bytes through tonic's framing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
