@@ -1,1 +1,178 @@
+//! The `duovarsity` platform composed from the service libraries: [`Platform::start`] runs
+//! every service's gRPC server and the gateway in one process (the embedded mode), or one
+//! component alone ([`Component`]). Tests start the same thing on port 0.
 #![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use duovarsity_common::Config;
+use duovarsity_common::auth::TokenVerifier;
+use duovarsity_common::grpc::{AuthLayer, GrpcServer};
+use duovarsity_gateway::Gateway;
+use duovarsity_proto::user::Role;
+use duovarsity_user::UserModule;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// Every service on `grpc_addr` and the gateway on `http_addr`.
+    All,
+    /// The user service alone, on `grpc_addr`.
+    User,
+    /// The gateway alone, on `http_addr`, calling configured upstreams.
+    Gateway,
+}
+
+/// A running platform (or component).
+pub struct Platform {
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+    user: Option<Arc<UserModule>>,
+}
+
+impl Platform {
+    /// Binds the listeners (port 0 picks a free port), opens storage and starts serving.
+    pub async fn start(mut config: Config, component: Component) -> anyhow::Result<Self> {
+        // The metrics recorder must exist before the first request records anything.
+        duovarsity_common::telemetry::metrics_handle();
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let mut tasks = JoinSet::new();
+        let mut grpc_addr = None;
+        let mut http_addr = None;
+        let mut user_module = None;
+
+        if matches!(component, Component::All | Component::User) {
+            let user = Arc::new(UserModule::open(&config).await.context("starting the user service")?);
+            if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
+                user.users()
+                    .create_account(email, password.expose(), "Administrator", Role::Admin, true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
+                tracing::info!(email = %email, "bootstrap admin is present");
+            }
+            let listener = TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("binding gRPC on {} (DUOVARSITY_GRPC_ADDR)", config.grpc_addr))?;
+            let addr = listener.local_addr()?;
+            grpc_addr = Some(addr);
+            if config.user_service_url.is_none() {
+                config.user_service_url = Some(format!("http://{addr}"));
+            }
+            let verifier = Arc::new(TokenVerifier::new(user.key_ring(), Duration::from_secs(1)));
+            let server = GrpcServer::new(AuthLayer::new(verifier))
+                .add_service(user.grpc_service())
+                .probe(user.probe());
+            let stop = shutdown.clone();
+            tasks.spawn(async move { server.run(listener, stop, grace).await.context("gRPC server") });
+            user_module = Some(user);
+        }
+
+        if matches!(component, Component::All | Component::Gateway) {
+            let gateway = Gateway::new(&config).context("starting the gateway")?;
+            let listener = TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding HTTP on {} (DUOVARSITY_HTTP_ADDR)", config.http_addr))?;
+            http_addr = Some(listener.local_addr()?);
+            let router = gateway.router(&config.cors_allowed_origins);
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                duovarsity_gateway::run(listener, router, stop, grace)
+                    .await
+                    .context("HTTP server")
+            });
+        }
+
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            shutdown,
+            tasks,
+            user: user_module,
+        })
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// Cancelling this token stops the platform.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until a server stops by itself (an error) or shutdown is requested, then
+    /// drains everything.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let first = tokio::select! {
+            () = self.shutdown.cancelled() => Ok(()),
+            Some(joined) = self.tasks.join_next() => {
+                self.shutdown.cancel();
+                joined.context("server task panicked").and_then(|r| r)
+            }
+        };
+        let mut result = first;
+        while let Some(joined) = self.tasks.join_next().await {
+            let outcome = joined.context("server task panicked").and_then(|r| r);
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        if let Some(user) = &self.user {
+            user.close().await;
+        }
+        result
+    }
+
+    /// Requests shutdown and waits for the drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Applies every service's migrations to the configured database(s).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let user = UserModule::open(config).await.context("migrating the user service")?;
+    user.close().await;
+    Ok(())
+}
+
+/// Creates an account with a role on the configured database.
+pub async fn create_user(
+    config: &Config,
+    email: &str,
+    password: &str,
+    display_name: &str,
+    role: Role,
+) -> anyhow::Result<duovarsity_proto::user::User> {
+    let user = UserModule::open(config).await.context("opening the user service")?;
+    let created = user
+        .users()
+        .create_account(email, password, display_name, role, false)
+        .await;
+    user.close().await;
+    created.map_err(|error| match error {
+        duovarsity_common::Error::InvalidArgument(violations) => anyhow::anyhow!(
+            "{}",
+            violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    })
+}

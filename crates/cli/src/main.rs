@@ -1,1 +1,182 @@
-fn main() {}
+//! `duovarsity`: run the platform, one component, migrations, or admin tasks.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use duovarsity::{Component, Platform};
+use duovarsity_common::{Config, telemetry};
+use duovarsity_proto::user::Role;
+
+#[derive(Parser)]
+#[command(name = "duovarsity", version, about = "The Duovarsity online-learning platform")]
+struct Cli {
+    /// A TOML configuration file (also DUOVARSITY_CONFIG). Environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every service and the gateway in this process (the default).
+    Up,
+    /// Run one component against the configured backends.
+    Serve {
+        #[arg(value_enum)]
+        component: ServeTarget,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administrative tasks on the configured database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Signing-key maintenance.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServeTarget {
+    User,
+    Gateway,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account with a role (for example the first admin).
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, value_enum, default_value = "learner")]
+        role: RoleArg,
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new signing key to the key directory. It signs from the next start; the
+    /// previous key keeps verifying, older ones are removed.
+    Rotate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Learner,
+    Instructor,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Learner => Role::Learner,
+            RoleArg::Instructor => Role::Instructor,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("duovarsity: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("duovarsity: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Up), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("duovarsity: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Up => serve(config, Component::All, "duovarsity").await,
+        Command::Serve { component: ServeTarget::User } => serve(config, Component::User, "user").await,
+        Command::Serve { component: ServeTarget::Gateway } => serve(config, Component::Gateway, "gateway").await,
+        Command::Migrate => {
+            let _telemetry = telemetry::init("duovarsity-migrate", config.log_format);
+            duovarsity::migrate(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::CreateUser { email, password, role, display_name },
+        } => {
+            let _telemetry = telemetry::init("duovarsity-admin", config.log_format);
+            let user = duovarsity::create_user(&config, &email, &password, &display_name, role.into()).await?;
+            println!("created {} ({}) with role {:?}", user.email, user.id, Role::from(role));
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let dir = config.jwt_keys_dir();
+            let kid = duovarsity_user::rotate_keys(&dir)?;
+            println!("new signing key {kid} in {}; it signs after the next restart", dir.display());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, component: Component, name: &'static str) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(name, config.log_format);
+    let platform = Platform::start(config, component).await?;
+    if let Some(addr) = platform.http_addr() {
+        println!("REST gateway   http://{addr}  (OpenAPI: http://{addr}/openapi.json)");
+    }
+    if let Some(addr) = platform.grpc_addr() {
+        println!("gRPC services  {addr}  (try: grpcurl -plaintext {addr} list)");
+    }
+    println!("Press Ctrl-C to stop.");
+    let stop = platform.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    platform.wait().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,1 +1,143 @@
+//! Test-only helpers: start the real platform in-process on port 0 with a throwaway data
+//! directory, and create throwaway PostgreSQL databases.
+//!
+//! PostgreSQL tests read the server URL from `DUOVARSITY_TEST_POSTGRES_URL` (the test
+//! command's setup script starts a local server and exports it). Without it they fail with
+//! a message saying how to get one, rather than silently passing.
 #![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use duovarsity::{Component, Platform};
+use duovarsity_common::Config;
+use sqlx::Executor;
+use sqlx::postgres::PgPoolOptions;
+use tempfile::TempDir;
+
+/// The variable naming a PostgreSQL server for tests (a URL to any existing database).
+pub const POSTGRES_URL_VAR: &str = "DUOVARSITY_TEST_POSTGRES_URL";
+
+/// A platform running in this test process.
+pub struct TestPlatform {
+    platform: Option<Platform>,
+    http: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
+    data_dir: TempDir,
+    pub client: reqwest::Client,
+}
+
+impl TestPlatform {
+    /// Every service and the gateway, on SQLite in a temporary directory.
+    pub async fn start() -> Self {
+        Self::start_with(Component::All, &[]).await
+    }
+
+    /// `component` with extra `DUOVARSITY_*` settings.
+    pub async fn start_with(component: Component, settings: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().expect("a temporary directory");
+        let mut env: BTreeMap<String, String> = BTreeMap::from([
+            ("DUOVARSITY_DATA_DIR".into(), data_dir.path().display().to_string()),
+            ("DUOVARSITY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("DUOVARSITY_GRPC_ADDR".into(), "127.0.0.1:0".into()),
+            ("DUOVARSITY_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+        ]);
+        for (key, value) in settings {
+            env.insert((*key).to_string(), (*value).to_string());
+        }
+        let config = Config::from_sources(None, &env).expect("test configuration is valid");
+        let platform = Platform::start(config, component).await.expect("the platform starts");
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client");
+        let started = Self {
+            http: platform.http_addr(),
+            grpc: platform.grpc_addr(),
+            platform: Some(platform),
+            data_dir,
+            client,
+        };
+        started.wait_until_ready().await;
+        started
+    }
+
+    async fn wait_until_ready(&self) {
+        let Some(http) = self.http else {
+            return;
+        };
+        for _ in 0..100 {
+            if let Ok(response) = self.client.get(format!("http://{http}/readyz")).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the platform did not become ready within 5 s");
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http.expect("this platform runs the gateway"))
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.expect("this platform runs gRPC services")
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// Stops and drains, failing the test if a server failed.
+    pub async fn stop(mut self) {
+        if let Some(platform) = self.platform.take() {
+            platform.stop().await.expect("the platform stops cleanly");
+        }
+    }
+}
+
+/// A database created for one test and dropped by [`TempPostgres::drop_database`].
+pub struct TempPostgres {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl TempPostgres {
+    /// Creates `dv_test_<uuid>` on the server named by `DUOVARSITY_TEST_POSTGRES_URL`.
+    pub async fn create() -> Self {
+        let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{POSTGRES_URL_VAR} is not set: run the tests with `make test` (which starts \
+                 PostgreSQL through scripts/test-services.sh) or export it yourself"
+            )
+        });
+        let name = format!("dv_test_{}", uuid::Uuid::now_v7().simple());
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {POSTGRES_URL_VAR}: {e}"));
+        pool.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("CREATE DATABASE");
+        pool.close().await;
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        Self {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+
+    pub async fn drop_database(self) {
+        if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&self.admin_url).await {
+            let _ = pool
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+            pool.close().await;
+        }
+    }
+}

@@ -178,9 +178,9 @@ impl Users {
         Ok(TokenPair {
             access_token,
             token_type: "Bearer".into(),
-            expires_in: self.issuer.ttl().as_secs() as i64,
+            expires_in: i32::try_from(self.issuer.ttl().as_secs()).unwrap_or(i32::MAX),
             refresh_token,
-            refresh_expires_in: self.refresh_ttl.as_secs() as i64,
+            refresh_expires_in: i32::try_from(self.refresh_ttl.as_secs()).unwrap_or(i32::MAX),
             user: Some(to_proto(user)),
         })
     }
