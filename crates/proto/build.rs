@@ -43,7 +43,10 @@ fn collect_protos(
         if path.is_dir() {
             collect_protos(root, &path, files)?;
         } else if path.extension().is_some_and(|ext| ext == "proto") {
-            let relative = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            let relative = path
+                .strip_prefix(root)?
+                .to_string_lossy()
+                .replace('\\', "/");
             files.push(relative);
         }
     }

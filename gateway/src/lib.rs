@@ -108,7 +108,10 @@ impl Gateway {
     /// The HTTP application with every layer.
     pub fn router(self: &Arc<Self>, cors_allowed_origins: &[String]) -> Router {
         let mut router = Router::new()
-            .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/healthz",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
             .route("/readyz", get(ready))
             .route("/metrics", get(|| async { telemetry::render_metrics() }))
             .route("/openapi.json", get(openapi_json))
@@ -148,7 +151,8 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     let stop = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::select! {
         result = server => result,
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -170,7 +174,13 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -187,7 +197,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 }
 
 async fn openapi_json(State(gateway): State<Arc<Gateway>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], gateway.openapi.clone()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        gateway.openapi.clone(),
+    )
+        .into_response()
 }
 
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
@@ -213,9 +227,13 @@ async fn transcode_call(State(gateway): State<Arc<Gateway>>, request: Request) -
     let (route_label, response) = match gateway.table.lookup(&method, request.uri().path()) {
         Lookup::NotFound => (
             "unmatched".to_string(),
-            Problem::new(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {method} {}", request.uri().path()))
-                .with_reason("ROUTE_NOT_FOUND")
-                .into_response(),
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                Code::NotFound,
+                format!("no route for {method} {}", request.uri().path()),
+            )
+            .with_reason("ROUTE_NOT_FOUND")
+            .into_response(),
         ),
         Lookup::WrongMethod(allowed) => {
             let mut problem = Problem::new(
@@ -247,7 +265,8 @@ async fn transcode_call(State(gateway): State<Arc<Gateway>>, request: Request) -
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status)
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route_label).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", "route" => route_label)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -290,14 +309,17 @@ async fn call(
         )
         .with_reason("UNSUPPORTED_MEDIA_TYPE"));
     }
-    let message = transcode::request_message(route, bindings, parts.uri.query(), &body).map_err(|error| {
-        let reason = match error {
-            RequestError::MalformedJson(_) | RequestError::NotAnObject => "MALFORMED_JSON",
-            RequestError::UnknownParameter(_) => "UNKNOWN_PARAMETER",
-            RequestError::InvalidField(_) | RequestError::InvalidParameter { .. } => "INVALID_FIELD",
-        };
-        Problem::bad_request(error.to_string()).with_reason(reason)
-    })?;
+    let message =
+        transcode::request_message(route, bindings, parts.uri.query(), &body).map_err(|error| {
+            let reason = match error {
+                RequestError::MalformedJson(_) | RequestError::NotAnObject => "MALFORMED_JSON",
+                RequestError::UnknownParameter(_) => "UNKNOWN_PARAMETER",
+                RequestError::InvalidField(_) | RequestError::InvalidParameter { .. } => {
+                    "INVALID_FIELD"
+                }
+            };
+            Problem::bad_request(error.to_string()).with_reason(reason)
+        })?;
 
     let mut forwarded = HeaderMap::new();
     for name in FORWARDED_HEADERS {
@@ -309,12 +331,22 @@ async fn call(
     let service = route.method.parent_service().full_name().to_string();
     let reply = gateway
         .upstreams
-        .unary(&service, &route.grpc_path, MetadataMap::from_headers(forwarded), gateway.request_timeout, message)
+        .unary(
+            &service,
+            &route.grpc_path,
+            MetadataMap::from_headers(forwarded),
+            gateway.request_timeout,
+            message,
+        )
         .await
         .map_err(|status| Problem::from_status(&status))?;
     let json = transcode::response_json(route, &reply).map_err(|error| {
         tracing::error!(%error, method = %route.grpc_path, "could not render a response");
-        Problem::new(StatusCode::BAD_GATEWAY, Code::Internal, "the service sent an unreadable response")
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            Code::Internal,
+            "the service sent an unreadable response",
+        )
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
@@ -338,8 +370,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<byte
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(error) => Err(Problem::bad_request(format!("the request body could not be read: {error}"))
-            .with_reason("BODY_UNREADABLE")),
+        Err(error) => Err(Problem::bad_request(format!(
+            "the request body could not be read: {error}"
+        ))
+        .with_reason("BODY_UNREADABLE")),
     }
 }
 
@@ -349,7 +383,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|v| v == "application/json" || (v.starts_with("application/") && v.ends_with("+json")))
+        .is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        })
 }
 
 /// Public keys from the user service's `GetJwks`.
@@ -360,7 +396,10 @@ struct JwksFromUserService {
 #[async_trait]
 impl KeySource for JwksFromUserService {
     async fn fetch(&self) -> Result<Vec<Jwk>, Error> {
-        let channel = self.upstreams.channel(USER_SERVICE).ok_or(Error::Internal)?;
+        let channel = self
+            .upstreams
+            .channel(USER_SERVICE)
+            .ok_or(Error::Internal)?;
         let response = UserServiceClient::new(channel)
             .get_jwks(GetJwksRequest {})
             .await

@@ -120,7 +120,9 @@ fn field_is_scalar_json(field: &FieldDescriptor) -> bool {
 fn well_known(message: &MessageDescriptor) -> Option<Value> {
     Some(match message.full_name() {
         "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
-        "google.protobuf.Duration" => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?s$"}),
+        "google.protobuf.Duration" => {
+            json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?s$"})
+        }
         "google.protobuf.FieldMask" => json!({"type": "string"}),
         "google.protobuf.Empty" => json!({"type": "object"}),
         "google.protobuf.Struct" => json!({"type": "object"}),
@@ -128,7 +130,9 @@ fn well_known(message: &MessageDescriptor) -> Option<Value> {
         "google.protobuf.StringValue" | "google.protobuf.BytesValue" => json!({"type": "string"}),
         "google.protobuf.BoolValue" => json!({"type": "boolean"}),
         "google.protobuf.Int32Value" | "google.protobuf.UInt32Value" => json!({"type": "integer"}),
-        "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => json!({"type": "string", "format": "int64"}),
+        "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => {
+            json!({"type": "string", "format": "int64"})
+        }
         "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => json!({"type": "number"}),
         _ => return None,
     })
@@ -146,7 +150,10 @@ fn message_ref(message: &MessageDescriptor, schemas: &mut BTreeMap<String, Value
         for field in message.fields() {
             properties.insert(field.json_name().to_string(), field_schema(&field, schemas));
         }
-        schemas.insert(name.clone(), json!({"type": "object", "properties": properties}));
+        schemas.insert(
+            name.clone(),
+            json!({"type": "object", "properties": properties}),
+        );
     }
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -161,7 +168,9 @@ fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) 
     }
     let single = match field.kind() {
         Kind::Double | Kind::Float => json!({"type": "number"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "uint32"}),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
         Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64"}),
@@ -221,9 +230,19 @@ mod tests {
         assert_eq!(get_user["parameters"][0]["in"], "path");
         assert_eq!(get_user["security"][0]["bearerAuth"], json!([]));
         let list = &doc["paths"]["/v1/users"]["get"]["parameters"];
-        assert!(list.as_array().unwrap().iter().any(|p| p["name"] == "pageSize"));
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "pageSize")
+        );
         let user = &doc["components"]["schemas"]["duovarsity.user.v1.User"]["properties"];
         assert_eq!(user["createdAt"]["format"], "date-time");
-        assert!(user["role"]["enum"].as_array().unwrap().contains(&json!("ROLE_ADMIN")));
+        assert!(
+            user["role"]["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("ROLE_ADMIN"))
+        );
     }
 }

@@ -188,8 +188,17 @@ mod tests {
         assert_eq!(http_status(Code::Unauthenticated), StatusCode::UNAUTHORIZED);
         assert_eq!(http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
         assert_eq!(http_status(Code::AlreadyExists), StatusCode::CONFLICT);
-        assert_eq!(http_status(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(http_status(Code::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            http_status(Code::Internal),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

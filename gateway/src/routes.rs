@@ -60,14 +60,26 @@ impl RouteTable {
                 let Some(rule) = http
                     .as_ref()
                     .filter(|ext| options.has_extension(ext))
-                    .and_then(|ext| options.get_extension(ext).as_message()?.transcode_to::<HttpRule>().ok())
+                    .and_then(|ext| {
+                        options
+                            .get_extension(ext)
+                            .as_message()?
+                            .transcode_to::<HttpRule>()
+                            .ok()
+                    })
                 else {
                     continue;
                 };
                 let access = access_ext
                     .as_ref()
                     .filter(|ext| options.has_extension(ext))
-                    .and_then(|ext| options.get_extension(ext).as_message()?.transcode_to::<Access>().ok())
+                    .and_then(|ext| {
+                        options
+                            .get_extension(ext)
+                            .as_message()?
+                            .transcode_to::<Access>()
+                            .ok()
+                    })
                     .unwrap_or_default();
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
                 let mut bindings = vec![rule.clone()];
@@ -93,7 +105,7 @@ impl RouteTable {
                 }
             }
         }
-        routes.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        routes.sort_by_key(|route| std::cmp::Reverse(route.template.specificity()));
         Ok(Self { routes })
     }
 
@@ -128,7 +140,10 @@ fn verb_and_path(rule: &HttpRule) -> Option<(Method, String)> {
         Pattern::Post(path) => (Method::POST, path.clone()),
         Pattern::Delete(path) => (Method::DELETE, path.clone()),
         Pattern::Patch(path) => (Method::PATCH, path.clone()),
-        Pattern::Custom(custom) => (Method::from_bytes(custom.kind.as_bytes()).ok()?, custom.path.clone()),
+        Pattern::Custom(custom) => (
+            Method::from_bytes(custom.kind.as_bytes()).ok()?,
+            custom.path.clone(),
+        ),
     })
 }
 
@@ -175,6 +190,9 @@ mod tests {
             }
             _ => panic!("expected 405"),
         }
-        assert!(matches!(table.lookup(&Method::GET, "/v1/nothing"), Lookup::NotFound));
+        assert!(matches!(
+            table.lookup(&Method::GET, "/v1/nothing"),
+            Lookup::NotFound
+        ));
     }
 }

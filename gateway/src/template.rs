@@ -76,15 +76,16 @@ impl PathTemplate {
                     None => (inner, "*"),
                 };
                 let field_path: Vec<String> = path.split('.').map(str::to_string).collect();
-                if field_path
-                    .iter()
-                    .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-                {
+                if field_path.iter().any(|p| {
+                    p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                }) {
                     return Err(fail("has a variable with an invalid field path"));
                 }
                 let start = segments.len();
                 for part in pattern.split('/') {
-                    segments.push(parse_plain(part).ok_or_else(|| fail("has an invalid variable pattern"))?);
+                    segments.push(
+                        parse_plain(part).ok_or_else(|| fail("has an invalid variable pattern"))?,
+                    );
                 }
                 variables.push(Variable {
                     field_path,
@@ -166,7 +167,11 @@ impl PathTemplate {
             let to = spans[variable.end - 1].1;
             let value = parts[from..to]
                 .iter()
-                .map(|part| percent_decode_str(part).decode_utf8().map(|s| s.into_owned()))
+                .map(|part| {
+                    percent_decode_str(part)
+                        .decode_utf8()
+                        .map(|s| s.into_owned())
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .ok()?
                 .join("/");
@@ -214,7 +219,9 @@ fn parse_plain(raw: &str) -> Option<Segment> {
         "*" => Some(Segment::Single),
         "**" => Some(Segment::Rest),
         "" => None,
-        literal if !literal.contains(['{', '}', '=', '*']) => Some(Segment::Literal(literal.to_string())),
+        literal if !literal.contains(['{', '}', '=', '*']) => {
+            Some(Segment::Literal(literal.to_string()))
+        }
         _ => None,
     }
 }
@@ -295,8 +302,14 @@ mod tests {
             Some(vec![("id".into(), "42".into())])
         );
         assert_eq!(bindings("/v1/users/{id}:setRole", "/v1/users/42"), None);
-        assert_eq!(bindings("/v1/users/{id}:setRole", "/v1/users/42:setTier"), None);
-        assert_eq!(bindings("/v1/courses:search", "/v1/courses:search"), Some(vec![]));
+        assert_eq!(
+            bindings("/v1/users/{id}:setRole", "/v1/users/42:setTier"),
+            None
+        );
+        assert_eq!(
+            bindings("/v1/courses:search", "/v1/courses:search"),
+            Some(vec![])
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub fn request_message(
     let body_json = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(serde_json::from_slice::<Value>(body).map_err(|e| RequestError::MalformedJson(e.to_string()))?)
+        Some(
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| RequestError::MalformedJson(e.to_string()))?,
+        )
     };
     let mut object = match (&route.body, body_json) {
         (BodyTarget::Whole, Some(Value::Object(object))) => object,
@@ -55,11 +58,22 @@ pub fn request_message(
     };
     for (field_path, value) in bindings {
         let field = resolve(&input, field_path).ok_or_else(|| {
-            RequestError::InvalidField(format!("path variable {} names no field", field_path.join(".")))
+            RequestError::InvalidField(format!(
+                "path variable {} names no field",
+                field_path.join(".")
+            ))
         })?;
-        set_path(&mut object, &input, field_path, scalar_json(&field, value).map_err(|message| {
-            RequestError::InvalidField(format!("path variable {}: {message}", field_path.join(".")))
-        })?);
+        set_path(
+            &mut object,
+            &input,
+            field_path,
+            scalar_json(&field, value).map_err(|message| {
+                RequestError::InvalidField(format!(
+                    "path variable {}: {message}",
+                    field_path.join(".")
+                ))
+            })?,
+        );
     }
     if route.body != BodyTarget::Whole
         && let Some(query) = query
@@ -77,7 +91,8 @@ pub fn request_message(
 
 /// The JSON body for a response message.
 pub fn response_json(route: &Route, bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let message = DynamicMessage::decode(route.method.output(), bytes).map_err(|e| e.to_string())?;
+    let message =
+        DynamicMessage::decode(route.method.output(), bytes).map_err(|e| e.to_string())?;
     let options = SerializeOptions::new().skip_default_fields(false);
     let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
     let mut serializer = serde_json::Serializer::new(&mut out);
@@ -132,7 +147,12 @@ pub fn resolve(message: &MessageDescriptor, path: &[String]) -> Option<FieldDesc
     field
 }
 
-fn set_path(object: &mut Map<String, Value>, message: &MessageDescriptor, path: &[String], value: Value) {
+fn set_path(
+    object: &mut Map<String, Value>,
+    message: &MessageDescriptor,
+    path: &[String],
+    value: Value,
+) {
     let mut current = object;
     let mut descriptor = message.clone();
     for (i, name) in path.iter().enumerate() {
@@ -154,7 +174,9 @@ fn set_path(object: &mut Map<String, Value>, message: &MessageDescriptor, path: 
             return;
         };
         descriptor = inner;
-        let entry = current.entry(key).or_insert_with(|| Value::Object(Map::new()));
+        let entry = current
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -172,11 +194,13 @@ fn apply_query(
     let mut lists: Vec<(Vec<String>, Vec<Value>)> = Vec::new();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         let path: Vec<String> = name.split('.').map(str::to_string).collect();
-        let field = resolve(input, &path).ok_or_else(|| RequestError::UnknownParameter(name.to_string()))?;
+        let field = resolve(input, &path)
+            .ok_or_else(|| RequestError::UnknownParameter(name.to_string()))?;
         let bound_by_path = bindings
             .iter()
             .any(|(bound, _)| resolve(input, bound).is_some_and(|b| b == field));
-        let bound_by_body = matches!(&route.body, BodyTarget::Field(body) if path.first() == Some(body));
+        let bound_by_body =
+            matches!(&route.body, BodyTarget::Field(body) if path.first() == Some(body));
         if bound_by_path || bound_by_body {
             return Err(RequestError::InvalidParameter {
                 name: name.to_string(),
@@ -189,10 +213,11 @@ fn apply_query(
                 message: "cannot be set from the query string".into(),
             });
         }
-        let json = scalar_json(&field, &value).map_err(|message| RequestError::InvalidParameter {
-            name: name.to_string(),
-            message,
-        })?;
+        let json =
+            scalar_json(&field, &value).map_err(|message| RequestError::InvalidParameter {
+                name: name.to_string(),
+                message,
+            })?;
         if field.is_list() {
             match lists.iter_mut().find(|(p, _)| *p == path) {
                 Some((_, values)) => values.push(json),
@@ -253,7 +278,12 @@ mod tests {
     use duovarsity_proto::user::{ListUsersRequest, RegisterRequest, SetRoleRequest};
     use http::Method;
 
-    fn encode(method: Method, path: &str, query: Option<&str>, body: &str) -> Result<Vec<u8>, RequestError> {
+    fn encode(
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        body: &str,
+    ) -> Result<Vec<u8>, RequestError> {
         let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool()).unwrap();
         let Lookup::Found(route, bindings) = table.lookup(&method, path) else {
             panic!("{path} is routed");
@@ -272,8 +302,19 @@ mod tests {
         .unwrap();
         let request = RegisterRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(request.display_name, "Ann");
-        let bytes = encode(Method::POST, "/v1/auth/register", None, r#"{"display_name":"Bo"}"#).unwrap();
-        assert_eq!(RegisterRequest::decode(bytes.as_slice()).unwrap().display_name, "Bo");
+        let bytes = encode(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            r#"{"display_name":"Bo"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            RegisterRequest::decode(bytes.as_slice())
+                .unwrap()
+                .display_name,
+            "Bo"
+        );
     }
 
     #[test]
@@ -292,7 +333,13 @@ mod tests {
 
     #[test]
     fn query_parameters_fill_body_less_requests() {
-        let bytes = encode(Method::GET, "/v1/users", Some("pageSize=25&page_token=abc"), "").unwrap();
+        let bytes = encode(
+            Method::GET,
+            "/v1/users",
+            Some("pageSize=25&page_token=abc"),
+            "",
+        )
+        .unwrap();
         let request = ListUsersRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(request.page_size, 25);
         assert_eq!(request.page_token, "abc");

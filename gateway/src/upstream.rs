@@ -12,9 +12,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// The channels of every upstream service, keyed by full service name.
 #[derive(Clone, Default)]
@@ -30,7 +30,8 @@ impl Upstreams {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        self.channels.insert(service.to_string(), endpoint.connect_lazy());
+        self.channels
+            .insert(service.to_string(), endpoint.connect_lazy());
         Ok(())
     }
 
@@ -47,9 +48,9 @@ impl Upstreams {
         timeout: Duration,
         message: Vec<u8>,
     ) -> Result<Bytes, Status> {
-        let channel = self
-            .channel(service)
-            .ok_or_else(|| Status::unimplemented(format!("no upstream is configured for {service}")))?;
+        let channel = self.channel(service).ok_or_else(|| {
+            Status::unimplemented(format!("no upstream is configured for {service}"))
+        })?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready()
             .await
@@ -59,15 +60,18 @@ impl Upstreams {
         let mut request = tonic::Request::new(Bytes::from(message));
         *request.metadata_mut() = metadata;
         request.set_timeout(timeout);
-        let response = grpc.unary(request, path, RawCodec).await.map_err(|status| {
-            // A transport failure surfaces as UNKNOWN with a source; the client should see
-            // a retryable UNAVAILABLE instead.
-            if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
-                Status::unavailable(format!("{service} is unreachable"))
-            } else {
-                status
-            }
-        })?;
+        let response = grpc
+            .unary(request, path, RawCodec)
+            .await
+            .map_err(|status| {
+                // A transport failure surfaces as UNKNOWN with a source; the client should see
+                // a retryable UNAVAILABLE instead.
+                if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+                    Status::unavailable(format!("{service} is unreachable"))
+                } else {
+                    status
+                }
+            })?;
         Ok(response.into_inner())
     }
 
@@ -82,12 +86,18 @@ impl Upstreams {
             let answer = tokio::time::timeout(Duration::from_secs(2), client.check(request)).await;
             match answer {
                 Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => {}
-                Ok(Ok(response)) => failures.push(format!("{service}: status {}", response.get_ref().status)),
+                Ok(Ok(response)) => {
+                    failures.push(format!("{service}: status {}", response.get_ref().status))
+                }
                 Ok(Err(status)) => failures.push(format!("{service}: {}", status.message())),
                 Err(_) => failures.push(format!("{service}: health check timed out")),
             }
         }
-        if failures.is_empty() { Ok(()) } else { Err(failures) }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
     }
 }
 

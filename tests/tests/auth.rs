@@ -10,7 +10,13 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "correct-horse-battery";
 
 async fn post(platform: &TestPlatform, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = platform.client.post(platform.url(path)).json(&body).send().await.unwrap();
+    let response = platform
+        .client
+        .post(platform.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -33,7 +39,12 @@ async fn register_and_login(platform: &TestPlatform, email: &str) -> Value {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, tokens) = post(platform, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+    let (status, tokens) = post(
+        platform,
+        "/v1/auth/login",
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     tokens
 }
@@ -63,8 +74,12 @@ async fn register_login_me_refresh_reuse_and_logout() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["reason"], "EMAIL_TAKEN");
 
-    let (status, tokens) =
-        post(&platform, "/v1/auth/login", json!({"email": "ada@example.com", "password": PASSWORD})).await;
+    let (status, tokens) = post(
+        &platform,
+        "/v1/auth/login",
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["tokenType"], "Bearer");
     assert_eq!(tokens["expiresIn"], 900);
@@ -89,7 +104,12 @@ async fn register_login_me_refresh_reuse_and_logout() {
     assert_eq!(updated["displayName"], "Ada Lovelace", "absent fields stay");
 
     // Refresh rotates: a new pair, and the old refresh token is spent.
-    let (status, rotated) = post(&platform, "/v1/auth/refresh", json!({"refreshToken": refresh})).await;
+    let (status, rotated) = post(
+        &platform,
+        "/v1/auth/refresh",
+        json!({"refreshToken": refresh}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let second_refresh = rotated["refreshToken"].as_str().unwrap().to_string();
     assert_ne!(second_refresh, refresh);
@@ -98,20 +118,44 @@ async fn register_login_me_refresh_reuse_and_logout() {
 
     // Presenting the spent token again is reuse: 401, and the whole family is revoked, so
     // even the newest token of the family stops working.
-    let (status, problem) = post(&platform, "/v1/auth/refresh", json!({"refreshToken": refresh})).await;
+    let (status, problem) = post(
+        &platform,
+        "/v1/auth/refresh",
+        json!({"refreshToken": refresh}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(problem["reason"], "REFRESH_TOKEN_REUSED");
-    let (status, problem) = post(&platform, "/v1/auth/refresh", json!({"refreshToken": second_refresh})).await;
+    let (status, problem) = post(
+        &platform,
+        "/v1/auth/refresh",
+        json!({"refreshToken": second_refresh}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(problem["reason"], "REFRESH_TOKEN_INVALID");
 
     // A fresh session, logged out, cannot refresh.
-    let (_, tokens) =
-        post(&platform, "/v1/auth/login", json!({"email": "ada@example.com", "password": PASSWORD})).await;
+    let (_, tokens) = post(
+        &platform,
+        "/v1/auth/login",
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
     let refresh = tokens["refreshToken"].as_str().unwrap();
-    let (status, _) = post(&platform, "/v1/auth/logout", json!({"refreshToken": refresh})).await;
+    let (status, _) = post(
+        &platform,
+        "/v1/auth/logout",
+        json!({"refreshToken": refresh}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = post(&platform, "/v1/auth/refresh", json!({"refreshToken": refresh})).await;
+    let (status, _) = post(
+        &platform,
+        "/v1/auth/refresh",
+        json!({"refreshToken": refresh}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     platform.stop().await;
@@ -121,10 +165,18 @@ async fn register_login_me_refresh_reuse_and_logout() {
 async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let platform = TestPlatform::start().await;
     register_and_login(&platform, "grace@example.com").await;
-    let (status_wrong, wrong) =
-        post(&platform, "/v1/auth/login", json!({"email": "grace@example.com", "password": "not-the-password"})).await;
-    let (status_unknown, unknown) =
-        post(&platform, "/v1/auth/login", json!({"email": "nobody@example.com", "password": "not-the-password"})).await;
+    let (status_wrong, wrong) = post(
+        &platform,
+        "/v1/auth/login",
+        json!({"email": "grace@example.com", "password": "not-the-password"}),
+    )
+    .await;
+    let (status_unknown, unknown) = post(
+        &platform,
+        "/v1/auth/login",
+        json!({"email": "nobody@example.com", "password": "not-the-password"}),
+    )
+    .await;
     assert_eq!(status_wrong, StatusCode::UNAUTHORIZED);
     assert_eq!(status_unknown, StatusCode::UNAUTHORIZED);
     for body in [&wrong, &unknown] {
@@ -145,7 +197,12 @@ async fn the_password_policy_reports_field_violations() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(problem["code"], "INVALID_ARGUMENT");
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, vec!["email", "password", "display_name"]);
 
     let (status, problem) = post(
@@ -155,7 +212,10 @@ async fn the_password_policy_reports_field_violations() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(problem["errors"][0]["description"], "must not be the email address");
+    assert_eq!(
+        problem["errors"][0]["description"],
+        "must not be the email address"
+    );
     platform.stop().await;
 }
 
@@ -176,7 +236,10 @@ async fn bad_requests_get_problem_details() {
     };
     let check = |response: reqwest::Response, expected: StatusCode| async move {
         assert_eq!(response.status(), expected);
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         assert_eq!(response.headers()["x-request-id"], "test-request-42");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], expected.as_u16());
@@ -184,21 +247,47 @@ async fn bad_requests_get_problem_details() {
         body
     };
 
-    let malformed = check(send(b"{\"email\": ".to_vec(), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    assert_eq!(malformed["reason"], "MALFORMED_JSON");
-
-    let unknown = check(
-        send(br#"{"email":"a@b.co","password":"x","isAdmin":true}"#.to_vec(), "application/json").await.unwrap(),
+    let malformed = check(
+        send(b"{\"email\": ".to_vec(), "application/json")
+            .await
+            .unwrap(),
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(unknown["detail"].as_str().unwrap().contains("isAdmin"), "{unknown}");
+    assert_eq!(malformed["reason"], "MALFORMED_JSON");
+
+    let unknown = check(
+        send(
+            br#"{"email":"a@b.co","password":"x","isAdmin":true}"#.to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        unknown["detail"].as_str().unwrap().contains("isAdmin"),
+        "{unknown}"
+    );
 
     let oversize = format!(r#"{{"email":"{}"}}"#, "a".repeat(2 * 1024 * 1024));
-    let too_large = check(send(oversize.into_bytes(), "application/json").await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
+    let too_large = check(
+        send(oversize.into_bytes(), "application/json")
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
     assert_eq!(too_large["reason"], "BODY_TOO_LARGE");
 
-    let form = check(send(b"email=a".to_vec(), "application/x-www-form-urlencoded").await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let form = check(
+        send(b"email=a".to_vec(), "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
     assert_eq!(form["reason"], "UNSUPPORTED_MEDIA_TYPE");
 
     // Missing, tampered and malformed tokens.
@@ -207,8 +296,15 @@ async fn bad_requests_get_problem_details() {
     assert_eq!(problem["reason"], "TOKEN_MISSING");
     // Escalate the role in the payload and keep the original signature.
     let parts: Vec<&str> = access.split('.').collect();
-    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap().replace("\"learner\"", "\"admin\"");
-    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.as_bytes()), parts[2]);
+    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap())
+        .unwrap()
+        .replace("\"learner\"", "\"admin\"");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.as_bytes()),
+        parts[2]
+    );
     let (status, problem) = get(&platform, "/v1/users/me", Some(&tampered)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(problem["reason"], "TOKEN_SIGNATURE");
@@ -220,9 +316,20 @@ async fn bad_requests_get_problem_details() {
     let (status, problem) = get(&platform, "/v1/nowhere", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(problem["reason"], "ROUTE_NOT_FOUND");
-    let response = platform.client.delete(platform.url("/v1/users/me")).bearer_auth(access).send().await.unwrap();
+    let response = platform
+        .client
+        .delete(platform.url("/v1/users/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(response.headers()["allow"].to_str().unwrap().contains("GET"));
+    assert!(
+        response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
 
     // Query parameters are checked against the request message.
     let (status, problem) = get(&platform, "/v1/users/me?colour=blue", Some(access)).await;
@@ -242,7 +349,12 @@ async fn admins_manage_users_and_learners_may_not() {
         ],
     )
     .await;
-    let (status, admin) = post(&platform, "/v1/auth/login", json!({"email": admin_email, "password": PASSWORD})).await;
+    let (status, admin) = post(
+        &platform,
+        "/v1/auth/login",
+        json!({"email": admin_email, "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{admin}");
     assert_eq!(admin["user"]["role"], "ROLE_ADMIN");
     let admin_token = admin["accessToken"].as_str().unwrap().to_string();
@@ -255,7 +367,12 @@ async fn admins_manage_users_and_learners_may_not() {
     }
 
     // Learners are refused admin methods.
-    let (status, problem) = get(&platform, &format!("/v1/users/{learner_id}"), Some(&learner_token)).await;
+    let (status, problem) = get(
+        &platform,
+        &format!("/v1/users/{learner_id}"),
+        Some(&learner_token),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(problem["reason"], "ROLE_REQUIRED");
 
@@ -263,7 +380,12 @@ async fn admins_manage_users_and_learners_may_not() {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let (status, page) = get(&platform, &format!("/v1/users?pageSize=2&pageToken={token}"), Some(&admin_token)).await;
+        let (status, page) = get(
+            &platform,
+            &format!("/v1/users?pageSize=2&pageToken={token}"),
+            Some(&admin_token),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         for user in page["users"].as_array().unwrap() {
             seen.push(user["email"].as_str().unwrap().to_string());
@@ -281,27 +403,66 @@ async fn admins_manage_users_and_learners_may_not() {
     assert_eq!(problem["errors"][0]["field"], "page_size");
 
     // Role and tier changes show in the next token.
-    let (status, user) = post_auth(&platform, &format!("/v1/users/{learner_id}:setRole"), &admin_token, json!({"role": "ROLE_INSTRUCTOR"})).await;
+    let (status, user) = post_auth(
+        &platform,
+        &format!("/v1/users/{learner_id}:setRole"),
+        &admin_token,
+        json!({"role": "ROLE_INSTRUCTOR"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{user}");
     assert_eq!(user["role"], "ROLE_INSTRUCTOR");
-    let (status, user) = post_auth(&platform, &format!("/v1/users/{learner_id}:setTier"), &admin_token, json!({"tier": "TIER_PREMIUM"})).await;
+    let (status, user) = post_auth(
+        &platform,
+        &format!("/v1/users/{learner_id}:setTier"),
+        &admin_token,
+        json!({"tier": "TIER_PREMIUM"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{user}");
     assert_eq!(user["tier"], "TIER_PREMIUM");
-    let (status, relogged) =
-        post(&platform, "/v1/auth/login", json!({"email": "learner1@example.com", "password": PASSWORD})).await;
+    let (status, relogged) = post(
+        &platform,
+        "/v1/auth/login",
+        json!({"email": "learner1@example.com", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(relogged["user"]["role"], "ROLE_INSTRUCTOR");
 
-    let (status, _) = post_auth(&platform, &format!("/v1/users/{learner_id}:setRole"), &admin_token, json!({"role": "ROLE_WIZARD"})).await;
+    let (status, _) = post_auth(
+        &platform,
+        &format!("/v1/users/{learner_id}:setRole"),
+        &admin_token,
+        json!({"role": "ROLE_WIZARD"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, problem) = get(&platform, "/v1/users/01900000-0000-7000-8000-000000000000", Some(&admin_token)).await;
+    let (status, problem) = get(
+        &platform,
+        "/v1/users/01900000-0000-7000-8000-000000000000",
+        Some(&admin_token),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
 
     platform.stop().await;
 }
 
-async fn post_auth(platform: &TestPlatform, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    let response = platform.client.post(platform.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+async fn post_auth(
+    platform: &TestPlatform,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let response = platform
+        .client
+        .post(platform.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -319,7 +480,16 @@ async fn jwks_openapi_and_health_are_served() {
     let (status, openapi) = get(&platform, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(openapi["openapi"], "3.1.0");
-    for path in ["/v1/auth/register", "/v1/auth/login", "/v1/auth/refresh", "/v1/auth/logout", "/v1/users/me", "/v1/users/{id}", "/v1/users", "/.well-known/jwks.json"] {
+    for path in [
+        "/v1/auth/register",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+        "/v1/users/me",
+        "/v1/users/{id}",
+        "/v1/users",
+        "/.well-known/jwks.json",
+    ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
     }
 
@@ -327,8 +497,62 @@ async fn jwks_openapi_and_health_are_served() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = get(&platform, "/readyz", None).await;
     assert_eq!(status, StatusCode::OK);
-    let metrics = platform.client.get(platform.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = platform
+        .client
+        .get(platform.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     platform.stop().await;
 }
 
+/// The distributed shape: the user service and the gateway as separate servers talking
+/// gRPC over TCP, on PostgreSQL.
+#[tokio::test]
+async fn gateway_and_user_service_apart_on_postgres() {
+    let database = duovarsity_testkit::TempPostgres::create().await;
+    let user = TestPlatform::start_with(
+        duovarsity::Component::User,
+        &[("DUOVARSITY_DATABASE_URL", &database.url)],
+    )
+    .await;
+    let user_url = format!("http://{}", user.grpc_addr());
+    let gateway = TestPlatform::start_with(
+        duovarsity::Component::Gateway,
+        &[("DUOVARSITY_USER_SERVICE_URL", &user_url)],
+    )
+    .await;
+
+    let tokens = register_and_login(&gateway, "distributed@example.com").await;
+    let (status, me) = get(&gateway, "/v1/users/me", tokens["accessToken"].as_str()).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["email"], "distributed@example.com");
+    let (status, rotated) = post(
+        &gateway,
+        "/v1/auth/refresh",
+        json!({"refreshToken": tokens["refreshToken"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+
+    // With the user service gone, the gateway answers 503 with retry advice, and is not ready.
+    user.stop().await;
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/auth/login"))
+        .json(&json!({"email": "distributed@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, _) = get(&gateway, "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    gateway.stop().await;
+    database.drop_database().await;
+}

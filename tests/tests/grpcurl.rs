@@ -35,13 +35,22 @@ async fn grpcurl_lists_services_and_calls_methods() {
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
-        assert!(listing.lines().any(|line| line == service), "{service} missing from:\n{listing}");
+        assert!(
+            listing.lines().any(|line| line == service),
+            "{service} missing from:\n{listing}"
+        );
     }
 
     let (ok, health) = tokio::task::spawn_blocking({
         let addr = addr.clone();
         move || {
-            grpcurl(&["-plaintext", "-d", r#"{"service":"duovarsity.user.v1.UserService"}"#, &addr, "grpc.health.v1.Health/Check"])
+            grpcurl(&[
+                "-plaintext",
+                "-d",
+                r#"{"service":"duovarsity.user.v1.UserService"}"#,
+                &addr,
+                "grpc.health.v1.Health/Check",
+            ])
         }
     })
     .await
@@ -79,7 +88,15 @@ async fn grpcurl_lists_services_and_calls_methods() {
     let (ok, me) = tokio::task::spawn_blocking({
         let addr = addr.clone();
         let header = format!("authorization: Bearer {token}");
-        move || grpcurl(&["-plaintext", "-H", &header, &addr, "duovarsity.user.v1.UserService/GetMe"])
+        move || {
+            grpcurl(&[
+                "-plaintext",
+                "-H",
+                &header,
+                &addr,
+                "duovarsity.user.v1.UserService/GetMe",
+            ])
+        }
     })
     .await
     .unwrap();

@@ -51,17 +51,27 @@ impl Platform {
         let mut user_module = None;
 
         if matches!(component, Component::All | Component::User) {
-            let user = Arc::new(UserModule::open(&config).await.context("starting the user service")?);
-            if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
+            let user = Arc::new(
+                UserModule::open(&config)
+                    .await
+                    .context("starting the user service")?,
+            );
+            if let (Some(email), Some(password)) = (
+                &config.bootstrap_admin_email,
+                &config.bootstrap_admin_password,
+            ) {
                 user.users()
                     .create_account(email, password.expose(), "Administrator", Role::Admin, true)
                     .await
                     .map_err(|e| anyhow::anyhow!("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
                 tracing::info!(email = %email, "bootstrap admin is present");
             }
-            let listener = TcpListener::bind(config.grpc_addr)
-                .await
-                .with_context(|| format!("binding gRPC on {} (DUOVARSITY_GRPC_ADDR)", config.grpc_addr))?;
+            let listener = TcpListener::bind(config.grpc_addr).await.with_context(|| {
+                format!(
+                    "binding gRPC on {} (DUOVARSITY_GRPC_ADDR)",
+                    config.grpc_addr
+                )
+            })?;
             let addr = listener.local_addr()?;
             grpc_addr = Some(addr);
             if config.user_service_url.is_none() {
@@ -72,15 +82,23 @@ impl Platform {
                 .add_service(user.grpc_service())
                 .probe(user.probe());
             let stop = shutdown.clone();
-            tasks.spawn(async move { server.run(listener, stop, grace).await.context("gRPC server") });
+            tasks.spawn(async move {
+                server
+                    .run(listener, stop, grace)
+                    .await
+                    .context("gRPC server")
+            });
             user_module = Some(user);
         }
 
         if matches!(component, Component::All | Component::Gateway) {
             let gateway = Gateway::new(&config).context("starting the gateway")?;
-            let listener = TcpListener::bind(config.http_addr)
-                .await
-                .with_context(|| format!("binding HTTP on {} (DUOVARSITY_HTTP_ADDR)", config.http_addr))?;
+            let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+                format!(
+                    "binding HTTP on {} (DUOVARSITY_HTTP_ADDR)",
+                    config.http_addr
+                )
+            })?;
             http_addr = Some(listener.local_addr()?);
             let router = gateway.router(&config.cors_allowed_origins);
             let stop = shutdown.clone();
@@ -145,7 +163,9 @@ impl Platform {
 
 /// Applies every service's migrations to the configured database(s).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let user = UserModule::open(config).await.context("migrating the user service")?;
+    let user = UserModule::open(config)
+        .await
+        .context("migrating the user service")?;
     user.close().await;
     Ok(())
 }
@@ -158,7 +178,9 @@ pub async fn create_user(
     display_name: &str,
     role: Role,
 ) -> anyhow::Result<duovarsity_proto::user::User> {
-    let user = UserModule::open(config).await.context("opening the user service")?;
+    let user = UserModule::open(config)
+        .await
+        .context("opening the user service")?;
     let created = user
         .users()
         .create_account(email, password, display_name, role, false)

@@ -10,7 +10,11 @@ use duovarsity_common::{Config, telemetry};
 use duovarsity_proto::user::Role;
 
 #[derive(Parser)]
-#[command(name = "duovarsity", version, about = "The Duovarsity online-learning platform")]
+#[command(
+    name = "duovarsity",
+    version,
+    about = "The Duovarsity online-learning platform"
+)]
 struct Cli {
     /// A TOML configuration file (also DUOVARSITY_CONFIG). Environment variables override it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -115,8 +119,12 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Up => serve(config, Component::All, "duovarsity").await,
-        Command::Serve { component: ServeTarget::User } => serve(config, Component::User, "user").await,
-        Command::Serve { component: ServeTarget::Gateway } => serve(config, Component::Gateway, "gateway").await,
+        Command::Serve {
+            component: ServeTarget::User,
+        } => serve(config, Component::User, "user").await,
+        Command::Serve {
+            component: ServeTarget::Gateway,
+        } => serve(config, Component::Gateway, "gateway").await,
         Command::Migrate => {
             let _telemetry = telemetry::init("duovarsity-migrate", config.log_format);
             duovarsity::migrate(&config).await?;
@@ -124,17 +132,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin {
-            command: AdminCommand::CreateUser { email, password, role, display_name },
+            command:
+                AdminCommand::CreateUser {
+                    email,
+                    password,
+                    role,
+                    display_name,
+                },
         } => {
             let _telemetry = telemetry::init("duovarsity-admin", config.log_format);
-            let user = duovarsity::create_user(&config, &email, &password, &display_name, role.into()).await?;
-            println!("created {} ({}) with role {:?}", user.email, user.id, Role::from(role));
+            let user =
+                duovarsity::create_user(&config, &email, &password, &display_name, role.into())
+                    .await?;
+            println!(
+                "created {} ({}) with role {:?}",
+                user.email,
+                user.id,
+                Role::from(role)
+            );
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Rotate } => {
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
             let dir = config.jwt_keys_dir();
             let kid = duovarsity_user::rotate_keys(&dir)?;
-            println!("new signing key {kid} in {}; it signs after the next restart", dir.display());
+            println!(
+                "new signing key {kid} in {}; it signs after the next restart",
+                dir.display()
+            );
             Ok(())
         }
     }

@@ -64,7 +64,9 @@ pub enum KeyError {
     Io(PathBuf, #[source] std::io::Error),
     #[error("key file {0} is not an Ed25519 PKCS#8 PEM key")]
     Malformed(PathBuf),
-    #[error("no signing key in {0} and key generation is off (set DUOVARSITY_JWT_GENERATE_KEYS=true or mount a key)")]
+    #[error(
+        "no signing key in {0} and key generation is off (set DUOVARSITY_JWT_GENERATE_KEYS=true or mount a key)"
+    )]
     Missing(PathBuf),
     #[error("could not generate a key")]
     Generate,
@@ -164,7 +166,9 @@ fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
     };
     let mut keys = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| KeyError::Io(dir.to_path_buf(), e))?.path();
+        let path = entry
+            .map_err(|e| KeyError::Io(dir.to_path_buf(), e))?
+            .path();
         if path.extension().is_none_or(|ext| ext != "pem") {
             continue;
         }
@@ -285,8 +289,9 @@ impl TokenVerifier {
 
     /// The claims of a valid token, or UNAUTHENTICATED with a reason.
     pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| Error::unauthenticated("TOKEN_MALFORMED", "the access token is malformed"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            Error::unauthenticated("TOKEN_MALFORMED", "the access token is malformed")
+        })?;
         if header.alg != Algorithm::EdDSA {
             return Err(Error::unauthenticated(
                 "TOKEN_ALGORITHM",
@@ -348,7 +353,9 @@ impl TokenVerifier {
                     Ok(key) => {
                         keys.insert(jwk.kid, key);
                     }
-                    Err(error) => tracing::warn!(kid = %jwk.kid, %error, "ignoring a malformed JWK"),
+                    Err(error) => {
+                        tracing::warn!(kid = %jwk.kid, %error, "ignoring a malformed JWK")
+                    }
                 }
             }
         }
@@ -498,7 +505,10 @@ mod tests {
         let token = TokenIssuer::new(ring.clone(), Duration::from_secs(900))
             .sign(&claims(-60))
             .unwrap();
-        assert_eq!(reason(verifier(ring).verify(&token).await.unwrap_err()), "TOKEN_EXPIRED");
+        assert_eq!(
+            reason(verifier(ring).verify(&token).await.unwrap_err()),
+            "TOKEN_EXPIRED"
+        );
     }
 
     #[tokio::test]
@@ -511,14 +521,20 @@ mod tests {
         // Swap the signature for another valid-looking one.
         let (head, _) = token.rsplit_once('.').unwrap();
         let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
-        assert_eq!(reason(verifier(ring.clone()).verify(&forged).await.unwrap_err()), "TOKEN_SIGNATURE");
+        assert_eq!(
+            reason(verifier(ring.clone()).verify(&forged).await.unwrap_err()),
+            "TOKEN_SIGNATURE"
+        );
         // A payload changed after signing fails too.
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
         payload["role"] = "admin".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
-        assert_eq!(reason(verifier(ring).verify(&parts.join(".")).await.unwrap_err()), "TOKEN_SIGNATURE");
+        assert_eq!(
+            reason(verifier(ring).verify(&parts.join(".")).await.unwrap_err()),
+            "TOKEN_SIGNATURE"
+        );
     }
 
     #[tokio::test]
@@ -529,7 +545,12 @@ mod tests {
             .issue("u1", "admin", "free")
             .unwrap();
         assert_eq!(
-            reason(verifier(ring(ours.path())).verify(&token).await.unwrap_err()),
+            reason(
+                verifier(ring(ours.path()))
+                    .verify(&token)
+                    .await
+                    .unwrap_err()
+            ),
             "TOKEN_UNKNOWN_KEY"
         );
     }
@@ -539,11 +560,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ring = ring(dir.path());
         let kid = ring.signing_key().kid().to_string();
-        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
+        let header =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(600)).unwrap());
         let token = format!("{header}.{payload}.");
         let error = verifier(ring).verify(&token).await.unwrap_err();
-        assert!(matches!(reason(error), "TOKEN_MALFORMED" | "TOKEN_ALGORITHM"));
+        assert!(matches!(
+            reason(error),
+            "TOKEN_MALFORMED" | "TOKEN_ALGORITHM"
+        ));
     }
 
     #[tokio::test]
@@ -554,9 +579,12 @@ mod tests {
         let public = URL_SAFE_NO_PAD.decode(&jwk.x).unwrap();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(jwk.kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims(600), &EncodingKey::from_secret(&public)).unwrap();
-        assert_eq!(reason(verifier(ring).verify(&token).await.unwrap_err()), "TOKEN_ALGORITHM");
+        let token = jsonwebtoken::encode(&header, &claims(600), &EncodingKey::from_secret(&public))
+            .unwrap();
+        assert_eq!(
+            reason(verifier(ring).verify(&token).await.unwrap_err()),
+            "TOKEN_ALGORITHM"
+        );
     }
 
     #[tokio::test]
@@ -575,7 +603,13 @@ mod tests {
         let new_token = TokenIssuer::new(new_ring, Duration::from_secs(900))
             .issue("u1", "learner", "free")
             .unwrap();
-        assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap(), new_kid);
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token)
+                .unwrap()
+                .kid
+                .unwrap(),
+            new_kid
+        );
         verifier.verify(&new_token).await.unwrap();
         // A third key retires the first.
         KeyRing::rotate(dir.path()).unwrap();
@@ -585,7 +619,10 @@ mod tests {
     #[test]
     fn missing_keys_without_generation_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(KeyRing::load(dir.path(), false), Err(KeyError::Missing(_))));
+        assert!(matches!(
+            KeyRing::load(dir.path(), false),
+            Err(KeyError::Missing(_))
+        ));
     }
 
     #[test]
@@ -600,12 +637,18 @@ mod tests {
     #[test]
     fn policy_reads_the_access_option() {
         let policy = AccessPolicy::from_pool(duovarsity_proto::descriptor_pool());
-        let login = policy.lookup("/duovarsity.user.v1.UserService/Login").unwrap();
+        let login = policy
+            .lookup("/duovarsity.user.v1.UserService/Login")
+            .unwrap();
         assert!(login.public);
-        let list = policy.lookup("/duovarsity.user.v1.UserService/ListUsers").unwrap();
+        let list = policy
+            .lookup("/duovarsity.user.v1.UserService/ListUsers")
+            .unwrap();
         assert!(!list.public);
         assert_eq!(list.roles, vec!["admin".to_string()]);
-        let me = policy.lookup("/duovarsity.user.v1.UserService/GetMe").unwrap();
+        let me = policy
+            .lookup("/duovarsity.user.v1.UserService/GetMe")
+            .unwrap();
         assert!(!me.public && me.roles.is_empty());
         assert!(policy.lookup("/grpc.health.v1.Health/Check").is_none());
     }

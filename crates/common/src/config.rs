@@ -286,7 +286,9 @@ impl EnvVars {
                 let key = name[ENV_PREFIX.len()..].to_lowercase();
                 // Values are parsed the way figment parses its own env provider: numbers and
                 // booleans become typed, anything else stays a string.
-                let value: Value = value.parse().unwrap_or_else(|_| Value::from(value.as_str()));
+                let value: Value = value
+                    .parse()
+                    .unwrap_or_else(|_| Value::from(value.as_str()));
                 (key, value)
             })
             .collect();
@@ -339,7 +341,9 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
 
 /// A string setting whose environment value happens to look like a number or a boolean
 /// (a numeric password, say) is still a string.
-pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum StringLike {
@@ -423,12 +427,19 @@ mod tests {
     fn environment_overrides_file_and_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("duovarsity.toml");
-        std::fs::write(&file, "http_addr = \"0.0.0.0:9000\"\nbody_limit_bytes = 4096\n").unwrap();
+        std::fs::write(
+            &file,
+            "http_addr = \"0.0.0.0:9000\"\nbody_limit_bytes = 4096\n",
+        )
+        .unwrap();
         let config = Config::from_sources(
             Some(&file),
             &env(&[
                 ("DUOVARSITY_BODY_LIMIT_BYTES", "8192"),
-                ("DUOVARSITY_CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+                (
+                    "DUOVARSITY_CORS_ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
                 ("PATH", "/usr/bin"),
                 ("DUOVARSITY_TEST_POSTGRES_URL", "ignored by the platform"),
             ]),
@@ -448,8 +459,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.source_name, "DUOVARSITY_HTTP_ADDR", "{err}");
 
-        let err = Config::from_sources(None, &env(&[("DUOVARSITY_BODY_LIMIT_BYTES", "12")]))
-            .unwrap_err();
+        let err =
+            Config::from_sources(None, &env(&[("DUOVARSITY_BODY_LIMIT_BYTES", "12")])).unwrap_err();
         assert_eq!(err.source_name, "DUOVARSITY_BODY_LIMIT_BYTES", "{err}");
 
         let err = Config::from_sources(
@@ -462,8 +473,8 @@ mod tests {
 
     #[test]
     fn an_unknown_variable_is_refused() {
-        let err =
-            Config::from_sources(None, &env(&[("DUOVARSITY_HTTP_ADRR", "127.0.0.1:1")])).unwrap_err();
+        let err = Config::from_sources(None, &env(&[("DUOVARSITY_HTTP_ADRR", "127.0.0.1:1")]))
+            .unwrap_err();
         assert!(err.to_string().contains("http_adrr"), "{err}");
     }
 

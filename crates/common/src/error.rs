@@ -149,7 +149,8 @@ impl From<Error> for Status {
                 }
                 details.push(bad_request.into());
             }
-            Error::ResourceExhausted { retry_after, .. } | Error::Unavailable { retry_after, .. } => {
+            Error::ResourceExhausted { retry_after, .. }
+            | Error::Unavailable { retry_after, .. } => {
                 if let Some(delay) = retry_after {
                     details.push(RetryInfo::new(Some(*delay)).into());
                 }

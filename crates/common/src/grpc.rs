@@ -113,17 +113,21 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
-        let router = routes
-            .routes()
-            .into_axum_router()
-            .route("/metrics", axum::routing::get(|| async { telemetry::render_metrics() }));
+        let router = routes.routes().into_axum_router().route(
+            "/metrics",
+            axum::routing::get(|| async { telemetry::render_metrics() }),
+        );
         let routes = RoutesBuilder::from(router).routes();
 
         let names = self.names;
         for name in &names {
-            reporter.set_service_status(*name, ServingStatus::NotServing).await;
+            reporter
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
-        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let watcher = tokio::spawn(watch_readiness(
             reporter,
             names,
@@ -340,8 +344,13 @@ where
                 };
                 let elapsed = started.elapsed();
                 metrics::counter!("grpc_server_handled_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
-                metrics::histogram!("grpc_server_handling_seconds", "method" => method).record(elapsed.as_secs_f64());
-                tracing::debug!(?code, elapsed_ms = elapsed.as_millis() as u64, "call finished");
+                metrics::histogram!("grpc_server_handling_seconds", "method" => method)
+                    .record(elapsed.as_secs_f64());
+                tracing::debug!(
+                    ?code,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "call finished"
+                );
                 result
             },
             span,

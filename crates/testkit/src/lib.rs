@@ -37,7 +37,10 @@ impl TestPlatform {
     pub async fn start_with(component: Component, settings: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("a temporary directory");
         let mut env: BTreeMap<String, String> = BTreeMap::from([
-            ("DUOVARSITY_DATA_DIR".into(), data_dir.path().display().to_string()),
+            (
+                "DUOVARSITY_DATA_DIR".into(),
+                data_dir.path().display().to_string(),
+            ),
             ("DUOVARSITY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("DUOVARSITY_GRPC_ADDR".into(), "127.0.0.1:0".into()),
             ("DUOVARSITY_SHUTDOWN_GRACE_SECS".into(), "5".into()),
@@ -46,7 +49,9 @@ impl TestPlatform {
             env.insert((*key).to_string(), (*value).to_string());
         }
         let config = Config::from_sources(None, &env).expect("test configuration is valid");
-        let platform = Platform::start(config, component).await.expect("the platform starts");
+        let platform = Platform::start(config, component)
+            .await
+            .expect("the platform starts");
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -67,7 +72,11 @@ impl TestPlatform {
             return;
         };
         for _ in 0..100 {
-            if let Ok(response) = self.client.get(format!("http://{http}/readyz")).send().await
+            if let Ok(response) = self
+                .client
+                .get(format!("http://{http}/readyz"))
+                .send()
+                .await
                 && response.status().is_success()
             {
                 return;
@@ -79,7 +88,10 @@ impl TestPlatform {
 
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http.expect("this platform runs the gateway"))
+        format!(
+            "http://{}{path}",
+            self.http.expect("this platform runs the gateway")
+        )
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -124,7 +136,10 @@ impl TempPostgres {
             .await
             .expect("CREATE DATABASE");
         pool.close().await;
-        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin_url);
         Self {
             url: format!("{base}/{name}"),
             admin_url,
@@ -133,7 +148,11 @@ impl TempPostgres {
     }
 
     pub async fn drop_database(self) {
-        if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&self.admin_url).await {
+        if let Ok(pool) = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin_url)
+            .await
+        {
             let _ = pool
                 .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
                 .await;

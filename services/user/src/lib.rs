@@ -27,18 +27,19 @@ use duovarsity_common::{Config, Error};
 use duovarsity_proto::user::user_service_server::{UserService, UserServiceServer};
 use duovarsity_proto::user::{
     GetJwksRequest, GetMeRequest, GetUserRequest, Jwks, ListUsersRequest, ListUsersResponse,
-    LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest,
-    RegisterResponse, Role, SetRoleRequest, SetTierRequest, Tier, TokenPair,
-    UpdateProfileRequest, User,
+    LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest, RegisterResponse,
+    Role, SetRoleRequest, SetTierRequest, Tier, TokenPair, UpdateProfileRequest, User,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use tonic::{Request, Response, Status};
 
 use crate::password::{
-    check_display_name, check_email, check_locale, check_password, check_time_zone,
-    ensure_valid, normalize_email,
+    check_display_name, check_email, check_locale, check_password, check_time_zone, ensure_valid,
+    normalize_email,
 };
-use crate::store::{ProfilePatch, RefreshTokenRecord, Rotation, SqlUserStore, UserRecord, UserStore};
+use crate::store::{
+    ProfilePatch, RefreshTokenRecord, Rotation, SqlUserStore, UserRecord, UserStore,
+};
 
 /// The service name used for its database file and in logs.
 pub const SERVICE: &str = "user";
@@ -70,13 +71,22 @@ impl UserModule {
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let db = Database::connect(
             &config.database_url_for(SERVICE),
-            config.database_replica_url.as_ref().map(|url| url.expose().as_str()),
+            config
+                .database_replica_url
+                .as_ref()
+                .map(|url| url.expose().as_str()),
             config.database_max_connections,
         )
         .await?;
         db.migrate(&mut store::migrations()).await?;
-        let ring = Arc::new(KeyRing::load(&config.jwt_keys_dir(), config.jwt_generate_keys)?);
-        let issuer = TokenIssuer::new(ring.clone(), Duration::from_secs(config.access_token_ttl_secs));
+        let ring = Arc::new(KeyRing::load(
+            &config.jwt_keys_dir(),
+            config.jwt_generate_keys,
+        )?);
+        let issuer = TokenIssuer::new(
+            ring.clone(),
+            Duration::from_secs(config.access_token_ttl_secs),
+        );
         let users = Users {
             store: Arc::new(SqlUserStore::new(db.clone())),
             issuer: Arc::new(issuer),
@@ -141,14 +151,25 @@ impl Users {
     ) -> Result<User, Error> {
         let email = normalize_email(email);
         if promote_existing && let Some(existing) = self.store.user_by_email(&email).await? {
-            let user = self.store.set_role(&existing.id, role_name(role), now_millis()).await?;
+            let user = self
+                .store
+                .set_role(&existing.id, role_name(role), now_millis())
+                .await?;
             return Ok(to_proto(&user));
         }
-        let user = self.new_account(email, password, display_name, role).await?;
+        let user = self
+            .new_account(email, password, display_name, role)
+            .await?;
         Ok(to_proto(&user))
     }
 
-    async fn new_account(&self, email: String, password: &str, display_name: &str, role: Role) -> Result<UserRecord, Error> {
+    async fn new_account(
+        &self,
+        email: String,
+        password: &str,
+        display_name: &str,
+        role: Role,
+    ) -> Result<UserRecord, Error> {
         ensure_valid([
             check_email(&email),
             check_password(password, &email),
@@ -173,7 +194,11 @@ impl Users {
     }
 
     /// Issues an access token and starts or continues a refresh family.
-    async fn token_pair(&self, user: &UserRecord, refresh_token: String) -> Result<TokenPair, Error> {
+    async fn token_pair(
+        &self,
+        user: &UserRecord,
+        refresh_token: String,
+    ) -> Result<TokenPair, Error> {
         let access_token = self.issuer.issue(&user.id, &user.role, &user.tier)?;
         Ok(TokenPair {
             access_token,
@@ -185,11 +210,15 @@ impl Users {
         })
     }
 
-    fn new_refresh_token(&self, user_id: &str, family_id: &str) -> Result<(String, RefreshTokenRecord), Error> {
+    fn new_refresh_token(
+        &self,
+        user_id: &str,
+        family_id: &str,
+    ) -> Result<(String, RefreshTokenRecord), Error> {
         let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| Error::internal("generating a refresh token", &"system randomness failed"))?;
+        SystemRandom::new().fill(&mut bytes).map_err(|_| {
+            Error::internal("generating a refresh token", &"system randomness failed")
+        })?;
         let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
         let now = now_millis();
         let record = RefreshTokenRecord {
@@ -211,7 +240,10 @@ impl Users {
 }
 
 fn invalid_refresh_token() -> Error {
-    Error::unauthenticated("REFRESH_TOKEN_INVALID", "the refresh token is invalid, expired or revoked")
+    Error::unauthenticated(
+        "REFRESH_TOKEN_INVALID",
+        "the refresh token is invalid, expired or revoked",
+    )
 }
 
 fn hash_refresh_token(token: &str) -> String {
@@ -281,23 +313,41 @@ fn to_proto(user: &UserRecord) -> User {
 
 #[tonic::async_trait]
 impl UserService for Users {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
         let request = request.into_inner();
         let user = self
-            .new_account(normalize_email(&request.email), &request.password, &request.display_name, Role::Learner)
+            .new_account(
+                normalize_email(&request.email),
+                &request.password,
+                &request.display_name,
+                Role::Learner,
+            )
             .await?;
-        Ok(Response::new(RegisterResponse { user: Some(to_proto(&user)) }))
+        Ok(Response::new(RegisterResponse {
+            user: Some(to_proto(&user)),
+        }))
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenPair>, Status> {
         let request = request.into_inner();
         let email = normalize_email(&request.email);
         let user = self.store.user_by_email(&email).await?;
-        let matches = password::verify(request.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let matches = password::verify(
+            request.password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
         let user = match user {
             Some(user) if matches => user,
             _ => {
-                return Err(Error::unauthenticated("INVALID_CREDENTIALS", "the email or password is wrong").into());
+                return Err(Error::unauthenticated(
+                    "INVALID_CREDENTIALS",
+                    "the email or password is wrong",
+                )
+                .into());
             }
         };
         let family_id = uuid::Uuid::now_v7().to_string();
@@ -306,7 +356,10 @@ impl UserService for Users {
         Ok(Response::new(self.token_pair(&user, refresh_token).await?))
     }
 
-    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<TokenPair>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<TokenPair>, Status> {
         let presented = request.into_inner().refresh_token;
         if presented.is_empty() {
             return Err(Error::invalid("refresh_token", "is required").into());
@@ -323,7 +376,9 @@ impl UserService for Users {
                 Ok(Response::new(self.token_pair(&user, refresh_token).await?))
             }
             Rotation::Reused => {
-                tracing::warn!("a rotated refresh token was presented again; its family is revoked");
+                tracing::warn!(
+                    "a rotated refresh token was presented again; its family is revoked"
+                );
                 Err(Error::unauthenticated(
                     "REFRESH_TOKEN_REUSED",
                     "this refresh token was already used; the session is revoked, sign in again",
@@ -334,12 +389,19 @@ impl UserService for Users {
         }
     }
 
-    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
         let presented = request.into_inner().refresh_token;
         if presented.is_empty() {
             return Err(Error::invalid("refresh_token", "is required").into());
         }
-        if !self.store.revoke_family(&hash_refresh_token(&presented), now_millis()).await? {
+        if !self
+            .store
+            .revoke_family(&hash_refresh_token(&presented), now_millis())
+            .await?
+        {
             return Err(invalid_refresh_token().into());
         }
         Ok(Response::new(LogoutResponse {}))
@@ -350,7 +412,10 @@ impl UserService for Users {
         Ok(Response::new(to_proto(&self.user(&claims.sub).await?)))
     }
 
-    async fn update_profile(&self, request: Request<UpdateProfileRequest>) -> Result<Response<User>, Status> {
+    async fn update_profile(
+        &self,
+        request: Request<UpdateProfileRequest>,
+    ) -> Result<Response<User>, Status> {
         let user_id = caller(&request)?.sub.clone();
         let request = request.into_inner();
         ensure_valid([
@@ -363,16 +428,24 @@ impl UserService for Users {
             locale: request.locale,
             time_zone: request.time_zone,
         };
-        let user = self.store.update_profile(&user_id, &patch, now_millis()).await?;
+        let user = self
+            .store
+            .update_profile(&user_id, &patch, now_millis())
+            .await?;
         Ok(Response::new(to_proto(&user)))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         let id = request.into_inner().id;
-        Ok(Response::new(to_proto(&self.user(valid_user_id(&id)?).await?)))
+        Ok(Response::new(to_proto(
+            &self.user(valid_user_id(&id)?).await?,
+        )))
     }
 
-    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
         let request = request.into_inner();
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -389,14 +462,22 @@ impl UserService for Users {
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-                .ok_or_else(|| Error::invalid("page_token", "is not a token returned by ListUsers"))?;
+                .ok_or_else(|| {
+                    Error::invalid("page_token", "is not a token returned by ListUsers")
+                })?;
             Some(decoded)
         };
         // One extra row tells whether another page exists.
-        let mut users = self.store.list_users(after.as_deref(), page_size + 1).await?;
+        let mut users = self
+            .store
+            .list_users(after.as_deref(), page_size + 1)
+            .await?;
         let next_page_token = if users.len() > page_size as usize {
             users.truncate(page_size as usize);
-            users.last().map(|u| URL_SAFE_NO_PAD.encode(&u.id)).unwrap_or_default()
+            users
+                .last()
+                .map(|u| URL_SAFE_NO_PAD.encode(&u.id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -411,7 +492,12 @@ impl UserService for Users {
         let role = Role::try_from(request.role)
             .ok()
             .filter(|role| *role != Role::Unspecified)
-            .ok_or_else(|| Error::invalid("role", "must be ROLE_LEARNER, ROLE_INSTRUCTOR or ROLE_ADMIN"))?;
+            .ok_or_else(|| {
+                Error::invalid(
+                    "role",
+                    "must be ROLE_LEARNER, ROLE_INSTRUCTOR or ROLE_ADMIN",
+                )
+            })?;
         let user = self
             .store
             .set_role(valid_user_id(&request.id)?, role_name(role), now_millis())
@@ -424,7 +510,9 @@ impl UserService for Users {
         let tier = Tier::try_from(request.tier)
             .ok()
             .filter(|tier| *tier != Tier::Unspecified)
-            .ok_or_else(|| Error::invalid("tier", "must be TIER_FREE, TIER_STANDARD or TIER_PREMIUM"))?;
+            .ok_or_else(|| {
+                Error::invalid("tier", "must be TIER_FREE, TIER_STANDARD or TIER_PREMIUM")
+            })?;
         let user = self
             .store
             .set_tier(valid_user_id(&request.id)?, tier_name(tier), now_millis())
@@ -433,6 +521,8 @@ impl UserService for Users {
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
-        Ok(Response::new(Jwks { keys: self.ring.jwks() }))
+        Ok(Response::new(Jwks {
+            keys: self.ring.jwks(),
+        }))
     }
 }

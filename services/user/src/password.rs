@@ -7,8 +7,8 @@
 
 use std::sync::LazyLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use duovarsity_common::{Error, FieldViolation};
 use rand::rngs::OsRng;
 
@@ -80,12 +80,17 @@ pub fn check_display_name(name: &str) -> Option<FieldViolation> {
 /// A BCP 47 tag of the common shape: a 2-3 letter language, then 2-8 character subtags.
 pub fn check_locale(locale: &str) -> Option<FieldViolation> {
     let mut parts = locale.split('-');
-    let language_ok = parts
-        .next()
-        .is_some_and(|lang| (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic()));
-    let subtags_ok = parts.all(|tag| (2..=8).contains(&tag.len()) && tag.chars().all(|c| c.is_ascii_alphanumeric()));
-    (!(language_ok && subtags_ok))
-        .then(|| FieldViolation::new("locale", "must be a BCP 47 language tag such as \"en\" or \"pt-BR\""))
+    let language_ok = parts.next().is_some_and(|lang| {
+        (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic())
+    });
+    let subtags_ok = parts
+        .all(|tag| (2..=8).contains(&tag.len()) && tag.chars().all(|c| c.is_ascii_alphanumeric()));
+    (!(language_ok && subtags_ok)).then(|| {
+        FieldViolation::new(
+            "locale",
+            "must be a BCP 47 language tag such as \"en\" or \"pt-BR\"",
+        )
+    })
 }
 
 /// An IANA time zone known to the bundled tz database.
@@ -99,7 +104,9 @@ pub fn check_time_zone(zone: &str) -> Option<FieldViolation> {
 }
 
 /// Collects violations into one INVALID_ARGUMENT, or passes.
-pub fn ensure_valid(violations: impl IntoIterator<Item = Option<FieldViolation>>) -> Result<(), Error> {
+pub fn ensure_valid(
+    violations: impl IntoIterator<Item = Option<FieldViolation>>,
+) -> Result<(), Error> {
     let violations: Vec<FieldViolation> = violations.into_iter().flatten().collect();
     if violations.is_empty() {
         Ok(())
@@ -134,7 +141,8 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Er
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| DUMMY.clone());
-        let parsed = PasswordHash::new(&phc).map_err(|e| Error::internal("stored password hash", &e))?;
+        let parsed =
+            PasswordHash::new(&phc).map_err(|e| Error::internal("stored password hash", &e))?;
         let matches = Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
@@ -163,7 +171,15 @@ mod tests {
     fn email_rules() {
         assert_eq!(normalize_email("  Ana@Example.COM "), "ana@example.com");
         assert!(check_email("ana@example.com").is_none());
-        for bad in ["", "ana", "ana@", "@example.com", "ana@example", "a b@example.com", "a@b@c.com"] {
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@example.com",
+            "ana@example",
+            "a b@example.com",
+            "a@b@c.com",
+        ] {
             assert!(check_email(bad).is_some(), "{bad}");
         }
     }
@@ -184,8 +200,16 @@ mod tests {
     async fn hashes_verify_only_their_password() {
         let hash = hash("correct horse battery".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify("correct horse battery".into(), Some(hash.clone())).await.unwrap());
-        assert!(!verify("wrong horse battery".into(), Some(hash)).await.unwrap());
+        assert!(
+            verify("correct horse battery".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify("wrong horse battery".into(), Some(hash))
+                .await
+                .unwrap()
+        );
         assert!(!verify("anything at all".into(), None).await.unwrap());
     }
 }

@@ -5,10 +5,10 @@
 //! GetMe) use the primary; listings use the reader, which may be a replica.
 
 use async_trait::async_trait;
-use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::Error;
-use sqlx::any::AnyRow;
+use duovarsity_common::db::{Database, Migrations};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,12 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, Error>;
     /// Applies the patch; NOT_FOUND for an unknown id.
-    async fn update_profile(&self, id: &str, patch: &ProfilePatch, now: i64) -> Result<UserRecord, Error>;
+    async fn update_profile(
+        &self,
+        id: &str,
+        patch: &ProfilePatch,
+        now: i64,
+    ) -> Result<UserRecord, Error>;
     async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<UserRecord, Error>;
     async fn set_tier(&self, id: &str, tier: &str, now: i64) -> Result<UserRecord, Error>;
     /// Up to `limit` accounts with ids greater than `after`, in id (creation) order.
@@ -97,7 +102,8 @@ impl SqlUserStore {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, display_name, locale, time_zone, role, tier, created_at, updated_at";
+const USER_COLUMNS: &str =
+    "id, email, password_hash, display_name, locale, time_zone, role, tier, created_at, updated_at";
 
 fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
     Ok(UserRecord {
@@ -127,7 +133,13 @@ impl SqlUserStore {
         }
     }
 
-    async fn update_column(&self, id: &str, column: &'static str, value: &str, now: i64) -> Result<UserRecord, Error> {
+    async fn update_column(
+        &self,
+        id: &str,
+        column: &'static str,
+        value: &str,
+        now: i64,
+    ) -> Result<UserRecord, Error> {
         let sql = format!("UPDATE users SET {column} = $1, updated_at = $2 WHERE id = $3");
         let done = sqlx::query(&sql)
             .bind(value)
@@ -145,7 +157,9 @@ impl SqlUserStore {
 #[async_trait]
 impl UserStore for SqlUserStore {
     async fn insert_user(&self, user: &UserRecord) -> Result<(), Error> {
-        let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        let sql = format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        );
         let result = sqlx::query(&sql)
             .bind(&user.id)
             .bind(&user.email)
@@ -186,7 +200,12 @@ impl UserStore for SqlUserStore {
         }
     }
 
-    async fn update_profile(&self, id: &str, patch: &ProfilePatch, now: i64) -> Result<UserRecord, Error> {
+    async fn update_profile(
+        &self,
+        id: &str,
+        patch: &ProfilePatch,
+        now: i64,
+    ) -> Result<UserRecord, Error> {
         let done = sqlx::query(
             "UPDATE users SET display_name = COALESCE($1, display_name), \
              locale = COALESCE($2, locale), time_zone = COALESCE($3, time_zone), \

@@ -1,0 +1,37 @@
+# Duovarsity: the two commands that matter are `make run` and `make test`.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/duovarsity-target
+
+.PHONY: run test lint fmt bench e2e test-services build release
+
+## Start the whole platform in one process (SQLite, in-process everything).
+run:
+	cargo run --release
+
+## The whole test suite: installs grpcurl, starts PostgreSQL, then runs every test.
+test:
+	scripts/test-deps.sh
+	eval "$$(scripts/test-services.sh)" && cargo test --workspace --all-targets --no-fail-fast
+
+## Black-box tests of the running platform only.
+e2e:
+	scripts/test-deps.sh
+	eval "$$(scripts/test-services.sh)" && cargo test -p duovarsity-tests
+
+## Formatting and clippy, as CI runs them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+build:
+	cargo build --workspace
+
+release:
+	cargo build --release -p duovarsity
+
+## Load test of the gateway (wrk against a release build on 127.0.0.1).
+bench:
+	scripts/bench.sh

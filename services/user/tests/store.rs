@@ -1,0 +1,277 @@
+//! One contract suite for the user store, run against SQLite and against PostgreSQL.
+
+use std::sync::Arc;
+
+use duovarsity_common::Error;
+use duovarsity_common::db::Database;
+use duovarsity_testkit::TempPostgres;
+use duovarsity_user::store::{
+    self, ProfilePatch, RefreshTokenRecord, Rotation, SqlUserStore, UserRecord, UserStore,
+};
+
+fn user(n: u32, email: &str) -> UserRecord {
+    UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: email.to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        display_name: format!("User {n}"),
+        locale: "en".into(),
+        time_zone: "UTC".into(),
+        role: "learner".into(),
+        tier: "free".into(),
+        created_at: 1_700_000_000_000 + i64::from(n),
+        updated_at: 1_700_000_000_000 + i64::from(n),
+    }
+}
+
+fn token(hash: &str, family: &str, user_id: &str, expires_at: i64) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        token_hash: hash.to_string(),
+        family_id: family.to_string(),
+        user_id: user_id.to_string(),
+        issued_at: 1,
+        expires_at,
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn UserStore> {
+    let db = Database::connect(url, None, 8).await.unwrap();
+    db.migrate(&mut store::migrations()).await.unwrap();
+    // Migrating twice is a no-op.
+    db.migrate(&mut store::migrations()).await.unwrap();
+    Arc::new(SqlUserStore::new(db))
+}
+
+async fn suite(store: Arc<dyn UserStore>) {
+    accounts(store.as_ref()).await;
+    pagination(store.as_ref()).await;
+    refresh_families(store.as_ref()).await;
+    concurrent_rotation_has_one_winner(store).await;
+}
+
+async fn accounts(store: &dyn UserStore) {
+    let ada = user(1, "ada@example.com");
+    store.insert_user(&ada).await.unwrap();
+    let duplicate = user(2, "ada@example.com");
+    match store.insert_user(&duplicate).await {
+        Err(Error::AlreadyExists { reason, .. }) => assert_eq!(reason, "EMAIL_TAKEN"),
+        other => panic!("expected ALREADY_EXISTS, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .user_by_email("ada@example.com")
+            .await
+            .unwrap()
+            .unwrap(),
+        ada
+    );
+    assert_eq!(store.user_by_id(&ada.id).await.unwrap().unwrap(), ada);
+    assert!(
+        store
+            .user_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .user_by_id("01900000-0000-7000-8000-000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let patched = store
+        .update_profile(
+            &ada.id,
+            &ProfilePatch {
+                time_zone: Some("Europe/Lisbon".into()),
+                ..Default::default()
+            },
+            42,
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.time_zone, "Europe/Lisbon");
+    assert_eq!(patched.display_name, ada.display_name);
+    assert_eq!(patched.updated_at, 42);
+
+    assert_eq!(
+        store
+            .set_role(&ada.id, "instructor", 43)
+            .await
+            .unwrap()
+            .role,
+        "instructor"
+    );
+    assert_eq!(
+        store.set_tier(&ada.id, "premium", 44).await.unwrap().tier,
+        "premium"
+    );
+    assert!(matches!(
+        store
+            .set_role("01900000-0000-7000-8000-000000000000", "admin", 45)
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn pagination(store: &dyn UserStore) {
+    for n in 10..17 {
+        store
+            .insert_user(&user(n, &format!("page{n}@example.com")))
+            .await
+            .unwrap();
+    }
+    let all = store.list_users(None, 1000).await.unwrap();
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_users(after.as_deref(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|u| u.id.clone());
+        pages.extend(page);
+    }
+    assert_eq!(pages, all, "pages visit every row once, in id order");
+    let ids: Vec<&String> = all.iter().map(|u| &u.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+}
+
+async fn refresh_families(store: &dyn UserStore) {
+    let owner = user(20, "tokens@example.com");
+    store.insert_user(&owner).await.unwrap();
+    store
+        .insert_refresh_token(&token("t1", "fam-a", &owner.id, 10_000))
+        .await
+        .unwrap();
+
+    // A current token rotates into its successor, in the same family.
+    let outcome = store
+        .rotate_refresh_token("t1", token("t2", "ignored", "ignored", 10_000), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Rotation::Rotated {
+            user_id: owner.id.clone()
+        }
+    );
+    let outcome = store
+        .rotate_refresh_token("t2", token("t3", "", "", 10_000), 101)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Rotation::Rotated {
+            user_id: owner.id.clone()
+        }
+    );
+
+    // Reusing t1 revokes the family, including the current t3.
+    assert_eq!(
+        store
+            .rotate_refresh_token("t1", token("t9", "", "", 10_000), 102)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("t3", token("t10", "", "", 10_000), 103)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+
+    // Unknown and expired tokens are invalid; nothing is stored for them.
+    assert_eq!(
+        store
+            .rotate_refresh_token("nope", token("t11", "", "", 10_000), 104)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    store
+        .insert_refresh_token(&token("old", "fam-b", &owner.id, 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token("old", token("t12", "", "", 10_000), 105)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("t12", token("t13", "", "", 10_000), 106)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+
+    // Logout revokes a family; unknown tokens say so.
+    store
+        .insert_refresh_token(&token("l1", "fam-c", &owner.id, 10_000))
+        .await
+        .unwrap();
+    assert!(store.revoke_family("l1", 107).await.unwrap());
+    assert_eq!(
+        store
+            .rotate_refresh_token("l1", token("l2", "", "", 10_000), 108)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(!store.revoke_family("never-issued", 109).await.unwrap());
+}
+
+async fn concurrent_rotation_has_one_winner(store: Arc<dyn UserStore>) {
+    let owner = user(30, "race@example.com");
+    store.insert_user(&owner).await.unwrap();
+    store
+        .insert_refresh_token(&token("race", "fam-race", &owner.id, 10_000))
+        .await
+        .unwrap();
+    let attempts = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .rotate_refresh_token(
+                    "race",
+                    token(&format!("race-next-{i}"), "", "", 10_000),
+                    200,
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let outcomes: Vec<Rotation> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let winners = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Rotated { .. }))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn the_store_contract_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("user.db").display());
+    suite(open(&url).await).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_on_postgres() {
+    let database = TempPostgres::create().await;
+    suite(open(&database.url).await).await;
+    database.drop_database().await;
+}
