@@ -83,7 +83,7 @@ impl Gateway {
         let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool())?;
         let mut upstreams = Upstreams::default();
         upstreams
-            .add(USER_SERVICE, &config.user_service_url())
+            .add(USER_SERVICE, &config.user_service_urls())
             .map_err(|source| StartError::Upstream {
                 service: USER_SERVICE.into(),
                 source,

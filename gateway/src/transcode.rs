@@ -346,6 +346,30 @@ mod tests {
     }
 
     #[test]
+    fn a_field_body_fills_that_field_and_the_query_the_rest() {
+        let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool()).unwrap();
+        let Lookup::Found(route, bindings) = table.lookup(&Method::POST, "/v1/users/u-7:setTier")
+        else {
+            panic!("setTier is routed");
+        };
+        // The same RPC bound as `body: "tier"`: the body is the field's JSON value.
+        let mut route = route.clone();
+        route.body = BodyTarget::Field("tier".into());
+        let bytes = request_message(&route, &bindings, None, br#""TIER_PREMIUM""#).unwrap();
+        let request = duovarsity_proto::user::SetTierRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!((request.id.as_str(), request.tier), ("u-7", 3));
+        assert!(matches!(
+            request_message(
+                &route,
+                &bindings,
+                Some("tier=TIER_FREE"),
+                br#""TIER_PREMIUM""#
+            ),
+            Err(RequestError::InvalidParameter { .. })
+        ));
+    }
+
+    #[test]
     fn bad_input_is_named() {
         assert!(matches!(
             encode(Method::POST, "/v1/auth/login", None, r#"{"email":"#),

@@ -1,8 +1,10 @@
 //! Calls to the gRPC services, by full service name, with messages as raw bytes: the
 //! gateway transcodes with descriptors and never needs the generated types.
 //!
-//! Each upstream is a tonic `Channel` (HTTP/2, lazily connected). Today a service has one
-//! configured endpoint; per-request balancing over discovered endpoints plugs in here.
+//! Each upstream is a tonic `Channel` (HTTP/2, lazily connected). A service may be given a
+//! static list of endpoints; the channel then spreads calls over them per request (tower's
+//! power-of-two-choices balancer), which a single pinned HTTP/2 connection would not.
+//! Discovery of endpoints (DNS, EndpointSlices) plugs in here.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,15 +25,24 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Routes `service` (e.g. `duovarsity.user.v1.UserService`) to `url`.
-    pub fn add(&mut self, service: &str, url: &str) -> Result<(), tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        self.channels
-            .insert(service.to_string(), endpoint.connect_lazy());
+    /// Routes `service` (e.g. `duovarsity.user.v1.UserService`) to `urls`: one endpoint,
+    /// or several balanced per request.
+    pub fn add(&mut self, service: &str, urls: &[String]) -> Result<(), tonic::transport::Error> {
+        let mut endpoints = Vec::with_capacity(urls.len());
+        for url in urls {
+            endpoints.push(
+                Endpoint::from_shared(url.clone())?
+                    .connect_timeout(Duration::from_secs(3))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_while_idle(true),
+            );
+        }
+        let channel = match endpoints.as_slice() {
+            [single] => single.connect_lazy(),
+            _ => Channel::balance_list(endpoints.into_iter()),
+        };
+        self.channels.insert(service.to_string(), channel);
         Ok(())
     }
 

@@ -556,3 +556,34 @@ async fn gateway_and_user_service_apart_on_postgres() {
     gateway.stop().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn cors_follows_configuration() {
+    let platform = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[("DUOVARSITY_CORS_ALLOWED_ORIGINS", "https://app.example")],
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        platform
+            .client
+            .request(reqwest::Method::OPTIONS, platform.url("/v1/users/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    platform.stop().await;
+}

@@ -67,7 +67,8 @@ pub struct Config {
     #[serde(deserialize_with = "optional_lenient_string")]
     pub bootstrap_admin_email: Option<String>,
     pub bootstrap_admin_password: Option<Secret<String>>,
-    /// gRPC endpoint of the user service, for the gateway. Unset: `http://<grpc_addr>`.
+    /// gRPC endpoints of the user service, for the gateway: one URL, or several separated
+    /// by commas (balanced per request). Unset: `http://<grpc_addr>`.
     #[serde(deserialize_with = "optional_lenient_string")]
     pub user_service_url: Option<String>,
     /// Origins allowed by CORS, comma-separated; `*` allows any. Empty: CORS off.
@@ -211,13 +212,18 @@ impl Config {
                 "DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL and DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD go together",
             ));
         }
-        if let Some(url) = &self.user_service_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::setting(
-                "user_service_url",
-                "must be an http:// or https:// URL",
-            ));
+        if self.user_service_url.is_some() {
+            let urls = self.user_service_urls();
+            if urls.is_empty()
+                || urls
+                    .iter()
+                    .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
+                return Err(ConfigError::setting(
+                    "user_service_url",
+                    "must be http:// or https:// URLs, separated by commas",
+                ));
+            }
         }
         for origin in &self.cors_allowed_origins {
             if origin != "*" && origin.parse::<http::HeaderValue>().is_err() {
@@ -260,11 +266,17 @@ impl Config {
         }
     }
 
-    /// The gRPC URL the gateway uses to reach the user service.
-    pub fn user_service_url(&self) -> String {
-        self.user_service_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.grpc_addr))
+    /// The gRPC URLs the gateway uses to reach the user service.
+    pub fn user_service_urls(&self) -> Vec<String> {
+        match &self.user_service_url {
+            Some(urls) => urls
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => vec![format!("http://{}", self.grpc_addr)],
+        }
     }
 }
 

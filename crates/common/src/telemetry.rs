@@ -63,8 +63,9 @@ pub fn init(service_name: &'static str, format: LogFormat) -> TelemetryGuard {
     let provider = builder.build();
     let tracer = provider.tracer(service_name);
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn")
+    });
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -2,15 +2,20 @@
 //!
 //! Hashing runs on the blocking pool: argon2id is deliberately slow (about 20-50 ms with
 //! the OWASP parameters the `argon2` crate defaults to) and must not stall the async
-//! workers. Logins for unknown emails verify against a dummy hash, so that unknown-email
-//! and wrong-password answers take similar time.
+//! workers. It is also memory-hard (19 MiB per hash), so at most one hash per core runs at
+//! a time and a bounded number wait; beyond that a sign-in fails fast with
+//! RESOURCE_EXHAUSTED and retry advice instead of queueing without limit (a burst of
+//! logins once grew the process to gigabytes). Logins for unknown emails verify against a
+//! dummy hash, so that unknown-email and wrong-password answers take similar time.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use duovarsity_common::{Error, FieldViolation};
 use rand::rngs::OsRng;
+use tokio::sync::Semaphore;
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MAX_PASSWORD_CHARS: usize = 256;
@@ -115,9 +120,48 @@ pub fn ensure_valid(
     }
 }
 
+/// Hashes waiting per running hash before new ones are refused.
+const QUEUED_PER_CORE: usize = 16;
+
+/// Admission to password hashing: `running` bounds CPU and memory, `admitted` bounds the
+/// queue in front of it.
+struct HashingLimits {
+    running: Semaphore,
+    admitted: Semaphore,
+}
+
+static LIMITS: LazyLock<HashingLimits> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    HashingLimits {
+        running: Semaphore::new(cores),
+        admitted: Semaphore::new(cores * (QUEUED_PER_CORE + 1)),
+    }
+});
+
+/// Runs one argon2 computation within the limits.
+async fn bounded<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let _admitted = LIMITS
+        .admitted
+        .try_acquire()
+        .map_err(|_| Error::ResourceExhausted {
+            message: "too many sign-ins are in progress; retry shortly".into(),
+            retry_after: Some(Duration::from_secs(1)),
+        })?;
+    let _running = LIMITS
+        .running
+        .acquire()
+        .await
+        .map_err(|e| Error::internal("password hashing limits", &e))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal("password hashing task", &e))?
+}
+
 /// An argon2id PHC string for `password`.
 pub async fn hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -125,7 +169,6 @@ pub async fn hash(password: String) -> Result<String, Error> {
             .map_err(|e| Error::internal("hashing a password", &e))
     })
     .await
-    .map_err(|e| Error::internal("password hashing task", &e))?
 }
 
 /// Whether `password` matches `stored` (or, with no stored hash, a dummy one, so the
@@ -138,7 +181,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Er
             .expect("hashing a constant succeeds")
             .to_string()
     });
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| DUMMY.clone());
         let parsed =
@@ -149,7 +192,6 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Er
         Ok(known && matches)
     })
     .await
-    .map_err(|e| Error::internal("password verification task", &e))?
 }
 
 #[cfg(test)]
