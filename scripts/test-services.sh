@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts what the test suite talks to, idempotently, and prints the environment for it.
 #   eval "$(scripts/test-services.sh)"
-# - PostgreSQL 15 (the distro's cluster), with a `duovarsity` login role for the tests.
+# - PostgreSQL (the distro's cluster), with a `duovarsity` login role for the tests.
+# - Redis on 127.0.0.1:6379 (the L2 cache and cache invalidation tests).
 # Everything goes to stderr except the final `export` lines.
 set -euo pipefail
 
@@ -48,4 +49,21 @@ for db in $leftovers; do
   su postgres -c "psql -p $pg_port -qAtc 'DROP DATABASE IF EXISTS $db WITH (FORCE)'" >&2 || true
 done
 
+redis_port=6379
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing Redis"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq redis-server >&2
+fi
+if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+  log "starting Redis"
+  redis-server --daemonize yes --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >&2
+  for _ in $(seq 1 50); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
+
 echo "export DUOVARSITY_TEST_POSTGRES_URL=postgres://$pg_user:$pg_password@127.0.0.1:$pg_port/postgres"
+echo "export DUOVARSITY_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"

@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     collect_protos(&root, &root, &mut files)?;
     files.sort();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
 
     let mut compiler = protox::Compiler::new([&root])?;
     compiler.include_imports(true).include_source_info(true);
@@ -41,6 +44,8 @@ fn collect_protos(
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
+            // New files in a folder must trigger a rebuild too.
+            println!("cargo:rerun-if-changed={}", path.display());
             collect_protos(root, &path, files)?;
         } else if path.extension().is_some_and(|ext| ext == "proto") {
             let relative = path

@@ -21,17 +21,13 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use duovarsity_common::auth::{KeySource, TokenVerifier, authorize, bearer_token};
-use duovarsity_common::{Config, Error, telemetry};
-use duovarsity_proto::user::GetJwksRequest;
-use duovarsity_proto::user::Jwk;
-use duovarsity_proto::user::user_service_client::UserServiceClient;
+use duovarsity_common::auth::{RemoteJwks, TokenVerifier, authorize, bearer_token};
+use duovarsity_common::{Config, telemetry};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::net::TcpListener;
@@ -49,6 +45,8 @@ use crate::upstream::Upstreams;
 
 /// The full name of the user service, whose JWKS verifies tokens.
 pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
+/// Every upstream service with its configuration name (`DUOVARSITY_<NAME>_SERVICE_URL`).
+const SERVICES: [(&str, &str); 2] = [(USER_SERVICE, "user"), ("duovarsity.course.v1.CourseService", "course")];
 /// How often an unknown `kid` may trigger a JWKS refetch.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Request headers forwarded to services as gRPC metadata.
@@ -82,18 +80,18 @@ impl Gateway {
     pub fn new(config: &Config) -> Result<Arc<Self>, StartError> {
         let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool())?;
         let mut upstreams = Upstreams::default();
-        upstreams
-            .add(USER_SERVICE, &config.user_service_urls())
-            .map_err(|source| StartError::Upstream {
-                service: USER_SERVICE.into(),
-                source,
-            })?;
-        let verifier = Arc::new(TokenVerifier::new(
-            Arc::new(JwksFromUserService {
-                upstreams: upstreams.clone(),
-            }),
-            JWKS_MIN_REFETCH,
-        ));
+        for (service, name) in SERVICES {
+            upstreams
+                .add(service, &config.service_urls(name))
+                .map_err(|source| StartError::Upstream {
+                    service: service.into(),
+                    source,
+                })?;
+        }
+        let user_channel = upstreams
+            .channel(USER_SERVICE)
+            .expect("the user service upstream was added above");
+        let verifier = Arc::new(TokenVerifier::new(Arc::new(RemoteJwks::new(user_channel)), JWKS_MIN_REFETCH));
         let openapi = openapi::document(&table).to_string();
         Ok(Arc::new(Self {
             table,
@@ -386,30 +384,4 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| {
             v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
         })
-}
-
-/// Public keys from the user service's `GetJwks`.
-struct JwksFromUserService {
-    upstreams: Upstreams,
-}
-
-#[async_trait]
-impl KeySource for JwksFromUserService {
-    async fn fetch(&self) -> Result<Vec<Jwk>, Error> {
-        let channel = self
-            .upstreams
-            .channel(USER_SERVICE)
-            .ok_or(Error::Internal)?;
-        let response = UserServiceClient::new(channel)
-            .get_jwks(GetJwksRequest {})
-            .await
-            .map_err(|status| {
-                tracing::warn!(%status, "JWKS fetch failed");
-                Error::Unavailable {
-                    message: "the token keys are unavailable; retry shortly".into(),
-                    retry_after: Some(Duration::from_secs(1)),
-                }
-            })?;
-        Ok(response.into_inner().keys)
-    }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use duovarsity_common::Config;
 use duovarsity_common::auth::TokenVerifier;
+use duovarsity_common::cache::CacheHub;
+use duovarsity_course::CourseModule;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
 use duovarsity_gateway::Gateway;
 use duovarsity_proto::user::Role;
@@ -25,6 +27,9 @@ pub enum Component {
     All,
     /// The user service alone, on `grpc_addr`.
     User,
+    /// The course service alone, on `grpc_addr` (verifies tokens with the user service's
+    /// JWKS at `user_service_url`).
+    Course,
     /// The gateway alone, on `http_addr`, calling configured upstreams.
     Gateway,
 }
@@ -36,6 +41,7 @@ pub struct Platform {
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     user: Option<Arc<UserModule>>,
+    course: Option<Arc<CourseModule>>,
 }
 
 impl Platform {
@@ -49,46 +55,65 @@ impl Platform {
         let mut grpc_addr = None;
         let mut http_addr = None;
         let mut user_module = None;
+        let mut course_module = None;
 
-        if matches!(component, Component::All | Component::User) {
-            let user = Arc::new(
-                UserModule::open(&config)
-                    .await
-                    .context("starting the user service")?,
-            );
-            if let (Some(email), Some(password)) = (
-                &config.bootstrap_admin_email,
-                &config.bootstrap_admin_password,
-            ) {
-                user.users()
-                    .create_account(email, password.expose(), "Administrator", Role::Admin, true)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
-                tracing::info!(email = %email, "bootstrap admin is present");
-            }
-            let listener = TcpListener::bind(config.grpc_addr).await.with_context(|| {
-                format!(
-                    "binding gRPC on {} (DUOVARSITY_GRPC_ADDR)",
-                    config.grpc_addr
-                )
-            })?;
+        let runs_user = matches!(component, Component::All | Component::User);
+        let runs_course = matches!(component, Component::All | Component::Course);
+        if runs_user || runs_course {
+            let listener = TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("binding gRPC on {} (DUOVARSITY_GRPC_ADDR)", config.grpc_addr))?;
             let addr = listener.local_addr()?;
             grpc_addr = Some(addr);
-            if config.user_service_url.is_none() {
-                config.user_service_url = Some(format!("http://{addr}"));
+            if component == Component::All {
+                // Embedded: every service and the gateway's upstreams are this listener.
+                config.user_service_url.get_or_insert_with(|| format!("http://{addr}"));
+                config.course_service_url.get_or_insert_with(|| format!("http://{addr}"));
             }
-            let verifier = Arc::new(TokenVerifier::new(user.key_ring(), Duration::from_secs(1)));
-            let server = GrpcServer::new(AuthLayer::new(verifier))
-                .add_service(user.grpc_service())
-                .probe(user.probe());
+            let mut verifier_source: Option<Arc<dyn duovarsity_common::auth::KeySource>> = None;
+            let mut server_parts = Vec::new();
+            if runs_user {
+                let user = Arc::new(UserModule::open(&config).await.context("starting the user service")?);
+                if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
+                    user.users()
+                        .create_account(email, password.expose(), "Administrator", Role::Admin, true)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
+                    tracing::info!(email = %email, "bootstrap admin is present");
+                }
+                verifier_source = Some(user.key_ring());
+                server_parts.push(ServerPart::User(user.clone()));
+                user_module = Some(user);
+            }
+            if runs_course {
+                let caches = CacheHub::connect(config.cache_settings()).await.context("connecting to Redis (DUOVARSITY_REDIS_URL)")?;
+                let course = Arc::new(CourseModule::open(&config, &caches).await.context("starting the course service")?);
+                server_parts.push(ServerPart::Course(course.clone(), caches));
+                course_module = Some(course);
+            }
+            let source = match verifier_source {
+                Some(source) => source,
+                None => Arc::new(
+                    duovarsity_common::auth::RemoteJwks::connect(&config.service_urls("user"))
+                        .context("DUOVARSITY_USER_SERVICE_URL")?,
+                ),
+            };
+            let verifier = Arc::new(TokenVerifier::new(source, Duration::from_secs(10)));
+            let mut server = GrpcServer::new(AuthLayer::new(verifier));
+            for part in server_parts {
+                server = match part {
+                    ServerPart::User(user) => server.add_service(user.grpc_service()).probe(user.probe()),
+                    ServerPart::Course(course, caches) => {
+                        let hub = caches.clone();
+                        server.add_service(course.grpc_service()).probe(course.probe()).probe(Arc::new(move || {
+                            let hub = hub.clone();
+                            Box::pin(async move { hub.ping().await })
+                        }))
+                    }
+                };
+            }
             let stop = shutdown.clone();
-            tasks.spawn(async move {
-                server
-                    .run(listener, stop, grace)
-                    .await
-                    .context("gRPC server")
-            });
-            user_module = Some(user);
+            tasks.spawn(async move { server.run(listener, stop, grace).await.context("gRPC server") });
         }
 
         if matches!(component, Component::All | Component::Gateway) {
@@ -115,6 +140,7 @@ impl Platform {
             shutdown,
             tasks,
             user: user_module,
+            course: course_module,
         })
     }
 
@@ -151,6 +177,9 @@ impl Platform {
         if let Some(user) = &self.user {
             user.close().await;
         }
+        if let Some(course) = &self.course {
+            course.close().await;
+        }
         result
     }
 
@@ -159,6 +188,12 @@ impl Platform {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// What one gRPC server hosts.
+enum ServerPart {
+    User(Arc<UserModule>),
+    Course(Arc<CourseModule>, CacheHub),
 }
 
 /// Applies every service's migrations to the configured database(s).

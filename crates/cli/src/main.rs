@@ -49,6 +49,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum ServeTarget {
     User,
+    Course,
     Gateway,
 }
 
@@ -122,6 +123,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve {
             component: ServeTarget::User,
         } => serve(config, Component::User, "user").await,
+        Command::Serve {
+            component: ServeTarget::Course,
+        } => serve(config, Component::Course, "course").await,
         Command::Serve {
             component: ServeTarget::Gateway,
         } => serve(config, Component::Gateway, "gateway").await,

@@ -261,6 +261,44 @@ impl KeySource for KeyRing {
     }
 }
 
+/// Public keys from the user service's `GetJwks`, over gRPC: what the gateway and services
+/// running apart from the user service verify with.
+pub struct RemoteJwks {
+    channel: tonic::transport::Channel,
+}
+
+impl RemoteJwks {
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self { channel }
+    }
+
+    /// A lazily connected channel to the first of `urls`.
+    pub fn connect(urls: &[String]) -> Result<Self, tonic::transport::Error> {
+        let url = urls.first().cloned().unwrap_or_default();
+        let endpoint = tonic::transport::Endpoint::from_shared(url)?.connect_timeout(Duration::from_secs(3));
+        Ok(Self::new(endpoint.connect_lazy()))
+    }
+}
+
+#[async_trait]
+impl KeySource for RemoteJwks {
+    async fn fetch(&self) -> Result<Vec<Jwk>, Error> {
+        use duovarsity_proto::user::GetJwksRequest;
+        use duovarsity_proto::user::user_service_client::UserServiceClient;
+        let response = UserServiceClient::new(self.channel.clone())
+            .get_jwks(GetJwksRequest {})
+            .await
+            .map_err(|status| {
+                tracing::warn!(%status, "JWKS fetch failed");
+                Error::Unavailable {
+                    message: "the token keys are unavailable; retry shortly".into(),
+                    retry_after: Some(Duration::from_secs(1)),
+                }
+            })?;
+        Ok(response.into_inner().keys)
+    }
+}
+
 /// Verifies access tokens; cheap to share (`Arc`) between requests.
 pub struct TokenVerifier {
     source: Arc<dyn KeySource>,
@@ -435,6 +473,20 @@ pub async fn authorize(
         ));
     }
     Ok(claims)
+}
+
+/// The verified caller of a gRPC method; the auth layer guarantees it on every method that
+/// is not public.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Claims, Error> {
+    request
+        .extensions()
+        .get::<Claims>()
+        .ok_or_else(|| Error::unauthenticated("TOKEN_MISSING", "this method needs an access token"))
+}
+
+/// The caller of a public method, when it sent a valid token.
+pub fn optional_caller<T>(request: &tonic::Request<T>) -> Option<&Claims> {
+    request.extensions().get::<Claims>()
 }
 
 /// The token of an `Authorization: Bearer …` header value.

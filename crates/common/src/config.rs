@@ -71,6 +71,17 @@ pub struct Config {
     /// by commas (balanced per request). Unset: `http://<grpc_addr>`.
     #[serde(deserialize_with = "optional_lenient_string")]
     pub user_service_url: Option<String>,
+    /// gRPC endpoints of the course service, for the gateway (as `user_service_url`).
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub course_service_url: Option<String>,
+    /// `redis://…`: the shared L2 cache and cross-replica cache invalidation. Unset: caches
+    /// are in-process only (right for one process; several replicas need Redis).
+    pub redis_url: Option<Secret<String>>,
+    /// How long an in-process (L1) cache entry lives, in seconds: the staleness bound if a
+    /// replica misses an invalidation message.
+    pub cache_l1_ttl_secs: u64,
+    /// Entries per in-process cache.
+    pub cache_l1_capacity: u64,
     /// Origins allowed by CORS, comma-separated; `*` allows any. Empty: CORS off.
     #[serde(deserialize_with = "comma_list")]
     pub cors_allowed_origins: Vec<String>,
@@ -100,6 +111,10 @@ impl Default for Config {
             bootstrap_admin_email: None,
             bootstrap_admin_password: None,
             user_service_url: None,
+            course_service_url: None,
+            redis_url: None,
+            cache_l1_ttl_secs: 10,
+            cache_l1_capacity: 10_000,
             cors_allowed_origins: Vec::new(),
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
@@ -212,18 +227,30 @@ impl Config {
                 "DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL and DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD go together",
             ));
         }
-        if self.user_service_url.is_some() {
-            let urls = self.user_service_urls();
+        for (key, configured) in [("user_service_url", &self.user_service_url), ("course_service_url", &self.course_service_url)] {
+            let Some(urls) = configured else { continue };
+            let urls = split_urls(urls);
             if urls.is_empty()
                 || urls
                     .iter()
                     .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
             {
                 return Err(ConfigError::setting(
-                    "user_service_url",
+                    key,
                     "must be http:// or https:// URLs, separated by commas",
                 ));
             }
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return Err(ConfigError::setting("redis_url", "must start with redis:// or rediss://"));
+        }
+        if !(1..=3600).contains(&self.cache_l1_ttl_secs) {
+            return Err(ConfigError::setting("cache_l1_ttl_secs", "must be between 1 and 3600"));
+        }
+        if self.cache_l1_capacity == 0 {
+            return Err(ConfigError::setting("cache_l1_capacity", "must be greater than 0"));
         }
         for origin in &self.cors_allowed_origins {
             if origin != "*" && origin.parse::<http::HeaderValue>().is_err() {
@@ -266,18 +293,37 @@ impl Config {
         }
     }
 
-    /// The gRPC URLs the gateway uses to reach the user service.
-    pub fn user_service_urls(&self) -> Vec<String> {
-        match &self.user_service_url {
-            Some(urls) => urls
-                .split(',')
-                .map(str::trim)
-                .filter(|url| !url.is_empty())
-                .map(str::to_string)
-                .collect(),
+    /// The gRPC URLs the gateway uses to reach `service` ("user", "course"); in embedded
+    /// mode every service is on `grpc_addr`.
+    pub fn service_urls(&self, service: &str) -> Vec<String> {
+        let configured = match service {
+            "user" => &self.user_service_url,
+            "course" => &self.course_service_url,
+            _ => &None,
+        };
+        match configured {
+            Some(urls) => split_urls(urls),
             None => vec![format!("http://{}", self.grpc_addr)],
         }
     }
+
+    /// Settings of the two-level cache.
+    pub fn cache_settings(&self) -> crate::cache::CacheSettings {
+        crate::cache::CacheSettings {
+            redis_url: self.redis_url.as_ref().map(|url| url.expose().clone()),
+            l1_ttl: std::time::Duration::from_secs(self.cache_l1_ttl_secs),
+            l1_capacity: self.cache_l1_capacity,
+            ..Default::default()
+        }
+    }
+}
+
+fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `DUOVARSITY_*` variables as a figment provider whose errors name the variable.

@@ -4,12 +4,14 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod secret;
 pub mod telemetry;
+pub mod validate;
 
 pub use config::Config;
 pub use error::{Error, FieldViolation, Result};

@@ -20,6 +20,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.user.v1");
         }
     }
+    pub mod course {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.course.v1");
+        }
+    }
 }
 
 pub mod google {
@@ -31,6 +36,7 @@ pub mod google {
     }
 }
 
+pub use duovarsity::course::v1 as course;
 pub use duovarsity::user::v1 as user;
 
 /// Every file under `proto/` plus its imports, encoded as a `google.protobuf.FileDescriptorSet`.

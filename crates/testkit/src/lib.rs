@@ -15,6 +15,9 @@ use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
 use tempfile::TempDir;
 
+/// The password of accounts made by [`TestPlatform::sign_up`].
+pub const TEST_PASSWORD: &str = "correct-horse-battery";
+
 /// The variable naming a PostgreSQL server for tests (a URL to any existing database).
 pub const POSTGRES_URL_VAR: &str = "DUOVARSITY_TEST_POSTGRES_URL";
 
@@ -35,6 +38,11 @@ impl TestPlatform {
 
     /// `component` with extra `DUOVARSITY_*` settings.
     pub async fn start_with(component: Component, settings: &[(&str, &str)]) -> Self {
+        // Server logs go to the test's captured output (shown when it fails).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let data_dir = tempfile::tempdir().expect("a temporary directory");
         let mut env: BTreeMap<String, String> = BTreeMap::from([
             (
@@ -102,12 +110,62 @@ impl TestPlatform {
         self.data_dir.path()
     }
 
+    /// One JSON call through the gateway: the status and the parsed body (Null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Registers and signs in `email`; returns (user id, access token).
+    pub async fn sign_up(&self, email: &str) -> (String, String) {
+        let body = serde_json::json!({"email": email, "password": TEST_PASSWORD, "displayName": email});
+        let (status, created) = self.call(reqwest::Method::POST, "/v1/auth/register", None, Some(body)).await;
+        assert!(status.is_success(), "register {email}: {created}");
+        self.sign_in(email).await
+    }
+
+    /// Signs in `email` (password [`TEST_PASSWORD`]); returns (user id, access token).
+    pub async fn sign_in(&self, email: &str) -> (String, String) {
+        let body = serde_json::json!({"email": email, "password": TEST_PASSWORD});
+        let (status, tokens) = self.call(reqwest::Method::POST, "/v1/auth/login", None, Some(body)).await;
+        assert!(status.is_success(), "login {email}: {tokens}");
+        (
+            tokens["user"]["id"].as_str().unwrap_or_default().to_string(),
+            tokens["accessToken"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
     /// Stops and drains, failing the test if a server failed.
     pub async fn stop(mut self) {
         if let Some(platform) = self.platform.take() {
             platform.stop().await.expect("the platform stops cleanly");
         }
     }
+}
+
+/// The Redis server for tests (`DUOVARSITY_TEST_REDIS_URL`, exported by the test setup).
+pub fn redis_url() -> String {
+    std::env::var("DUOVARSITY_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "DUOVARSITY_TEST_REDIS_URL is not set: run the tests with `make test` (which starts \
+             Redis through scripts/test-services.sh) or export it yourself"
+        )
+    })
 }
 
 /// A database created for one test and dropped by [`TempPostgres::drop_database`].

@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use duovarsity_common::auth::{Claims, KeyError, KeyRing, TokenIssuer};
+use duovarsity_common::auth::{KeyError, KeyRing, TokenIssuer, caller};
 use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
 use duovarsity_common::grpc::Probe;
+use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::user::user_service_server::{UserService, UserServiceServer};
 use duovarsity_proto::user::{
@@ -251,14 +252,6 @@ fn hash_refresh_token(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
-/// The verified caller; the auth layer guarantees it on every non-public method.
-fn caller<T>(request: &Request<T>) -> Result<&Claims, Error> {
-    request
-        .extensions()
-        .get::<Claims>()
-        .ok_or_else(|| Error::unauthenticated("TOKEN_MISSING", "this method needs an access token"))
-}
-
 fn valid_user_id(id: &str) -> Result<&str, Error> {
     uuid::Uuid::parse_str(id)
         .map(|_| id)
@@ -457,10 +450,7 @@ impl UserService for Users {
         let after = if request.page_token.is_empty() {
             None
         } else {
-            let decoded = URL_SAFE_NO_PAD
-                .decode(&request.page_token)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
+            let decoded = page_token::decode(&request.page_token)
                 .filter(|id| uuid::Uuid::parse_str(id).is_ok())
                 .ok_or_else(|| {
                     Error::invalid("page_token", "is not a token returned by ListUsers")
@@ -476,7 +466,7 @@ impl UserService for Users {
             users.truncate(page_size as usize);
             users
                 .last()
-                .map(|u| URL_SAFE_NO_PAD.encode(&u.id))
+                .map(|u| page_token::encode(&u.id))
                 .unwrap_or_default()
         } else {
             String::new()

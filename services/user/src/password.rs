@@ -82,15 +82,9 @@ pub fn check_display_name(name: &str) -> Option<FieldViolation> {
     problem.map(|description| FieldViolation::new("display_name", description))
 }
 
-/// A BCP 47 tag of the common shape: a 2-3 letter language, then 2-8 character subtags.
+/// A BCP 47 language tag such as "en" or "pt-BR".
 pub fn check_locale(locale: &str) -> Option<FieldViolation> {
-    let mut parts = locale.split('-');
-    let language_ok = parts.next().is_some_and(|lang| {
-        (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic())
-    });
-    let subtags_ok = parts
-        .all(|tag| (2..=8).contains(&tag.len()) && tag.chars().all(|c| c.is_ascii_alphanumeric()));
-    (!(language_ok && subtags_ok)).then(|| {
+    (!duovarsity_common::validate::is_language_tag(locale)).then(|| {
         FieldViolation::new(
             "locale",
             "must be a BCP 47 language tag such as \"en\" or \"pt-BR\"",

@@ -1,0 +1,345 @@
+//! A two-level read-through cache for bytes (encoded protobuf): L1 in process (moka:
+//! bounded, with a TTL) over an optional L2 in Redis shared by every replica.
+//!
+//! - Single flight: concurrent misses of one key in a process make one load (moka's
+//!   `try_get_with` runs one initialiser and hands its result to every waiter).
+//! - Invalidation on write: [`Cache::invalidate`] removes the key from this process's L1,
+//!   deletes it from L2 and publishes it on a Redis channel; every replica subscribed to
+//!   the channel drops it from its L1. Staleness bound: the pub/sub delay (milliseconds).
+//!   If a replica loses its subscription it still expires entries after the L1 TTL, so the
+//!   worst case is `l1_ttl` (default 10 s).
+//! - A load that started before an invalidation and finished after it is not kept: each
+//!   cache counts invalidations, and a load that saw the counter move drops its entry.
+//! - Metrics: `cache_requests_total{cache, result="hit"|"miss"}` (L1) and
+//!   `cache_l2_requests_total{cache, result}`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use crate::error::Error;
+
+/// The Redis channel carrying invalidated keys as `<cache>\n<key>`.
+const INVALIDATION_CHANNEL: &str = "duovarsity:cache:invalidate";
+
+/// Settings shared by every cache of a process.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `redis://…` for L2 and cross-replica invalidation; `None` in embedded mode.
+    pub redis_url: Option<String>,
+    pub l1_ttl: Duration,
+    pub l1_capacity: u64,
+    pub l2_ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            l1_ttl: Duration::from_secs(10),
+            l1_capacity: 10_000,
+            l2_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The process-wide part: the Redis connection and the invalidation subscriber, which
+/// routes each invalidated key to the named cache.
+#[derive(Clone)]
+pub struct CacheHub {
+    settings: CacheSettings,
+    redis: Option<ConnectionManager>,
+    caches: Arc<Mutex<HashMap<&'static str, Cache>>>,
+    subscriber: Option<Arc<tokio::task::JoinHandle<()>>>,
+}
+
+impl CacheHub {
+    /// Connects to Redis when configured and starts listening for invalidations.
+    pub async fn connect(settings: CacheSettings) -> Result<Self, redis::RedisError> {
+        let caches: Arc<Mutex<HashMap<&'static str, Cache>>> = Arc::default();
+        let (redis, subscriber) = match &settings.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let manager = ConnectionManager::new(client.clone()).await?;
+                // Subscribe before serving, so no invalidation after start is missed.
+                let pubsub = subscribe(&client).await?;
+                let task = tokio::spawn(listen(client, pubsub, caches.clone()));
+                (Some(manager), Some(Arc::new(task)))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            settings,
+            redis,
+            caches,
+            subscriber,
+        })
+    }
+
+    /// An in-process hub (no Redis): what embedded mode and unit tests use.
+    pub fn local() -> Self {
+        Self {
+            settings: CacheSettings::default(),
+            redis: None,
+            caches: Arc::default(),
+            subscriber: None,
+        }
+    }
+
+    /// The cache called `name` (created on first use).
+    pub fn cache(&self, name: &'static str) -> Cache {
+        let mut caches = self.caches.lock().expect("cache registry lock");
+        caches
+            .entry(name)
+            .or_insert_with(|| Cache {
+                name,
+                l1: moka::future::Cache::builder()
+                    .max_capacity(self.settings.l1_capacity)
+                    .time_to_live(self.settings.l1_ttl)
+                    .build(),
+                redis: self.redis.clone(),
+                l2_ttl: self.settings.l2_ttl,
+                invalidations: Arc::new(AtomicU64::new(0)),
+            })
+            .clone()
+    }
+
+    /// Whether Redis answers (readiness), or true without Redis.
+    pub async fn ping(&self) -> Result<(), String> {
+        match &self.redis {
+            Some(redis) => {
+                let mut redis = redis.clone();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("redis: {e}"))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CacheHub {
+    fn drop(&mut self) {
+        if let Some(task) = self.subscriber.take()
+            && let Some(task) = Arc::into_inner(task)
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(INVALIDATION_CHANNEL).await?;
+    Ok(pubsub)
+}
+
+/// Applies invalidations from other replicas; resubscribes with backoff when Redis drops.
+async fn listen(client: redis::Client, mut pubsub: redis::aio::PubSub, caches: Arc<Mutex<HashMap<&'static str, Cache>>>) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let Some((name, key)) = payload.split_once('\n') else {
+                    continue;
+                };
+                let cache = caches.lock().expect("cache registry lock").get(name).cloned();
+                if let Some(cache) = cache {
+                    cache.invalidations.fetch_add(1, Ordering::SeqCst);
+                    cache.l1.invalidate(key).await;
+                }
+            }
+        }
+        tracing::warn!("cache invalidation subscription lost; L1 entries now expire by TTL only until it returns");
+        let mut delay = Duration::from_millis(100);
+        pubsub = loop {
+            tokio::time::sleep(delay).await;
+            match subscribe(&client).await {
+                Ok(pubsub) => break pubsub,
+                Err(_) => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
+        };
+        // Anything may have changed while we were deaf.
+        for cache in caches.lock().expect("cache registry lock").values() {
+            cache.invalidations.fetch_add(1, Ordering::SeqCst);
+            cache.l1.invalidate_all();
+        }
+    }
+}
+
+/// One named cache.
+#[derive(Clone)]
+pub struct Cache {
+    name: &'static str,
+    l1: moka::future::Cache<String, Bytes>,
+    redis: Option<ConnectionManager>,
+    l2_ttl: Duration,
+    invalidations: Arc<AtomicU64>,
+}
+
+impl Cache {
+    /// The cached bytes for `key`, or what `load` returns (stored in L1 and L2).
+    pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> Result<Bytes, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, Error>>,
+    {
+        if let Some(value) = self.l1.get(key).await {
+            metrics::counter!("cache_requests_total", "cache" => self.name, "result" => "hit").increment(1);
+            return Ok(value);
+        }
+        metrics::counter!("cache_requests_total", "cache" => self.name, "result" => "miss").increment(1);
+        let seen = self.invalidations.load(Ordering::SeqCst);
+        let value = self
+            .l1
+            .try_get_with(key.to_string(), self.load_through_l2(key, load))
+            .await
+            .map_err(|error| match Arc::try_unwrap(error) {
+                Ok(error) => error,
+                Err(shared) => clone_error(&shared),
+            })?;
+        if self.invalidations.load(Ordering::SeqCst) != seen {
+            self.l1.invalidate(key).await;
+        }
+        Ok(value)
+    }
+
+    async fn load_through_l2<F, Fut>(&self, key: &str, load: F) -> Result<Bytes, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, Error>>,
+    {
+        let l2_key = self.l2_key(key);
+        if let Some(redis) = &self.redis {
+            let mut redis = redis.clone();
+            match redis.get::<_, Option<Vec<u8>>>(&l2_key).await {
+                Ok(Some(bytes)) => {
+                    metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => "hit").increment(1);
+                    return Ok(Bytes::from(bytes));
+                }
+                Ok(None) => {
+                    metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => "miss").increment(1);
+                }
+                Err(error) => {
+                    metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => "error").increment(1);
+                    tracing::warn!(%error, cache = self.name, "L2 read failed; loading from the store");
+                }
+            }
+        }
+        let seen = self.invalidations.load(Ordering::SeqCst);
+        let value = load().await?;
+        if let Some(redis) = &self.redis
+            && self.invalidations.load(Ordering::SeqCst) == seen
+        {
+            let mut redis = redis.clone();
+            if let Err(error) = redis
+                .set_ex::<_, _, ()>(&l2_key, value.to_vec(), self.l2_ttl.as_secs().max(1))
+                .await
+            {
+                tracing::warn!(%error, cache = self.name, "L2 write failed");
+            }
+        }
+        Ok(value)
+    }
+
+    /// Drops `key` everywhere: this L1, L2, and (through Redis) every other replica's L1.
+    pub async fn invalidate(&self, key: &str) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.l1.invalidate(key).await;
+        if let Some(redis) = &self.redis {
+            let mut redis = redis.clone();
+            let deleted: Result<(), _> = redis.del(self.l2_key(key)).await;
+            let published: Result<(), _> =
+                redis.publish(INVALIDATION_CHANNEL, format!("{}\n{key}", self.name)).await;
+            if let Err(error) = deleted.and(published) {
+                tracing::warn!(%error, cache = self.name, key, "cache invalidation did not reach Redis; other replicas converge by TTL");
+            }
+        }
+    }
+
+    fn l2_key(&self, key: &str) -> String {
+        format!("duovarsity:cache:{}:{key}", self.name)
+    }
+}
+
+/// Errors shared between single-flight waiters are re-created for each of them.
+fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::NotFound { what } => Error::NotFound { what: what.clone() },
+        Error::InvalidArgument(violations) => Error::InvalidArgument(violations.clone()),
+        Error::Unavailable { message, retry_after } => Error::Unavailable {
+            message: message.clone(),
+            retry_after: *retry_after,
+        },
+        Error::PermissionDenied { reason, message } => Error::PermissionDenied {
+            reason,
+            message: message.clone(),
+        },
+        _ => Error::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_stampede_of_misses_makes_one_load() {
+        let hub = CacheHub::local();
+        let cache = hub.cache("stampede");
+        let loads = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..1000).map(|_| {
+            let cache = cache.clone();
+            let loads = loads.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("k", || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Bytes::from_static(b"v"))
+                    })
+                    .await
+                    .unwrap()
+            })
+        });
+        for value in futures::future::join_all(tasks).await {
+            assert_eq!(value.unwrap(), Bytes::from_static(b"v"));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn invalidation_makes_the_next_read_load_again() {
+        let hub = CacheHub::local();
+        let cache = hub.cache("inv");
+        let v1 = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"1")) }).await.unwrap();
+        let cached = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"x")) }).await.unwrap();
+        assert_eq!((v1.as_ref(), cached.as_ref()), (&b"1"[..], &b"1"[..]));
+        cache.invalidate("k").await;
+        let v2 = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"2")) }).await.unwrap();
+        assert_eq!(v2.as_ref(), b"2");
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached() {
+        let hub = CacheHub::local();
+        let cache = hub.cache("err");
+        let failed = cache.get_or_load("k", || async { Err(Error::not_found("course k")) }).await;
+        assert!(matches!(failed, Err(Error::NotFound { .. })));
+        let ok = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"ok")) }).await.unwrap();
+        assert_eq!(ok.as_ref(), b"ok");
+    }
+}

@@ -1,0 +1,84 @@
+//! Who may see and change a course, and what valid course input looks like.
+//!
+//! - Only the owning instructor or an admin edits a course, its outline and its
+//!   prerequisites; another instructor gets PERMISSION_DENIED.
+//! - A draft is visible to its owner and admins only; an archived course also to its
+//!   enrolled learners. Everyone else gets NOT_FOUND, so drafts do not leak by id.
+
+use duovarsity_common::auth::Claims;
+use duovarsity_common::{Error, FieldViolation};
+
+use crate::store::CourseRow;
+
+/// Owner instructor or admin.
+pub fn can_edit(claims: &Claims, instructor_id: &str) -> bool {
+    claims.is_admin() || (claims.role == "instructor" && claims.sub == instructor_id)
+}
+
+pub fn ensure_can_edit(claims: &Claims, course: &CourseRow) -> Result<(), Error> {
+    if can_edit(claims, &course.instructor_id) {
+        Ok(())
+    } else {
+        Err(Error::permission_denied(
+            "NOT_COURSE_OWNER",
+            "only the course's instructor or an admin may change it",
+        ))
+    }
+}
+
+/// Whether `claims` (None: anonymous) may read a course in `status` owned by
+/// `instructor_id`; `enrolled` says whether the caller has an enrollment in it.
+pub fn can_view(claims: Option<&Claims>, status: &str, instructor_id: &str, enrolled: bool) -> bool {
+    match status {
+        "published" => true,
+        "archived" => enrolled || claims.is_some_and(|c| can_edit(c, instructor_id)),
+        _ => claims.is_some_and(|c| can_edit(c, instructor_id)),
+    }
+}
+
+pub fn check_slug(slug: &str) -> Option<FieldViolation> {
+    let ok = (3..=80).contains(&slug.len())
+        && slug.split('-').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    (!ok).then(|| FieldViolation::new("course.slug", "must be 3-80 lower-case letters, digits and single hyphens"))
+}
+
+pub fn check_title(field: &str, title: &str) -> Option<FieldViolation> {
+    let len = title.trim().chars().count();
+    (len == 0 || len > 200).then(|| FieldViolation::new(field, "must be 1 to 200 characters"))
+}
+
+pub fn check_summary(summary: &str) -> Option<FieldViolation> {
+    (summary.chars().count() > 2000).then(|| FieldViolation::new("course.summary", "must be at most 2000 characters"))
+}
+
+pub fn check_language(language: &str) -> Option<FieldViolation> {
+    (!duovarsity_common::validate::is_language_tag(language))
+        .then(|| FieldViolation::new("course.language", "must be a BCP 47 language tag such as \"en\""))
+}
+
+pub fn check_tags(tags: &[String]) -> Option<FieldViolation> {
+    let ok = tags.len() <= 10
+        && tags.iter().all(|t| (1..=32).contains(&t.len()) && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    (!ok).then(|| FieldViolation::new("course.tags", "at most 10 tags of 1-32 lower-case letters, digits or hyphens"))
+}
+
+/// A price is an ISO 4217 code (three capital letters) and a positive amount of minor units.
+pub fn check_price(currency: &str, amount_minor: i64) -> Option<FieldViolation> {
+    let ok = currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()) && amount_minor > 0;
+    (!ok).then(|| FieldViolation::new("course.price", "needs an ISO 4217 currency and a positive amount_minor (omit the price for a free course)"))
+}
+
+pub fn ensure_valid(violations: impl IntoIterator<Item = Option<FieldViolation>>) -> Result<(), Error> {
+    let violations: Vec<FieldViolation> = violations.into_iter().flatten().collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(violations))
+    }
+}
+
+pub fn valid_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Error> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| id)
+        .map_err(|_| Error::invalid(field, "must be a UUID"))
+}
