@@ -147,12 +147,7 @@ pub fn resolve(message: &MessageDescriptor, path: &[String]) -> Option<FieldDesc
     field
 }
 
-fn set_path(
-    object: &mut Map<String, Value>,
-    message: &MessageDescriptor,
-    path: &[String],
-    value: Value,
-) {
+fn set_path(object: &mut Map<String, Value>, message: &MessageDescriptor, path: &[String], value: Value) {
     let mut current = object;
     let mut descriptor = message.clone();
     for (i, name) in path.iter().enumerate() {
@@ -162,10 +157,14 @@ fn set_path(
         else {
             return;
         };
-        // Use the JSON name and drop a proto-name duplicate, so the body cannot sneak a
-        // second value past the path.
-        current.remove(field.name());
+        // The body may use the proto name; file it under the JSON name so that one key
+        // holds the field and a path value cannot be shadowed by a second spelling.
         let key = field.json_name().to_string();
+        if field.name() != key
+            && let Some(existing) = current.remove(field.name())
+        {
+            current.entry(key.clone()).or_insert(existing);
+        }
         if i + 1 == path.len() {
             current.insert(key, value);
             return;
@@ -174,9 +173,7 @@ fn set_path(
             return;
         };
         descriptor = inner;
-        let entry = current
-            .entry(key)
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = current.entry(key).or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -367,6 +364,18 @@ mod tests {
             ),
             Err(RequestError::InvalidParameter { .. })
         ));
+    }
+
+    #[test]
+    fn a_nested_path_variable_merges_into_a_field_body() {
+        let bytes = encode(Method::PATCH, "/v1/courses/c-42", Some("updateMask=title"), r#"{"title":"After","course_id":"x"}"#);
+        // `course_id` is not a Course field: unknown fields are refused even in a field body.
+        assert!(bytes.is_err());
+        let bytes = encode(Method::PATCH, "/v1/courses/c-42", Some("updateMask=title"), r#"{"title":"After","id":"ignored"}"#).unwrap();
+        let request = duovarsity_proto::course::UpdateCourseRequest::decode(bytes.as_slice()).unwrap();
+        let course = request.course.unwrap();
+        assert_eq!((course.id.as_str(), course.title.as_str()), ("c-42", "After"));
+        assert_eq!(request.update_mask.unwrap().paths, vec!["title".to_string()]);
     }
 
     #[test]

@@ -98,6 +98,12 @@ async fn every_mutating_method_checks_who_is_calling() {
             "{method} {path}"
         );
     }
+    // The writes took effect (the owner's and then the admin's rename).
+    let (_, outline) = p.call(Method::GET, &format!("/v1/courses/{course}"), Some(&owner), None).await;
+    assert_eq!(outline["course"]["title"], "Renamed");
+    assert_eq!(outline["sections"][0]["title"], "Basics 2");
+    assert_eq!(outline["sections"].as_array().unwrap().len(), 3);
+
     // Deletes last (they remove what the others use), and archive.
     for (method, path) in [(Method::DELETE, format!("/v1/lessons/{lesson}")), (Method::DELETE, format!("/v1/sections/{section}")), (Method::POST, format!("/v1/courses/{course}:archive"))] {
         let body = (method == Method::POST).then(|| json!({}));
