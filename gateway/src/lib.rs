@@ -46,7 +46,11 @@ use crate::upstream::Upstreams;
 /// The full name of the user service, whose JWKS verifies tokens.
 pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
 /// Every upstream service with its configuration name (`DUOVARSITY_<NAME>_SERVICE_URL`).
-const SERVICES: [(&str, &str); 2] = [(USER_SERVICE, "user"), ("duovarsity.course.v1.CourseService", "course")];
+const SERVICES: [(&str, &str); 3] = [
+    (USER_SERVICE, "user"),
+    ("duovarsity.course.v1.CourseService", "course"),
+    ("duovarsity.content.v1.ContentService", "content"),
+];
 /// How often an unknown `kid` may trigger a JWKS refetch.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Request headers forwarded to services as gRPC metadata.
@@ -72,6 +76,8 @@ pub struct Gateway {
     verifier: Arc<TokenVerifier>,
     openapi: String,
     body_limit: usize,
+    /// For routes whose body is a raw `google.api.HttpBody` (media uploads).
+    media_body_limit: usize,
     request_timeout: Duration,
 }
 
@@ -91,7 +97,10 @@ impl Gateway {
         let user_channel = upstreams
             .channel(USER_SERVICE)
             .expect("the user service upstream was added above");
-        let verifier = Arc::new(TokenVerifier::new(Arc::new(RemoteJwks::new(user_channel)), JWKS_MIN_REFETCH));
+        let verifier = Arc::new(TokenVerifier::new(
+            Arc::new(RemoteJwks::new(user_channel)),
+            JWKS_MIN_REFETCH,
+        ));
         let openapi = openapi::document(&table).to_string();
         Ok(Arc::new(Self {
             table,
@@ -99,6 +108,7 @@ impl Gateway {
             verifier,
             openapi,
             body_limit: config.body_limit_bytes,
+            media_body_limit: config.media_max_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         }))
     }
@@ -298,8 +308,14 @@ async fn call(
         .await
         .map_err(|error| Problem::from_status(&tonic::Status::from(error)))?;
 
-    let body = read_body(body, &parts.headers, gateway.body_limit).await?;
-    if route.body != BodyTarget::None && !body.is_empty() && !is_json(&parts.headers) {
+    let raw_body = transcode::takes_raw_body(route);
+    let limit = if raw_body {
+        gateway.media_body_limit
+    } else {
+        gateway.body_limit
+    };
+    let body = read_body(body, &parts.headers, limit).await?;
+    if !raw_body && route.body != BodyTarget::None && !body.is_empty() && !is_json(&parts.headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::InvalidArgument,
@@ -307,17 +323,23 @@ async fn call(
         )
         .with_reason("UNSUPPORTED_MEDIA_TYPE"));
     }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
     let message =
-        transcode::request_message(route, bindings, parts.uri.query(), &body).map_err(|error| {
-            let reason = match error {
-                RequestError::MalformedJson(_) | RequestError::NotAnObject => "MALFORMED_JSON",
-                RequestError::UnknownParameter(_) => "UNKNOWN_PARAMETER",
-                RequestError::InvalidField(_) | RequestError::InvalidParameter { .. } => {
-                    "INVALID_FIELD"
-                }
-            };
-            Problem::bad_request(error.to_string()).with_reason(reason)
-        })?;
+        transcode::request_message(route, bindings, parts.uri.query(), &body, content_type)
+            .map_err(|error| {
+                let reason = match error {
+                    RequestError::MalformedJson(_) | RequestError::NotAnObject => "MALFORMED_JSON",
+                    RequestError::UnknownParameter(_) => "UNKNOWN_PARAMETER",
+                    RequestError::InvalidField(_) | RequestError::InvalidParameter { .. } => {
+                        "INVALID_FIELD"
+                    }
+                };
+                Problem::bad_request(error.to_string()).with_reason(reason)
+            })?;
 
     let mut forwarded = HeaderMap::new();
     for name in FORWARDED_HEADERS {
@@ -327,7 +349,7 @@ async fn call(
     }
     telemetry::inject_trace(&tracing::Span::current(), &mut forwarded);
     let service = route.method.parent_service().full_name().to_string();
-    let reply = gateway
+    let (metadata, reply) = gateway
         .upstreams
         .unary(
             &service,
@@ -338,15 +360,72 @@ async fn call(
         )
         .await
         .map_err(|status| Problem::from_status(&status))?;
-    let json = transcode::response_json(route, &reply).map_err(|error| {
+    let unreadable = |error: String| {
         tracing::error!(%error, method = %route.grpc_path, "could not render a response");
         Problem::new(
             StatusCode::BAD_GATEWAY,
             Code::Internal,
             "the service sent an unreadable response",
         )
-    })?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    };
+    // HTTP caching: services send `etag` and `cache-control` as response metadata.
+    let header_from = |name: &str| {
+        metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| HeaderValue::from_str(v).ok())
+    };
+    let etag = header_from("etag");
+    let cache_control = header_from("cache-control");
+    let not_modified = etag
+        .as_ref()
+        .is_some_and(|etag| if_none_match(&parts.headers, etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if transcode::returns_raw_body(route) {
+        let (content_type, data) = transcode::response_raw(&reply).map_err(unreadable)?;
+        let content_type = HeaderValue::from_str(&content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let mut response = data.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+        response.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    } else {
+        let json = transcode::response_json(route, &reply).map_err(unreadable)?;
+        ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+    };
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    if let Some(cache_control) = cache_control {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, cache_control);
+    }
+    Ok(response)
+}
+
+/// Whether an `If-None-Match` header names `etag` (or `*`); weak tags compare equal.
+fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    let etag = etag.trim_start_matches("W/");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|value| {
+            value
+                .split(',')
+                .map(|candidate| candidate.trim().trim_start_matches("W/"))
+                .any(|candidate| candidate == "*" || candidate == etag)
+        })
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, Problem> {

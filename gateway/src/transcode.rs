@@ -29,15 +29,45 @@ pub enum RequestError {
     InvalidParameter { name: String, message: String },
 }
 
-/// The encoded request message for `route`.
+/// The full name of the message whose HTTP form is a raw body.
+pub const HTTP_BODY: &str = "google.api.HttpBody";
+
+/// Whether the route's HTTP body is raw bytes (a `google.api.HttpBody` target) rather than
+/// JSON.
+pub fn takes_raw_body(route: &Route) -> bool {
+    match &route.body {
+        BodyTarget::Whole => route.method.input().full_name() == HTTP_BODY,
+        BodyTarget::Field(name) => route
+            .method
+            .input()
+            .get_field_by_name(name)
+            .is_some_and(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == HTTP_BODY)),
+        BodyTarget::None => false,
+    }
+}
+
+/// Whether the response is raw bytes with their own content type.
+pub fn returns_raw_body(route: &Route) -> bool {
+    route.method.output().full_name() == HTTP_BODY
+}
+
+/// The encoded request message for `route`. `content_type` (the request's Content-Type)
+/// matters only for raw `google.api.HttpBody` bodies, which keep it.
 pub fn request_message(
     route: &Route,
     bindings: &[(Vec<String>, String)],
     query: Option<&str>,
     body: &[u8],
+    content_type: &str,
 ) -> Result<Vec<u8>, RequestError> {
     let input = route.method.input();
-    let body_json = if body.iter().all(u8::is_ascii_whitespace) {
+    let body_json = if takes_raw_body(route) {
+        use base64::Engine as _;
+        Some(serde_json::json!({
+            "contentType": content_type,
+            "data": base64::engine::general_purpose::STANDARD.encode(body),
+        }))
+    } else if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         Some(
@@ -87,6 +117,12 @@ pub fn request_message(
     )
     .map_err(|e| RequestError::InvalidField(e.to_string()))?;
     Ok(message.encode_to_vec())
+}
+
+/// The raw body and content type of a `google.api.HttpBody` response.
+pub fn response_raw(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
+    let body = duovarsity_proto::google::api::HttpBody::decode(bytes).map_err(|e| e.to_string())?;
+    Ok((body.content_type, body.data))
 }
 
 /// The JSON body for a response message.
@@ -147,7 +183,12 @@ pub fn resolve(message: &MessageDescriptor, path: &[String]) -> Option<FieldDesc
     field
 }
 
-fn set_path(object: &mut Map<String, Value>, message: &MessageDescriptor, path: &[String], value: Value) {
+fn set_path(
+    object: &mut Map<String, Value>,
+    message: &MessageDescriptor,
+    path: &[String],
+    value: Value,
+) {
     let mut current = object;
     let mut descriptor = message.clone();
     for (i, name) in path.iter().enumerate() {
@@ -173,7 +214,9 @@ fn set_path(object: &mut Map<String, Value>, message: &MessageDescriptor, path: 
             return;
         };
         descriptor = inner;
-        let entry = current.entry(key).or_insert_with(|| Value::Object(Map::new()));
+        let entry = current
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -285,7 +328,7 @@ mod tests {
         let Lookup::Found(route, bindings) = table.lookup(&method, path) else {
             panic!("{path} is routed");
         };
-        request_message(route, &bindings, query, body.as_bytes())
+        request_message(route, &bindings, query, body.as_bytes(), "")
     }
 
     #[test]
@@ -352,7 +395,7 @@ mod tests {
         // The same RPC bound as `body: "tier"`: the body is the field's JSON value.
         let mut route = route.clone();
         route.body = BodyTarget::Field("tier".into());
-        let bytes = request_message(&route, &bindings, None, br#""TIER_PREMIUM""#).unwrap();
+        let bytes = request_message(&route, &bindings, None, br#""TIER_PREMIUM""#, "").unwrap();
         let request = duovarsity_proto::user::SetTierRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!((request.id.as_str(), request.tier), ("u-7", 3));
         assert!(matches!(
@@ -360,7 +403,8 @@ mod tests {
                 &route,
                 &bindings,
                 Some("tier=TIER_FREE"),
-                br#""TIER_PREMIUM""#
+                br#""TIER_PREMIUM""#,
+                ""
             ),
             Err(RequestError::InvalidParameter { .. })
         ));
@@ -368,14 +412,32 @@ mod tests {
 
     #[test]
     fn a_nested_path_variable_merges_into_a_field_body() {
-        let bytes = encode(Method::PATCH, "/v1/courses/c-42", Some("updateMask=title"), r#"{"title":"After","course_id":"x"}"#);
+        let bytes = encode(
+            Method::PATCH,
+            "/v1/courses/c-42",
+            Some("updateMask=title"),
+            r#"{"title":"After","course_id":"x"}"#,
+        );
         // `course_id` is not a Course field: unknown fields are refused even in a field body.
         assert!(bytes.is_err());
-        let bytes = encode(Method::PATCH, "/v1/courses/c-42", Some("updateMask=title"), r#"{"title":"After","id":"ignored"}"#).unwrap();
-        let request = duovarsity_proto::course::UpdateCourseRequest::decode(bytes.as_slice()).unwrap();
+        let bytes = encode(
+            Method::PATCH,
+            "/v1/courses/c-42",
+            Some("updateMask=title"),
+            r#"{"title":"After","id":"ignored"}"#,
+        )
+        .unwrap();
+        let request =
+            duovarsity_proto::course::UpdateCourseRequest::decode(bytes.as_slice()).unwrap();
         let course = request.course.unwrap();
-        assert_eq!((course.id.as_str(), course.title.as_str()), ("c-42", "After"));
-        assert_eq!(request.update_mask.unwrap().paths, vec!["title".to_string()]);
+        assert_eq!(
+            (course.id.as_str(), course.title.as_str()),
+            ("c-42", "After")
+        );
+        assert_eq!(
+            request.update_mask.unwrap().paths,
+            vec!["title".to_string()]
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// The largest message the gateway sends or accepts upstream.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
+
 /// The channels of every upstream service, keyed by full service name.
 #[derive(Clone, Default)]
 pub struct Upstreams {
@@ -58,11 +61,15 @@ impl Upstreams {
         metadata: MetadataMap,
         timeout: Duration,
         message: Vec<u8>,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<(MetadataMap, Bytes), Status> {
         let channel = self.channel(service).ok_or_else(|| {
             Status::unimplemented(format!("no upstream is configured for {service}"))
         })?;
-        let mut grpc = tonic::client::Grpc::new(channel);
+        // Media bodies are larger than tonic's 4 MiB default; the gateway's own body limits
+        // bound what reaches here.
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         grpc.ready()
             .await
             .map_err(|e| Status::unavailable(format!("{service} is unreachable: {e}")))?;
@@ -83,7 +90,8 @@ impl Upstreams {
                     status
                 }
             })?;
-        Ok(response.into_inner())
+        let (metadata, body, _) = response.into_parts();
+        Ok((metadata, body))
     }
 
     /// Whether every upstream reports SERVING; the failures otherwise.

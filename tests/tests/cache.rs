@@ -16,9 +16,15 @@ use serde_json::json;
 
 /// The title a replica serves, read over gRPC as the (admin) owner of the draft.
 async fn title_at(replica: &TestPlatform, course_id: &str, token: &str) -> String {
-    let mut client = CourseServiceClient::connect(format!("http://{}", replica.grpc_addr())).await.unwrap();
-    let mut request = tonic::Request::new(GetCourseRequest { id: course_id.to_string() });
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut client = CourseServiceClient::connect(format!("http://{}", replica.grpc_addr()))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(GetCourseRequest {
+        id: course_id.to_string(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let outline = client.get_course(request).await.unwrap().into_inner();
     outline.course.unwrap().title
 }
@@ -47,7 +53,10 @@ async fn an_update_through_one_replica_reaches_every_replica() {
     let course_url = format!("http://{}", replica_a.grpc_addr());
     let gateway = TestPlatform::start_with(
         Component::Gateway,
-        &[("DUOVARSITY_USER_SERVICE_URL", &user_url), ("DUOVARSITY_COURSE_SERVICE_URL", &course_url)],
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", &user_url),
+            ("DUOVARSITY_COURSE_SERVICE_URL", &course_url),
+        ],
     )
     .await;
 
@@ -61,14 +70,24 @@ async fn an_update_through_one_replica_reaches_every_replica() {
     assert_eq!(title_at(&replica_a, &id, &admin).await, "Before");
     assert_eq!(title_at(&replica_b, &id, &admin).await, "Before");
 
-    let (status, _) = gateway.call(Method::PATCH, &format!("/v1/courses/{id}"), Some(&admin), Some(json!({"title": "After"}))).await;
+    let (status, _) = gateway
+        .call(
+            Method::PATCH,
+            &format!("/v1/courses/{id}"),
+            Some(&admin),
+            Some(json!({"title": "After"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let started = Instant::now();
     loop {
         if title_at(&replica_b, &id, &admin).await == "After" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "replica B still serves the old title after 1 s (L1 TTL is 10 s)");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "replica B still serves the old title after 1 s (L1 TTL is 10 s)"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(title_at(&replica_a, &id, &admin).await, "After");
@@ -82,7 +101,12 @@ async fn an_update_through_one_replica_reaches_every_replica() {
 
 #[tokio::test]
 async fn a_stampede_of_a_thousand_misses_makes_one_store_call_with_redis() {
-    let hub = CacheHub::connect(CacheSettings { redis_url: Some(redis_url()), ..Default::default() }).await.unwrap();
+    let hub = CacheHub::connect(CacheSettings {
+        redis_url: Some(redis_url()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let cache = hub.cache("stampede_test");
     let key = uuid_like();
     let loads = Arc::new(AtomicUsize::new(0));
@@ -107,7 +131,12 @@ async fn a_stampede_of_a_thousand_misses_makes_one_store_call_with_redis() {
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 
     // A second process (another hub) finds it in L2 without loading.
-    let other = CacheHub::connect(CacheSettings { redis_url: Some(redis_url()), ..Default::default() }).await.unwrap();
+    let other = CacheHub::connect(CacheSettings {
+        redis_url: Some(redis_url()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let value = other
         .cache("stampede_test")
         .get_or_load(&key, || async { panic!("the value is in Redis") })
@@ -118,5 +147,9 @@ async fn a_stampede_of_a_thousand_misses_makes_one_store_call_with_redis() {
 }
 
 fn uuid_like() -> String {
-    format!("test-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
 }

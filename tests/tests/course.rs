@@ -11,7 +11,10 @@ const ADMIN: &str = "admin@example.com";
 async fn platform() -> TestPlatform {
     TestPlatform::start_with(
         duovarsity::Component::All,
-        &[("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", ADMIN), ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD)],
+        &[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", ADMIN),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ],
     )
     .await
 }
@@ -20,22 +23,43 @@ async fn platform() -> TestPlatform {
 async fn instructor(p: &TestPlatform, email: &str) -> (String, String) {
     let (id, _) = p.sign_up(email).await;
     let (_, admin) = p.sign_in(ADMIN).await;
-    let (status, body) =
-        p.call(Method::POST, &format!("/v1/users/{id}:setRole"), Some(&admin), Some(json!({"role": "ROLE_INSTRUCTOR"}))).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            &format!("/v1/users/{id}:setRole"),
+            Some(&admin),
+            Some(json!({"role": "ROLE_INSTRUCTOR"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     p.sign_in(email).await
 }
 
 /// A course with one section and `lessons` required lessons; returns (course id, lesson ids).
-async fn course_with_lessons(p: &TestPlatform, token: &str, slug: &str, lessons: usize, price: Option<Value>) -> (String, Vec<String>) {
+async fn course_with_lessons(
+    p: &TestPlatform,
+    token: &str,
+    slug: &str,
+    lessons: usize,
+    price: Option<Value>,
+) -> (String, Vec<String>) {
     let mut course = json!({"slug": slug, "title": format!("Course {slug}"), "summary": "Learn things", "level": "LEVEL_BEGINNER", "language": "en", "tags": ["rust"]});
     if let Some(price) = price {
         course["price"] = price;
     }
-    let (status, created) = p.call(Method::POST, "/v1/courses", Some(token), Some(course)).await;
+    let (status, created) = p
+        .call(Method::POST, "/v1/courses", Some(token), Some(course))
+        .await;
     assert_eq!(status, StatusCode::OK, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
-    let (status, section) = p.call(Method::POST, &format!("/v1/courses/{id}/sections"), Some(token), Some(json!({"title": "Basics"}))).await;
+    let (status, section) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{id}/sections"),
+            Some(token),
+            Some(json!({"title": "Basics"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{section}");
     let section_id = section["id"].as_str().unwrap().to_string();
     let mut lesson_ids = Vec::new();
@@ -55,7 +79,14 @@ async fn course_with_lessons(p: &TestPlatform, token: &str, slug: &str, lessons:
 }
 
 async fn publish(p: &TestPlatform, token: &str, id: &str) {
-    let (status, body) = p.call(Method::POST, &format!("/v1/courses/{id}:publish"), Some(token), Some(json!({}))).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{id}:publish"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "COURSE_STATUS_PUBLISHED");
 }
@@ -68,86 +99,284 @@ async fn every_mutating_method_checks_who_is_calling() {
     let (_, learner) = p.sign_up("learner@example.com").await;
     let (_, admin) = p.sign_in(ADMIN).await;
     let (course, lessons) = course_with_lessons(&p, &owner, "matrix", 1, None).await;
-    let outline = p.call(Method::GET, &format!("/v1/courses/{course}"), Some(&owner), None).await.1;
+    let outline = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses/{course}"),
+            Some(&owner),
+            None,
+        )
+        .await
+        .1;
     let section = outline["sections"][0]["id"].as_str().unwrap().to_string();
     let lesson = lessons[0].clone();
 
     // (method, path, body) for every mutating authoring method.
     let calls: Vec<(Method, String, Value)> = vec![
-        (Method::PATCH, format!("/v1/courses/{course}"), json!({"title": "Renamed"})),
-        (Method::PUT, format!("/v1/courses/{course}/prerequisites"), json!({"prerequisiteIds": []})),
-        (Method::POST, format!("/v1/courses/{course}/sections:reorder"), json!({"sectionIds": [section]})),
-        (Method::POST, format!("/v1/sections/{section}/lessons:reorder"), json!({"lessonIds": [lesson]})),
-        (Method::PATCH, format!("/v1/sections/{section}"), json!({"title": "Basics 2"})),
-        (Method::POST, format!("/v1/courses/{course}/sections"), json!({"title": "More"})),
-        (Method::POST, format!("/v1/sections/{section}/lessons"), json!({"title": "Extra", "kind": "LESSON_KIND_QUIZ"})),
-        (Method::PATCH, format!("/v1/lessons/{lesson}"), json!({"estimatedMinutes": 7})),
-        (Method::GET, format!("/v1/courses/{course}/stats"), Value::Null),
-        (Method::POST, format!("/v1/courses/{course}:publish"), json!({})),
+        (
+            Method::PATCH,
+            format!("/v1/courses/{course}"),
+            json!({"title": "Renamed"}),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/courses/{course}/prerequisites"),
+            json!({"prerequisiteIds": []}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/courses/{course}/sections:reorder"),
+            json!({"sectionIds": [section]}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/sections/{section}/lessons:reorder"),
+            json!({"lessonIds": [lesson]}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/sections/{section}"),
+            json!({"title": "Basics 2"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/courses/{course}/sections"),
+            json!({"title": "More"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/sections/{section}/lessons"),
+            json!({"title": "Extra", "kind": "LESSON_KIND_QUIZ"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/lessons/{lesson}"),
+            json!({"estimatedMinutes": 7}),
+        ),
+        (
+            Method::GET,
+            format!("/v1/courses/{course}/stats"),
+            Value::Null,
+        ),
+        (
+            Method::POST,
+            format!("/v1/courses/{course}:publish"),
+            json!({}),
+        ),
     ];
     for (method, path, body) in &calls {
         let body = (!body.is_null()).then(|| body.clone());
         let anonymous = p.call(method.clone(), path, None, body.clone()).await.0;
-        let as_learner = p.call(method.clone(), path, Some(&learner), body.clone()).await.0;
-        let as_other = p.call(method.clone(), path, Some(&other), body.clone()).await.0;
-        let as_owner = p.call(method.clone(), path, Some(&owner), body.clone()).await.0;
-        let as_admin = p.call(method.clone(), path, Some(&admin), body.clone()).await.0;
+        let as_learner = p
+            .call(method.clone(), path, Some(&learner), body.clone())
+            .await
+            .0;
+        let as_other = p
+            .call(method.clone(), path, Some(&other), body.clone())
+            .await
+            .0;
+        let as_owner = p
+            .call(method.clone(), path, Some(&owner), body.clone())
+            .await
+            .0;
+        let as_admin = p
+            .call(method.clone(), path, Some(&admin), body.clone())
+            .await
+            .0;
         assert_eq!(
             (anonymous, as_learner, as_other, as_owner, as_admin),
-            (StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::FORBIDDEN, StatusCode::OK, StatusCode::OK),
+            (
+                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
+                StatusCode::FORBIDDEN,
+                StatusCode::OK,
+                StatusCode::OK
+            ),
             "{method} {path}"
         );
     }
     // The writes took effect (the owner's and then the admin's rename).
-    let (_, outline) = p.call(Method::GET, &format!("/v1/courses/{course}"), Some(&owner), None).await;
+    let (_, outline) = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses/{course}"),
+            Some(&owner),
+            None,
+        )
+        .await;
     assert_eq!(outline["course"]["title"], "Renamed");
     assert_eq!(outline["sections"][0]["title"], "Basics 2");
     assert_eq!(outline["sections"].as_array().unwrap().len(), 3);
 
     // Deletes last (they remove what the others use), and archive.
-    for (method, path) in [(Method::DELETE, format!("/v1/lessons/{lesson}")), (Method::DELETE, format!("/v1/sections/{section}")), (Method::POST, format!("/v1/courses/{course}:archive"))] {
+    for (method, path) in [
+        (Method::DELETE, format!("/v1/lessons/{lesson}")),
+        (Method::DELETE, format!("/v1/sections/{section}")),
+        (Method::POST, format!("/v1/courses/{course}:archive")),
+    ] {
         let body = (method == Method::POST).then(|| json!({}));
-        assert_eq!(p.call(method.clone(), &path, None, body.clone()).await.0, StatusCode::UNAUTHORIZED, "{path}");
-        assert_eq!(p.call(method.clone(), &path, Some(&learner), body.clone()).await.0, StatusCode::FORBIDDEN, "{path}");
-        assert_eq!(p.call(method.clone(), &path, Some(&other), body.clone()).await.0, StatusCode::FORBIDDEN, "{path}");
-        assert_eq!(p.call(method.clone(), &path, Some(&owner), body.clone()).await.0, StatusCode::OK, "{path}");
+        assert_eq!(
+            p.call(method.clone(), &path, None, body.clone()).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            p.call(method.clone(), &path, Some(&learner), body.clone())
+                .await
+                .0,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+        assert_eq!(
+            p.call(method.clone(), &path, Some(&other), body.clone())
+                .await
+                .0,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+        assert_eq!(
+            p.call(method.clone(), &path, Some(&owner), body.clone())
+                .await
+                .0,
+            StatusCode::OK,
+            "{path}"
+        );
     }
     // Learners cannot create courses; anonymous callers cannot enroll or record progress.
-    let create = json!({"slug": "nope", "title": "Nope", "level": "LEVEL_BEGINNER", "language": "en"});
-    assert_eq!(p.call(Method::POST, "/v1/courses", Some(&learner), Some(create.clone())).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(p.call(Method::POST, "/v1/courses", None, Some(create)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(p.call(Method::POST, &format!("/v1/courses/{course}/enrollments"), None, Some(json!({}))).await.0, StatusCode::UNAUTHORIZED);
+    let create =
+        json!({"slug": "nope", "title": "Nope", "level": "LEVEL_BEGINNER", "language": "en"});
+    assert_eq!(
+        p.call(
+            Method::POST,
+            "/v1/courses",
+            Some(&learner),
+            Some(create.clone())
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        p.call(Method::POST, "/v1/courses", None, Some(create))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        p.call(
+            Method::POST,
+            &format!("/v1/courses/{course}/enrollments"),
+            None,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
     p.stop().await;
 }
 
 #[tokio::test]
-async fn drafts_are_private_publishing_needs_a_lesson_and_archived_courses_stay_readable_for_learners() {
+async fn drafts_are_private_publishing_needs_a_lesson_and_archived_courses_stay_readable_for_learners()
+ {
     let p = platform().await;
     let (_, owner) = instructor(&p, "owner@example.com").await;
     let (_, learner) = p.sign_up("learner@example.com").await;
     let (empty, _) = course_with_lessons(&p, &owner, "empty-course", 0, None).await;
-    let (status, problem) = p.call(Method::POST, &format!("/v1/courses/{empty}:publish"), Some(&owner), Some(json!({}))).await;
+    let (status, problem) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{empty}:publish"),
+            Some(&owner),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(problem["reason"], "COURSE_EMPTY");
 
     let (course, _) = course_with_lessons(&p, &owner, "visible-later", 1, None).await;
-    assert_eq!(p.call(Method::GET, &format!("/v1/courses/{course}"), None, None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(p.call(Method::GET, "/v1/courses/visible-later", Some(&learner), None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(p.call(Method::GET, "/v1/courses/visible-later", Some(&owner), None).await.0, StatusCode::OK);
+    assert_eq!(
+        p.call(Method::GET, &format!("/v1/courses/{course}"), None, None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        p.call(
+            Method::GET,
+            "/v1/courses/visible-later",
+            Some(&learner),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        p.call(Method::GET, "/v1/courses/visible-later", Some(&owner), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
     publish(&p, &owner, &course).await;
-    let (status, outline) = p.call(Method::GET, "/v1/courses/visible-later", None, None).await;
+    let (status, outline) = p
+        .call(Method::GET, "/v1/courses/visible-later", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{outline}");
     assert_eq!(outline["sections"][0]["lessons"][0]["title"], "Lesson 0");
 
-    let (status, enrollment) = p.call(Method::POST, &format!("/v1/courses/{course}/enrollments"), Some(&learner), Some(json!({}))).await;
+    let (status, enrollment) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course}/enrollments"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{enrollment}");
     assert_eq!(enrollment["status"], "ENROLLMENT_STATUS_ACTIVE");
-    p.call(Method::POST, &format!("/v1/courses/{course}:archive"), Some(&owner), Some(json!({}))).await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course}:archive"),
+        Some(&owner),
+        Some(json!({})),
+    )
+    .await;
     let (_, late) = p.sign_up("late@example.com").await;
-    let (status, problem) = p.call(Method::POST, &format!("/v1/courses/{course}/enrollments"), Some(&late), Some(json!({}))).await;
-    assert_eq!((status, problem["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("COURSE_ARCHIVED")));
-    assert_eq!(p.call(Method::GET, &format!("/v1/courses/{course}"), Some(&learner), None).await.0, StatusCode::OK);
-    assert_eq!(p.call(Method::GET, &format!("/v1/courses/{course}"), Some(&late), None).await.0, StatusCode::NOT_FOUND);
+    let (status, problem) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course}/enrollments"),
+            Some(&late),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("COURSE_ARCHIVED"))
+    );
+    assert_eq!(
+        p.call(
+            Method::GET,
+            &format!("/v1/courses/{course}"),
+            Some(&learner),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        p.call(
+            Method::GET,
+            &format!("/v1/courses/{course}"),
+            Some(&late),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
     p.stop().await;
 }
 
@@ -160,22 +389,50 @@ async fn progress_is_idempotent_monotonic_and_completes_with_a_verifiable_certif
     let (_, learner) = p.sign_up("learner@example.com").await;
     let (_, stranger) = p.sign_up("stranger@example.com").await;
 
-    let (status, problem) = p.call(Method::PUT, &format!("/v1/lessons/{}/progress", lessons[0]), Some(&learner), Some(json!({"percent": 10}))).await;
-    assert_eq!((status, problem["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("NOT_ENROLLED")));
-    p.call(Method::POST, &format!("/v1/courses/{course}/enrollments"), Some(&learner), Some(json!({}))).await;
+    let (status, problem) = p
+        .call(
+            Method::PUT,
+            &format!("/v1/lessons/{}/progress", lessons[0]),
+            Some(&learner),
+            Some(json!({"percent": 10})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("NOT_ENROLLED"))
+    );
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course}/enrollments"),
+        Some(&learner),
+        Some(json!({})),
+    )
+    .await;
 
     let record = |lesson: String, percent: i32, position: i32| {
         let learner = learner.clone();
         let p = &p;
         async move {
-            p.call(Method::PUT, &format!("/v1/lessons/{lesson}/progress"), Some(&learner), Some(json!({"percent": percent, "positionSeconds": position}))).await
+            p.call(
+                Method::PUT,
+                &format!("/v1/lessons/{lesson}/progress"),
+                Some(&learner),
+                Some(json!({"percent": percent, "positionSeconds": position})),
+            )
+            .await
         }
     };
     let (_, first) = record(lessons[0].clone(), 60, 120).await;
     assert_eq!(first["progress"]["percent"], 60);
     // Lower values never move progress back; the same call twice changes nothing.
     let (_, lower) = record(lessons[0].clone(), 20, 30).await;
-    assert_eq!((lower["progress"]["percent"].as_i64(), lower["progress"]["positionSeconds"].as_i64()), (Some(60), Some(120)));
+    assert_eq!(
+        (
+            lower["progress"]["percent"].as_i64(),
+            lower["progress"]["positionSeconds"].as_i64()
+        ),
+        (Some(60), Some(120))
+    );
     let (_, again) = record(lessons[0].clone(), 60, 120).await;
     assert_eq!(again["progress"]["percent"], 60);
     let (status, problem) = record(lessons[0].clone(), 101, 0).await;
@@ -187,29 +444,101 @@ async fn progress_is_idempotent_monotonic_and_completes_with_a_verifiable_certif
     for (status, body) in futures::future::join_all(writers).await {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (_, progress) = p.call(Method::GET, &format!("/v1/courses/{course}/progress"), Some(&learner), None).await;
-    let lesson1 = progress["lessons"].as_array().unwrap().iter().find(|l| l["lessonId"] == lessons[1].as_str()).unwrap().clone();
-    assert_eq!((lesson1["percent"].as_i64(), lesson1["positionSeconds"].as_i64()), (Some(80), Some(400)));
+    let (_, progress) = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses/{course}/progress"),
+            Some(&learner),
+            None,
+        )
+        .await;
+    let lesson1 = progress["lessons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["lessonId"] == lessons[1].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            lesson1["percent"].as_i64(),
+            lesson1["positionSeconds"].as_i64()
+        ),
+        (Some(80), Some(400))
+    );
     assert_eq!(progress["enrollment"]["status"], "ENROLLMENT_STATUS_ACTIVE");
 
     // Completing every required lesson (in parallel) completes the enrollment exactly once.
     let finishers = lessons.iter().map(|l| record(l.clone(), 100, 0));
     futures::future::join_all(finishers).await;
-    let (_, progress) = p.call(Method::GET, &format!("/v1/courses/{course}/progress"), Some(&learner), None).await;
-    assert_eq!(progress["enrollment"]["status"], "ENROLLMENT_STATUS_COMPLETED", "{progress}");
+    let (_, progress) = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses/{course}/progress"),
+            Some(&learner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        progress["enrollment"]["status"], "ENROLLMENT_STATUS_COMPLETED",
+        "{progress}"
+    );
     assert_eq!(progress["completedRequiredLessons"], 3);
-    let number = progress["enrollment"]["certificateNumber"].as_str().unwrap().to_string();
+    let number = progress["enrollment"]["certificateNumber"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(number.starts_with("DV-"), "{number}");
 
     // Anyone can verify it; nobody else can read the learner's progress.
-    let (status, certificate) = p.call(Method::GET, &format!("/v1/certificates/{number}"), None, None).await;
+    let (status, certificate) = p
+        .call(
+            Method::GET,
+            &format!("/v1/certificates/{number}"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{certificate}");
     assert_eq!(certificate["courseTitle"], "Course progress");
-    assert_eq!(p.call(Method::GET, "/v1/certificates/DV-0000-0000-0000", None, None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(p.call(Method::GET, &format!("/v1/courses/{course}/progress"), Some(&stranger), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        p.call(
+            Method::GET,
+            "/v1/certificates/DV-0000-0000-0000",
+            None,
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        p.call(
+            Method::GET,
+            &format!("/v1/courses/{course}/progress"),
+            Some(&stranger),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
 
-    let (_, stats) = p.call(Method::GET, &format!("/v1/courses/{course}/stats"), Some(&owner), None).await;
-    assert_eq!((stats["completed"].as_str(), stats["completionRate"].as_f64()), (Some("1"), Some(1.0)));
+    let (_, stats) = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses/{course}/stats"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            stats["completed"].as_str(),
+            stats["completionRate"].as_f64()
+        ),
+        (Some("1"), Some(1.0))
+    );
     p.stop().await;
 }
 
@@ -221,29 +550,91 @@ async fn prerequisites_and_paid_courses_gate_enrollment() {
     let (advanced, _) = course_with_lessons(&p, &owner, "advanced", 1, None).await;
     publish(&p, &owner, &intro).await;
     publish(&p, &owner, &advanced).await;
-    let (status, body) = p.call(Method::PUT, &format!("/v1/courses/{advanced}/prerequisites"), Some(&owner), Some(json!({"prerequisiteIds": [intro]}))).await;
+    let (status, body) = p
+        .call(
+            Method::PUT,
+            &format!("/v1/courses/{advanced}/prerequisites"),
+            Some(&owner),
+            Some(json!({"prerequisiteIds": [intro]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = p.call(Method::PUT, &format!("/v1/courses/{advanced}/prerequisites"), Some(&owner), Some(json!({"prerequisiteIds": [advanced]}))).await;
+    let (status, _) = p
+        .call(
+            Method::PUT,
+            &format!("/v1/courses/{advanced}/prerequisites"),
+            Some(&owner),
+            Some(json!({"prerequisiteIds": [advanced]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let (_, learner) = p.sign_up("learner@example.com").await;
-    let (status, problem) = p.call(Method::POST, &format!("/v1/courses/{advanced}/enrollments"), Some(&learner), Some(json!({}))).await;
-    assert_eq!((status, problem["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("PREREQUISITE_MISSING")));
-    assert!(problem["detail"].as_str().unwrap().contains(&intro), "{problem}");
+    let (status, problem) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{advanced}/enrollments"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("PREREQUISITE_MISSING"))
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&intro),
+        "{problem}"
+    );
 
-    p.call(Method::POST, &format!("/v1/courses/{intro}/enrollments"), Some(&learner), Some(json!({}))).await;
-    p.call(Method::PUT, &format!("/v1/lessons/{}/progress", intro_lessons[0]), Some(&learner), Some(json!({"percent": 100}))).await;
-    let (status, enrollment) = p.call(Method::POST, &format!("/v1/courses/{advanced}/enrollments"), Some(&learner), Some(json!({}))).await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{intro}/enrollments"),
+        Some(&learner),
+        Some(json!({})),
+    )
+    .await;
+    p.call(
+        Method::PUT,
+        &format!("/v1/lessons/{}/progress", intro_lessons[0]),
+        Some(&learner),
+        Some(json!({"percent": 100})),
+    )
+    .await;
+    let (status, enrollment) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{advanced}/enrollments"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{enrollment}");
 
-    let (paid, _) = course_with_lessons(&p, &owner, "paid", 1, Some(json!({"currency": "EUR", "amountMinor": "4900"}))).await;
+    let (paid, _) = course_with_lessons(
+        &p,
+        &owner,
+        "paid",
+        1,
+        Some(json!({"currency": "EUR", "amountMinor": "4900"})),
+    )
+    .await;
     publish(&p, &owner, &paid).await;
-    let (_, pending) = p.call(Method::POST, &format!("/v1/courses/{paid}/enrollments"), Some(&learner), Some(json!({}))).await;
+    let (_, pending) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{paid}/enrollments"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(pending["status"], "ENROLLMENT_STATUS_PENDING_PAYMENT");
     let (status, bad) = p.call(Method::POST, "/v1/courses", Some(&owner), Some(json!({"slug": "bad-price", "title": "X", "level": "LEVEL_BEGINNER", "language": "en", "price": {"currency": "euro", "amountMinor": "-1"}}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
 
-    let (_, mine) = p.call(Method::GET, "/v1/me/enrollments", Some(&learner), None).await;
+    let (_, mine) = p
+        .call(Method::GET, "/v1/me/enrollments", Some(&learner), None)
+        .await;
     assert_eq!(mine["enrollments"].as_array().unwrap().len(), 3);
     p.stop().await;
 }
@@ -253,15 +644,38 @@ async fn the_catalog_filters_and_pages_stably_under_inserts() {
     let p = platform().await;
     let (owner_id, owner) = instructor(&p, "owner@example.com").await;
     for n in 0..7 {
-        let (id, _) = course_with_lessons(&p, &owner, &format!("catalog-{n}"), 1, (n % 2 == 1).then(|| json!({"currency": "USD", "amountMinor": "1000"}))).await;
+        let (id, _) = course_with_lessons(
+            &p,
+            &owner,
+            &format!("catalog-{n}"),
+            1,
+            (n % 2 == 1).then(|| json!({"currency": "USD", "amountMinor": "1000"})),
+        )
+        .await;
         publish(&p, &owner, &id).await;
     }
-    let (status, free) = p.call(Method::GET, "/v1/courses?price=PRICE_FILTER_FREE&tag=rust&language=en", None, None).await;
+    let (status, free) = p
+        .call(
+            Method::GET,
+            "/v1/courses?price=PRICE_FILTER_FREE&tag=rust&language=en",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{free}");
     assert_eq!(free["courses"].as_array().unwrap().len(), 4);
-    let (_, found) = p.call(Method::GET, "/v1/courses?query=CATALOG-3", None, None).await;
+    let (_, found) = p
+        .call(Method::GET, "/v1/courses?query=CATALOG-3", None, None)
+        .await;
     assert_eq!(found["courses"].as_array().unwrap().len(), 1);
-    let (_, by_owner) = p.call(Method::GET, &format!("/v1/courses?instructorId={owner_id}&pageSize=100"), None, None).await;
+    let (_, by_owner) = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses?instructorId={owner_id}&pageSize=100"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(by_owner["courses"].as_array().unwrap().len(), 7);
 
     // Page through while new courses are published: every course that existed at the start
@@ -270,13 +684,21 @@ async fn the_catalog_filters_and_pages_stably_under_inserts() {
     let mut token = String::new();
     let mut inserted = 0;
     loop {
-        let (status, page) = p.call(Method::GET, &format!("/v1/courses?pageSize=2&pageToken={token}"), None, None).await;
+        let (status, page) = p
+            .call(
+                Method::GET,
+                &format!("/v1/courses?pageSize=2&pageToken={token}"),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         for course in page["courses"].as_array().unwrap() {
             seen.push(course["slug"].as_str().unwrap().to_string());
         }
         if inserted < 2 {
-            let (id, _) = course_with_lessons(&p, &owner, &format!("late-{inserted}"), 1, None).await;
+            let (id, _) =
+                course_with_lessons(&p, &owner, &format!("late-{inserted}"), 1, None).await;
             publish(&p, &owner, &id).await;
             inserted += 1;
         }

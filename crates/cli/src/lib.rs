@@ -11,8 +11,9 @@ use anyhow::Context as _;
 use duovarsity_common::Config;
 use duovarsity_common::auth::TokenVerifier;
 use duovarsity_common::cache::CacheHub;
-use duovarsity_course::CourseModule;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
+use duovarsity_content::ContentModule;
+use duovarsity_course::CourseModule;
 use duovarsity_gateway::Gateway;
 use duovarsity_proto::user::Role;
 use duovarsity_user::UserModule;
@@ -30,6 +31,9 @@ pub enum Component {
     /// The course service alone, on `grpc_addr` (verifies tokens with the user service's
     /// JWKS at `user_service_url`).
     Course,
+    /// The content service alone, on `grpc_addr` (asks the course service at
+    /// `course_service_url` who may read what).
+    Content,
     /// The gateway alone, on `http_addr`, calling configured upstreams.
     Gateway,
 }
@@ -42,6 +46,7 @@ pub struct Platform {
     tasks: JoinSet<anyhow::Result<()>>,
     user: Option<Arc<UserModule>>,
     course: Option<Arc<CourseModule>>,
+    content: Option<Arc<ContentModule>>,
 }
 
 impl Platform {
@@ -56,27 +61,52 @@ impl Platform {
         let mut http_addr = None;
         let mut user_module = None;
         let mut course_module = None;
+        let mut content_module = None;
 
         let runs_user = matches!(component, Component::All | Component::User);
         let runs_course = matches!(component, Component::All | Component::Course);
-        if runs_user || runs_course {
-            let listener = TcpListener::bind(config.grpc_addr)
-                .await
-                .with_context(|| format!("binding gRPC on {} (DUOVARSITY_GRPC_ADDR)", config.grpc_addr))?;
+        let runs_content = matches!(component, Component::All | Component::Content);
+        if runs_user || runs_course || runs_content {
+            let listener = TcpListener::bind(config.grpc_addr).await.with_context(|| {
+                format!(
+                    "binding gRPC on {} (DUOVARSITY_GRPC_ADDR)",
+                    config.grpc_addr
+                )
+            })?;
             let addr = listener.local_addr()?;
             grpc_addr = Some(addr);
             if component == Component::All {
                 // Embedded: every service and the gateway's upstreams are this listener.
-                config.user_service_url.get_or_insert_with(|| format!("http://{addr}"));
-                config.course_service_url.get_or_insert_with(|| format!("http://{addr}"));
+                config
+                    .user_service_url
+                    .get_or_insert_with(|| format!("http://{addr}"));
+                config
+                    .course_service_url
+                    .get_or_insert_with(|| format!("http://{addr}"));
+                config
+                    .content_service_url
+                    .get_or_insert_with(|| format!("http://{addr}"));
             }
             let mut verifier_source: Option<Arc<dyn duovarsity_common::auth::KeySource>> = None;
             let mut server_parts = Vec::new();
             if runs_user {
-                let user = Arc::new(UserModule::open(&config).await.context("starting the user service")?);
-                if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
+                let user = Arc::new(
+                    UserModule::open(&config)
+                        .await
+                        .context("starting the user service")?,
+                );
+                if let (Some(email), Some(password)) = (
+                    &config.bootstrap_admin_email,
+                    &config.bootstrap_admin_password,
+                ) {
                     user.users()
-                        .create_account(email, password.expose(), "Administrator", Role::Admin, true)
+                        .create_account(
+                            email,
+                            password.expose(),
+                            "Administrator",
+                            Role::Admin,
+                            true,
+                        )
                         .await
                         .map_err(|e| anyhow::anyhow!("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
                     tracing::info!(email = %email, "bootstrap admin is present");
@@ -85,11 +115,32 @@ impl Platform {
                 server_parts.push(ServerPart::User(user.clone()));
                 user_module = Some(user);
             }
-            if runs_course {
-                let caches = CacheHub::connect(config.cache_settings()).await.context("connecting to Redis (DUOVARSITY_REDIS_URL)")?;
-                let course = Arc::new(CourseModule::open(&config, &caches).await.context("starting the course service")?);
-                server_parts.push(ServerPart::Course(course.clone(), caches));
+            let caches = if runs_course || runs_content {
+                let caches = CacheHub::connect(config.cache_settings())
+                    .await
+                    .context("connecting to Redis (DUOVARSITY_REDIS_URL)")?;
+                server_parts.push(ServerPart::Caches(caches.clone()));
+                Some(caches)
+            } else {
+                None
+            };
+            if let (true, Some(caches)) = (runs_course, &caches) {
+                let course = Arc::new(
+                    CourseModule::open(&config, caches)
+                        .await
+                        .context("starting the course service")?,
+                );
+                server_parts.push(ServerPart::Course(course.clone()));
                 course_module = Some(course);
+            }
+            if let (true, Some(caches)) = (runs_content, &caches) {
+                let content = Arc::new(
+                    ContentModule::open(&config, caches)
+                        .await
+                        .context("starting the content service")?,
+                );
+                server_parts.push(ServerPart::Content(content.clone()));
+                content_module = Some(content);
             }
             let source = match verifier_source {
                 Some(source) => source,
@@ -102,18 +153,29 @@ impl Platform {
             let mut server = GrpcServer::new(AuthLayer::new(verifier));
             for part in server_parts {
                 server = match part {
-                    ServerPart::User(user) => server.add_service(user.grpc_service()).probe(user.probe()),
-                    ServerPart::Course(course, caches) => {
-                        let hub = caches.clone();
-                        server.add_service(course.grpc_service()).probe(course.probe()).probe(Arc::new(move || {
-                            let hub = hub.clone();
-                            Box::pin(async move { hub.ping().await })
-                        }))
+                    ServerPart::User(user) => {
+                        server.add_service(user.grpc_service()).probe(user.probe())
                     }
+                    ServerPart::Course(course) => server
+                        .add_service(course.grpc_service())
+                        .probe(course.probe()),
+                    ServerPart::Content(content) => server
+                        .add_service(content.grpc_service())
+                        .probe(content.probe()),
+                    // The hub lives as long as its probe: the server's lifetime.
+                    ServerPart::Caches(hub) => server.probe(Arc::new(move || {
+                        let hub = hub.clone();
+                        Box::pin(async move { hub.ping().await })
+                    })),
                 };
             }
             let stop = shutdown.clone();
-            tasks.spawn(async move { server.run(listener, stop, grace).await.context("gRPC server") });
+            tasks.spawn(async move {
+                server
+                    .run(listener, stop, grace)
+                    .await
+                    .context("gRPC server")
+            });
         }
 
         if matches!(component, Component::All | Component::Gateway) {
@@ -141,6 +203,7 @@ impl Platform {
             tasks,
             user: user_module,
             course: course_module,
+            content: content_module,
         })
     }
 
@@ -180,6 +243,9 @@ impl Platform {
         if let Some(course) = &self.course {
             course.close().await;
         }
+        if let Some(content) = &self.content {
+            content.close().await;
+        }
         result
     }
 
@@ -193,7 +259,9 @@ impl Platform {
 /// What one gRPC server hosts.
 enum ServerPart {
     User(Arc<UserModule>),
-    Course(Arc<CourseModule>, CacheHub),
+    Course(Arc<CourseModule>),
+    Content(Arc<ContentModule>),
+    Caches(CacheHub),
 }
 
 /// Applies every service's migrations to the configured database(s).

@@ -50,6 +50,7 @@ enum Command {
 enum ServeTarget {
     User,
     Course,
+    Content,
     Gateway,
 }
 
@@ -126,6 +127,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve {
             component: ServeTarget::Course,
         } => serve(config, Component::Course, "course").await,
+        Command::Serve {
+            component: ServeTarget::Content,
+        } => serve(config, Component::Content, "content").await,
         Command::Serve {
             component: ServeTarget::Gateway,
         } => serve(config, Component::Gateway, "gateway").await,

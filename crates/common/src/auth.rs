@@ -275,7 +275,8 @@ impl RemoteJwks {
     /// A lazily connected channel to the first of `urls`.
     pub fn connect(urls: &[String]) -> Result<Self, tonic::transport::Error> {
         let url = urls.first().cloned().unwrap_or_default();
-        let endpoint = tonic::transport::Endpoint::from_shared(url)?.connect_timeout(Duration::from_secs(3));
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(url)?.connect_timeout(Duration::from_secs(3));
         Ok(Self::new(endpoint.connect_lazy()))
     }
 }

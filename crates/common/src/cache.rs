@@ -144,7 +144,11 @@ async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, redis::
 }
 
 /// Applies invalidations from other replicas; resubscribes with backoff when Redis drops.
-async fn listen(client: redis::Client, mut pubsub: redis::aio::PubSub, caches: Arc<Mutex<HashMap<&'static str, Cache>>>) {
+async fn listen(
+    client: redis::Client,
+    mut pubsub: redis::aio::PubSub,
+    caches: Arc<Mutex<HashMap<&'static str, Cache>>>,
+) {
     loop {
         {
             let mut messages = pubsub.on_message();
@@ -155,14 +159,20 @@ async fn listen(client: redis::Client, mut pubsub: redis::aio::PubSub, caches: A
                 let Some((name, key)) = payload.split_once('\n') else {
                     continue;
                 };
-                let cache = caches.lock().expect("cache registry lock").get(name).cloned();
+                let cache = caches
+                    .lock()
+                    .expect("cache registry lock")
+                    .get(name)
+                    .cloned();
                 if let Some(cache) = cache {
                     cache.invalidations.fetch_add(1, Ordering::SeqCst);
                     cache.l1.invalidate(key).await;
                 }
             }
         }
-        tracing::warn!("cache invalidation subscription lost; L1 entries now expire by TTL only until it returns");
+        tracing::warn!(
+            "cache invalidation subscription lost; L1 entries now expire by TTL only until it returns"
+        );
         let mut delay = Duration::from_millis(100);
         pubsub = loop {
             tokio::time::sleep(delay).await;
@@ -197,10 +207,12 @@ impl Cache {
         Fut: Future<Output = Result<Bytes, Error>>,
     {
         if let Some(value) = self.l1.get(key).await {
-            metrics::counter!("cache_requests_total", "cache" => self.name, "result" => "hit").increment(1);
+            metrics::counter!("cache_requests_total", "cache" => self.name, "result" => "hit")
+                .increment(1);
             return Ok(value);
         }
-        metrics::counter!("cache_requests_total", "cache" => self.name, "result" => "miss").increment(1);
+        metrics::counter!("cache_requests_total", "cache" => self.name, "result" => "miss")
+            .increment(1);
         let seen = self.invalidations.load(Ordering::SeqCst);
         let value = self
             .l1
@@ -261,8 +273,9 @@ impl Cache {
         if let Some(redis) = &self.redis {
             let mut redis = redis.clone();
             let deleted: Result<(), _> = redis.del(self.l2_key(key)).await;
-            let published: Result<(), _> =
-                redis.publish(INVALIDATION_CHANNEL, format!("{}\n{key}", self.name)).await;
+            let published: Result<(), _> = redis
+                .publish(INVALIDATION_CHANNEL, format!("{}\n{key}", self.name))
+                .await;
             if let Err(error) = deleted.and(published) {
                 tracing::warn!(%error, cache = self.name, key, "cache invalidation did not reach Redis; other replicas converge by TTL");
             }
@@ -279,7 +292,10 @@ fn clone_error(error: &Error) -> Error {
     match error {
         Error::NotFound { what } => Error::NotFound { what: what.clone() },
         Error::InvalidArgument(violations) => Error::InvalidArgument(violations.clone()),
-        Error::Unavailable { message, retry_after } => Error::Unavailable {
+        Error::Unavailable {
+            message,
+            retry_after,
+        } => Error::Unavailable {
             message: message.clone(),
             retry_after: *retry_after,
         },
@@ -325,11 +341,20 @@ mod tests {
     async fn invalidation_makes_the_next_read_load_again() {
         let hub = CacheHub::local();
         let cache = hub.cache("inv");
-        let v1 = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"1")) }).await.unwrap();
-        let cached = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"x")) }).await.unwrap();
+        let v1 = cache
+            .get_or_load("k", || async { Ok(Bytes::from_static(b"1")) })
+            .await
+            .unwrap();
+        let cached = cache
+            .get_or_load("k", || async { Ok(Bytes::from_static(b"x")) })
+            .await
+            .unwrap();
         assert_eq!((v1.as_ref(), cached.as_ref()), (&b"1"[..], &b"1"[..]));
         cache.invalidate("k").await;
-        let v2 = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"2")) }).await.unwrap();
+        let v2 = cache
+            .get_or_load("k", || async { Ok(Bytes::from_static(b"2")) })
+            .await
+            .unwrap();
         assert_eq!(v2.as_ref(), b"2");
     }
 
@@ -337,9 +362,14 @@ mod tests {
     async fn errors_are_not_cached() {
         let hub = CacheHub::local();
         let cache = hub.cache("err");
-        let failed = cache.get_or_load("k", || async { Err(Error::not_found("course k")) }).await;
+        let failed = cache
+            .get_or_load("k", || async { Err(Error::not_found("course k")) })
+            .await;
         assert!(matches!(failed, Err(Error::NotFound { .. })));
-        let ok = cache.get_or_load("k", || async { Ok(Bytes::from_static(b"ok")) }).await.unwrap();
+        let ok = cache
+            .get_or_load("k", || async { Ok(Bytes::from_static(b"ok")) })
+            .await
+            .unwrap();
         assert_eq!(ok.as_ref(), b"ok");
     }
 }

@@ -74,6 +74,16 @@ pub struct Config {
     /// gRPC endpoints of the course service, for the gateway (as `user_service_url`).
     #[serde(deserialize_with = "optional_lenient_string")]
     pub course_service_url: Option<String>,
+    /// gRPC endpoints of the content service, for the gateway (as `user_service_url`).
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub content_service_url: Option<String>,
+    /// Where lesson media is stored: `file:///abs/dir` or `s3://bucket/prefix` (with the
+    /// usual `AWS_*` variables). Unset: `<data_dir>/media`.
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub media_url: Option<String>,
+    /// Largest media upload, in bytes (the gateway accepts bodies this large on upload
+    /// routes only).
+    pub media_max_bytes: usize,
     /// `redis://…`: the shared L2 cache and cross-replica cache invalidation. Unset: caches
     /// are in-process only (right for one process; several replicas need Redis).
     pub redis_url: Option<Secret<String>>,
@@ -112,6 +122,9 @@ impl Default for Config {
             bootstrap_admin_password: None,
             user_service_url: None,
             course_service_url: None,
+            content_service_url: None,
+            media_url: None,
+            media_max_bytes: 25 * 1024 * 1024,
             redis_url: None,
             cache_l1_ttl_secs: 10,
             cache_l1_capacity: 10_000,
@@ -227,7 +240,11 @@ impl Config {
                 "DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL and DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD go together",
             ));
         }
-        for (key, configured) in [("user_service_url", &self.user_service_url), ("course_service_url", &self.course_service_url)] {
+        for (key, configured) in [
+            ("user_service_url", &self.user_service_url),
+            ("course_service_url", &self.course_service_url),
+            ("content_service_url", &self.content_service_url),
+        ] {
             let Some(urls) = configured else { continue };
             let urls = split_urls(urls);
             if urls.is_empty()
@@ -244,13 +261,36 @@ impl Config {
         if let Some(url) = &self.redis_url
             && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
         {
-            return Err(ConfigError::setting("redis_url", "must start with redis:// or rediss://"));
+            return Err(ConfigError::setting(
+                "redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if let Some(url) = &self.media_url
+            && !(url.starts_with("file:///") || url.contains("://"))
+        {
+            return Err(ConfigError::setting(
+                "media_url",
+                "must be file:///absolute/dir or an object store URL such as s3://bucket",
+            ));
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.media_max_bytes) {
+            return Err(ConfigError::setting(
+                "media_max_bytes",
+                "must be between 1024 and 1073741824",
+            ));
         }
         if !(1..=3600).contains(&self.cache_l1_ttl_secs) {
-            return Err(ConfigError::setting("cache_l1_ttl_secs", "must be between 1 and 3600"));
+            return Err(ConfigError::setting(
+                "cache_l1_ttl_secs",
+                "must be between 1 and 3600",
+            ));
         }
         if self.cache_l1_capacity == 0 {
-            return Err(ConfigError::setting("cache_l1_capacity", "must be greater than 0"));
+            return Err(ConfigError::setting(
+                "cache_l1_capacity",
+                "must be greater than 0",
+            ));
         }
         for origin in &self.cors_allowed_origins {
             if origin != "*" && origin.parse::<http::HeaderValue>().is_err() {
@@ -299,11 +339,24 @@ impl Config {
         let configured = match service {
             "user" => &self.user_service_url,
             "course" => &self.course_service_url,
+            "content" => &self.content_service_url,
             _ => &None,
         };
         match configured {
             Some(urls) => split_urls(urls),
             None => vec![format!("http://{}", self.grpc_addr)],
+        }
+    }
+
+    /// The media store URL: the configured one, or `file://<data_dir>/media` (absolute).
+    pub fn media_url(&self) -> String {
+        match &self.media_url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = self.data_dir.join("media");
+                let absolute = std::path::absolute(&dir).unwrap_or(dir);
+                format!("file://{}", absolute.display())
+            }
         }
     }
 

@@ -4,10 +4,13 @@
 /// ("en", "pt-BR", "zh-Hant-TW").
 pub fn is_language_tag(tag: &str) -> bool {
     let mut parts = tag.split('-');
-    let language_ok = parts
-        .next()
-        .is_some_and(|lang| (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic()));
-    language_ok && parts.all(|sub| (2..=8).contains(&sub.len()) && sub.chars().all(|c| c.is_ascii_alphanumeric()))
+    let language_ok = parts.next().is_some_and(|lang| {
+        (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic())
+    });
+    language_ok
+        && parts.all(|sub| {
+            (2..=8).contains(&sub.len()) && sub.chars().all(|c| c.is_ascii_alphanumeric())
+        })
 }
 
 /// Opaque page tokens: base64url of the cursor text.
@@ -44,7 +47,10 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip() {
-        assert_eq!(page_token::decode(&page_token::encode("1700:abc")).as_deref(), Some("1700:abc"));
+        assert_eq!(
+            page_token::decode(&page_token::encode("1700:abc")).as_deref(),
+            Some("1700:abc")
+        );
         assert_eq!(page_token::decode("%%%"), None);
     }
 }

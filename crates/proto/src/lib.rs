@@ -25,6 +25,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.course.v1");
         }
     }
+    pub mod content {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.content.v1");
+        }
+    }
 }
 
 pub mod google {
@@ -36,6 +41,7 @@ pub mod google {
     }
 }
 
+pub use duovarsity::content::v1 as content;
 pub use duovarsity::course::v1 as course;
 pub use duovarsity::user::v1 as user;
 

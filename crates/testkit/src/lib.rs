@@ -128,13 +128,19 @@ impl TestPlatform {
         let response = request.send().await.expect("the gateway answers");
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Registers and signs in `email`; returns (user id, access token).
     pub async fn sign_up(&self, email: &str) -> (String, String) {
-        let body = serde_json::json!({"email": email, "password": TEST_PASSWORD, "displayName": email});
-        let (status, created) = self.call(reqwest::Method::POST, "/v1/auth/register", None, Some(body)).await;
+        let body =
+            serde_json::json!({"email": email, "password": TEST_PASSWORD, "displayName": email});
+        let (status, created) = self
+            .call(reqwest::Method::POST, "/v1/auth/register", None, Some(body))
+            .await;
         assert!(status.is_success(), "register {email}: {created}");
         self.sign_in(email).await
     }
@@ -142,11 +148,19 @@ impl TestPlatform {
     /// Signs in `email` (password [`TEST_PASSWORD`]); returns (user id, access token).
     pub async fn sign_in(&self, email: &str) -> (String, String) {
         let body = serde_json::json!({"email": email, "password": TEST_PASSWORD});
-        let (status, tokens) = self.call(reqwest::Method::POST, "/v1/auth/login", None, Some(body)).await;
+        let (status, tokens) = self
+            .call(reqwest::Method::POST, "/v1/auth/login", None, Some(body))
+            .await;
         assert!(status.is_success(), "login {email}: {tokens}");
         (
-            tokens["user"]["id"].as_str().unwrap_or_default().to_string(),
-            tokens["accessToken"].as_str().unwrap_or_default().to_string(),
+            tokens["user"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            tokens["accessToken"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         )
     }
 

@@ -24,10 +24,13 @@ use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use tonic::{Request, Response, Status};
 
-use crate::rules::{can_view, check_language, check_price, check_slug, check_summary, check_tags, check_title, ensure_can_edit, ensure_valid, valid_id};
+use crate::rules::{
+    can_view, check_language, check_price, check_slug, check_summary, check_tags, check_title,
+    ensure_can_edit, ensure_valid, valid_id,
+};
 use crate::store::{
-    CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonPatch, LessonRow, ProgressRow, Reorderable,
-    SectionRow,
+    CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonPatch, LessonRow,
+    ProgressRow, Reorderable, SectionRow,
 };
 
 pub const SERVICE: &str = "course";
@@ -54,7 +57,10 @@ impl CourseModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::connect(
             &config.database_url_for(SERVICE),
-            config.database_replica_url.as_ref().map(|url| url.expose().as_str()),
+            config
+                .database_replica_url
+                .as_ref()
+                .map(|url| url.expose().as_str()),
             config.database_max_connections,
         )
         .await?;
@@ -117,11 +123,17 @@ impl Courses {
         let bytes = self
             .outlines
             .get_or_load(course_id, || async move {
-                let course = store.course(&id).await?.ok_or_else(|| Error::not_found(format!("course {id}")))?;
+                let course = store
+                    .course(&id)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("course {id}")))?;
                 let sections = store.outline(&course.id).await?;
                 let outline = CourseOutline {
                     course: Some(course_to_proto(&course)),
-                    sections: sections.iter().map(|(s, l)| section_to_proto(s, l)).collect(),
+                    sections: sections
+                        .iter()
+                        .map(|(s, l)| section_to_proto(s, l))
+                        .collect(),
                 };
                 Ok(Bytes::from(outline.encode_to_vec()))
             })
@@ -135,13 +147,21 @@ impl Courses {
 
     async fn is_enrolled(&self, claims: Option<&Claims>, course_id: &str) -> Result<bool, Error> {
         match claims {
-            Some(claims) => Ok(self.store.enrollment(course_id, &claims.sub).await?.is_some()),
+            Some(claims) => Ok(self
+                .store
+                .enrollment(course_id, &claims.sub)
+                .await?
+                .is_some()),
             None => Ok(false),
         }
     }
 
     /// The section and its course, after checking the caller may edit the course.
-    async fn editable_section(&self, claims: &Claims, section_id: &str) -> Result<(SectionRow, CourseRow), Error> {
+    async fn editable_section(
+        &self,
+        claims: &Claims,
+        section_id: &str,
+    ) -> Result<(SectionRow, CourseRow), Error> {
         let section = self
             .store
             .section(valid_id("section_id", section_id)?)
@@ -151,7 +171,11 @@ impl Courses {
         Ok((section, course))
     }
 
-    async fn editable_lesson(&self, claims: &Claims, lesson_id: &str) -> Result<(LessonRow, CourseRow), Error> {
+    async fn editable_lesson(
+        &self,
+        claims: &Claims,
+        lesson_id: &str,
+    ) -> Result<(LessonRow, CourseRow), Error> {
         let lesson = self
             .store
             .lesson(valid_id("lesson_id", lesson_id)?)
@@ -162,13 +186,25 @@ impl Courses {
     }
 
     /// Creates a course for `instructor_id` (the seed command and CreateCourse).
-    pub async fn create_course(&self, instructor_id: &str, input: &Course) -> Result<Course, Error> {
-        let price = input.price.as_ref().map(|p| (p.currency.clone(), p.amount_minor));
+    pub async fn create_course(
+        &self,
+        instructor_id: &str,
+        input: &Course,
+    ) -> Result<Course, Error> {
+        let price = input
+            .price
+            .as_ref()
+            .map(|p| (p.currency.clone(), p.amount_minor));
         ensure_valid([
             check_slug(&input.slug),
             check_title("course.title", &input.title),
             check_summary(&input.summary),
-            level_name(input.level).is_none().then(|| duovarsity_common::FieldViolation::new("course.level", "must be LEVEL_BEGINNER, LEVEL_INTERMEDIATE or LEVEL_ADVANCED")),
+            level_name(input.level).is_none().then(|| {
+                duovarsity_common::FieldViolation::new(
+                    "course.level",
+                    "must be LEVEL_BEGINNER, LEVEL_INTERMEDIATE or LEVEL_ADVANCED",
+                )
+            }),
             check_language(&input.language),
             check_tags(&input.tags),
             price.as_ref().and_then(|(c, a)| check_price(c, *a)),
@@ -205,16 +241,31 @@ impl Courses {
         };
         self.store.insert_section(&section).await?;
         self.changed(course_id).await;
-        let stored = self.store.section(&section.id).await?.ok_or(Error::Internal)?;
+        let stored = self
+            .store
+            .section(&section.id)
+            .await?
+            .ok_or(Error::Internal)?;
         Ok(section_to_proto(&stored, &[]))
     }
 
     /// Adds a lesson to a section (seed and CreateLesson, after authorization).
-    pub async fn add_lesson(&self, section: &SectionRow, request: &CreateLessonRequest) -> Result<Lesson, Error> {
-        let kind = kind_name(request.kind).ok_or_else(|| Error::invalid("kind", "must be LESSON_KIND_TEXT, LESSON_KIND_VIDEO or LESSON_KIND_QUIZ"))?;
+    pub async fn add_lesson(
+        &self,
+        section: &SectionRow,
+        request: &CreateLessonRequest,
+    ) -> Result<Lesson, Error> {
+        let kind = kind_name(request.kind).ok_or_else(|| {
+            Error::invalid(
+                "kind",
+                "must be LESSON_KIND_TEXT, LESSON_KIND_VIDEO or LESSON_KIND_QUIZ",
+            )
+        })?;
         ensure_valid([
             check_title("title", &request.title),
-            (!(0..=1440).contains(&request.estimated_minutes)).then(|| duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")),
+            (!(0..=1440).contains(&request.estimated_minutes)).then(|| {
+                duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")
+            }),
         ])?;
         let lesson = LessonRow {
             id: uuid::Uuid::now_v7().to_string(),
@@ -228,38 +279,63 @@ impl Courses {
         };
         self.store.insert_lesson(&lesson).await?;
         self.changed(&section.course_id).await;
-        let stored = self.store.lesson(&lesson.id).await?.ok_or(Error::Internal)?;
+        let stored = self
+            .store
+            .lesson(&lesson.id)
+            .await?
+            .ok_or(Error::Internal)?;
         Ok(lesson_to_proto(&stored))
     }
 
     /// The section row (seed).
     pub async fn section_row(&self, id: &str) -> Result<SectionRow, Error> {
-        self.store.section(id).await?.ok_or_else(|| Error::not_found(format!("section {id}")))
+        self.store
+            .section(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("section {id}")))
     }
 
     /// Publishes after checking the course has a lesson.
     pub async fn publish(&self, course: &CourseRow) -> Result<Course, Error> {
         if course.status == "archived" {
-            return Err(Error::FailedPrecondition { reason: "COURSE_ARCHIVED", message: "an archived course cannot be published again".into() });
+            return Err(Error::FailedPrecondition {
+                reason: "COURSE_ARCHIVED",
+                message: "an archived course cannot be published again".into(),
+            });
         }
         if self.store.lesson_count(&course.id).await? == 0 {
-            return Err(Error::FailedPrecondition { reason: "COURSE_EMPTY", message: "a course needs at least one lesson before it is published".into() });
+            return Err(Error::FailedPrecondition {
+                reason: "COURSE_EMPTY",
+                message: "a course needs at least one lesson before it is published".into(),
+            });
         }
-        self.store.set_status(&course.id, "published", now_millis()).await?;
+        self.store
+            .set_status(&course.id, "published", now_millis())
+            .await?;
         self.changed(&course.id).await;
         Ok(course_to_proto(&self.course_row(&course.id).await?))
     }
 
     /// Replaces prerequisites after validating them (seed and SetPrerequisites).
-    pub async fn replace_prerequisites(&self, course: &CourseRow, ids: &[String]) -> Result<(), Error> {
+    pub async fn replace_prerequisites(
+        &self,
+        course: &CourseRow,
+        ids: &[String],
+    ) -> Result<(), Error> {
         let ids = dedup(ids);
         for id in &ids {
             valid_id("prerequisite_ids", id)?;
             if *id == course.id {
-                return Err(Error::invalid("prerequisite_ids", "a course cannot require itself"));
+                return Err(Error::invalid(
+                    "prerequisite_ids",
+                    "a course cannot require itself",
+                ));
             }
             if self.store.course(id).await?.is_none() {
-                return Err(Error::invalid("prerequisite_ids", format!("course {id} does not exist")));
+                return Err(Error::invalid(
+                    "prerequisite_ids",
+                    format!("course {id} does not exist"),
+                ));
             }
         }
         self.store.set_prerequisites(&course.id, &ids).await?;
@@ -270,9 +346,19 @@ impl Courses {
     fn certificate_number() -> Result<String, Error> {
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let mut bytes = [0u8; 12];
-        SystemRandom::new().fill(&mut bytes).map_err(|_| Error::internal("certificate number", &"randomness failed"))?;
-        let symbols: String = bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
-        Ok(format!("DV-{}-{}-{}", &symbols[0..4], &symbols[4..8], &symbols[8..12]))
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| Error::internal("certificate number", &"randomness failed"))?;
+        let symbols: String = bytes
+            .iter()
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+            .collect();
+        Ok(format!(
+            "DV-{}-{}-{}",
+            &symbols[0..4],
+            &symbols[4..8],
+            &symbols[8..12]
+        ))
     }
 }
 
@@ -289,7 +375,9 @@ fn dedup(items: &[String]) -> Vec<String> {
 fn page_size(requested: i32) -> Result<u32, Error> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 || n as u32 > MAX_PAGE_SIZE => Err(Error::invalid("page_size", "must be between 1 and 100")),
+        n if n < 0 || n as u32 > MAX_PAGE_SIZE => {
+            Err(Error::invalid("page_size", "must be between 1 and 100"))
+        }
         n => Ok(n as u32),
     }
 }
@@ -354,7 +442,10 @@ fn course_to_proto(course: &CourseRow) -> Course {
         level: level_from_name(&course.level) as i32,
         tags: course.tags.clone(),
         language: course.language.clone(),
-        price: course.price.as_ref().map(|(currency, amount_minor)| Money { currency: currency.clone(), amount_minor: *amount_minor }),
+        price: course.price.as_ref().map(|(currency, amount_minor)| Money {
+            currency: currency.clone(),
+            amount_minor: *amount_minor,
+        }),
         status: status_from_name(&course.status) as i32,
         instructor_id: course.instructor_id.clone(),
         prerequisite_ids: course.prerequisite_ids.clone(),
@@ -411,16 +502,29 @@ fn progress_to_proto(progress: &ProgressRow) -> LessonProgress {
 
 #[tonic::async_trait]
 impl CourseService for Courses {
-    async fn create_course(&self, request: Request<CreateCourseRequest>) -> Result<Response<Course>, Status> {
+    async fn create_course(
+        &self,
+        request: Request<CreateCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
         let owner = caller(&request)?.sub.clone();
-        let input = request.into_inner().course.ok_or_else(|| Error::invalid("course", "is required"))?;
-        Ok(Response::new(Courses::create_course(self, &owner, &input).await?))
+        let input = request
+            .into_inner()
+            .course
+            .ok_or_else(|| Error::invalid("course", "is required"))?;
+        Ok(Response::new(
+            Courses::create_course(self, &owner, &input).await?,
+        ))
     }
 
-    async fn update_course(&self, request: Request<UpdateCourseRequest>) -> Result<Response<Course>, Status> {
+    async fn update_course(
+        &self,
+        request: Request<UpdateCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
-        let input = request.course.ok_or_else(|| Error::invalid("course", "is required"))?;
+        let input = request
+            .course
+            .ok_or_else(|| Error::invalid("course", "is required"))?;
         let course = self.editable_course(&claims, &input.id).await?;
         let paths: Vec<String> = match request.update_mask {
             Some(mask) if !mask.paths.is_empty() => mask.paths,
@@ -460,7 +564,10 @@ impl CourseService for Courses {
                 }
                 "level" => match level_name(input.level) {
                     Some(level) => patch.level = Some(level.into()),
-                    None => violations.push(Some(duovarsity_common::FieldViolation::new("course.level", "must be a level"))),
+                    None => violations.push(Some(duovarsity_common::FieldViolation::new(
+                        "course.level",
+                        "must be a level",
+                    ))),
                 },
                 "language" => {
                     violations.push(check_language(&input.language));
@@ -471,38 +578,69 @@ impl CourseService for Courses {
                     patch.tags = Some(dedup(&input.tags));
                 }
                 "price" => {
-                    let price = input.price.as_ref().map(|p| (p.currency.clone(), p.amount_minor));
+                    let price = input
+                        .price
+                        .as_ref()
+                        .map(|p| (p.currency.clone(), p.amount_minor));
                     violations.push(price.as_ref().and_then(|(c, a)| check_price(c, *a)));
                     patch.price = Some(price);
                 }
-                other => violations.push(Some(duovarsity_common::FieldViolation::new("update_mask", format!("{other:?} cannot be updated")))),
+                other => violations.push(Some(duovarsity_common::FieldViolation::new(
+                    "update_mask",
+                    format!("{other:?} cannot be updated"),
+                ))),
             }
         }
         ensure_valid(violations)?;
-        self.store.update_course(&course.id, &patch, now_millis()).await?;
+        self.store
+            .update_course(&course.id, &patch, now_millis())
+            .await?;
         self.changed(&course.id).await;
-        Ok(Response::new(course_to_proto(&self.course_row(&course.id).await?)))
+        Ok(Response::new(course_to_proto(
+            &self.course_row(&course.id).await?,
+        )))
     }
 
-    async fn publish_course(&self, request: Request<PublishCourseRequest>) -> Result<Response<Course>, Status> {
+    async fn publish_course(
+        &self,
+        request: Request<PublishCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
         let claims = caller(&request)?.clone();
-        let course = self.editable_course(&claims, &request.into_inner().id).await?;
+        let course = self
+            .editable_course(&claims, &request.into_inner().id)
+            .await?;
         Ok(Response::new(self.publish(&course).await?))
     }
 
-    async fn archive_course(&self, request: Request<ArchiveCourseRequest>) -> Result<Response<Course>, Status> {
+    async fn archive_course(
+        &self,
+        request: Request<ArchiveCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
         let claims = caller(&request)?.clone();
-        let course = self.editable_course(&claims, &request.into_inner().id).await?;
-        self.store.set_status(&course.id, "archived", now_millis()).await?;
+        let course = self
+            .editable_course(&claims, &request.into_inner().id)
+            .await?;
+        self.store
+            .set_status(&course.id, "archived", now_millis())
+            .await?;
         self.changed(&course.id).await;
-        Ok(Response::new(course_to_proto(&self.course_row(&course.id).await?)))
+        Ok(Response::new(course_to_proto(
+            &self.course_row(&course.id).await?,
+        )))
     }
 
-    async fn get_course(&self, request: Request<GetCourseRequest>) -> Result<Response<CourseOutline>, Status> {
+    async fn get_course(
+        &self,
+        request: Request<GetCourseRequest>,
+    ) -> Result<Response<CourseOutline>, Status> {
         let claims = optional_caller(&request).cloned();
         let key = request.into_inner().id;
         // Slugs resolve to ids once; the cache is keyed by id so invalidation has one key.
-        let id = if uuid::Uuid::parse_str(&key).is_ok() { key.clone() } else { self.course_row(&key).await?.id };
+        let id = if uuid::Uuid::parse_str(&key).is_ok() {
+            key.clone()
+        } else {
+            self.course_row(&key).await?.id
+        };
         let outline = self.outline(&id).await?;
         let course = outline.course.as_ref().ok_or(Error::Internal)?;
         let status = match CourseStatus::try_from(course.status) {
@@ -510,14 +648,18 @@ impl CourseService for Courses {
             Ok(CourseStatus::Archived) => "archived",
             _ => "draft",
         };
-        let enrolled = status == "archived" && self.is_enrolled(claims.as_ref(), &course.id).await?;
+        let enrolled =
+            status == "archived" && self.is_enrolled(claims.as_ref(), &course.id).await?;
         if !can_view(claims.as_ref(), status, &course.instructor_id, enrolled) {
             return Err(Error::not_found(format!("course {key}")).into());
         }
         Ok(Response::new(outline))
     }
 
-    async fn list_courses(&self, request: Request<ListCoursesRequest>) -> Result<Response<ListCoursesResponse>, Status> {
+    async fn list_courses(
+        &self,
+        request: Request<ListCoursesRequest>,
+    ) -> Result<Response<ListCoursesResponse>, Status> {
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
         let cursor = if request.page_token.is_empty() {
@@ -527,11 +669,19 @@ impl CourseService for Courses {
                 let (at, id) = text.split_once(':')?;
                 Some((at.parse::<i64>().ok()?, id.to_string()))
             });
-            Some(parsed.ok_or_else(|| Error::invalid("page_token", "is not a token returned by ListCourses"))?)
+            Some(parsed.ok_or_else(|| {
+                Error::invalid("page_token", "is not a token returned by ListCourses")
+            })?)
         };
         let filter = CatalogFilter {
             tag: request.tag,
-            level: if request.level == 0 { String::new() } else { level_name(request.level).ok_or_else(|| Error::invalid("level", "is not a level"))?.to_string() },
+            level: if request.level == 0 {
+                String::new()
+            } else {
+                level_name(request.level)
+                    .ok_or_else(|| Error::invalid("level", "is not a level"))?
+                    .to_string()
+            },
             language: request.language,
             free: match PriceFilter::try_from(request.price) {
                 Ok(PriceFilter::Free) => Some(true),
@@ -541,81 +691,139 @@ impl CourseService for Courses {
             instructor_id: request.instructor_id,
             query: request.query.chars().take(200).collect(),
         };
-        let mut rows = self.store.list_published(&filter, cursor.as_ref(), limit + 1).await?;
+        let mut rows = self
+            .store
+            .list_published(&filter, cursor.as_ref(), limit + 1)
+            .await?;
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last()
-                .map(|c| page_token::encode(&format!("{}:{}", c.published_at.unwrap_or_default(), c.id)))
+                .map(|c| {
+                    page_token::encode(&format!("{}:{}", c.published_at.unwrap_or_default(), c.id))
+                })
                 .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(ListCoursesResponse { courses: rows.iter().map(course_to_proto).collect(), next_page_token }))
+        Ok(Response::new(ListCoursesResponse {
+            courses: rows.iter().map(course_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn set_prerequisites(&self, request: Request<SetPrerequisitesRequest>) -> Result<Response<CourseOutline>, Status> {
+    async fn set_prerequisites(
+        &self,
+        request: Request<SetPrerequisitesRequest>,
+    ) -> Result<Response<CourseOutline>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let course = self.editable_course(&claims, &request.course_id).await?;
-        self.replace_prerequisites(&course, &request.prerequisite_ids).await?;
+        self.replace_prerequisites(&course, &request.prerequisite_ids)
+            .await?;
         Ok(Response::new(self.outline(&course.id).await?))
     }
 
-    async fn create_section(&self, request: Request<CreateSectionRequest>) -> Result<Response<Section>, Status> {
+    async fn create_section(
+        &self,
+        request: Request<CreateSectionRequest>,
+    ) -> Result<Response<Section>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let course = self.editable_course(&claims, &request.course_id).await?;
-        Ok(Response::new(self.add_section(&course.id, &request.title).await?))
+        Ok(Response::new(
+            self.add_section(&course.id, &request.title).await?,
+        ))
     }
 
-    async fn update_section(&self, request: Request<UpdateSectionRequest>) -> Result<Response<Section>, Status> {
+    async fn update_section(
+        &self,
+        request: Request<UpdateSectionRequest>,
+    ) -> Result<Response<Section>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let (section, course) = self.editable_section(&claims, &request.id).await?;
         ensure_valid([check_title("title", &request.title)])?;
-        self.store.rename_section(&section.id, request.title.trim()).await?;
+        self.store
+            .rename_section(&section.id, request.title.trim())
+            .await?;
         self.changed(&course.id).await;
         let outline = self.outline(&course.id).await?;
-        let updated = outline.sections.into_iter().find(|s| s.id == section.id).ok_or(Error::Internal)?;
+        let updated = outline
+            .sections
+            .into_iter()
+            .find(|s| s.id == section.id)
+            .ok_or(Error::Internal)?;
         Ok(Response::new(updated))
     }
 
-    async fn delete_section(&self, request: Request<DeleteSectionRequest>) -> Result<Response<DeleteSectionResponse>, Status> {
+    async fn delete_section(
+        &self,
+        request: Request<DeleteSectionRequest>,
+    ) -> Result<Response<DeleteSectionResponse>, Status> {
         let claims = caller(&request)?.clone();
-        let (section, course) = self.editable_section(&claims, &request.into_inner().id).await?;
+        let (section, course) = self
+            .editable_section(&claims, &request.into_inner().id)
+            .await?;
         self.store.delete_section(&section.id).await?;
         self.changed(&course.id).await;
         Ok(Response::new(DeleteSectionResponse {}))
     }
 
-    async fn reorder_sections(&self, request: Request<ReorderSectionsRequest>) -> Result<Response<CourseOutline>, Status> {
+    async fn reorder_sections(
+        &self,
+        request: Request<ReorderSectionsRequest>,
+    ) -> Result<Response<CourseOutline>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let course = self.editable_course(&claims, &request.course_id).await?;
-        ensure_same_members("section_ids", &self.store.section_ids(&course.id).await?, &request.section_ids)?;
-        self.store.reorder(Reorderable::Sections, &request.section_ids).await?;
+        ensure_same_members(
+            "section_ids",
+            &self.store.section_ids(&course.id).await?,
+            &request.section_ids,
+        )?;
+        self.store
+            .reorder(Reorderable::Sections, &request.section_ids)
+            .await?;
         self.changed(&course.id).await;
         Ok(Response::new(self.outline(&course.id).await?))
     }
 
-    async fn create_lesson(&self, request: Request<CreateLessonRequest>) -> Result<Response<Lesson>, Status> {
+    async fn create_lesson(
+        &self,
+        request: Request<CreateLessonRequest>,
+    ) -> Result<Response<Lesson>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let (section, _) = self.editable_section(&claims, &request.section_id).await?;
         Ok(Response::new(self.add_lesson(&section, &request).await?))
     }
 
-    async fn update_lesson(&self, request: Request<UpdateLessonRequest>) -> Result<Response<Lesson>, Status> {
+    async fn update_lesson(
+        &self,
+        request: Request<UpdateLessonRequest>,
+    ) -> Result<Response<Lesson>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let (lesson, course) = self.editable_lesson(&claims, &request.id).await?;
         let kind = match request.kind {
-            Some(kind) => Some(kind_name(kind).ok_or_else(|| Error::invalid("kind", "is not a lesson kind"))?.to_string()),
+            Some(kind) => Some(
+                kind_name(kind)
+                    .ok_or_else(|| Error::invalid("kind", "is not a lesson kind"))?
+                    .to_string(),
+            ),
             None => None,
         };
         ensure_valid([
-            request.title.as_deref().and_then(|t| check_title("title", t)),
-            request.estimated_minutes.filter(|m| !(0..=1440).contains(m)).map(|_| duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")),
+            request
+                .title
+                .as_deref()
+                .and_then(|t| check_title("title", t)),
+            request
+                .estimated_minutes
+                .filter(|m| !(0..=1440).contains(m))
+                .map(|_| {
+                    duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")
+                }),
         ])?;
         let patch = LessonPatch {
             title: request.title.map(|t| t.trim().to_string()),
@@ -625,35 +833,69 @@ impl CourseService for Courses {
         };
         self.store.update_lesson(&lesson.id, &patch).await?;
         self.changed(&course.id).await;
-        Ok(Response::new(lesson_to_proto(&self.store.lesson(&lesson.id).await?.ok_or(Error::Internal)?)))
+        Ok(Response::new(lesson_to_proto(
+            &self
+                .store
+                .lesson(&lesson.id)
+                .await?
+                .ok_or(Error::Internal)?,
+        )))
     }
 
-    async fn delete_lesson(&self, request: Request<DeleteLessonRequest>) -> Result<Response<DeleteLessonResponse>, Status> {
+    async fn delete_lesson(
+        &self,
+        request: Request<DeleteLessonRequest>,
+    ) -> Result<Response<DeleteLessonResponse>, Status> {
         let claims = caller(&request)?.clone();
-        let (lesson, course) = self.editable_lesson(&claims, &request.into_inner().id).await?;
+        let (lesson, course) = self
+            .editable_lesson(&claims, &request.into_inner().id)
+            .await?;
         self.store.delete_lesson(&lesson.id).await?;
         self.changed(&course.id).await;
         Ok(Response::new(DeleteLessonResponse {}))
     }
 
-    async fn reorder_lessons(&self, request: Request<ReorderLessonsRequest>) -> Result<Response<Section>, Status> {
+    async fn reorder_lessons(
+        &self,
+        request: Request<ReorderLessonsRequest>,
+    ) -> Result<Response<Section>, Status> {
         let claims = caller(&request)?.clone();
         let request = request.into_inner();
         let (section, course) = self.editable_section(&claims, &request.section_id).await?;
-        ensure_same_members("lesson_ids", &self.store.lesson_ids(&section.id).await?, &request.lesson_ids)?;
-        self.store.reorder(Reorderable::Lessons, &request.lesson_ids).await?;
+        ensure_same_members(
+            "lesson_ids",
+            &self.store.lesson_ids(&section.id).await?,
+            &request.lesson_ids,
+        )?;
+        self.store
+            .reorder(Reorderable::Lessons, &request.lesson_ids)
+            .await?;
         self.changed(&course.id).await;
         let outline = self.outline(&course.id).await?;
-        Ok(Response::new(outline.sections.into_iter().find(|s| s.id == section.id).ok_or(Error::Internal)?))
+        Ok(Response::new(
+            outline
+                .sections
+                .into_iter()
+                .find(|s| s.id == section.id)
+                .ok_or(Error::Internal)?,
+        ))
     }
 
-    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<Enrollment>, Status> {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<Enrollment>, Status> {
         let learner = caller(&request)?.sub.clone();
-        let course = self.course_row(valid_id("course_id", &request.into_inner().course_id)?).await?;
+        let course = self
+            .course_row(valid_id("course_id", &request.into_inner().course_id)?)
+            .await?;
         if course.status != "published" {
             // Drafts do not exist for outsiders; archived courses are closed.
             return Err(match course.status.as_str() {
-                "archived" => Error::FailedPrecondition { reason: "COURSE_ARCHIVED", message: "this course is archived and takes no new enrollments".into() },
+                "archived" => Error::FailedPrecondition {
+                    reason: "COURSE_ARCHIVED",
+                    message: "this course is archived and takes no new enrollments".into(),
+                },
                 _ => Error::not_found(format!("course {}", course.id)),
             }
             .into());
@@ -663,9 +905,17 @@ impl CourseService for Courses {
         {
             return Ok(Response::new(enrollment_to_proto(&existing)));
         }
-        let done = self.store.completed_among(&learner, &course.prerequisite_ids).await?;
+        let done = self
+            .store
+            .completed_among(&learner, &course.prerequisite_ids)
+            .await?;
         if let Some(missing) = course.prerequisite_ids.iter().find(|id| !done.contains(id)) {
-            let title = self.store.course(missing).await?.map(|c| c.title).unwrap_or_default();
+            let title = self
+                .store
+                .course(missing)
+                .await?
+                .map(|c| c.title)
+                .unwrap_or_default();
             return Err(Error::FailedPrecondition {
                 reason: "PREREQUISITE_MISSING",
                 message: format!("complete the prerequisite course {missing} ({title}) first"),
@@ -676,36 +926,61 @@ impl CourseService for Courses {
             id: uuid::Uuid::now_v7().to_string(),
             course_id: course.id.clone(),
             learner_id: learner,
-            status: if course.price.is_some() { "pending_payment" } else { "active" }.into(),
+            status: if course.price.is_some() {
+                "pending_payment"
+            } else {
+                "active"
+            }
+            .into(),
             enrolled_at: now_millis(),
             completed_at: None,
             certificate_number: None,
         };
-        Ok(Response::new(enrollment_to_proto(&self.store.enroll(&enrollment).await?)))
+        Ok(Response::new(enrollment_to_proto(
+            &self.store.enroll(&enrollment).await?,
+        )))
     }
 
-    async fn list_my_enrollments(&self, request: Request<ListMyEnrollmentsRequest>) -> Result<Response<ListMyEnrollmentsResponse>, Status> {
+    async fn list_my_enrollments(
+        &self,
+        request: Request<ListMyEnrollmentsRequest>,
+    ) -> Result<Response<ListMyEnrollmentsResponse>, Status> {
         let learner = caller(&request)?.sub.clone();
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
         let after = if request.page_token.is_empty() {
             None
         } else {
-            Some(page_token::decode(&request.page_token).ok_or_else(|| Error::invalid("page_token", "is not a token returned by ListMyEnrollments"))?)
+            Some(page_token::decode(&request.page_token).ok_or_else(|| {
+                Error::invalid("page_token", "is not a token returned by ListMyEnrollments")
+            })?)
         };
-        let mut rows = self.store.enrollments_of(&learner, after.as_deref(), limit + 1).await?;
+        let mut rows = self
+            .store
+            .enrollments_of(&learner, after.as_deref(), limit + 1)
+            .await?;
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            rows.last().map(|e| page_token::encode(&e.id)).unwrap_or_default()
+            rows.last()
+                .map(|e| page_token::encode(&e.id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(ListMyEnrollmentsResponse { enrollments: rows.iter().map(enrollment_to_proto).collect(), next_page_token }))
+        Ok(Response::new(ListMyEnrollmentsResponse {
+            enrollments: rows.iter().map(enrollment_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn get_course_stats(&self, request: Request<GetCourseStatsRequest>) -> Result<Response<CourseStats>, Status> {
+    async fn get_course_stats(
+        &self,
+        request: Request<GetCourseStatsRequest>,
+    ) -> Result<Response<CourseStats>, Status> {
         let claims = caller(&request)?.clone();
-        let course = self.editable_course(&claims, &request.into_inner().course_id).await?;
+        let course = self
+            .editable_course(&claims, &request.into_inner().course_id)
+            .await?;
         let counts = self.store.enrollment_counts(&course.id).await?;
         let started = counts.active + counts.completed;
         Ok(Response::new(CourseStats {
@@ -714,37 +989,62 @@ impl CourseService for Courses {
             pending_payment: counts.pending_payment,
             completed: counts.completed,
             cancelled: counts.cancelled,
-            completion_rate: if started == 0 { 0.0 } else { counts.completed as f64 / started as f64 },
+            completion_rate: if started == 0 {
+                0.0
+            } else {
+                counts.completed as f64 / started as f64
+            },
         }))
     }
 
-    async fn record_progress(&self, request: Request<RecordProgressRequest>) -> Result<Response<RecordProgressResponse>, Status> {
+    async fn record_progress(
+        &self,
+        request: Request<RecordProgressRequest>,
+    ) -> Result<Response<RecordProgressResponse>, Status> {
         let learner = caller(&request)?.sub.clone();
         let request = request.into_inner();
         ensure_valid([
-            (!(0..=100).contains(&request.percent)).then(|| duovarsity_common::FieldViolation::new("percent", "must be 0 to 100")),
-            (request.position_seconds < 0).then(|| duovarsity_common::FieldViolation::new("position_seconds", "must not be negative")),
+            (!(0..=100).contains(&request.percent))
+                .then(|| duovarsity_common::FieldViolation::new("percent", "must be 0 to 100")),
+            (request.position_seconds < 0).then(|| {
+                duovarsity_common::FieldViolation::new("position_seconds", "must not be negative")
+            }),
         ])?;
         let lesson = self
             .store
             .lesson(valid_id("lesson_id", &request.lesson_id)?)
             .await?
             .ok_or_else(|| Error::not_found(format!("lesson {}", request.lesson_id)))?;
-        let enrollment = self.store.enrollment(&lesson.course_id, &learner).await?.ok_or_else(|| Error::FailedPrecondition {
-            reason: "NOT_ENROLLED",
-            message: "enroll in the course before recording progress".into(),
-        })?;
+        let enrollment = self
+            .store
+            .enrollment(&lesson.course_id, &learner)
+            .await?
+            .ok_or_else(|| Error::FailedPrecondition {
+                reason: "NOT_ENROLLED",
+                message: "enroll in the course before recording progress".into(),
+            })?;
         if !matches!(enrollment.status.as_str(), "active" | "completed") {
             return Err(Error::FailedPrecondition {
                 reason: "ENROLLMENT_NOT_ACTIVE",
-                message: format!("the enrollment is {}; progress needs an active enrollment", enrollment.status),
+                message: format!(
+                    "the enrollment is {}; progress needs an active enrollment",
+                    enrollment.status
+                ),
             }
             .into());
         }
         let course = self.course_row(&lesson.course_id).await?;
         let outcome = self
             .store
-            .record_progress(&enrollment, &lesson, request.percent, request.position_seconds, now_millis(), &Courses::certificate_number()?, &course.title)
+            .record_progress(
+                &enrollment,
+                &lesson,
+                request.percent,
+                request.position_seconds,
+                now_millis(),
+                &Courses::certificate_number()?,
+                &course.title,
+            )
             .await?;
         if outcome.just_completed {
             tracing::info!(course_id = %course.id, learner_id = %enrollment.learner_id, "course completed");
@@ -755,7 +1055,10 @@ impl CourseService for Courses {
         }))
     }
 
-    async fn get_course_progress(&self, request: Request<GetCourseProgressRequest>) -> Result<Response<CourseProgress>, Status> {
+    async fn get_course_progress(
+        &self,
+        request: Request<GetCourseProgressRequest>,
+    ) -> Result<Response<CourseProgress>, Status> {
         let learner = caller(&request)?.sub.clone();
         let course_id = request.into_inner().course_id;
         let enrollment = self
@@ -764,9 +1067,24 @@ impl CourseService for Courses {
             .await?
             .ok_or_else(|| Error::not_found(format!("enrollment in course {course_id}")))?;
         let outline = self.outline(&course_id).await?;
-        let required: Vec<&str> = outline.sections.iter().flat_map(|s| &s.lessons).filter(|l| l.required).map(|l| l.id.as_str()).collect();
-        let lessons: Vec<LessonProgress> = self.store.progress_in(&learner, &course_id).await?.iter().map(progress_to_proto).collect();
-        let completed_required = lessons.iter().filter(|p| p.completed && required.contains(&p.lesson_id.as_str())).count();
+        let required: Vec<&str> = outline
+            .sections
+            .iter()
+            .flat_map(|s| &s.lessons)
+            .filter(|l| l.required)
+            .map(|l| l.id.as_str())
+            .collect();
+        let lessons: Vec<LessonProgress> = self
+            .store
+            .progress_in(&learner, &course_id)
+            .await?
+            .iter()
+            .map(progress_to_proto)
+            .collect();
+        let completed_required = lessons
+            .iter()
+            .filter(|p| p.completed && required.contains(&p.lesson_id.as_str()))
+            .count();
         Ok(Response::new(CourseProgress {
             enrollment: Some(enrollment_to_proto(&enrollment)),
             lessons,
@@ -775,9 +1093,16 @@ impl CourseService for Courses {
         }))
     }
 
-    async fn get_certificate(&self, request: Request<GetCertificateRequest>) -> Result<Response<Certificate>, Status> {
+    async fn get_certificate(
+        &self,
+        request: Request<GetCertificateRequest>,
+    ) -> Result<Response<Certificate>, Status> {
         let number = request.into_inner().number.trim().to_uppercase();
-        let certificate = self.store.certificate(&number).await?.ok_or_else(|| Error::not_found(format!("certificate {number}")))?;
+        let certificate = self
+            .store
+            .certificate(&number)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("certificate {number}")))?;
         Ok(Response::new(Certificate {
             number: certificate.number,
             course_id: certificate.course_id,
@@ -787,7 +1112,10 @@ impl CourseService for Courses {
         }))
     }
 
-    async fn check_lesson_access(&self, request: Request<CheckLessonAccessRequest>) -> Result<Response<LessonAccess>, Status> {
+    async fn check_lesson_access(
+        &self,
+        request: Request<CheckLessonAccessRequest>,
+    ) -> Result<Response<LessonAccess>, Status> {
         let claims = optional_caller(&request).cloned();
         let lesson_id = request.into_inner().lesson_id;
         let lesson = self
@@ -797,10 +1125,17 @@ impl CourseService for Courses {
             .ok_or_else(|| Error::not_found(format!("lesson {lesson_id}")))?;
         let course = self.course_row(&lesson.course_id).await?;
         let enrolled = self.is_enrolled(claims.as_ref(), &course.id).await?;
-        let can_edit = claims.as_ref().is_some_and(|c| rules::can_edit(c, &course.instructor_id));
+        let can_edit = claims
+            .as_ref()
+            .is_some_and(|c| rules::can_edit(c, &course.instructor_id));
         Ok(Response::new(LessonAccess {
             course_id: course.id.clone(),
-            can_read: can_view(claims.as_ref(), &course.status, &course.instructor_id, enrolled),
+            can_read: can_view(
+                claims.as_ref(),
+                &course.status,
+                &course.instructor_id,
+                enrolled,
+            ),
             can_edit,
             public: course.status == "published",
         }))
@@ -816,6 +1151,9 @@ fn ensure_same_members(field: &str, current: &[String], proposed: &[String]) -> 
     if a == b {
         Ok(())
     } else {
-        Err(Error::invalid(field, "must list every current item exactly once"))
+        Err(Error::invalid(
+            field,
+            "must list every current item exactly once",
+        ))
     }
 }

@@ -28,7 +28,12 @@ pub fn ensure_can_edit(claims: &Claims, course: &CourseRow) -> Result<(), Error>
 
 /// Whether `claims` (None: anonymous) may read a course in `status` owned by
 /// `instructor_id`; `enrolled` says whether the caller has an enrollment in it.
-pub fn can_view(claims: Option<&Claims>, status: &str, instructor_id: &str, enrolled: bool) -> bool {
+pub fn can_view(
+    claims: Option<&Claims>,
+    status: &str,
+    instructor_id: &str,
+    enrolled: bool,
+) -> bool {
     match status {
         "published" => true,
         "archived" => enrolled || claims.is_some_and(|c| can_edit(c, instructor_id)),
@@ -38,8 +43,18 @@ pub fn can_view(claims: Option<&Claims>, status: &str, instructor_id: &str, enro
 
 pub fn check_slug(slug: &str) -> Option<FieldViolation> {
     let ok = (3..=80).contains(&slug.len())
-        && slug.split('-').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
-    (!ok).then(|| FieldViolation::new("course.slug", "must be 3-80 lower-case letters, digits and single hyphens"))
+        && slug.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+    (!ok).then(|| {
+        FieldViolation::new(
+            "course.slug",
+            "must be 3-80 lower-case letters, digits and single hyphens",
+        )
+    })
 }
 
 pub fn check_title(field: &str, title: &str) -> Option<FieldViolation> {
@@ -48,27 +63,44 @@ pub fn check_title(field: &str, title: &str) -> Option<FieldViolation> {
 }
 
 pub fn check_summary(summary: &str) -> Option<FieldViolation> {
-    (summary.chars().count() > 2000).then(|| FieldViolation::new("course.summary", "must be at most 2000 characters"))
+    (summary.chars().count() > 2000)
+        .then(|| FieldViolation::new("course.summary", "must be at most 2000 characters"))
 }
 
 pub fn check_language(language: &str) -> Option<FieldViolation> {
-    (!duovarsity_common::validate::is_language_tag(language))
-        .then(|| FieldViolation::new("course.language", "must be a BCP 47 language tag such as \"en\""))
+    (!duovarsity_common::validate::is_language_tag(language)).then(|| {
+        FieldViolation::new(
+            "course.language",
+            "must be a BCP 47 language tag such as \"en\"",
+        )
+    })
 }
 
 pub fn check_tags(tags: &[String]) -> Option<FieldViolation> {
     let ok = tags.len() <= 10
-        && tags.iter().all(|t| (1..=32).contains(&t.len()) && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
-    (!ok).then(|| FieldViolation::new("course.tags", "at most 10 tags of 1-32 lower-case letters, digits or hyphens"))
+        && tags.iter().all(|t| {
+            (1..=32).contains(&t.len())
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        });
+    (!ok).then(|| {
+        FieldViolation::new(
+            "course.tags",
+            "at most 10 tags of 1-32 lower-case letters, digits or hyphens",
+        )
+    })
 }
 
 /// A price is an ISO 4217 code (three capital letters) and a positive amount of minor units.
 pub fn check_price(currency: &str, amount_minor: i64) -> Option<FieldViolation> {
-    let ok = currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()) && amount_minor > 0;
+    let ok =
+        currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()) && amount_minor > 0;
     (!ok).then(|| FieldViolation::new("course.price", "needs an ISO 4217 currency and a positive amount_minor (omit the price for a free course)"))
 }
 
-pub fn ensure_valid(violations: impl IntoIterator<Item = Option<FieldViolation>>) -> Result<(), Error> {
+pub fn ensure_valid(
+    violations: impl IntoIterator<Item = Option<FieldViolation>>,
+) -> Result<(), Error> {
     let violations: Vec<FieldViolation> = violations.into_iter().flatten().collect();
     if violations.is_empty() {
         Ok(())

@@ -273,13 +273,20 @@ impl CourseStore {
         Ok(())
     }
 
-    pub async fn update_course(&self, id: &str, patch: &CoursePatch, now: i64) -> Result<(), Error> {
+    pub async fn update_course(
+        &self,
+        id: &str,
+        patch: &CoursePatch,
+        now: i64,
+    ) -> Result<(), Error> {
         let mut tx = self.db.writer().begin().await?;
-        let row = sqlx::query(&format!("SELECT {COURSE_COLUMNS} FROM courses WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("course {id}")))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COURSE_COLUMNS} FROM courses WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("course {id}")))?;
         let current = course_from_row(&row)?;
         let title = patch.title.clone().unwrap_or(current.title);
         let summary = patch.summary.clone().unwrap_or(current.summary);
@@ -338,15 +345,22 @@ impl CourseStore {
 
     /// A course by id or slug, with its tags and prerequisites.
     pub async fn course(&self, id_or_slug: &str) -> Result<Option<CourseRow>, Error> {
-        let row = sqlx::query(&format!("SELECT {COURSE_COLUMNS} FROM courses WHERE id = $1 OR slug = $1"))
-            .bind(id_or_slug)
-            .fetch_optional(self.db.writer())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COURSE_COLUMNS} FROM courses WHERE id = $1 OR slug = $1"
+        ))
+        .bind(id_or_slug)
+        .fetch_optional(self.db.writer())
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         let mut course = course_from_row(&row)?;
-        course.tags = self.column("SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag", &course.id).await?;
+        course.tags = self
+            .column(
+                "SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag",
+                &course.id,
+            )
+            .await?;
         course.prerequisite_ids = self
             .column(
                 "SELECT prerequisite_id FROM course_prerequisites WHERE course_id = $1 ORDER BY prerequisite_id",
@@ -357,12 +371,21 @@ impl CourseStore {
     }
 
     async fn column(&self, sql: &str, id: &str) -> Result<Vec<String>, Error> {
-        let rows = sqlx::query(sql).bind(id).fetch_all(self.db.writer()).await?;
-        Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+        let rows = sqlx::query(sql)
+            .bind(id)
+            .fetch_all(self.db.writer())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Sections in order, each with its lessons in order.
-    pub async fn outline(&self, course_id: &str) -> Result<Vec<(SectionRow, Vec<LessonRow>)>, Error> {
+    pub async fn outline(
+        &self,
+        course_id: &str,
+    ) -> Result<Vec<(SectionRow, Vec<LessonRow>)>, Error> {
         let sections = sqlx::query("SELECT id, course_id, title, position FROM sections WHERE course_id = $1 ORDER BY position, id")
             .bind(course_id)
             .fetch_all(self.db.writer())
@@ -373,7 +396,10 @@ impl CourseStore {
         .bind(course_id)
         .fetch_all(self.db.writer())
         .await?;
-        let lessons: Vec<LessonRow> = lessons.iter().map(lesson_from_row).collect::<Result<_, _>>()?;
+        let lessons: Vec<LessonRow> = lessons
+            .iter()
+            .map(lesson_from_row)
+            .collect::<Result<_, _>>()?;
         let mut outline = Vec::with_capacity(sections.len());
         for row in &sections {
             let section = SectionRow {
@@ -382,7 +408,11 @@ impl CourseStore {
                 title: row.try_get("title")?,
                 position: narrow(row.try_get::<i64, _>("position")?),
             };
-            let own = lessons.iter().filter(|l| l.section_id == section.id).cloned().collect();
+            let own = lessons
+                .iter()
+                .filter(|l| l.section_id == section.id)
+                .cloned()
+                .collect();
             outline.push((section, own));
         }
         Ok(outline)
@@ -403,9 +433,15 @@ impl CourseStore {
         };
         if !filter.tag.is_empty() {
             let p = next(BindValue::Text(filter.tag.clone()), &mut binds);
-            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM course_tags t WHERE t.course_id = c.id AND t.tag = {p})"));
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM course_tags t WHERE t.course_id = c.id AND t.tag = {p})"
+            ));
         }
-        for (column, value) in [("level", &filter.level), ("language", &filter.language), ("instructor_id", &filter.instructor_id)] {
+        for (column, value) in [
+            ("level", &filter.level),
+            ("language", &filter.language),
+            ("instructor_id", &filter.instructor_id),
+        ] {
             if !value.is_empty() {
                 let p = next(BindValue::Text(value.clone()), &mut binds);
                 sql.push_str(&format!(" AND {column} = {p}"));
@@ -425,7 +461,9 @@ impl CourseStore {
             let a = next(BindValue::Int(*published_at), &mut binds);
             let b = next(BindValue::Int(*published_at), &mut binds);
             let c = next(BindValue::Text(id.clone()), &mut binds);
-            sql.push_str(&format!(" AND (published_at < {a} OR (published_at = {b} AND id < {c}))"));
+            sql.push_str(&format!(
+                " AND (published_at < {a} OR (published_at = {b} AND id < {c}))"
+            ));
         }
         let l = next(BindValue::Int(i64::from(limit)), &mut binds);
         sql.push_str(&format!(" ORDER BY published_at DESC, id DESC LIMIT {l}"));
@@ -437,9 +475,15 @@ impl CourseStore {
             };
         }
         let rows = query.fetch_all(self.db.reader()).await?;
-        let mut courses: Vec<CourseRow> = rows.iter().map(course_from_row).collect::<Result<_, _>>()?;
+        let mut courses: Vec<CourseRow> =
+            rows.iter().map(course_from_row).collect::<Result<_, _>>()?;
         for course in &mut courses {
-            course.tags = self.column("SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag", &course.id).await?;
+            course.tags = self
+                .column(
+                    "SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag",
+                    &course.id,
+                )
+                .await?;
             course.prerequisite_ids = self
                 .column("SELECT prerequisite_id FROM course_prerequisites WHERE course_id = $1 ORDER BY prerequisite_id", &course.id)
                 .await?;
@@ -454,11 +498,13 @@ impl CourseStore {
             .execute(&mut *tx)
             .await?;
         for id in ids {
-            sqlx::query("INSERT INTO course_prerequisites (course_id, prerequisite_id) VALUES ($1, $2)")
-                .bind(course_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO course_prerequisites (course_id, prerequisite_id) VALUES ($1, $2)",
+            )
+            .bind(course_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -503,7 +549,10 @@ impl CourseStore {
     }
 
     pub async fn delete_section(&self, id: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM sections WHERE id = $1").bind(id).execute(self.db.writer()).await?;
+        sqlx::query("DELETE FROM sections WHERE id = $1")
+            .bind(id)
+            .execute(self.db.writer())
+            .await?;
         Ok(())
     }
 
@@ -527,11 +576,19 @@ impl CourseStore {
     }
 
     pub async fn section_ids(&self, course_id: &str) -> Result<Vec<String>, Error> {
-        self.column("SELECT id FROM sections WHERE course_id = $1 ORDER BY position, id", course_id).await
+        self.column(
+            "SELECT id FROM sections WHERE course_id = $1 ORDER BY position, id",
+            course_id,
+        )
+        .await
     }
 
     pub async fn lesson_ids(&self, section_id: &str) -> Result<Vec<String>, Error> {
-        self.column("SELECT id FROM lessons WHERE section_id = $1 ORDER BY position, id", section_id).await
+        self.column(
+            "SELECT id FROM lessons WHERE section_id = $1 ORDER BY position, id",
+            section_id,
+        )
+        .await
     }
 
     pub async fn insert_lesson(&self, lesson: &LessonRow) -> Result<(), Error> {
@@ -552,10 +609,12 @@ impl CourseStore {
     }
 
     pub async fn lesson(&self, id: &str) -> Result<Option<LessonRow>, Error> {
-        let row = sqlx::query(&format!("SELECT {LESSON_COLUMNS} FROM lessons WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.writer())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {LESSON_COLUMNS} FROM lessons WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.writer())
+        .await?;
         Ok(row.as_ref().map(lesson_from_row).transpose()?)
     }
 
@@ -575,7 +634,10 @@ impl CourseStore {
     }
 
     pub async fn delete_lesson(&self, id: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM lessons WHERE id = $1").bind(id).execute(self.db.writer()).await?;
+        sqlx::query("DELETE FROM lessons WHERE id = $1")
+            .bind(id)
+            .execute(self.db.writer())
+            .await?;
         Ok(())
     }
 
@@ -587,7 +649,11 @@ impl CourseStore {
         Ok(row.try_get::<i64, _>("n")?)
     }
 
-    pub async fn enrollment(&self, course_id: &str, learner_id: &str) -> Result<Option<EnrollmentRow>, Error> {
+    pub async fn enrollment(
+        &self,
+        course_id: &str,
+        learner_id: &str,
+    ) -> Result<Option<EnrollmentRow>, Error> {
         let row = sqlx::query(&format!(
             "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE course_id = $1 AND learner_id = $2"
         ))
@@ -620,7 +686,11 @@ impl CourseStore {
     }
 
     /// Which of `course_ids` the learner has completed.
-    pub async fn completed_among(&self, learner_id: &str, course_ids: &[String]) -> Result<Vec<String>, Error> {
+    pub async fn completed_among(
+        &self,
+        learner_id: &str,
+        course_ids: &[String],
+    ) -> Result<Vec<String>, Error> {
         let mut done = Vec::new();
         for id in course_ids {
             let row = sqlx::query(
@@ -638,7 +708,12 @@ impl CourseStore {
     }
 
     /// The learner's enrollments, newest first, after the enrollment id `after`.
-    pub async fn enrollments_of(&self, learner_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<EnrollmentRow>, Error> {
+    pub async fn enrollments_of(
+        &self,
+        learner_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EnrollmentRow>, Error> {
         let rows = sqlx::query(&format!(
             "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE learner_id = $1 AND ($2 = '' OR id < $2) \
              ORDER BY id DESC LIMIT $3"
@@ -648,14 +723,19 @@ impl CourseStore {
         .bind(i64::from(limit))
         .fetch_all(self.db.reader())
         .await?;
-        Ok(rows.iter().map(enrollment_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(enrollment_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub async fn enrollment_counts(&self, course_id: &str) -> Result<EnrollmentCounts, Error> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM enrollments WHERE course_id = $1 GROUP BY status")
-            .bind(course_id)
-            .fetch_all(self.db.reader())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM enrollments WHERE course_id = $1 GROUP BY status",
+        )
+        .bind(course_id)
+        .fetch_all(self.db.reader())
+        .await?;
         let mut counts = EnrollmentCounts::default();
         for row in rows {
             let status: String = row.try_get("status")?;
@@ -753,10 +833,12 @@ impl CourseStore {
                 just_completed = true;
             }
         }
-        let enrollment = sqlx::query(&format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"))
-            .bind(&enrollment.id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let enrollment = sqlx::query(&format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"
+        ))
+        .bind(&enrollment.id)
+        .fetch_one(&mut *tx)
+        .await?;
         let enrollment = enrollment_from_row(&enrollment)?;
         tx.commit().await?;
         Ok(ProgressOutcome {
@@ -766,7 +848,11 @@ impl CourseStore {
         })
     }
 
-    pub async fn progress_in(&self, learner_id: &str, course_id: &str) -> Result<Vec<ProgressRow>, Error> {
+    pub async fn progress_in(
+        &self,
+        learner_id: &str,
+        course_id: &str,
+    ) -> Result<Vec<ProgressRow>, Error> {
         let rows = sqlx::query(
             "SELECT lesson_id, percent, position_seconds, completed_at, updated_at FROM lesson_progress \
              WHERE learner_id = $1 AND course_id = $2 ORDER BY lesson_id",
@@ -775,7 +861,10 @@ impl CourseStore {
         .bind(course_id)
         .fetch_all(self.db.writer())
         .await?;
-        Ok(rows.iter().map(progress_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(progress_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub async fn certificate(&self, number: &str) -> Result<Option<CertificateRow>, Error> {
@@ -811,10 +900,16 @@ enum BindValue {
 }
 
 fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
-async fn write_tags(tx: &mut Transaction<'_, Any>, course_id: &str, tags: &[String]) -> Result<(), Error> {
+async fn write_tags(
+    tx: &mut Transaction<'_, Any>,
+    course_id: &str,
+    tags: &[String],
+) -> Result<(), Error> {
     for tag in tags {
         sqlx::query("INSERT INTO course_tags (course_id, tag) VALUES ($1, $2)")
             .bind(course_id)

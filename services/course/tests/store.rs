@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use duovarsity_common::db::Database;
-use duovarsity_course::store::{self, CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonRow, Reorderable, SectionRow};
+use duovarsity_course::store::{
+    self, CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonRow,
+    Reorderable, SectionRow,
+};
 use duovarsity_testkit::TempPostgres;
 
 fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> CourseRow {
@@ -15,7 +18,12 @@ fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> 
         level: "beginner".into(),
         language: "en".into(),
         price: price.map(|(c, a)| (c.to_string(), a)),
-        status: if published_at.is_some() { "published" } else { "draft" }.into(),
+        status: if published_at.is_some() {
+            "published"
+        } else {
+            "draft"
+        }
+        .into(),
         instructor_id: "instructor-1".into(),
         created_at: 1,
         updated_at: 1,
@@ -35,19 +43,50 @@ async fn suite(store: Arc<CourseStore>) {
     // Courses, slugs and patches.
     let a = course("alpha", Some(100), None);
     store.insert_course(&a).await.unwrap();
-    assert!(store.insert_course(&course("alpha", None, None)).await.is_err(), "slugs are unique");
+    assert!(
+        store
+            .insert_course(&course("alpha", None, None))
+            .await
+            .is_err(),
+        "slugs are unique"
+    );
     assert_eq!(store.course("alpha").await.unwrap().unwrap().id, a.id);
     store
-        .update_course(&a.id, &CoursePatch { title: Some("Alpha Rust".into()), tags: Some(vec!["web".into()]), price: Some(Some(("EUR".into(), 990))), ..Default::default() }, 5)
+        .update_course(
+            &a.id,
+            &CoursePatch {
+                title: Some("Alpha Rust".into()),
+                tags: Some(vec!["web".into()]),
+                price: Some(Some(("EUR".into(), 990))),
+                ..Default::default()
+            },
+            5,
+        )
         .await
         .unwrap();
     let updated = store.course(&a.id).await.unwrap().unwrap();
-    assert_eq!((updated.title.as_str(), updated.tags.clone(), updated.price.clone()), ("Alpha Rust", vec!["web".to_string()], Some(("EUR".to_string(), 990))));
+    assert_eq!(
+        (
+            updated.title.as_str(),
+            updated.tags.clone(),
+            updated.price.clone()
+        ),
+        (
+            "Alpha Rust",
+            vec!["web".to_string()],
+            Some(("EUR".to_string(), 990))
+        )
+    );
 
     // Outline order and reordering.
     let mut sections = Vec::new();
     for title in ["one", "two", "three"] {
-        let section = SectionRow { id: uuid::Uuid::now_v7().to_string(), course_id: a.id.clone(), title: title.into(), position: 0 };
+        let section = SectionRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            course_id: a.id.clone(),
+            title: title.into(),
+            position: 0,
+        };
         store.insert_section(&section).await.unwrap();
         sections.push(section.id);
     }
@@ -62,10 +101,17 @@ async fn suite(store: Arc<CourseStore>) {
         position: 0,
     };
     store.insert_lesson(&lesson).await.unwrap();
-    let optional = LessonRow { id: uuid::Uuid::now_v7().to_string(), required: false, ..lesson.clone() };
+    let optional = LessonRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        required: false,
+        ..lesson.clone()
+    };
     store.insert_lesson(&optional).await.unwrap();
     let reversed: Vec<String> = sections.iter().rev().cloned().collect();
-    store.reorder(Reorderable::Sections, &reversed).await.unwrap();
+    store
+        .reorder(Reorderable::Sections, &reversed)
+        .await
+        .unwrap();
     let outline = store.outline(&a.id).await.unwrap();
     let titles: Vec<&str> = outline.iter().map(|(s, _)| s.title.as_str()).collect();
     assert_eq!(titles, ["three", "two", "one"]);
@@ -73,21 +119,72 @@ async fn suite(store: Arc<CourseStore>) {
     assert!(outline[2].1[0].required && !outline[2].1[1].required);
 
     // Catalog filters and keyset order.
-    store.insert_course(&course("beta", Some(200), Some(("USD", 100)))).await.unwrap();
-    store.insert_course(&course("gamma", Some(200), None)).await.unwrap();
-    store.insert_course(&course("draft-only", None, None)).await.unwrap();
-    let all = store.list_published(&CatalogFilter::default(), None, 10).await.unwrap();
+    store
+        .insert_course(&course("beta", Some(200), Some(("USD", 100))))
+        .await
+        .unwrap();
+    store
+        .insert_course(&course("gamma", Some(200), None))
+        .await
+        .unwrap();
+    store
+        .insert_course(&course("draft-only", None, None))
+        .await
+        .unwrap();
+    let all = store
+        .list_published(&CatalogFilter::default(), None, 10)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 3, "drafts are not listed");
     assert!(all[0].published_at >= all[1].published_at);
-    let free = store.list_published(&CatalogFilter { free: Some(true), ..Default::default() }, None, 10).await.unwrap();
-    assert_eq!(free.iter().map(|c| c.slug.as_str()).collect::<Vec<_>>(), ["gamma"]);
-    let tagged = store.list_published(&CatalogFilter { tag: "web".into(), ..Default::default() }, None, 10).await.unwrap();
+    let free = store
+        .list_published(
+            &CatalogFilter {
+                free: Some(true),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        free.iter().map(|c| c.slug.as_str()).collect::<Vec<_>>(),
+        ["gamma"]
+    );
+    let tagged = store
+        .list_published(
+            &CatalogFilter {
+                tag: "web".into(),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(tagged.len(), 1);
-    let text = store.list_published(&CatalogFilter { query: "alpha rust".into(), ..Default::default() }, None, 10).await.unwrap();
+    let text = store
+        .list_published(
+            &CatalogFilter {
+                query: "alpha rust".into(),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(text.len(), 1);
-    let first = store.list_published(&CatalogFilter::default(), None, 1).await.unwrap();
+    let first = store
+        .list_published(&CatalogFilter::default(), None, 1)
+        .await
+        .unwrap();
     let cursor = (first[0].published_at.unwrap(), first[0].id.clone());
-    let rest = store.list_published(&CatalogFilter::default(), Some(&cursor), 10).await.unwrap();
+    let rest = store
+        .list_published(&CatalogFilter::default(), Some(&cursor), 10)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 2);
     assert!(!rest.iter().any(|c| c.id == first[0].id));
 
@@ -102,31 +199,96 @@ async fn suite(store: Arc<CourseStore>) {
         certificate_number: None,
     };
     let stored = store.enroll(&enrollment).await.unwrap();
-    assert_eq!(store.enroll(&EnrollmentRow { id: "other-id".into(), ..enrollment.clone() }).await.unwrap().id, stored.id, "enrolling twice keeps the first");
-    let outcome = store.record_progress(&stored, &lesson, 70, 300, 10, "DV-A", "Alpha").await.unwrap();
-    assert_eq!((outcome.progress.percent, outcome.just_completed), (70, false));
-    let outcome = store.record_progress(&stored, &lesson, 30, 10, 11, "DV-B", "Alpha").await.unwrap();
-    assert_eq!((outcome.progress.percent, outcome.progress.position_seconds), (70, 300));
+    assert_eq!(
+        store
+            .enroll(&EnrollmentRow {
+                id: "other-id".into(),
+                ..enrollment.clone()
+            })
+            .await
+            .unwrap()
+            .id,
+        stored.id,
+        "enrolling twice keeps the first"
+    );
+    let outcome = store
+        .record_progress(&stored, &lesson, 70, 300, 10, "DV-A", "Alpha")
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.progress.percent, outcome.just_completed),
+        (70, false)
+    );
+    let outcome = store
+        .record_progress(&stored, &lesson, 30, 10, 11, "DV-B", "Alpha")
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.progress.percent, outcome.progress.position_seconds),
+        (70, 300)
+    );
     let racers = (0..6).map(|n| {
         let store = store.clone();
         let stored = stored.clone();
         let lesson = lesson.clone();
-        tokio::spawn(async move { store.record_progress(&stored, &lesson, 100, 0, 20, &format!("DV-RACE-{n}"), "Alpha").await.unwrap() })
+        tokio::spawn(async move {
+            store
+                .record_progress(
+                    &stored,
+                    &lesson,
+                    100,
+                    0,
+                    20,
+                    &format!("DV-RACE-{n}"),
+                    "Alpha",
+                )
+                .await
+                .unwrap()
+        })
     });
-    let outcomes: Vec<_> = futures::future::join_all(racers).await.into_iter().map(Result::unwrap).collect();
-    assert_eq!(outcomes.iter().filter(|o| o.just_completed).count(), 1, "exactly one call completes the course");
+    let outcomes: Vec<_> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.just_completed).count(),
+        1,
+        "exactly one call completes the course"
+    );
     let completed = store.enrollment(&a.id, "learner-1").await.unwrap().unwrap();
     assert_eq!(completed.status, "completed");
     let number = completed.certificate_number.unwrap();
-    assert_eq!(store.certificate(&number).await.unwrap().unwrap().course_title, "Alpha");
+    assert_eq!(
+        store
+            .certificate(&number)
+            .await
+            .unwrap()
+            .unwrap()
+            .course_title,
+        "Alpha"
+    );
     assert_eq!(store.enrollment_counts(&a.id).await.unwrap().completed, 1);
-    assert_eq!(store.completed_among("learner-1", &[a.id.clone(), "nope".into()]).await.unwrap(), vec![a.id.clone()]);
+    assert_eq!(
+        store
+            .completed_among("learner-1", &[a.id.clone(), "nope".into()])
+            .await
+            .unwrap(),
+        vec![a.id.clone()]
+    );
 }
 
 #[tokio::test]
 async fn the_store_contract_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    suite(open(&format!("sqlite://{}?mode=rwc", dir.path().join("course.db").display())).await).await;
+    suite(
+        open(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("course.db").display()
+        ))
+        .await,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,0 +1,620 @@
+//! The content service (`duovarsity.content.v1.ContentService`): lesson bodies in Markdown,
+//! edited as drafts and published as immutable numbered versions, and lesson media kept in
+//! an object store (the local filesystem under the data directory by default, S3-compatible
+//! storage by URL).
+//!
+//! Who may read or edit a lesson's content is the course service's decision
+//! (`CheckLessonAccess`, called with the caller's own token), so the rules live in one
+//! place. Published content is read through the two-level cache; responses carry `etag` and
+//! `cache-control` metadata that the gateway turns into HTTP caching (304 on a match).
+#![forbid(unsafe_code)]
+
+pub mod store;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use duovarsity_common::auth::caller;
+use duovarsity_common::cache::{Cache, CacheHub};
+use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
+use duovarsity_common::grpc::Probe;
+use duovarsity_common::{Config, Error};
+use duovarsity_proto::content::content_service_server::{ContentService, ContentServiceServer};
+use duovarsity_proto::content::*;
+use duovarsity_proto::course::course_service_client::CourseServiceClient;
+use duovarsity_proto::course::{CheckLessonAccessRequest, LessonAccess};
+use duovarsity_proto::google::api::HttpBody;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use prost::Message;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::store::{ContentStore, DraftRow, MediaRow, VersionRow};
+
+pub const SERVICE: &str = "content";
+const LATEST_CACHE: &str = "lesson_content";
+const VERSION_CACHE: &str = "lesson_version";
+const MAX_MARKDOWN_BYTES: usize = 256 * 1024;
+const MAX_ATTACHMENTS: usize = 50;
+/// Media types accepted for upload. SVG and HTML are left out on purpose: served from our
+/// origin they could run script.
+pub const ALLOWED_MEDIA_TYPES: [&str; 11] = [
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "video/mp4",
+    "video/webm",
+    "audio/mpeg",
+    "audio/ogg",
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("content database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("content database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("DUOVARSITY_MEDIA_URL: {0}")]
+    Media(String),
+    #[error("DUOVARSITY_COURSE_SERVICE_URL: {0}")]
+    CourseService(#[from] tonic::transport::Error),
+}
+
+pub struct ContentModule {
+    db: Database,
+    contents: Contents,
+}
+
+impl ContentModule {
+    pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
+        let db = Database::connect(
+            &config.database_url_for(SERVICE),
+            config
+                .database_replica_url
+                .as_ref()
+                .map(|url| url.expose().as_str()),
+            config.database_max_connections,
+        )
+        .await?;
+        db.migrate(&mut store::migrations()).await?;
+        let media = open_object_store(&config.media_url())?;
+        let course_url = config
+            .service_urls("course")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let courses = tonic::transport::Endpoint::from_shared(course_url)?.connect_lazy();
+        let contents = Contents {
+            store: Arc::new(ContentStore::new(db.clone())),
+            media,
+            courses,
+            latest: caches.cache(LATEST_CACHE),
+            versions: caches.cache(VERSION_CACHE),
+            media_max_bytes: config.media_max_bytes,
+        };
+        Ok(Self { db, contents })
+    }
+
+    pub fn grpc_service(&self) -> ContentServiceServer<Contents> {
+        // Media uploads are larger than tonic's 4 MiB default.
+        let limit = self.contents.media_max_bytes + 64 * 1024;
+        ContentServiceServer::new(self.contents.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    pub fn contents(&self) -> &Contents {
+        &self.contents
+    }
+
+    pub fn probe(&self) -> Probe {
+        let db = self.db.clone();
+        Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move {
+                db.ping()
+                    .await
+                    .map_err(|e| format!("content database: {e}"))
+            })
+        })
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+/// `file:///abs/dir` (created if missing) or an object store URL such as `s3://bucket/prefix`
+/// (credentials and endpoint from the usual `AWS_*` variables).
+fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(path).map_err(|e| StartError::Media(format!("{path}: {e}")))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+            .map_err(|e| StartError::Media(e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| StartError::Media(e.to_string()))?;
+    let options: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| key.starts_with("AWS_"))
+        .map(|(key, value)| (key.to_lowercase(), value))
+        .collect();
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+        .map_err(|e| StartError::Media(e.to_string()))?;
+    Ok(Arc::new(object_store::prefix::PrefixStore::new(
+        store, prefix,
+    )))
+}
+
+/// The gRPC handlers.
+#[derive(Clone)]
+pub struct Contents {
+    store: Arc<ContentStore>,
+    media: Arc<dyn ObjectStore>,
+    courses: Channel,
+    latest: Cache,
+    versions: Cache,
+    media_max_bytes: usize,
+}
+
+impl Contents {
+    /// Asks the course service what the caller (its forwarded token) may do with a lesson.
+    async fn access<T>(
+        &self,
+        request: &Request<T>,
+        lesson_id: &str,
+    ) -> Result<LessonAccess, Error> {
+        uuid::Uuid::parse_str(lesson_id)
+            .map_err(|_| Error::invalid("lesson_id", "must be a UUID"))?;
+        let mut ask = Request::new(CheckLessonAccessRequest {
+            lesson_id: lesson_id.to_string(),
+        });
+        if let Some(token) = request.metadata().get("authorization") {
+            ask.metadata_mut().insert("authorization", token.clone());
+        }
+        match CourseServiceClient::new(self.courses.clone())
+            .check_lesson_access(ask)
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Err(Error::not_found(format!("lesson {lesson_id}")))
+            }
+            Err(status) => {
+                tracing::warn!(%status, "course service access check failed");
+                Err(Error::Unavailable {
+                    message: "the course service is unavailable; retry shortly".into(),
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                })
+            }
+        }
+    }
+
+    async fn readable<T>(
+        &self,
+        request: &Request<T>,
+        lesson_id: &str,
+    ) -> Result<LessonAccess, Error> {
+        let access = self.access(request, lesson_id).await?;
+        if access.can_read || access.can_edit {
+            Ok(access)
+        } else {
+            Err(Error::not_found(format!("lesson {lesson_id}")))
+        }
+    }
+
+    async fn editable<T>(
+        &self,
+        request: &Request<T>,
+        lesson_id: &str,
+    ) -> Result<LessonAccess, Error> {
+        let access = self.access(request, lesson_id).await?;
+        if access.can_edit {
+            Ok(access)
+        } else if access.can_read {
+            Err(Error::permission_denied(
+                "NOT_COURSE_OWNER",
+                "only the course's instructor or an admin may edit its content",
+            ))
+        } else {
+            Err(Error::not_found(format!("lesson {lesson_id}")))
+        }
+    }
+
+    async fn attachments(&self, ids: &[String]) -> Result<Vec<Attachment>, Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(media) = self.store.media(id).await? {
+                out.push(Attachment {
+                    media_id: media.id.clone(),
+                    filename: media.filename.clone(),
+                    content_type: media.content_type.clone(),
+                    size_bytes: media.size_bytes,
+                    url: format!("/v1/media/{}", media.id),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn content(&self, version: &VersionRow) -> Result<LessonContent, Error> {
+        Ok(LessonContent {
+            lesson_id: version.lesson_id.clone(),
+            course_id: version.course_id.clone(),
+            version: i32::try_from(version.version).unwrap_or(i32::MAX),
+            markdown: version.markdown.clone(),
+            attachments: self.attachments(&version.attachment_ids).await?,
+            published_at: Some(timestamp_from_millis(version.published_at)),
+        })
+    }
+
+    /// A published version (latest when `number` is None) through its cache.
+    async fn cached_content(
+        &self,
+        lesson_id: &str,
+        number: Option<i64>,
+    ) -> Result<LessonContent, Error> {
+        let (cache, key) = match number {
+            Some(n) => (&self.versions, format!("{lesson_id}:{n}")),
+            None => (&self.latest, lesson_id.to_string()),
+        };
+        let this = self.clone();
+        let id = lesson_id.to_string();
+        let bytes = cache
+            .get_or_load(&key, || async move {
+                let version =
+                    this.store.version(&id, number).await?.ok_or_else(|| {
+                        Error::not_found(format!("published content of lesson {id}"))
+                    })?;
+                Ok(Bytes::from(this.content(&version).await?.encode_to_vec()))
+            })
+            .await?;
+        LessonContent::decode(bytes).map_err(|e| Error::internal("decoding cached content", &e))
+    }
+
+    /// Stores one media file; the content type must be allowed and match the bytes.
+    pub async fn store_media(
+        &self,
+        lesson_id: &str,
+        filename: &str,
+        content_type: &str,
+        data: Bytes,
+        by: &str,
+    ) -> Result<Media, Error> {
+        let content_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if data.is_empty() {
+            return Err(Error::invalid("file", "is empty"));
+        }
+        if data.len() > self.media_max_bytes {
+            return Err(Error::invalid(
+                "file",
+                format!("is larger than {} bytes", self.media_max_bytes),
+            ));
+        }
+        if !ALLOWED_MEDIA_TYPES.contains(&content_type.as_str()) {
+            return Err(Error::invalid(
+                "file.content_type",
+                format!(
+                    "{content_type:?} is not accepted; use one of {}",
+                    ALLOWED_MEDIA_TYPES.join(", ")
+                ),
+            ));
+        }
+        if let Some(detected) = infer::get(&data)
+            && detected.mime_type() != content_type
+            && !(content_type.starts_with("text/")
+                && detected.matcher_type() == infer::MatcherType::Text)
+        {
+            return Err(Error::invalid(
+                "file.content_type",
+                format!("the bytes are {}, not {content_type}", detected.mime_type()),
+            ));
+        }
+        let filename = filename.trim();
+        if filename.is_empty()
+            || filename.len() > 200
+            || filename.contains(['/', '\\'])
+            || filename.chars().any(char::is_control)
+        {
+            return Err(Error::invalid(
+                "filename",
+                "must be 1-200 characters without slashes",
+            ));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let object_key = format!("lessons/{lesson_id}/{id}");
+        let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+        let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let size = data.len() as i64;
+        self.media
+            .put(&ObjectPath::from(object_key.as_str()), data.into())
+            .await
+            .map_err(|e| Error::internal("writing media", &e))?;
+        let row = MediaRow {
+            id,
+            lesson_id: lesson_id.to_string(),
+            filename: filename.to_string(),
+            content_type,
+            size_bytes: size,
+            sha256,
+            object_key,
+            created_at: now_millis(),
+            created_by: by.to_string(),
+        };
+        self.store.insert_media(&row).await?;
+        Ok(media_to_proto(&row))
+    }
+
+    /// Saves a draft (seed and SaveLessonDraft, after authorization).
+    pub async fn save_draft(
+        &self,
+        lesson_id: &str,
+        markdown: &str,
+        attachment_ids: &[String],
+        by: &str,
+    ) -> Result<LessonDraft, Error> {
+        if markdown.len() > MAX_MARKDOWN_BYTES {
+            return Err(Error::invalid("markdown", "must be at most 256 KiB"));
+        }
+        if attachment_ids.len() > MAX_ATTACHMENTS {
+            return Err(Error::invalid("attachment_ids", "at most 50 attachments"));
+        }
+        for id in attachment_ids {
+            let belongs = self
+                .store
+                .media(id)
+                .await?
+                .is_some_and(|m| m.lesson_id == lesson_id);
+            if !belongs {
+                return Err(Error::invalid(
+                    "attachment_ids",
+                    format!("{id} is not media of this lesson"),
+                ));
+            }
+        }
+        let draft = DraftRow {
+            lesson_id: lesson_id.to_string(),
+            markdown: markdown.to_string(),
+            attachment_ids: attachment_ids.to_vec(),
+            updated_at: now_millis(),
+            updated_by: by.to_string(),
+        };
+        self.store.save_draft(&draft).await?;
+        self.draft_message(&draft).await
+    }
+
+    /// Publishes the lesson's draft as its next version (seed and PublishLessonContent).
+    pub async fn publish(
+        &self,
+        lesson_id: &str,
+        course_id: &str,
+        by: &str,
+    ) -> Result<LessonContent, Error> {
+        let draft =
+            self.store
+                .draft(lesson_id)
+                .await?
+                .ok_or_else(|| Error::FailedPrecondition {
+                    reason: "NO_DRAFT",
+                    message: "save a draft before publishing".into(),
+                })?;
+        let version = self
+            .store
+            .publish(&draft, course_id, now_millis(), by)
+            .await?;
+        self.latest.invalidate(lesson_id).await;
+        self.content(&version).await
+    }
+
+    async fn draft_message(&self, draft: &DraftRow) -> Result<LessonDraft, Error> {
+        let published = self
+            .store
+            .version(&draft.lesson_id, None)
+            .await?
+            .map_or(0, |v| v.version);
+        Ok(LessonDraft {
+            lesson_id: draft.lesson_id.clone(),
+            markdown: draft.markdown.clone(),
+            attachments: self.attachments(&draft.attachment_ids).await?,
+            published_version: i32::try_from(published).unwrap_or(i32::MAX),
+            updated_at: Some(timestamp_from_millis(draft.updated_at)),
+        })
+    }
+}
+
+fn media_to_proto(media: &MediaRow) -> Media {
+    Media {
+        id: media.id.clone(),
+        lesson_id: media.lesson_id.clone(),
+        filename: media.filename.clone(),
+        content_type: media.content_type.clone(),
+        size_bytes: media.size_bytes,
+        sha256: media.sha256.clone(),
+        url: format!("/v1/media/{}", media.id),
+        created_at: Some(timestamp_from_millis(media.created_at)),
+    }
+}
+
+/// Attaches HTTP caching metadata for the gateway.
+fn cacheable<T>(message: T, etag: String, cache_control: &'static str) -> Response<T> {
+    let mut response = Response::new(message);
+    if let Ok(value) = MetadataValue::try_from(format!("\"{etag}\"")) {
+        response.metadata_mut().insert("etag", value);
+    }
+    response
+        .metadata_mut()
+        .insert("cache-control", MetadataValue::from_static(cache_control));
+    response
+}
+
+/// Published content is public only while its course is published.
+fn published_policy(access: &LessonAccess, long_lived: bool) -> &'static str {
+    match (access.public, long_lived) {
+        (true, true) => "public, max-age=31536000, immutable",
+        (true, false) => "public, max-age=60",
+        (false, _) => "private, no-cache",
+    }
+}
+
+#[tonic::async_trait]
+impl ContentService for Contents {
+    async fn get_lesson_content(
+        &self,
+        request: Request<GetLessonContentRequest>,
+    ) -> Result<Response<LessonContent>, Status> {
+        let lesson_id = request.get_ref().lesson_id.clone();
+        let access = self.readable(&request, &lesson_id).await?;
+        let content = self.cached_content(&lesson_id, None).await?;
+        let etag = format!("{lesson_id}-v{}", content.version);
+        Ok(cacheable(content, etag, published_policy(&access, false)))
+    }
+
+    async fn get_lesson_version(
+        &self,
+        request: Request<GetLessonVersionRequest>,
+    ) -> Result<Response<LessonContent>, Status> {
+        let (lesson_id, number) = (
+            request.get_ref().lesson_id.clone(),
+            request.get_ref().version,
+        );
+        if number < 1 {
+            return Err(Error::invalid("version", "must be 1 or more").into());
+        }
+        let access = self.readable(&request, &lesson_id).await?;
+        let content = self
+            .cached_content(&lesson_id, Some(i64::from(number)))
+            .await?;
+        Ok(cacheable(
+            content,
+            format!("{lesson_id}-v{number}"),
+            published_policy(&access, true),
+        ))
+    }
+
+    async fn list_lesson_versions(
+        &self,
+        request: Request<ListLessonVersionsRequest>,
+    ) -> Result<Response<ListLessonVersionsResponse>, Status> {
+        let lesson_id = request.get_ref().lesson_id.clone();
+        self.readable(&request, &lesson_id).await?;
+        let versions = self.store.versions(&lesson_id).await?;
+        Ok(Response::new(ListLessonVersionsResponse {
+            versions: versions
+                .iter()
+                .map(|v| LessonVersionSummary {
+                    version: i32::try_from(v.version).unwrap_or(i32::MAX),
+                    published_at: Some(timestamp_from_millis(v.published_at)),
+                    published_by: v.published_by.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_lesson_draft(
+        &self,
+        request: Request<GetLessonDraftRequest>,
+    ) -> Result<Response<LessonDraft>, Status> {
+        let lesson_id = request.get_ref().lesson_id.clone();
+        self.editable(&request, &lesson_id).await?;
+        let draft = self
+            .store
+            .draft(&lesson_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("draft of lesson {lesson_id}")))?;
+        let etag = format!("{lesson_id}-d{}", draft.updated_at);
+        Ok(cacheable(
+            self.draft_message(&draft).await?,
+            etag,
+            "private, no-cache",
+        ))
+    }
+
+    async fn save_lesson_draft(
+        &self,
+        request: Request<SaveLessonDraftRequest>,
+    ) -> Result<Response<LessonDraft>, Status> {
+        let by = caller(&request)?.sub.clone();
+        let lesson_id = request.get_ref().lesson_id.clone();
+        self.editable(&request, &lesson_id).await?;
+        let body = request.into_inner();
+        Ok(Response::new(
+            self.save_draft(&lesson_id, &body.markdown, &body.attachment_ids, &by)
+                .await?,
+        ))
+    }
+
+    async fn publish_lesson_content(
+        &self,
+        request: Request<PublishLessonContentRequest>,
+    ) -> Result<Response<LessonContent>, Status> {
+        let by = caller(&request)?.sub.clone();
+        let lesson_id = request.get_ref().lesson_id.clone();
+        let access = self.editable(&request, &lesson_id).await?;
+        Ok(Response::new(
+            self.publish(&lesson_id, &access.course_id, &by).await?,
+        ))
+    }
+
+    async fn upload_media(
+        &self,
+        request: Request<UploadMediaRequest>,
+    ) -> Result<Response<Media>, Status> {
+        let by = caller(&request)?.sub.clone();
+        let lesson_id = request.get_ref().lesson_id.clone();
+        self.editable(&request, &lesson_id).await?;
+        let body = request.into_inner();
+        let file = body.file.unwrap_or_default();
+        Ok(Response::new(
+            self.store_media(
+                &lesson_id,
+                &body.filename,
+                &file.content_type,
+                Bytes::from(file.data),
+                &by,
+            )
+            .await?,
+        ))
+    }
+
+    async fn get_media(
+        &self,
+        request: Request<GetMediaRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let id = request.get_ref().id.clone();
+        uuid::Uuid::parse_str(&id).map_err(|_| Error::invalid("id", "must be a UUID"))?;
+        let media = self
+            .store
+            .media(&id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("media {id}")))?;
+        let access = self.readable(&request, &media.lesson_id).await?;
+        let data = self
+            .media
+            .get(&ObjectPath::from(media.object_key.as_str()))
+            .await
+            .map_err(|e| Error::internal("reading media", &e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::internal("reading media", &e))?;
+        let body = HttpBody {
+            content_type: media.content_type.clone(),
+            data: data.to_vec(),
+            extensions: Vec::new(),
+        };
+        Ok(cacheable(
+            body,
+            media.sha256.clone(),
+            published_policy(&access, true),
+        ))
+    }
+}
