@@ -86,9 +86,16 @@ impl Gateway {
     pub fn new(config: &Config) -> Result<Arc<Self>, StartError> {
         let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool())?;
         let mut upstreams = Upstreams::default();
+        // The user service is always needed (JWKS); others are routed when configured, so
+        // a gateway can front a subset of services. Embedded mode configures them all.
         for (service, name) in SERVICES {
+            let urls = match config.configured_service_urls(name) {
+                Some(urls) => urls,
+                None if service == USER_SERVICE => config.service_urls(name),
+                None => continue,
+            };
             upstreams
-                .add(service, &config.service_urls(name))
+                .add(service, &urls)
                 .map_err(|source| StartError::Upstream {
                     service: service.into(),
                     source,

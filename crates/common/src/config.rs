@@ -333,19 +333,22 @@ impl Config {
         }
     }
 
-    /// The gRPC URLs the gateway uses to reach `service` ("user", "course"); in embedded
-    /// mode every service is on `grpc_addr`.
-    pub fn service_urls(&self, service: &str) -> Vec<String> {
+    /// The gRPC URLs configured for `service` ("user", "course", "content"), if any.
+    pub fn configured_service_urls(&self, service: &str) -> Option<Vec<String>> {
         let configured = match service {
             "user" => &self.user_service_url,
             "course" => &self.course_service_url,
             "content" => &self.content_service_url,
             _ => &None,
         };
-        match configured {
-            Some(urls) => split_urls(urls),
-            None => vec![format!("http://{}", self.grpc_addr)],
-        }
+        configured.as_deref().map(split_urls)
+    }
+
+    /// The gRPC URLs of `service`: the configured ones, else `grpc_addr` (where a service
+    /// started on this machine with the defaults listens).
+    pub fn service_urls(&self, service: &str) -> Vec<String> {
+        self.configured_service_urls(service)
+            .unwrap_or_else(|| vec![format!("http://{}", self.grpc_addr)])
     }
 
     /// The media store URL: the configured one, or `file://<data_dir>/media` (absolute).
