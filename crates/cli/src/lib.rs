@@ -3,6 +3,8 @@
 //! component alone ([`Component`]). Tests start the same thing on port 0.
 #![forbid(unsafe_code)]
 
+pub mod seed;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -34,6 +34,12 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Load data into the configured databases.
+    Seed {
+        /// A demo catalog: four instructors and twenty courses with lessons.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Administrative tasks on the configured database.
     Admin {
         #[command(subcommand)]
@@ -137,6 +143,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let _telemetry = telemetry::init("duovarsity-migrate", config.log_format);
             duovarsity::migrate(&config).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Seed { demo } => {
+            if !demo {
+                anyhow::bail!("say what to seed: `duovarsity seed --demo`");
+            }
+            let _telemetry = telemetry::init("duovarsity-seed", config.log_format);
+            let report = duovarsity::seed::demo(&config).await?;
+            if report.already_present {
+                println!("the demo catalog is already there; nothing changed");
+            } else {
+                println!(
+                    "seeded {} courses with {} lessons; instructors sign in as ada@demo.duovarsity.dev (and grace@, linus@, mei@) with password {}",
+                    report.courses,
+                    report.lessons,
+                    duovarsity::seed::DEMO_PASSWORD
+                );
+            }
             Ok(())
         }
         Command::Admin {

@@ -287,6 +287,11 @@ impl Courses {
         Ok(lesson_to_proto(&stored))
     }
 
+    /// The stored course (seed, after creating it).
+    pub async fn course_by_id(&self, id: &str) -> Result<CourseRow, Error> {
+        self.course_row(id).await
+    }
+
     /// The section row (seed).
     pub async fn section_row(&self, id: &str) -> Result<SectionRow, Error> {
         self.store
