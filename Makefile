@@ -32,6 +32,8 @@ build:
 release:
 	cargo build --release -p duovarsity
 
-## Load test of the gateway (wrk against a release build on 127.0.0.1).
+## Load tests of the gateway (wrk against a release build on 127.0.0.1): sign-in and
+## /users/me, then Zipf-distributed catalog and lesson reads with the cache hit rate.
 bench:
 	scripts/bench.sh
+	scripts/bench-catalog.sh

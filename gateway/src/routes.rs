@@ -5,6 +5,7 @@
 use duovarsity_proto::duovarsity::options::v1::Access;
 use duovarsity_proto::google::api::HttpRule;
 use duovarsity_proto::google::api::http_rule::Pattern;
+use duovarsity_proto::method_option;
 use http::Method;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
@@ -51,35 +52,13 @@ pub enum Lookup<'a> {
 
 impl RouteTable {
     pub fn from_pool(pool: &DescriptorPool) -> Result<Self, TemplateError> {
-        let http = pool.get_extension_by_name("google.api.http");
-        let access_ext = pool.get_extension_by_name("duovarsity.options.v1.access");
         let mut routes = Vec::new();
         for service in pool.services() {
             for method in service.methods() {
-                let options = method.options();
-                let Some(rule) = http
-                    .as_ref()
-                    .filter(|ext| options.has_extension(ext))
-                    .and_then(|ext| {
-                        options
-                            .get_extension(ext)
-                            .as_message()?
-                            .transcode_to::<HttpRule>()
-                            .ok()
-                    })
-                else {
+                let Some(rule) = method_option::<HttpRule>(&method, "google.api.http") else {
                     continue;
                 };
-                let access = access_ext
-                    .as_ref()
-                    .filter(|ext| options.has_extension(ext))
-                    .and_then(|ext| {
-                        options
-                            .get_extension(ext)
-                            .as_message()?
-                            .transcode_to::<Access>()
-                            .ok()
-                    })
+                let access = method_option::<Access>(&method, "duovarsity.options.v1.access")
                     .unwrap_or_default();
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
                 let mut bindings = vec![rule.clone()];

@@ -23,29 +23,197 @@ const INSTRUCTORS: [(&str, &str); 4] = [
 ];
 
 /// (instructor index, slug, title, level, tags, price in cents or 0, prerequisite slug)
-type Row = (usize, &'static str, &'static str, Level, &'static [&'static str], i64, &'static str);
+type Row = (
+    usize,
+    &'static str,
+    &'static str,
+    Level,
+    &'static [&'static str],
+    i64,
+    &'static str,
+);
 
 const COURSES: [Row; 20] = [
-    (0, "rust-fundamentals", "Rust Fundamentals", Level::Beginner, &["rust", "programming"], 0, ""),
-    (0, "ownership-in-depth", "Ownership and Borrowing in Depth", Level::Intermediate, &["rust"], 2900, "rust-fundamentals"),
-    (0, "async-rust", "Async Rust in Practice", Level::Advanced, &["rust", "async"], 4900, "ownership-in-depth"),
-    (0, "rust-web-services", "Building Web Services in Rust", Level::Intermediate, &["rust", "web"], 3900, "rust-fundamentals"),
-    (1, "sql-basics", "SQL Basics", Level::Beginner, &["databases", "sql"], 0, ""),
-    (1, "postgres-performance", "PostgreSQL Performance Tuning", Level::Advanced, &["databases", "postgres"], 5900, "sql-basics"),
-    (1, "data-modeling", "Data Modeling for Applications", Level::Intermediate, &["databases"], 1900, "sql-basics"),
-    (1, "distributed-systems-101", "Distributed Systems 101", Level::Intermediate, &["systems"], 0, ""),
-    (1, "event-driven-architecture", "Event-Driven Architecture with Kafka", Level::Advanced, &["systems", "kafka"], 4900, "distributed-systems-101"),
-    (2, "linux-command-line", "The Linux Command Line", Level::Beginner, &["linux", "tools"], 0, ""),
-    (2, "git-for-teams", "Git for Teams", Level::Beginner, &["git", "tools"], 0, ""),
-    (2, "kubernetes-essentials", "Kubernetes Essentials", Level::Intermediate, &["kubernetes", "cloud"], 3900, "linux-command-line"),
-    (2, "observability", "Observability: Logs, Metrics, Traces", Level::Intermediate, &["cloud", "operations"], 2900, ""),
-    (2, "networking-for-developers", "Networking for Developers", Level::Beginner, &["networking"], 0, ""),
-    (3, "python-for-data", "Python for Data Analysis", Level::Beginner, &["python", "data"], 0, ""),
-    (3, "statistics-essentials", "Statistics Essentials", Level::Beginner, &["data", "math"], 1900, ""),
-    (3, "machine-learning-intro", "Introduction to Machine Learning", Level::Intermediate, &["data", "ml"], 4900, "python-for-data"),
-    (3, "llm-applications", "Building Applications with Language Models", Level::Advanced, &["ml", "ai"], 5900, "machine-learning-intro"),
-    (3, "data-visualization", "Data Visualization that Works", Level::Intermediate, &["data", "design"], 0, "python-for-data"),
-    (3, "technical-writing", "Technical Writing for Engineers", Level::Beginner, &["writing"], 0, ""),
+    (
+        0,
+        "rust-fundamentals",
+        "Rust Fundamentals",
+        Level::Beginner,
+        &["rust", "programming"],
+        0,
+        "",
+    ),
+    (
+        0,
+        "ownership-in-depth",
+        "Ownership and Borrowing in Depth",
+        Level::Intermediate,
+        &["rust"],
+        2900,
+        "rust-fundamentals",
+    ),
+    (
+        0,
+        "async-rust",
+        "Async Rust in Practice",
+        Level::Advanced,
+        &["rust", "async"],
+        4900,
+        "ownership-in-depth",
+    ),
+    (
+        0,
+        "rust-web-services",
+        "Building Web Services in Rust",
+        Level::Intermediate,
+        &["rust", "web"],
+        3900,
+        "rust-fundamentals",
+    ),
+    (
+        1,
+        "sql-basics",
+        "SQL Basics",
+        Level::Beginner,
+        &["databases", "sql"],
+        0,
+        "",
+    ),
+    (
+        1,
+        "postgres-performance",
+        "PostgreSQL Performance Tuning",
+        Level::Advanced,
+        &["databases", "postgres"],
+        5900,
+        "sql-basics",
+    ),
+    (
+        1,
+        "data-modeling",
+        "Data Modeling for Applications",
+        Level::Intermediate,
+        &["databases"],
+        1900,
+        "sql-basics",
+    ),
+    (
+        1,
+        "distributed-systems-101",
+        "Distributed Systems 101",
+        Level::Intermediate,
+        &["systems"],
+        0,
+        "",
+    ),
+    (
+        1,
+        "event-driven-architecture",
+        "Event-Driven Architecture with Kafka",
+        Level::Advanced,
+        &["systems", "kafka"],
+        4900,
+        "distributed-systems-101",
+    ),
+    (
+        2,
+        "linux-command-line",
+        "The Linux Command Line",
+        Level::Beginner,
+        &["linux", "tools"],
+        0,
+        "",
+    ),
+    (
+        2,
+        "git-for-teams",
+        "Git for Teams",
+        Level::Beginner,
+        &["git", "tools"],
+        0,
+        "",
+    ),
+    (
+        2,
+        "kubernetes-essentials",
+        "Kubernetes Essentials",
+        Level::Intermediate,
+        &["kubernetes", "cloud"],
+        3900,
+        "linux-command-line",
+    ),
+    (
+        2,
+        "observability",
+        "Observability: Logs, Metrics, Traces",
+        Level::Intermediate,
+        &["cloud", "operations"],
+        2900,
+        "",
+    ),
+    (
+        2,
+        "networking-for-developers",
+        "Networking for Developers",
+        Level::Beginner,
+        &["networking"],
+        0,
+        "",
+    ),
+    (
+        3,
+        "python-for-data",
+        "Python for Data Analysis",
+        Level::Beginner,
+        &["python", "data"],
+        0,
+        "",
+    ),
+    (
+        3,
+        "statistics-essentials",
+        "Statistics Essentials",
+        Level::Beginner,
+        &["data", "math"],
+        1900,
+        "",
+    ),
+    (
+        3,
+        "machine-learning-intro",
+        "Introduction to Machine Learning",
+        Level::Intermediate,
+        &["data", "ml"],
+        4900,
+        "python-for-data",
+    ),
+    (
+        3,
+        "llm-applications",
+        "Building Applications with Language Models",
+        Level::Advanced,
+        &["ml", "ai"],
+        5900,
+        "machine-learning-intro",
+    ),
+    (
+        3,
+        "data-visualization",
+        "Data Visualization that Works",
+        Level::Intermediate,
+        &["data", "design"],
+        0,
+        "python-for-data",
+    ),
+    (
+        3,
+        "technical-writing",
+        "Technical Writing for Engineers",
+        Level::Beginner,
+        &["writing"],
+        0,
+        "",
+    ),
 ];
 
 const SECTIONS: [&str; 3] = ["Getting started", "Core ideas", "Putting it together"];
@@ -58,10 +226,16 @@ pub struct SeedReport {
 }
 
 pub async fn demo(config: &Config) -> anyhow::Result<SeedReport> {
-    let users = UserModule::open(config).await.context("opening the user service")?;
+    let users = UserModule::open(config)
+        .await
+        .context("opening the user service")?;
     let caches = CacheHub::local();
-    let courses = CourseModule::open(config, &caches).await.context("opening the course service")?;
-    let content = ContentModule::open(config, &caches).await.context("opening the content service")?;
+    let courses = CourseModule::open(config, &caches)
+        .await
+        .context("opening the course service")?;
+    let content = ContentModule::open(config, &caches)
+        .await
+        .context("opening the content service")?;
     let result = seed(&users, &courses, &content).await;
     users.close().await;
     courses.close().await;
@@ -69,20 +243,34 @@ pub async fn demo(config: &Config) -> anyhow::Result<SeedReport> {
     result
 }
 
-async fn seed(users: &UserModule, courses: &CourseModule, content: &ContentModule) -> anyhow::Result<SeedReport> {
+async fn seed(
+    users: &UserModule,
+    courses: &CourseModule,
+    content: &ContentModule,
+) -> anyhow::Result<SeedReport> {
     let mut instructor_ids = Vec::new();
     for (email, name) in INSTRUCTORS {
-        match users.users().create_account(email, DEMO_PASSWORD, name, Role::Instructor, false).await {
+        match users
+            .users()
+            .create_account(email, DEMO_PASSWORD, name, Role::Instructor, false)
+            .await
+        {
             Ok(user) => instructor_ids.push(user.id),
             Err(duovarsity_common::Error::AlreadyExists { .. }) => {
-                return Ok(SeedReport { courses: 0, lessons: 0, already_present: true });
+                return Ok(SeedReport {
+                    courses: 0,
+                    lessons: 0,
+                    already_present: true,
+                });
             }
             Err(error) => return Err(anyhow::anyhow!("creating {email}: {error}")),
         }
     }
     let mut ids_by_slug = std::collections::HashMap::new();
     let mut lesson_count = 0;
-    for (n, (instructor, slug, title, level, tags, price, prerequisite)) in COURSES.iter().enumerate() {
+    for (n, (instructor, slug, title, level, tags, price, prerequisite)) in
+        COURSES.iter().enumerate()
+    {
         let owner = &instructor_ids[*instructor];
         let course = courses
             .courses()
@@ -95,17 +283,32 @@ async fn seed(users: &UserModule, courses: &CourseModule, content: &ContentModul
                     level: *level as i32,
                     tags: tags.iter().map(|t| t.to_string()).collect(),
                     language: "en".into(),
-                    price: (*price > 0).then(|| Money { currency: "USD".into(), amount_minor: *price }),
+                    price: (*price > 0).then(|| Money {
+                        currency: "USD".into(),
+                        amount_minor: *price,
+                    }),
                     ..Default::default()
                 },
             )
             .await
             .map_err(|e| anyhow::anyhow!("course {slug}: {e}"))?;
         for (s, section_title) in SECTIONS.iter().enumerate().take(2 + n % 2) {
-            let section = courses.courses().add_section(&course.id, section_title).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let section_row = courses.courses().section_row(&section.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let section = courses
+                .courses()
+                .add_section(&course.id, section_title)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let section_row = courses
+                .courses()
+                .section_row(&section.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             for l in 0..(2 + (n + s) % 2) {
-                let kind = if l == 1 { LessonKind::Video } else { LessonKind::Text };
+                let kind = if l == 1 {
+                    LessonKind::Video
+                } else {
+                    LessonKind::Text
+                };
                 let lesson_title = format!("{section_title}: part {}", l + 1);
                 let lesson = courses
                     .courses()
@@ -122,20 +325,46 @@ async fn seed(users: &UserModule, courses: &CourseModule, content: &ContentModul
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let body = markdown(title, &lesson_title, tags);
-                content.contents().save_draft(&lesson.id, &body, &[], owner).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                content.contents().publish(&lesson.id, &course.id, owner).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                content
+                    .contents()
+                    .save_draft(&lesson.id, &body, &[], owner)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                content
+                    .contents()
+                    .publish(&lesson.id, &course.id, owner)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 lesson_count += 1;
             }
         }
-        let row = courses.courses().course_by_id(&course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let row = courses
+            .courses()
+            .course_by_id(&course.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if !prerequisite.is_empty() {
-            let required: &String = ids_by_slug.get(prerequisite).context("prerequisites come first in the table")?;
-            courses.courses().replace_prerequisites(&row, std::slice::from_ref(required)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let required: &String = ids_by_slug
+                .get(prerequisite)
+                .context("prerequisites come first in the table")?;
+            courses
+                .courses()
+                .replace_prerequisites(&row, std::slice::from_ref(required))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        courses.courses().publish(&row).await.map_err(|e| anyhow::anyhow!("publishing {slug}: {e}"))?;
+        courses
+            .courses()
+            .publish(&row)
+            .await
+            .map_err(|e| anyhow::anyhow!("publishing {slug}: {e}"))?;
         ids_by_slug.insert(*slug, course.id.clone());
     }
-    Ok(SeedReport { courses: COURSES.len(), lessons: lesson_count, already_present: false })
+    Ok(SeedReport {
+        courses: COURSES.len(),
+        lessons: lesson_count,
+        already_present: false,
+    })
 }
 
 fn summary(title: &str, tags: &[&str]) -> String {

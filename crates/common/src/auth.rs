@@ -411,21 +411,14 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     pub fn from_pool(pool: &DescriptorPool) -> Self {
-        let extension = pool.get_extension_by_name("duovarsity.options.v1.access");
         let mut methods = HashMap::new();
         for service in pool.services() {
             for method in service.methods() {
-                let options = method.options();
-                let access = extension
-                    .as_ref()
-                    .filter(|ext| options.has_extension(ext))
-                    .and_then(|ext| {
-                        options
-                            .get_extension(ext)
-                            .as_message()
-                            .and_then(|m| m.transcode_to::<Access>().ok())
-                    })
-                    .unwrap_or_default();
+                let access = duovarsity_proto::method_option::<Access>(
+                    &method,
+                    "duovarsity.options.v1.access",
+                )
+                .unwrap_or_default();
                 methods.insert(
                     format!("/{}/{}", service.full_name(), method.name()),
                     access,

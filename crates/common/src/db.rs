@@ -56,7 +56,49 @@ pub struct Database {
 /// How long a request waits for a pooled connection before failing with UNAVAILABLE.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A service's database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Connect(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] MigrateError),
+}
+
 impl Database {
+    /// Connects `service`'s database as `config` says (its own SQLite file by default) and
+    /// applies its pending migrations.
+    pub async fn open(
+        config: &crate::Config,
+        service: &str,
+        mut migrations: Migrations,
+    ) -> Result<Self, OpenError> {
+        let db = Self::connect(
+            &config.database_url_for(service),
+            config
+                .database_replica_url
+                .as_ref()
+                .map(|url| url.expose().as_str()),
+            config.database_max_connections,
+        )
+        .await?;
+        db.migrate(&mut migrations).await?;
+        Ok(db)
+    }
+
+    /// A readiness probe that passes while both pools answer.
+    pub fn probe(&self, service: &'static str) -> crate::grpc::Probe {
+        let db = self.clone();
+        std::sync::Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move {
+                db.ping()
+                    .await
+                    .map_err(|e| format!("{service} database: {e}"))
+            })
+        })
+    }
+
     /// Opens the primary (and the replica, if any). SQLite files and their folders are
     /// created when missing.
     pub async fn connect(

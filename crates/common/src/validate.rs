@@ -13,6 +13,18 @@ pub fn is_language_tag(tag: &str) -> bool {
         })
 }
 
+/// One INVALID_ARGUMENT with every violation found, or `Ok` when there is none.
+pub fn ensure_valid(
+    violations: impl IntoIterator<Item = Option<crate::FieldViolation>>,
+) -> Result<(), crate::Error> {
+    let violations: Vec<crate::FieldViolation> = violations.into_iter().flatten().collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument(violations))
+    }
+}
+
 /// Opaque page tokens: base64url of the cursor text.
 pub mod page_token {
     use base64::Engine as _;

@@ -57,9 +57,7 @@ pub const ALLOWED_MEDIA_TYPES: [&str; 11] = [
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("content database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("content database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Database(#[from] duovarsity_common::db::OpenError),
     #[error("DUOVARSITY_MEDIA_URL: {0}")]
     Media(String),
     #[error("DUOVARSITY_COURSE_SERVICE_URL: {0}")]
@@ -73,16 +71,7 @@ pub struct ContentModule {
 
 impl ContentModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
-        let db = Database::connect(
-            &config.database_url_for(SERVICE),
-            config
-                .database_replica_url
-                .as_ref()
-                .map(|url| url.expose().as_str()),
-            config.database_max_connections,
-        )
-        .await?;
-        db.migrate(&mut store::migrations()).await?;
+        let db = Database::open(config, SERVICE, store::migrations()).await?;
         let media = open_object_store(&config.media_url())?;
         let course_url = config
             .service_urls("course")
@@ -114,15 +103,7 @@ impl ContentModule {
     }
 
     pub fn probe(&self) -> Probe {
-        let db = self.db.clone();
-        Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move {
-                db.ping()
-                    .await
-                    .map_err(|e| format!("content database: {e}"))
-            })
-        })
+        self.db.probe(SERVICE)
     }
 
     pub async fn close(&self) {

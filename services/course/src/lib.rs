@@ -42,9 +42,7 @@ pub const OUTLINE_CACHE: &str = "course_outline";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("course database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("course database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Database(#[from] duovarsity_common::db::OpenError),
 }
 
 /// An opened course service.
@@ -55,16 +53,7 @@ pub struct CourseModule {
 
 impl CourseModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
-        let db = Database::connect(
-            &config.database_url_for(SERVICE),
-            config
-                .database_replica_url
-                .as_ref()
-                .map(|url| url.expose().as_str()),
-            config.database_max_connections,
-        )
-        .await?;
-        db.migrate(&mut store::migrations()).await?;
+        let db = Database::open(config, SERVICE, store::migrations()).await?;
         let courses = Courses {
             store: Arc::new(CourseStore::new(db.clone())),
             outlines: caches.cache(OUTLINE_CACHE),
@@ -81,11 +70,7 @@ impl CourseModule {
     }
 
     pub fn probe(&self) -> Probe {
-        let db = self.db.clone();
-        Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { db.ping().await.map_err(|e| format!("course database: {e}")) })
-        })
+        self.db.probe(SERVICE)
     }
 
     pub async fn close(&self) {

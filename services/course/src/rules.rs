@@ -98,16 +98,7 @@ pub fn check_price(currency: &str, amount_minor: i64) -> Option<FieldViolation> 
     (!ok).then(|| FieldViolation::new("course.price", "needs an ISO 4217 currency and a positive amount_minor (omit the price for a free course)"))
 }
 
-pub fn ensure_valid(
-    violations: impl IntoIterator<Item = Option<FieldViolation>>,
-) -> Result<(), Error> {
-    let violations: Vec<FieldViolation> = violations.into_iter().flatten().collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(violations))
-    }
-}
+pub use duovarsity_common::validate::ensure_valid;
 
 pub fn valid_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Error> {
     uuid::Uuid::parse_str(id)

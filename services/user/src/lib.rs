@@ -53,9 +53,7 @@ const REFRESH_PREFIX: &str = "dvr1_";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("user database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("user database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Database(#[from] duovarsity_common::db::OpenError),
     #[error("signing keys: {0}")]
     Keys(#[from] KeyError),
 }
@@ -70,16 +68,7 @@ pub struct UserModule {
 impl UserModule {
     /// Connects and migrates the database and loads (or creates) the signing keys.
     pub async fn open(config: &Config) -> Result<Self, StartError> {
-        let db = Database::connect(
-            &config.database_url_for(SERVICE),
-            config
-                .database_replica_url
-                .as_ref()
-                .map(|url| url.expose().as_str()),
-            config.database_max_connections,
-        )
-        .await?;
-        db.migrate(&mut store::migrations()).await?;
+        let db = Database::open(config, SERVICE, store::migrations()).await?;
         let ring = Arc::new(KeyRing::load(
             &config.jwt_keys_dir(),
             config.jwt_generate_keys,
@@ -108,11 +97,7 @@ impl UserModule {
 
     /// Ready while the database answers.
     pub fn probe(&self) -> Probe {
-        let db = self.db.clone();
-        Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { db.ping().await.map_err(|e| format!("user database: {e}")) })
-        })
+        self.db.probe(SERVICE)
     }
 
     pub fn users(&self) -> &Users {

@@ -103,16 +103,7 @@ pub fn check_time_zone(zone: &str) -> Option<FieldViolation> {
 }
 
 /// Collects violations into one INVALID_ARGUMENT, or passes.
-pub fn ensure_valid(
-    violations: impl IntoIterator<Item = Option<FieldViolation>>,
-) -> Result<(), Error> {
-    let violations: Vec<FieldViolation> = violations.into_iter().flatten().collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(violations))
-    }
-}
+pub use duovarsity_common::validate::ensure_valid;
 
 /// Hashes waiting per running hash before new ones are refused.
 const QUEUED_PER_CORE: usize = 16;
