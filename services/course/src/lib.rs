@@ -38,6 +38,8 @@ const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
 /// The cache of encoded `CourseOutline`s, keyed by course id.
 pub const OUTLINE_CACHE: &str = "course_outline";
+/// Which course a lesson belongs to (never changes), keyed by lesson id.
+pub const LESSON_COURSE_CACHE: &str = "lesson_course";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -57,6 +59,7 @@ impl CourseModule {
         let courses = Courses {
             store: Arc::new(CourseStore::new(db.clone())),
             outlines: caches.cache(OUTLINE_CACHE),
+            lesson_courses: caches.cache(LESSON_COURSE_CACHE),
         };
         Ok(Self { db, courses })
     }
@@ -83,6 +86,7 @@ impl CourseModule {
 pub struct Courses {
     store: Arc<CourseStore>,
     outlines: Cache,
+    lesson_courses: Cache,
 }
 
 impl Courses {
@@ -414,6 +418,14 @@ fn status_from_name(name: &str) -> CourseStatus {
     }
 }
 
+fn status_name(status: i32) -> &'static str {
+    match CourseStatus::try_from(status) {
+        Ok(CourseStatus::Published) => "published",
+        Ok(CourseStatus::Archived) => "archived",
+        _ => "draft",
+    }
+}
+
 fn enrollment_status(name: &str) -> EnrollmentStatus {
     match name {
         "active" => EnrollmentStatus::Active,
@@ -633,11 +645,7 @@ impl CourseService for Courses {
         };
         let outline = self.outline(&id).await?;
         let course = outline.course.as_ref().ok_or(Error::Internal)?;
-        let status = match CourseStatus::try_from(course.status) {
-            Ok(CourseStatus::Published) => "published",
-            Ok(CourseStatus::Archived) => "archived",
-            _ => "draft",
-        };
+        let status = status_name(course.status);
         let enrolled =
             status == "archived" && self.is_enrolled(claims.as_ref(), &course.id).await?;
         if !can_view(claims.as_ref(), status, &course.instructor_id, enrolled) {
@@ -1108,26 +1116,44 @@ impl CourseService for Courses {
     ) -> Result<Response<LessonAccess>, Status> {
         let claims = optional_caller(&request).cloned();
         let lesson_id = request.into_inner().lesson_id;
-        let lesson = self
-            .store
-            .lesson(valid_id("lesson_id", &lesson_id)?)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("lesson {lesson_id}")))?;
-        let course = self.course_row(&lesson.course_id).await?;
-        let enrolled = self.is_enrolled(claims.as_ref(), &course.id).await?;
+        valid_id("lesson_id", &lesson_id)?;
+        // Every content read asks this, so it runs from caches: the lesson's course (fixed
+        // for the lesson's life) and the course outline (invalidated by every edit).
+        let store = self.store.clone();
+        let id = lesson_id.clone();
+        let course_id = self
+            .lesson_courses
+            .get_or_load(&lesson_id, || async move {
+                let lesson = store
+                    .lesson(&id)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("lesson {id}")))?;
+                Ok(Bytes::from(lesson.course_id))
+            })
+            .await?;
+        let course_id = String::from_utf8(course_id.to_vec())
+            .map_err(|e| Error::internal("cached lesson course", &e))?;
+        let outline = self.outline(&course_id).await?;
+        let still_there = outline
+            .sections
+            .iter()
+            .flat_map(|s| &s.lessons)
+            .any(|l| l.id == lesson_id);
+        let course = outline.course.ok_or(Error::Internal)?;
+        if !still_there {
+            return Err(Error::not_found(format!("lesson {lesson_id}")).into());
+        }
+        let status = status_name(course.status);
+        let enrolled =
+            status == "archived" && self.is_enrolled(claims.as_ref(), &course.id).await?;
         let can_edit = claims
             .as_ref()
             .is_some_and(|c| rules::can_edit(c, &course.instructor_id));
         Ok(Response::new(LessonAccess {
             course_id: course.id.clone(),
-            can_read: can_view(
-                claims.as_ref(),
-                &course.status,
-                &course.instructor_id,
-                enrolled,
-            ),
+            can_read: can_view(claims.as_ref(), status, &course.instructor_id, enrolled),
             can_edit,
-            public: course.status == "published",
+            public: status == "published",
         }))
     }
 }

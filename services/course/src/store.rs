@@ -354,19 +354,11 @@ impl CourseStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut course = course_from_row(&row)?;
-        course.tags = self
-            .column(
-                "SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag",
-                &course.id,
-            )
+        let mut course = [course_from_row(&row)?];
+        // Read-your-writes: the caller may have just changed this course.
+        self.attach_tags_and_prerequisites(&mut course, self.db.writer())
             .await?;
-        course.prerequisite_ids = self
-            .column(
-                "SELECT prerequisite_id FROM course_prerequisites WHERE course_id = $1 ORDER BY prerequisite_id",
-                &course.id,
-            )
-            .await?;
+        let [course] = course;
         Ok(Some(course))
     }
 
@@ -477,18 +469,53 @@ impl CourseStore {
         let rows = query.fetch_all(self.db.reader()).await?;
         let mut courses: Vec<CourseRow> =
             rows.iter().map(course_from_row).collect::<Result<_, _>>()?;
-        for course in &mut courses {
-            course.tags = self
-                .column(
-                    "SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag",
-                    &course.id,
-                )
-                .await?;
-            course.prerequisite_ids = self
-                .column("SELECT prerequisite_id FROM course_prerequisites WHERE course_id = $1 ORDER BY prerequisite_id", &course.id)
-                .await?;
-        }
+        self.attach_tags_and_prerequisites(&mut courses, self.db.reader())
+            .await?;
         Ok(courses)
+    }
+
+    /// Fills tags and prerequisites of a page of courses with two queries, not two per course.
+    async fn attach_tags_and_prerequisites(
+        &self,
+        courses: &mut [CourseRow],
+        pool: &sqlx::AnyPool,
+    ) -> Result<(), Error> {
+        if courses.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (1..=courses.len()).map(|n| format!("${n}")).collect();
+        let list = placeholders.join(", ");
+        for (sql, is_tags) in [
+            (
+                format!(
+                    "SELECT course_id, tag AS value FROM course_tags WHERE course_id IN ({list}) ORDER BY tag"
+                ),
+                true,
+            ),
+            (
+                format!(
+                    "SELECT course_id, prerequisite_id AS value FROM course_prerequisites WHERE course_id IN ({list}) ORDER BY prerequisite_id"
+                ),
+                false,
+            ),
+        ] {
+            let mut query = sqlx::query(&sql);
+            for course in courses.iter() {
+                query = query.bind(course.id.clone());
+            }
+            for row in query.fetch_all(pool).await? {
+                let course_id: String = row.try_get("course_id")?;
+                let value: String = row.try_get("value")?;
+                if let Some(course) = courses.iter_mut().find(|c| c.id == course_id) {
+                    if is_tags {
+                        course.tags.push(value)
+                    } else {
+                        course.prerequisite_ids.push(value)
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn set_prerequisites(&self, course_id: &str, ids: &[String]) -> Result<(), Error> {
