@@ -3,6 +3,7 @@
 #   eval "$(scripts/test-services.sh)"
 # - PostgreSQL (the distro's cluster), with a `duovarsity` login role for the tests.
 # - Redis on 127.0.0.1:6379 (the L2 cache and cache invalidation tests).
+# - moto, an S3-compatible server, on 127.0.0.1:5055 (the media store on S3).
 # Everything goes to stderr except the final `export` lines.
 set -euo pipefail
 
@@ -65,5 +66,22 @@ if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
   done
 fi
 
+# An S3-compatible server for the media store test (moto, from PyPI).
+s3_port=5055
+if ! command -v moto_server >/dev/null 2>&1; then
+  log "installing moto (S3-compatible test server)"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]' >&2
+  hash -r
+fi
+if ! curl -s -o /dev/null "http://127.0.0.1:$s3_port/" 2>/dev/null; then
+  log "starting moto on 127.0.0.1:$s3_port"
+  nohup moto_server -H 127.0.0.1 -p "$s3_port" >/tmp/duovarsity-moto.log 2>&1 &
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$s3_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+
+echo "export DUOVARSITY_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
 echo "export DUOVARSITY_TEST_POSTGRES_URL=postgres://$pg_user:$pg_password@127.0.0.1:$pg_port/postgres"
 echo "export DUOVARSITY_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"

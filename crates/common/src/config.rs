@@ -81,6 +81,10 @@ pub struct Config {
     /// usual `AWS_*` variables). Unset: `<data_dir>/media`.
     #[serde(deserialize_with = "optional_lenient_string")]
     pub media_url: Option<String>,
+    /// Object store options for `media_url`, comma-separated `key=value` (for S3:
+    /// `aws_endpoint=…,aws_region=…,aws_access_key_id=…,aws_secret_access_key=…,
+    /// aws_allow_http=true`). `AWS_*` environment variables are read too; these win.
+    pub media_options: Option<Secret<String>>,
     /// Largest media upload, in bytes (the gateway accepts bodies this large on upload
     /// routes only).
     pub media_max_bytes: usize,
@@ -124,6 +128,7 @@ impl Default for Config {
             course_service_url: None,
             content_service_url: None,
             media_url: None,
+            media_options: None,
             media_max_bytes: 25 * 1024 * 1024,
             redis_url: None,
             cache_l1_ttl_secs: 10,
@@ -274,6 +279,14 @@ impl Config {
                 "must be file:///absolute/dir or an object store URL such as s3://bucket",
             ));
         }
+        if let Some(options) = &self.media_options
+            && options.expose().split(',').any(|pair| !pair.contains('='))
+        {
+            return Err(ConfigError::setting(
+                "media_options",
+                "must be comma-separated key=value pairs",
+            ));
+        }
         if !(1024..=1024 * 1024 * 1024).contains(&self.media_max_bytes) {
             return Err(ConfigError::setting(
                 "media_max_bytes",
@@ -361,6 +374,21 @@ impl Config {
                 format!("file://{}", absolute.display())
             }
         }
+    }
+
+    /// `media_options` as key/value pairs.
+    pub fn media_options(&self) -> Vec<(String, String)> {
+        self.media_options
+            .as_ref()
+            .map(|options| {
+                options
+                    .expose()
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Settings of the two-level cache.

@@ -72,7 +72,7 @@ pub struct ContentModule {
 impl ContentModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
-        let media = open_object_store(&config.media_url())?;
+        let media = open_object_store(&config.media_url(), config.media_options())?;
         let course_url = config
             .service_urls("course")
             .into_iter()
@@ -112,8 +112,11 @@ impl ContentModule {
 }
 
 /// `file:///abs/dir` (created if missing) or an object store URL such as `s3://bucket/prefix`
-/// (credentials and endpoint from the usual `AWS_*` variables).
-fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
+/// (credentials and endpoint from `AWS_*` variables, overridden by `options`).
+fn open_object_store(
+    url: &str,
+    options: Vec<(String, String)>,
+) -> Result<Arc<dyn ObjectStore>, StartError> {
     if let Some(path) = url.strip_prefix("file://") {
         std::fs::create_dir_all(path).map_err(|e| StartError::Media(format!("{path}: {e}")))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(path)
@@ -121,10 +124,13 @@ fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
         return Ok(Arc::new(store));
     }
     let parsed = url::Url::parse(url).map_err(|e| StartError::Media(e.to_string()))?;
-    let options: Vec<(String, String)> = std::env::vars()
+    let mut merged: Vec<(String, String)> = std::env::vars()
         .filter(|(key, _)| key.starts_with("AWS_"))
         .map(|(key, value)| (key.to_lowercase(), value))
+        .filter(|(key, _)| !options.iter().any(|(k, _)| k == key))
         .collect();
+    merged.extend(options);
+    let options = merged;
     let (store, prefix) = object_store::parse_url_opts(&parsed, options)
         .map_err(|e| StartError::Media(e.to_string()))?;
     Ok(Arc::new(object_store::prefix::PrefixStore::new(
