@@ -4,31 +4,17 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use duovarsity_testkit::TestPlatform;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct-horse-battery";
+use duovarsity_testkit::TEST_PASSWORD as PASSWORD;
 
 async fn post(platform: &TestPlatform, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = platform
-        .client
-        .post(platform.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    platform.call(Method::POST, path, None, Some(body)).await
 }
 
 async fn get(platform: &TestPlatform, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = platform.client.get(platform.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    platform.call(Method::GET, path, token, None).await
 }
 
 async fn register_and_login(platform: &TestPlatform, email: &str) -> Value {
@@ -455,16 +441,9 @@ async fn post_auth(
     token: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let response = platform
-        .client
-        .post(platform.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    platform
+        .call(Method::POST, path, Some(token), Some(body))
         .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -78,6 +78,21 @@ async fn course_with_lessons(
     (id, lesson_ids)
 }
 
+/// The status each caller (None: anonymous) gets for the same call, in order.
+async fn statuses(
+    p: &TestPlatform,
+    method: &Method,
+    path: &str,
+    body: Option<Value>,
+    callers: &[Option<&str>],
+) -> Vec<StatusCode> {
+    let mut out = Vec::with_capacity(callers.len());
+    for caller in callers {
+        out.push(p.call(method.clone(), path, *caller, body.clone()).await.0);
+    }
+    out
+}
+
 async fn publish(p: &TestPlatform, token: &str, id: &str) {
     let (status, body) = p
         .call(
@@ -164,34 +179,24 @@ async fn every_mutating_method_checks_who_is_calling() {
             json!({}),
         ),
     ];
+    let everyone = [
+        None,
+        Some(learner.as_str()),
+        Some(other.as_str()),
+        Some(owner.as_str()),
+        Some(admin.as_str()),
+    ];
     for (method, path, body) in &calls {
         let body = (!body.is_null()).then(|| body.clone());
-        let anonymous = p.call(method.clone(), path, None, body.clone()).await.0;
-        let as_learner = p
-            .call(method.clone(), path, Some(&learner), body.clone())
-            .await
-            .0;
-        let as_other = p
-            .call(method.clone(), path, Some(&other), body.clone())
-            .await
-            .0;
-        let as_owner = p
-            .call(method.clone(), path, Some(&owner), body.clone())
-            .await
-            .0;
-        let as_admin = p
-            .call(method.clone(), path, Some(&admin), body.clone())
-            .await
-            .0;
         assert_eq!(
-            (anonymous, as_learner, as_other, as_owner, as_admin),
-            (
+            statuses(&p, method, path, body, &everyone).await,
+            [
                 StatusCode::UNAUTHORIZED,
                 StatusCode::FORBIDDEN,
                 StatusCode::FORBIDDEN,
                 StatusCode::OK,
                 StatusCode::OK
-            ),
+            ],
             "{method} {path}"
         );
     }
@@ -216,29 +221,13 @@ async fn every_mutating_method_checks_who_is_calling() {
     ] {
         let body = (method == Method::POST).then(|| json!({}));
         assert_eq!(
-            p.call(method.clone(), &path, None, body.clone()).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}"
-        );
-        assert_eq!(
-            p.call(method.clone(), &path, Some(&learner), body.clone())
-                .await
-                .0,
-            StatusCode::FORBIDDEN,
-            "{path}"
-        );
-        assert_eq!(
-            p.call(method.clone(), &path, Some(&other), body.clone())
-                .await
-                .0,
-            StatusCode::FORBIDDEN,
-            "{path}"
-        );
-        assert_eq!(
-            p.call(method.clone(), &path, Some(&owner), body.clone())
-                .await
-                .0,
-            StatusCode::OK,
+            statuses(&p, &method, &path, body, &everyone[..4]).await,
+            [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
+                StatusCode::FORBIDDEN,
+                StatusCode::OK
+            ],
             "{path}"
         );
     }
