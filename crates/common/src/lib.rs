@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod secret;
 pub mod telemetry;

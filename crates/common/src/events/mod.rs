@@ -1,0 +1,100 @@
+//! The event bus: Kafka-like topics, keys, partitions, consumer groups and offsets behind
+//! one trait, so services publish and consume the same way in embedded mode (the
+//! in-process [`memory::MemoryBus`]) and in production (Kafka, to come).
+//!
+//! Semantics every implementation keeps (checked by the shared contract suite in
+//! `tests/event_bus.rs`):
+//! - a record's partition is chosen from its key, so one key's records stay in order;
+//! - each consumer group sees every record of a topic; members of one group split the
+//!   partitions between them;
+//! - a subscription starts at its group's committed offset (or the oldest kept record) and
+//!   commits explicitly, after the effect is stored, so delivery is at least once: records
+//!   read but not committed come again after a restart or a rebalance;
+//! - `seek` replays from an offset.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: String,
+    /// The aggregate id: records with one key keep their order.
+    pub key: String,
+    pub payload: Bytes,
+    /// Trace context and other metadata, as Kafka headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A record as consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: String,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Where a published record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("the event bus is unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid topic or group name {0:?}")]
+    InvalidName(String),
+    #[error("partition {0} is not assigned to this subscription")]
+    NotAssigned(u32),
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn publish(&self, record: Outgoing) -> Result<Delivered, BusError>;
+
+    /// Joins `group` on `topic`.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next record of an assigned partition, waiting for one if needed.
+    async fn next(&mut self) -> Result<Record, BusError>;
+
+    /// Marks `record` (and everything before it in its partition) done for the group.
+    async fn commit(&mut self, record: &Record) -> Result<(), BusError>;
+
+    /// Continues an assigned partition from `offset` (replay).
+    async fn seek(&mut self, partition: u32, offset: u64) -> Result<(), BusError>;
+}
+
+/// The partition of `key` among `partitions` (FNV-1a, stable across processes and builds).
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in key.as_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % partitions.max(1)
+}
+
+fn valid_name(name: &str) -> Result<(), BusError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::InvalidName(name.to_string()))
+    }
+}
