@@ -13,6 +13,7 @@
 //! - `seek` replays from an offset.
 
 pub mod memory;
+pub mod outbox;
 
 use async_trait::async_trait;
 use bytes::Bytes;
