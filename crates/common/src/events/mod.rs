@@ -12,6 +12,7 @@
 //!   read but not committed come again after a restart or a rebalance;
 //! - `seek` replays from an offset.
 
+pub mod consumer;
 pub mod memory;
 pub mod outbox;
 

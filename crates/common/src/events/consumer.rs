@@ -1,0 +1,202 @@
+//! The idempotent consumer: applies each event once, whatever the bus redelivers.
+//!
+//! For every record: decode the [`Envelope`]; in one database transaction, skip it if its
+//! `event_id` is already recorded for this consumer group, otherwise run the handler and
+//! record the `event_id`; commit the transaction, then the bus offset. A redelivered event
+//! (after a crash, a rebalance, or an outbox relay that published twice) finds its id and
+//! changes nothing. A failing event is retried with backoff; after `max_attempts` it goes
+//! to `<topic>.dlq` with the error in its headers and the consumer moves on. A record that
+//! is not an envelope at all goes to the DLQ at once.
+//!
+//! The consumer's service owns the processed-events table (`<service>_processed_events`,
+//! columns `consumer_group`, `event_id`, `processed_at`, primary key on the first two).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duovarsity_proto::events::Envelope;
+use prost::Message;
+use sqlx::{Any, Transaction};
+use tokio_util::sync::CancellationToken;
+
+use super::{EventBus, Outgoing, Record, Subscription};
+use crate::db::{Database, now_millis};
+use crate::error::Error;
+
+/// What a consumer does with one event, inside the transaction that records it.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    async fn handle(&self, tx: &mut Transaction<'_, Any>, envelope: &Envelope)
+    -> Result<(), Error>;
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    /// Sent to the dead-letter topic, with the reason.
+    DeadLettered(String),
+}
+
+pub struct Consumer<H> {
+    db: Database,
+    processed_table: &'static str,
+    bus: Arc<dyn EventBus>,
+    topic: String,
+    group: String,
+    handler: H,
+    max_attempts: u32,
+    first_backoff: Duration,
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(
+        db: Database,
+        processed_table: &'static str,
+        bus: Arc<dyn EventBus>,
+        topic: &str,
+        group: &str,
+        handler: H,
+    ) -> Self {
+        Self {
+            db,
+            processed_table,
+            bus,
+            topic: topic.to_string(),
+            group: group.to_string(),
+            handler,
+            max_attempts: 5,
+            first_backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Attempts per event before the dead-letter topic, and the first retry pause (doubling).
+    pub fn with_retries(mut self, max_attempts: u32, first_backoff: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.first_backoff = first_backoff;
+        self
+    }
+
+    /// Consumes until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), super::BusError> {
+        let mut subscription = self.bus.subscribe(&self.topic, &self.group).await?;
+        loop {
+            let record = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                record = subscription.next() => record?,
+            };
+            self.process(&mut subscription, &record).await;
+        }
+    }
+
+    /// Applies (or skips, or dead-letters) one record and commits its offset.
+    pub async fn process(
+        &self,
+        subscription: &mut Box<dyn Subscription>,
+        record: &Record,
+    ) -> Outcome {
+        let outcome = match Envelope::decode(record.payload.clone()) {
+            Ok(envelope) if !envelope.event_id.is_empty() => {
+                self.apply_with_retries(&envelope, record).await
+            }
+            Ok(_) => {
+                self.dead_letter(record, "the envelope has no event_id".into(), 0)
+                    .await
+            }
+            Err(error) => {
+                self.dead_letter(record, format!("not an event envelope: {error}"), 0)
+                    .await
+            }
+        };
+        let label = match &outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered(_) => "dead_lettered",
+        };
+        metrics::counter!("events_consumed_total", "topic" => self.topic.clone(), "group" => self.group.clone(), "outcome" => label)
+            .increment(1);
+        if let Err(error) = subscription.commit(record).await {
+            tracing::warn!(%error, "committing an event offset failed; it will be delivered again and skipped");
+        }
+        outcome
+    }
+
+    async fn apply_with_retries(&self, envelope: &Envelope, record: &Record) -> Outcome {
+        let mut pause = self.first_backoff;
+        let mut last_error = String::new();
+        for attempt in 1..=self.max_attempts {
+            match self.apply_once(envelope).await {
+                Ok(outcome) => return outcome,
+                Err(error) => {
+                    tracing::warn!(%error, event_id = %envelope.event_id, attempt, "event handler failed");
+                    last_error = error.to_string();
+                }
+            }
+            if attempt < self.max_attempts {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+        self.dead_letter(record, last_error, self.max_attempts)
+            .await
+    }
+
+    async fn apply_once(&self, envelope: &Envelope) -> Result<Outcome, Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let seen = sqlx::query(&format!(
+            "SELECT 1 AS seen FROM {} WHERE consumer_group = $1 AND event_id = $2",
+            self.processed_table
+        ))
+        .bind(&self.group)
+        .bind(&envelope.event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if seen.is_some() {
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(&mut tx, envelope).await?;
+        let recorded = sqlx::query(&format!(
+            "INSERT INTO {} (consumer_group, event_id, processed_at) VALUES ($1, $2, $3)",
+            self.processed_table
+        ))
+        .bind(&self.group)
+        .bind(&envelope.event_id)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await;
+        match recorded {
+            // Another member applied it concurrently: ours rolls back.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Outcome::Duplicate),
+            Err(e) => Err(e.into()),
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(Outcome::Applied)
+            }
+        }
+    }
+
+    async fn dead_letter(&self, record: &Record, reason: String, attempts: u32) -> Outcome {
+        let mut headers = record.headers.clone();
+        headers.push(("dlq.error".into(), reason.clone()));
+        headers.push(("dlq.attempts".into(), attempts.to_string()));
+        headers.push(("dlq.group".into(), self.group.clone()));
+        headers.push((
+            "dlq.source".into(),
+            format!("{}/{}/{}", record.topic, record.partition, record.offset),
+        ));
+        let dead = Outgoing {
+            topic: format!("{}.dlq", self.topic),
+            key: record.key.clone(),
+            payload: record.payload.clone(),
+            headers,
+        };
+        if let Err(error) = self.bus.publish(dead).await {
+            tracing::error!(%error, "could not publish to the dead-letter topic");
+        }
+        metrics::counter!("events_dead_lettered_total", "topic" => self.topic.clone()).increment(1);
+        tracing::warn!(topic = %self.topic, reason = %reason, "event sent to the dead-letter topic");
+        Outcome::DeadLettered(reason)
+    }
+}

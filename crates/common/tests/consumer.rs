@@ -1,0 +1,205 @@
+//! The idempotent consumer on SQLite and PostgreSQL: a redelivered event changes nothing,
+//! a poison record and an always-failing event go to the dead-letter topic, and the
+//! consumer keeps going.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use duovarsity_common::Error;
+use duovarsity_common::db::Database;
+use duovarsity_common::events::consumer::{Consumer, Handler, Outcome};
+use duovarsity_common::events::memory::MemoryBus;
+use duovarsity_common::events::{EventBus, Outgoing, Subscription};
+use duovarsity_proto::events::Envelope;
+use duovarsity_testkit::TempPostgres;
+use prost::Message;
+use sqlx::{Any, Executor, Row, Transaction};
+
+/// Counts events into a table, and refuses those whose type is "poisonous".
+struct CountingHandler;
+
+#[async_trait]
+impl Handler for CountingHandler {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), Error> {
+        if envelope.r#type == "poisonous" {
+            return Err(Error::FailedPrecondition {
+                reason: "TEST",
+                message: "this event always fails".into(),
+            });
+        }
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)")
+            .bind(&envelope.event_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn open(url: &str) -> Database {
+    let db = Database::connect(url, None, 4).await.unwrap();
+    db.writer()
+        .execute(
+            "CREATE TABLE test_processed_events (consumer_group TEXT NOT NULL, event_id TEXT NOT NULL, \
+             processed_at BIGINT NOT NULL, PRIMARY KEY (consumer_group, event_id))",
+        )
+        .await
+        .unwrap();
+    db.writer()
+        .execute("CREATE TABLE effects (event_id TEXT NOT NULL)")
+        .await
+        .unwrap();
+    db
+}
+
+fn envelope(event_id: &str, kind: &str) -> Outgoing {
+    let envelope = Envelope {
+        event_id: event_id.into(),
+        r#type: kind.into(),
+        aggregate_id: "u1".into(),
+        ..Default::default()
+    };
+    Outgoing {
+        topic: "user.v1".into(),
+        key: "u1".into(),
+        payload: Bytes::from(envelope.encode_to_vec()),
+        headers: vec![],
+    }
+}
+
+async fn effects(db: &Database) -> i64 {
+    sqlx::query("SELECT COUNT(*) AS n FROM effects")
+        .fetch_one(db.writer())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
+
+async fn suite(db: Database) {
+    let bus = Arc::new(MemoryBus::new(1, 1000));
+    let consumer = Consumer::new(
+        db.clone(),
+        "test_processed_events",
+        bus.clone(),
+        "user.v1",
+        "notifications",
+        CountingHandler,
+    )
+    .with_retries(3, Duration::from_millis(5));
+    let mut subscription: Box<dyn Subscription> =
+        bus.subscribe("user.v1", "notifications").await.unwrap();
+    let mut dlq = bus.subscribe("user.v1.dlq", "inspect").await.unwrap();
+
+    // The same event twice (a relay that crashed between publish and mark-sent).
+    bus.publish(envelope("e1", "user.registered"))
+        .await
+        .unwrap();
+    bus.publish(envelope("e1", "user.registered"))
+        .await
+        .unwrap();
+    // Garbage, an event that always fails, then a good one.
+    bus.publish(Outgoing {
+        topic: "user.v1".into(),
+        key: "u1".into(),
+        payload: Bytes::from_static(b"\xff\xff not protobuf"),
+        headers: vec![],
+    })
+    .await
+    .unwrap();
+    bus.publish(envelope("e2", "poisonous")).await.unwrap();
+    bus.publish(envelope("e3", "user.registered"))
+        .await
+        .unwrap();
+
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        let record = tokio::time::timeout(Duration::from_secs(2), subscription.next())
+            .await
+            .unwrap()
+            .unwrap();
+        outcomes.push(consumer.process(&mut subscription, &record).await);
+    }
+    assert_eq!(outcomes[0], Outcome::Applied);
+    assert_eq!(outcomes[1], Outcome::Duplicate);
+    assert!(
+        matches!(&outcomes[2], Outcome::DeadLettered(reason) if reason.contains("not an event envelope"))
+    );
+    assert!(
+        matches!(&outcomes[3], Outcome::DeadLettered(reason) if reason.contains("always fails"))
+    );
+    assert_eq!(outcomes[4], Outcome::Applied);
+    assert_eq!(
+        effects(&db).await,
+        2,
+        "e1 once, e3 once, nothing for the failures"
+    );
+
+    // The dead letters carry the error and the attempts.
+    let first = dlq.next().await.unwrap();
+    assert!(
+        first
+            .headers
+            .iter()
+            .any(|(k, v)| k == "dlq.attempts" && v == "0")
+    );
+    let second = dlq.next().await.unwrap();
+    assert!(
+        second
+            .headers
+            .iter()
+            .any(|(k, v)| k == "dlq.attempts" && v == "3")
+    );
+    assert!(
+        second
+            .headers
+            .iter()
+            .any(|(k, v)| k == "dlq.error" && v.contains("always fails"))
+    );
+
+    // A restarted consumer (nothing committed in the bus for a new group member) that
+    // sees e1 again still changes nothing.
+    let mut again = bus
+        .subscribe("user.v1", "notifications-replay")
+        .await
+        .unwrap();
+    let replay = Consumer::new(
+        db.clone(),
+        "test_processed_events",
+        bus.clone(),
+        "user.v1",
+        "notifications",
+        CountingHandler,
+    );
+    let record = again.next().await.unwrap();
+    assert_eq!(
+        replay.process(&mut again, &record).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(effects(&db).await, 2);
+}
+
+#[tokio::test]
+async fn the_consumer_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(
+        open(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("consumer.db").display()
+        ))
+        .await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_consumer_on_postgres() {
+    let database = TempPostgres::create().await;
+    suite(open(&database.url).await).await;
+    database.drop_database().await;
+}
