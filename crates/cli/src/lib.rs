@@ -13,6 +13,9 @@ use anyhow::Context as _;
 use duovarsity_common::Config;
 use duovarsity_common::auth::TokenVerifier;
 use duovarsity_common::cache::CacheHub;
+use duovarsity_common::events::EventBus;
+use duovarsity_common::events::memory::MemoryBus;
+use duovarsity_common::events::outbox::OutboxRelay;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
@@ -49,7 +52,13 @@ pub struct Platform {
     user: Option<Arc<UserModule>>,
     course: Option<Arc<CourseModule>>,
     content: Option<Arc<ContentModule>>,
+    bus: Arc<dyn EventBus>,
 }
+
+/// The in-process bus of one process: partitions per topic and records kept per partition
+/// (bounded memory). Across processes events need Kafka, which is not wired yet.
+const BUS_PARTITIONS: u32 = 8;
+const BUS_RETENTION: usize = 10_000;
 
 impl Platform {
     /// Binds the listeners (port 0 picks a free port), opens storage and starts serving.
@@ -57,6 +66,7 @@ impl Platform {
         // The metrics recorder must exist before the first request records anything.
         duovarsity_common::telemetry::metrics_handle();
         let shutdown = CancellationToken::new();
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(BUS_PARTITIONS, BUS_RETENTION));
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut tasks = JoinSet::new();
         let mut grpc_addr = None;
@@ -114,6 +124,7 @@ impl Platform {
                     tracing::info!(email = %email, "bootstrap admin is present");
                 }
                 verifier_source = Some(user.key_ring());
+                tasks.spawn(relay(user.outbox_relay(bus.clone()), shutdown.clone()));
                 server_parts.push(ServerPart::User(user.clone()));
                 user_module = Some(user);
             }
@@ -132,6 +143,7 @@ impl Platform {
                         .await
                         .context("starting the course service")?,
                 );
+                tasks.spawn(relay(course.outbox_relay(bus.clone()), shutdown.clone()));
                 server_parts.push(ServerPart::Course(course.clone()));
                 course_module = Some(course);
             }
@@ -206,6 +218,7 @@ impl Platform {
             user: user_module,
             course: course_module,
             content: content_module,
+            bus,
         })
     }
 
@@ -215,6 +228,11 @@ impl Platform {
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc_addr
+    }
+
+    /// The event bus the services publish to.
+    pub fn bus(&self) -> Arc<dyn EventBus> {
+        self.bus.clone()
     }
 
     /// Cancelling this token stops the platform.
@@ -256,6 +274,12 @@ impl Platform {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// Runs an outbox relay until shutdown.
+async fn relay(relay: OutboxRelay, shutdown: CancellationToken) -> anyhow::Result<()> {
+    relay.run(shutdown).await;
+    Ok(())
 }
 
 /// What one gRPC server hosts.

@@ -106,6 +106,11 @@ impl TestPlatform {
         self.grpc.expect("this platform runs gRPC services")
     }
 
+    /// The platform's event bus (subscribe to see what services publish).
+    pub fn bus(&self) -> std::sync::Arc<dyn duovarsity_common::events::EventBus> {
+        self.platform.as_ref().expect("the platform runs").bus()
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
     }

@@ -15,11 +15,16 @@ use bytes::Bytes;
 use duovarsity_common::auth::{Claims, caller, optional_caller};
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
+use duovarsity_common::events::outbox::OutboxRelay;
+use duovarsity_common::events::{EventBus, pending_event};
 use duovarsity_common::grpc::Probe;
 use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::course::course_service_server::{CourseService, CourseServiceServer};
 use duovarsity_proto::course::*;
+use duovarsity_proto::events::{
+    CoursePublished, EnrollmentCompleted, EnrollmentCreated, LessonCompleted,
+};
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use tonic::{Request, Response, Status};
@@ -30,7 +35,7 @@ use crate::rules::{
 };
 use crate::store::{
     CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonPatch, LessonRow,
-    ProgressRow, Reorderable, SectionRow,
+    ProgressEvents, ProgressRow, Reorderable, SectionRow,
 };
 
 pub const SERVICE: &str = "course";
@@ -70,6 +75,11 @@ impl CourseModule {
 
     pub fn courses(&self) -> &Courses {
         &self.courses
+    }
+
+    /// Publishes this service's outbox to `bus` (run it on its own task).
+    pub fn outbox_relay(&self, bus: Arc<dyn EventBus>) -> OutboxRelay {
+        self.courses.store.outbox().relay(self.db.clone(), bus)
     }
 
     pub fn probe(&self) -> Probe {
@@ -303,8 +313,21 @@ impl Courses {
                 message: "a course needs at least one lesson before it is published".into(),
             });
         }
+        let published = pending_event(
+            "course.v1",
+            "course.published",
+            &course.id,
+            "duovarsity.events.v1.CoursePublished",
+            &CoursePublished {
+                course_id: course.id.clone(),
+                title: course.title.clone(),
+                instructor_id: course.instructor_id.clone(),
+            },
+        );
+        // Publishing an already published course again is not news.
+        let event = (course.status != "published").then_some(&published);
         self.store
-            .set_status(&course.id, "published", now_millis())
+            .set_status(&course.id, "published", now_millis(), event)
             .await?;
         self.changed(&course.id).await;
         Ok(course_to_proto(&self.course_row(&course.id).await?))
@@ -623,7 +646,7 @@ impl CourseService for Courses {
             .editable_course(&claims, &request.into_inner().id)
             .await?;
         self.store
-            .set_status(&course.id, "archived", now_millis())
+            .set_status(&course.id, "archived", now_millis(), None)
             .await?;
         self.changed(&course.id).await;
         Ok(Response::new(course_to_proto(
@@ -934,8 +957,20 @@ impl CourseService for Courses {
             completed_at: None,
             certificate_number: None,
         };
+        let created = pending_event(
+            "enrollment.v1",
+            "enrollment.created",
+            &enrollment.id,
+            "duovarsity.events.v1.EnrollmentCreated",
+            &EnrollmentCreated {
+                enrollment_id: enrollment.id.clone(),
+                course_id: enrollment.course_id.clone(),
+                learner_id: enrollment.learner_id.clone(),
+                status: enrollment.status.clone(),
+            },
+        );
         Ok(Response::new(enrollment_to_proto(
-            &self.store.enroll(&enrollment).await?,
+            &self.store.enroll(&enrollment, &created).await?,
         )))
     }
 
@@ -1032,6 +1067,32 @@ impl CourseService for Courses {
             .into());
         }
         let course = self.course_row(&lesson.course_id).await?;
+        let certificate_number = Courses::certificate_number()?;
+        let events = ProgressEvents {
+            lesson_completed: pending_event(
+                "progress.v1",
+                "progress.lesson_completed",
+                &enrollment.learner_id,
+                "duovarsity.events.v1.LessonCompleted",
+                &LessonCompleted {
+                    learner_id: enrollment.learner_id.clone(),
+                    course_id: course.id.clone(),
+                    lesson_id: lesson.id.clone(),
+                },
+            ),
+            course_completed: pending_event(
+                "enrollment.v1",
+                "enrollment.completed",
+                &enrollment.id,
+                "duovarsity.events.v1.EnrollmentCompleted",
+                &EnrollmentCompleted {
+                    enrollment_id: enrollment.id.clone(),
+                    course_id: course.id.clone(),
+                    learner_id: enrollment.learner_id.clone(),
+                    certificate_number: certificate_number.clone(),
+                },
+            ),
+        };
         let outcome = self
             .store
             .record_progress(
@@ -1040,8 +1101,9 @@ impl CourseService for Courses {
                 request.percent,
                 request.position_seconds,
                 now_millis(),
-                &Courses::certificate_number()?,
+                &certificate_number,
                 &course.title,
+                &events,
             )
             .await?;
         if outcome.just_completed {

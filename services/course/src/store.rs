@@ -12,6 +12,8 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::db::{Backend, Database, Migrations};
+use duovarsity_common::events::PendingEvent;
+use duovarsity_common::events::outbox::Outbox;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -141,11 +143,25 @@ pub struct ProgressOutcome {
     pub enrollment: EnrollmentRow,
     /// True for exactly one call: the one that completed the course.
     pub just_completed: bool,
+    /// True for the call that first completed the lesson.
+    pub lesson_just_completed: bool,
+}
+
+/// The events a progress update may cause, prepared by the caller and written only if
+/// they happen, in the update's transaction.
+#[derive(Debug, Clone)]
+pub struct ProgressEvents {
+    pub lesson_completed: PendingEvent,
+    pub course_completed: PendingEvent,
 }
 
 pub struct CourseStore {
     db: Database,
+    outbox: Outbox,
 }
+
+/// The course service's outbox table.
+pub const OUTBOX_TABLE: &str = "course_outbox";
 
 const COURSE_COLUMNS: &str = "id, slug, title, summary, level, language, price_currency, price_minor, status, instructor_id, created_at, updated_at, published_at";
 const LESSON_COLUMNS: &str =
@@ -220,7 +236,15 @@ fn search_text(title: &str, summary: &str) -> String {
 
 impl CourseStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            outbox: Outbox::new(OUTBOX_TABLE),
+        }
+    }
+
+    /// The outbox the store's writes add their events to.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn database(&self) -> &Database {
@@ -329,7 +353,15 @@ impl CourseStore {
         Ok(())
     }
 
-    pub async fn set_status(&self, id: &str, status: &str, now: i64) -> Result<(), Error> {
+    /// Changes the status, writing `event` in the same transaction.
+    pub async fn set_status(
+        &self,
+        id: &str,
+        status: &str,
+        now: i64,
+        event: Option<&PendingEvent>,
+    ) -> Result<(), Error> {
+        let mut tx = self.db.writer().begin().await?;
         sqlx::query(
             "UPDATE courses SET status = $1, updated_at = $2, \
              published_at = CASE WHEN $1 = 'published' AND published_at IS NULL THEN $2 ELSE published_at END \
@@ -338,8 +370,26 @@ impl CourseStore {
         .bind(status)
         .bind(now)
         .bind(id)
-        .execute(self.db.writer())
+        .execute(&mut *tx)
         .await?;
+        self.commit_with(tx, event.into_iter()).await
+    }
+
+    /// Enqueues `events` and commits; wakes the relay.
+    async fn commit_with<'e>(
+        &self,
+        mut tx: Transaction<'_, Any>,
+        events: impl Iterator<Item = &'e PendingEvent>,
+    ) -> Result<(), Error> {
+        let mut any = false;
+        for event in events {
+            self.outbox.enqueue_event(&mut tx, event).await?;
+            any = true;
+        }
+        tx.commit().await?;
+        if any {
+            self.outbox.wake();
+        }
         Ok(())
     }
 
@@ -693,7 +743,12 @@ impl CourseStore {
 
     /// Creates the enrollment, or reopens a cancelled one; an existing live enrollment is
     /// returned as it is (enrolling twice is harmless).
-    pub async fn enroll(&self, enrollment: &EnrollmentRow) -> Result<EnrollmentRow, Error> {
+    pub async fn enroll(
+        &self,
+        enrollment: &EnrollmentRow,
+        event: &PendingEvent,
+    ) -> Result<EnrollmentRow, Error> {
+        let mut tx = self.db.writer().begin().await?;
         let inserted = sqlx::query(&format!(
             "INSERT INTO enrollments ({ENROLLMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL, NULL) \
              ON CONFLICT (course_id, learner_id) DO UPDATE SET status = $4, enrolled_at = $5 \
@@ -704,9 +759,12 @@ impl CourseStore {
         .bind(&enrollment.learner_id)
         .bind(&enrollment.status)
         .bind(enrollment.enrolled_at)
-        .execute(self.db.writer())
-        .await?;
-        let _ = inserted;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Only a new (or reopened) enrollment is news.
+        self.commit_with(tx, (inserted == 1).then_some(event).into_iter())
+            .await?;
         self.enrollment(&enrollment.course_id, &enrollment.learner_id)
             .await?
             .ok_or(Error::Internal)
@@ -790,17 +848,16 @@ impl CourseStore {
         now: i64,
         certificate_number: &str,
         course_title: &str,
+        events: &ProgressEvents,
     ) -> Result<ProgressOutcome, Error> {
         let greatest = self.greatest();
-        let completed_at = (percent >= 100).then_some(now);
         let mut tx = self.db.writer().begin().await?;
         sqlx::query(&format!(
             "INSERT INTO lesson_progress (learner_id, lesson_id, course_id, percent, position_seconds, completed_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6) \
              ON CONFLICT (learner_id, lesson_id) DO UPDATE SET \
              percent = {greatest}(lesson_progress.percent, excluded.percent), \
              position_seconds = {greatest}(lesson_progress.position_seconds, excluded.position_seconds), \
-             completed_at = COALESCE(lesson_progress.completed_at, excluded.completed_at), \
              updated_at = excluded.updated_at"
         ))
         .bind(&enrollment.learner_id)
@@ -808,10 +865,22 @@ impl CourseStore {
         .bind(&lesson.course_id)
         .bind(i64::from(percent))
         .bind(i64::from(position_seconds))
-        .bind(completed_at)
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Completing is a conditional update on the (now locked) row: exactly one call
+        // moves it from open to completed, and only that call reports it.
+        let lesson_just_completed = sqlx::query(
+            "UPDATE lesson_progress SET completed_at = $1 \
+             WHERE learner_id = $2 AND lesson_id = $3 AND completed_at IS NULL AND percent >= 100",
+        )
+        .bind(now)
+        .bind(&enrollment.learner_id)
+        .bind(&lesson.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         let progress = sqlx::query(
             "SELECT lesson_id, percent, position_seconds, completed_at, updated_at FROM lesson_progress \
              WHERE learner_id = $1 AND lesson_id = $2",
@@ -867,11 +936,16 @@ impl CourseStore {
         .fetch_one(&mut *tx)
         .await?;
         let enrollment = enrollment_from_row(&enrollment)?;
-        tx.commit().await?;
+        let news = [
+            lesson_just_completed.then_some(&events.lesson_completed),
+            just_completed.then_some(&events.course_completed),
+        ];
+        self.commit_with(tx, news.into_iter().flatten()).await?;
         Ok(ProgressOutcome {
             progress,
             enrollment,
             just_completed,
+            lesson_just_completed,
         })
     }
 

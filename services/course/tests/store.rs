@@ -3,10 +3,14 @@
 use std::sync::Arc;
 
 use duovarsity_common::db::Database;
+use duovarsity_common::events::memory::MemoryBus;
+use duovarsity_common::events::{EventBus, PendingEvent, pending_event};
+use duovarsity_course::store::ProgressEvents;
 use duovarsity_course::store::{
     self, CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonRow,
     Reorderable, SectionRow,
 };
+use duovarsity_proto::events::LessonCompleted;
 use duovarsity_testkit::TempPostgres;
 
 fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> CourseRow {
@@ -31,6 +35,45 @@ fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> 
         tags: vec!["rust".into(), "systems".into()],
         prerequisite_ids: Vec::new(),
     }
+}
+
+fn event(kind: &str) -> PendingEvent {
+    pending_event(
+        "test.v1",
+        kind,
+        "aggregate",
+        "duovarsity.events.v1.LessonCompleted",
+        &LessonCompleted::default(),
+    )
+}
+
+fn progress_events() -> ProgressEvents {
+    ProgressEvents {
+        lesson_completed: event("progress.lesson_completed"),
+        course_completed: event("enrollment.completed"),
+    }
+}
+
+/// How many events of each type the store wrote to its outbox (published through a relay).
+async fn outbox_types(store: &CourseStore) -> std::collections::HashMap<String, usize> {
+    let bus = Arc::new(MemoryBus::new(1, 10_000));
+    let mut subscription = bus.subscribe("test.v1", "count").await.unwrap();
+    let relay = store.outbox().relay(store.database().clone(), bus.clone());
+    while relay.publish_batch().await.unwrap() > 0 {}
+    let mut counts = std::collections::HashMap::new();
+    while let Ok(Ok(record)) =
+        tokio::time::timeout(std::time::Duration::from_millis(100), subscription.next()).await
+    {
+        let kind = record
+            .headers
+            .iter()
+            .find(|(k, _)| k == "event_type")
+            .unwrap()
+            .1
+            .clone();
+        *counts.entry(kind).or_insert(0) += 1;
+    }
+    counts
 }
 
 async fn open(url: &str) -> Arc<CourseStore> {
@@ -198,13 +241,19 @@ async fn suite(store: Arc<CourseStore>) {
         completed_at: None,
         certificate_number: None,
     };
-    let stored = store.enroll(&enrollment).await.unwrap();
+    let stored = store
+        .enroll(&enrollment, &event("enrollment.created"))
+        .await
+        .unwrap();
     assert_eq!(
         store
-            .enroll(&EnrollmentRow {
-                id: "other-id".into(),
-                ..enrollment.clone()
-            })
+            .enroll(
+                &EnrollmentRow {
+                    id: "other-id".into(),
+                    ..enrollment.clone()
+                },
+                &event("enrollment.created")
+            )
             .await
             .unwrap()
             .id,
@@ -212,7 +261,16 @@ async fn suite(store: Arc<CourseStore>) {
         "enrolling twice keeps the first"
     );
     let outcome = store
-        .record_progress(&stored, &lesson, 70, 300, 10, "DV-A", "Alpha")
+        .record_progress(
+            &stored,
+            &lesson,
+            70,
+            300,
+            10,
+            "DV-A",
+            "Alpha",
+            &progress_events(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -220,7 +278,16 @@ async fn suite(store: Arc<CourseStore>) {
         (70, false)
     );
     let outcome = store
-        .record_progress(&stored, &lesson, 30, 10, 11, "DV-B", "Alpha")
+        .record_progress(
+            &stored,
+            &lesson,
+            30,
+            10,
+            11,
+            "DV-B",
+            "Alpha",
+            &progress_events(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -241,6 +308,7 @@ async fn suite(store: Arc<CourseStore>) {
                     20,
                     &format!("DV-RACE-{n}"),
                     "Alpha",
+                    &progress_events(),
                 )
                 .await
                 .unwrap()
@@ -276,6 +344,17 @@ async fn suite(store: Arc<CourseStore>) {
             .unwrap(),
         vec![a.id.clone()]
     );
+
+    // The outbox holds exactly the news: one enrollment (enrolling twice is not news), the
+    // lesson completed once, the course completed once despite six racing calls.
+    let types = outbox_types(&store).await;
+    assert_eq!(types.get("enrollment.created"), Some(&1), "{types:?}");
+    assert_eq!(
+        types.get("progress.lesson_completed"),
+        Some(&1),
+        "{types:?}"
+    );
+    assert_eq!(types.get("enrollment.completed"), Some(&1), "{types:?}");
 }
 
 #[tokio::test]

@@ -22,9 +22,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use duovarsity_common::auth::{KeyError, KeyRing, TokenIssuer, caller};
 use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
+use duovarsity_common::events::outbox::{Outbox, OutboxRelay};
+use duovarsity_common::events::{EventBus, pending_event};
 use duovarsity_common::grpc::Probe;
 use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
+use duovarsity_proto::events::UserRegistered;
 use duovarsity_proto::user::user_service_server::{UserService, UserServiceServer};
 use duovarsity_proto::user::{
     GetJwksRequest, GetMeRequest, GetUserRequest, Jwks, ListUsersRequest, ListUsersResponse,
@@ -63,6 +66,7 @@ pub struct UserModule {
     db: Database,
     ring: Arc<KeyRing>,
     users: Users,
+    outbox: Outbox,
 }
 
 impl UserModule {
@@ -77,17 +81,29 @@ impl UserModule {
             ring.clone(),
             Duration::from_secs(config.access_token_ttl_secs),
         );
+        let store = SqlUserStore::new(db.clone());
+        let outbox = store.outbox().clone();
         let users = Users {
-            store: Arc::new(SqlUserStore::new(db.clone())),
+            store: Arc::new(store),
             issuer: Arc::new(issuer),
             ring: ring.clone(),
             refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
         };
-        Ok(Self { db, ring, users })
+        Ok(Self {
+            db,
+            ring,
+            users,
+            outbox,
+        })
     }
 
     pub fn grpc_service(&self) -> UserServiceServer<Users> {
         UserServiceServer::new(self.users.clone())
+    }
+
+    /// Publishes this service's outbox to `bus` (run it on its own task).
+    pub fn outbox_relay(&self, bus: Arc<dyn EventBus>) -> OutboxRelay {
+        self.outbox.relay(self.db.clone(), bus)
     }
 
     /// The signing keys, for verifiers in the same process.
@@ -174,7 +190,18 @@ impl Users {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_user(&user).await?;
+        let registered = pending_event(
+            "user.v1",
+            "user.registered",
+            &user.id,
+            "duovarsity.events.v1.UserRegistered",
+            &UserRegistered {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                display_name: user.display_name.clone(),
+            },
+        );
+        self.store.insert_user(&user, Some(&registered)).await?;
         tracing::info!(user_id = %user.id, role = %user.role, "account created");
         Ok(user)
     }

@@ -7,6 +7,8 @@
 use async_trait::async_trait;
 use duovarsity_common::Error;
 use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::events::PendingEvent;
+use duovarsity_common::events::outbox::Outbox;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -56,8 +58,13 @@ pub enum Rotation {
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Stores a new account; ALREADY_EXISTS when the email is taken.
-    async fn insert_user(&self, user: &UserRecord) -> Result<(), Error>;
+    /// Stores a new account and, in the same transaction, its event; ALREADY_EXISTS when
+    /// the email is taken (and then no event is written).
+    async fn insert_user(
+        &self,
+        user: &UserRecord,
+        event: Option<&PendingEvent>,
+    ) -> Result<(), Error>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, Error>;
     /// Applies the patch; NOT_FOUND for an unknown id.
@@ -94,11 +101,23 @@ pub fn migrations() -> Migrations {
 
 pub struct SqlUserStore {
     db: Database,
+    outbox: Outbox,
 }
+
+/// The user service's outbox table.
+pub const OUTBOX_TABLE: &str = "user_outbox";
 
 impl SqlUserStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            outbox: Outbox::new(OUTBOX_TABLE),
+        }
+    }
+
+    /// The outbox that [`UserStore::insert_user`] writes to (its relay publishes it).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
@@ -156,7 +175,12 @@ impl SqlUserStore {
 
 #[async_trait]
 impl UserStore for SqlUserStore {
-    async fn insert_user(&self, user: &UserRecord) -> Result<(), Error> {
+    async fn insert_user(
+        &self,
+        user: &UserRecord,
+        event: Option<&PendingEvent>,
+    ) -> Result<(), Error> {
+        let mut tx = self.db.writer().begin().await?;
         let sql = format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         );
@@ -171,10 +195,17 @@ impl UserStore for SqlUserStore {
             .bind(&user.tier)
             .bind(user.created_at)
             .bind(user.updated_at)
-            .execute(self.db.writer())
+            .execute(&mut *tx)
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some(event) = event {
+                    self.outbox.enqueue_event(&mut tx, event).await?;
+                }
+                tx.commit().await?;
+                self.outbox.wake();
+                Ok(())
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::AlreadyExists {
                 reason: "EMAIL_TAKEN",
                 message: "an account with this email already exists".into(),

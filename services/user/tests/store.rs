@@ -51,9 +51,9 @@ async fn suite(store: Arc<dyn UserStore>) {
 
 async fn accounts(store: &dyn UserStore) {
     let ada = user(1, "ada@example.com");
-    store.insert_user(&ada).await.unwrap();
+    store.insert_user(&ada, None).await.unwrap();
     let duplicate = user(2, "ada@example.com");
-    match store.insert_user(&duplicate).await {
+    match store.insert_user(&duplicate, None).await {
         Err(Error::AlreadyExists { reason, .. }) => assert_eq!(reason, "EMAIL_TAKEN"),
         other => panic!("expected ALREADY_EXISTS, got {other:?}"),
     }
@@ -119,7 +119,7 @@ async fn accounts(store: &dyn UserStore) {
 async fn pagination(store: &dyn UserStore) {
     for n in 10..17 {
         store
-            .insert_user(&user(n, &format!("page{n}@example.com")))
+            .insert_user(&user(n, &format!("page{n}@example.com")), None)
             .await
             .unwrap();
     }
@@ -143,7 +143,7 @@ async fn pagination(store: &dyn UserStore) {
 
 async fn refresh_families(store: &dyn UserStore) {
     let owner = user(20, "tokens@example.com");
-    store.insert_user(&owner).await.unwrap();
+    store.insert_user(&owner, None).await.unwrap();
     store
         .insert_refresh_token(&token("t1", "fam-a", &owner.id, 10_000))
         .await
@@ -232,7 +232,7 @@ async fn refresh_families(store: &dyn UserStore) {
 
 async fn concurrent_rotation_has_one_winner(store: Arc<dyn UserStore>) {
     let owner = user(30, "race@example.com");
-    store.insert_user(&owner).await.unwrap();
+    store.insert_user(&owner, None).await.unwrap();
     store
         .insert_refresh_token(&token("race", "fam-race", &owner.id, 10_000))
         .await

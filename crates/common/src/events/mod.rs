@@ -100,3 +100,57 @@ fn valid_name(name: &str) -> Result<(), BusError> {
         Err(BusError::InvalidName(name.to_string()))
     }
 }
+
+/// An event ready for an outbox: its id and the record to publish.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event_id: String,
+    pub record: Outgoing,
+}
+
+/// Wraps `payload` (a message of `events.v1`, named by `full_name`) in an [`Envelope`]
+/// with a new UUIDv7 id, the current time and the current trace context, keyed by the
+/// aggregate id, for `topic`.
+///
+/// [`Envelope`]: duovarsity_proto::events::Envelope
+pub fn pending_event(
+    topic: &str,
+    event_type: &str,
+    aggregate_id: &str,
+    full_name: &str,
+    payload: &impl prost::Message,
+) -> PendingEvent {
+    use prost::Message as _;
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let mut trace = http::HeaderMap::new();
+    crate::telemetry::inject_trace(&tracing::Span::current(), &mut trace);
+    let traceparent = trace
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let envelope = duovarsity_proto::events::Envelope {
+        event_id: event_id.clone(),
+        r#type: event_type.to_string(),
+        aggregate_id: aggregate_id.to_string(),
+        occurred_at: Some(crate::db::timestamp_from_millis(crate::db::now_millis())),
+        traceparent: traceparent.clone(),
+        payload: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/{full_name}"),
+            value: payload.encode_to_vec(),
+        }),
+    };
+    let mut headers = vec![("event_type".to_string(), event_type.to_string())];
+    if !traceparent.is_empty() {
+        headers.push(("traceparent".to_string(), traceparent));
+    }
+    PendingEvent {
+        event_id,
+        record: Outgoing {
+            topic: topic.to_string(),
+            key: aggregate_id.to_string(),
+            payload: Bytes::from(envelope.encode_to_vec()),
+            headers,
+        },
+    }
+}

@@ -44,6 +44,15 @@ impl Outbox {
         }
     }
 
+    /// Adds a [`super::PendingEvent`] to the caller's transaction.
+    pub async fn enqueue_event(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        event: &super::PendingEvent,
+    ) -> Result<(), Error> {
+        self.enqueue(tx, &event.event_id, &event.record).await
+    }
+
     /// Adds an event to the caller's transaction. `event_id` (UUIDv7) orders the relay.
     pub async fn enqueue(
         &self,

@@ -1,0 +1,114 @@
+//! Services publish their events through the outbox: registering, enrolling, finishing a
+//! lesson and completing a course each put one typed, keyed, traced envelope on the bus.
+
+use std::time::Duration;
+
+use duovarsity_common::events::{Record, Subscription};
+use duovarsity_proto::events::{EnrollmentCompleted, Envelope, LessonCompleted, UserRegistered};
+use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use prost::Message;
+use reqwest::Method;
+use serde_json::json;
+
+async fn next(subscription: &mut Box<dyn Subscription>) -> (Record, Envelope) {
+    let record = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("an event within 5 s")
+        .unwrap();
+    let envelope = Envelope::decode(record.payload.clone()).unwrap();
+    (record, envelope)
+}
+
+#[tokio::test]
+async fn state_changes_publish_their_events() {
+    let p = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ],
+    )
+    .await;
+    let bus = p.bus();
+    let mut users = bus.subscribe("user.v1", "test").await.unwrap();
+    let mut progress = bus.subscribe("progress.v1", "test").await.unwrap();
+    let mut enrollments = bus.subscribe("enrollment.v1", "test").await.unwrap();
+
+    // The bootstrap admin registered first.
+    let (_, admin_event) = next(&mut users).await;
+    assert_eq!(admin_event.r#type, "user.registered");
+    let (learner_id, learner) = p.sign_up("events@example.com").await;
+    let (record, envelope) = next(&mut users).await;
+    assert_eq!(
+        (record.key.as_str(), envelope.aggregate_id.as_str()),
+        (learner_id.as_str(), learner_id.as_str())
+    );
+    let payload = UserRegistered::decode(envelope.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(payload.email, "events@example.com");
+    assert!(uuid::Uuid::parse_str(&envelope.event_id).is_ok());
+
+    // A one-lesson course, published, enrolled in and finished.
+    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (_, course) = p
+        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "evented", "title": "Evented", "level": "LEVEL_BEGINNER", "language": "en"})))
+        .await;
+    let course_id = course["id"].as_str().unwrap().to_string();
+    let (_, section) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course_id}/sections"),
+            Some(&admin),
+            Some(json!({"title": "S"})),
+        )
+        .await;
+    let (_, lesson) = p
+        .call(
+            Method::POST,
+            &format!("/v1/sections/{}/lessons", section["id"].as_str().unwrap()),
+            Some(&admin),
+            Some(json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true})),
+        )
+        .await;
+    let lesson_id = lesson["id"].as_str().unwrap().to_string();
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}:publish"),
+        Some(&admin),
+        Some(json!({})),
+    )
+    .await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}/enrollments"),
+        Some(&learner),
+        Some(json!({})),
+    )
+    .await;
+    let (_, created) = next(&mut enrollments).await;
+    assert_eq!(created.r#type, "enrollment.created");
+
+    for _ in 0..2 {
+        p.call(
+            Method::PUT,
+            &format!("/v1/lessons/{lesson_id}/progress"),
+            Some(&learner),
+            Some(json!({"percent": 100})),
+        )
+        .await;
+    }
+    let (record, envelope) = next(&mut progress).await;
+    assert_eq!(envelope.r#type, "progress.lesson_completed");
+    assert_eq!(record.key, learner_id, "progress is keyed by learner");
+    let done = LessonCompleted::decode(envelope.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(done.lesson_id, lesson_id);
+    let (_, completed) = next(&mut enrollments).await;
+    assert_eq!(completed.r#type, "enrollment.completed");
+    let completed =
+        EnrollmentCompleted::decode(completed.payload.unwrap().value.as_slice()).unwrap();
+    assert!(completed.certificate_number.starts_with("DV-"));
+
+    // Recording the finished lesson again is not news.
+    let again = tokio::time::timeout(Duration::from_millis(500), progress.next()).await;
+    assert!(again.is_err(), "a second completion published {again:?}");
+    p.stop().await;
+}
