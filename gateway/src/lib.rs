@@ -46,10 +46,14 @@ use crate::upstream::Upstreams;
 /// The full name of the user service, whose JWKS verifies tokens.
 pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
 /// Every upstream service with its configuration name (`DUOVARSITY_<NAME>_SERVICE_URL`).
-const SERVICES: [(&str, &str); 3] = [
+const SERVICES: [(&str, &str); 4] = [
     (USER_SERVICE, "user"),
     ("duovarsity.course.v1.CourseService", "course"),
     ("duovarsity.content.v1.ContentService", "content"),
+    (
+        "duovarsity.notification.v1.NotificationService",
+        "notification",
+    ),
 ];
 /// How often an unknown `kid` may trigger a JWKS refetch.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);

@@ -20,6 +20,7 @@ use duovarsity_common::grpc::{AuthLayer, GrpcServer};
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
 use duovarsity_gateway::Gateway;
+use duovarsity_notification::NotificationModule;
 use duovarsity_proto::user::Role;
 use duovarsity_user::UserModule;
 use tokio::net::TcpListener;
@@ -39,6 +40,8 @@ pub enum Component {
     /// The content service alone, on `grpc_addr` (asks the course service at
     /// `course_service_url` who may read what).
     Content,
+    /// The notification service alone, on `grpc_addr`.
+    Notification,
     /// The gateway alone, on `http_addr`, calling configured upstreams.
     Gateway,
 }
@@ -52,6 +55,7 @@ pub struct Platform {
     user: Option<Arc<UserModule>>,
     course: Option<Arc<CourseModule>>,
     content: Option<Arc<ContentModule>>,
+    notification: Option<Arc<NotificationModule>>,
     bus: Arc<dyn EventBus>,
 }
 
@@ -74,11 +78,13 @@ impl Platform {
         let mut user_module = None;
         let mut course_module = None;
         let mut content_module = None;
+        let mut notification_module = None;
 
         let runs_user = matches!(component, Component::All | Component::User);
         let runs_course = matches!(component, Component::All | Component::Course);
         let runs_content = matches!(component, Component::All | Component::Content);
-        if runs_user || runs_course || runs_content {
+        let runs_notification = matches!(component, Component::All | Component::Notification);
+        if runs_user || runs_course || runs_content || runs_notification {
             let listener = TcpListener::bind(config.grpc_addr).await.with_context(|| {
                 format!(
                     "binding gRPC on {} (DUOVARSITY_GRPC_ADDR)",
@@ -89,15 +95,15 @@ impl Platform {
             grpc_addr = Some(addr);
             if component == Component::All {
                 // Embedded: every service and the gateway's upstreams are this listener.
-                config
-                    .user_service_url
-                    .get_or_insert_with(|| format!("http://{addr}"));
-                config
-                    .course_service_url
-                    .get_or_insert_with(|| format!("http://{addr}"));
-                config
-                    .content_service_url
-                    .get_or_insert_with(|| format!("http://{addr}"));
+                let here = format!("http://{addr}");
+                for url in [
+                    &mut config.user_service_url,
+                    &mut config.course_service_url,
+                    &mut config.content_service_url,
+                    &mut config.notification_service_url,
+                ] {
+                    url.get_or_insert_with(|| here.clone());
+                }
             }
             let mut verifier_source: Option<Arc<dyn duovarsity_common::auth::KeySource>> = None;
             let mut server_parts = Vec::new();
@@ -156,6 +162,18 @@ impl Platform {
                 server_parts.push(ServerPart::Content(content.clone()));
                 content_module = Some(content);
             }
+            if runs_notification {
+                let notification = Arc::new(
+                    NotificationModule::open(&config)
+                        .await
+                        .context("starting the notification service")?,
+                );
+                for worker in notification.spawn_workers(bus.clone(), shutdown.clone()) {
+                    tasks.spawn(async move { worker.await.context("notification worker") });
+                }
+                server_parts.push(ServerPart::Notification(notification.clone()));
+                notification_module = Some(notification);
+            }
             let source = match verifier_source {
                 Some(source) => source,
                 None => Arc::new(
@@ -176,6 +194,9 @@ impl Platform {
                     ServerPart::Content(content) => server
                         .add_service(content.grpc_service())
                         .probe(content.probe()),
+                    ServerPart::Notification(notification) => server
+                        .add_service(notification.grpc_service())
+                        .probe(notification.probe()),
                     // The hub lives as long as its probe: the server's lifetime.
                     ServerPart::Caches(hub) => server.probe(Arc::new(move || {
                         let hub = hub.clone();
@@ -218,6 +239,7 @@ impl Platform {
             user: user_module,
             course: course_module,
             content: content_module,
+            notification: notification_module,
             bus,
         })
     }
@@ -266,6 +288,9 @@ impl Platform {
         if let Some(content) = &self.content {
             content.close().await;
         }
+        if let Some(notification) = &self.notification {
+            notification.close().await;
+        }
         result
     }
 
@@ -287,6 +312,7 @@ enum ServerPart {
     User(Arc<UserModule>),
     Course(Arc<CourseModule>),
     Content(Arc<ContentModule>),
+    Notification(Arc<NotificationModule>),
     Caches(CacheHub),
 }
 

@@ -57,6 +57,7 @@ enum ServeTarget {
     User,
     Course,
     Content,
+    Notification,
     Gateway,
 }
 
@@ -136,6 +137,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve {
             component: ServeTarget::Content,
         } => serve(config, Component::Content, "content").await,
+        Command::Serve {
+            component: ServeTarget::Notification,
+        } => serve(config, Component::Notification, "notification").await,
         Command::Serve {
             component: ServeTarget::Gateway,
         } => serve(config, Component::Gateway, "gateway").await,

@@ -74,6 +74,9 @@ pub struct Config {
     /// gRPC endpoints of the course service, for the gateway (as `user_service_url`).
     #[serde(deserialize_with = "optional_lenient_string")]
     pub course_service_url: Option<String>,
+    /// gRPC endpoints of the notification service, for the gateway (as `user_service_url`).
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub notification_service_url: Option<String>,
     /// gRPC endpoints of the content service, for the gateway (as `user_service_url`).
     #[serde(deserialize_with = "optional_lenient_string")]
     pub content_service_url: Option<String>,
@@ -88,6 +91,12 @@ pub struct Config {
     /// Largest media upload, in bytes (the gateway accepts bodies this large on upload
     /// routes only).
     pub media_max_bytes: usize,
+    /// Outgoing mail: unset writes `.eml` files under `<data_dir>/mail`; `smtp://host:port`
+    /// sends through an SMTP relay.
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub mail_url: Option<String>,
+    /// The From address of platform mail.
+    pub mail_from: String,
     /// `redis://…`: the shared L2 cache and cross-replica cache invalidation. Unset: caches
     /// are in-process only (right for one process; several replicas need Redis).
     pub redis_url: Option<Secret<String>>,
@@ -127,9 +136,12 @@ impl Default for Config {
             user_service_url: None,
             course_service_url: None,
             content_service_url: None,
+            notification_service_url: None,
             media_url: None,
             media_options: None,
             media_max_bytes: 25 * 1024 * 1024,
+            mail_url: None,
+            mail_from: "Duovarsity <no-reply@duovarsity.local>".to_string(),
             redis_url: None,
             cache_l1_ttl_secs: 10,
             cache_l1_capacity: 10_000,
@@ -249,6 +261,7 @@ impl Config {
             ("user_service_url", &self.user_service_url),
             ("course_service_url", &self.course_service_url),
             ("content_service_url", &self.content_service_url),
+            ("notification_service_url", &self.notification_service_url),
         ] {
             let Some(urls) = configured else { continue };
             let urls = split_urls(urls);
@@ -262,6 +275,14 @@ impl Config {
                     "must be http:// or https:// URLs, separated by commas",
                 ));
             }
+        }
+        if let Some(url) = &self.mail_url
+            && !url.starts_with("smtp://")
+        {
+            return Err(ConfigError::setting(
+                "mail_url",
+                "must be smtp://host:port (or unset for .eml files)",
+            ));
         }
         if let Some(url) = &self.redis_url
             && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
@@ -352,6 +373,7 @@ impl Config {
             "user" => &self.user_service_url,
             "course" => &self.course_service_url,
             "content" => &self.content_service_url,
+            "notification" => &self.notification_service_url,
             _ => &None,
         };
         configured.as_deref().map(split_urls)

@@ -1,0 +1,373 @@
+//! The notification service (`duovarsity.notification.v1`): turns platform events into
+//! inbox notifications and email, following each user's preferences.
+//!
+//! - Events arrive through the idempotent consumer (one processed-events table), so a
+//!   redelivered event never notifies twice.
+//! - A notification and its email are written in the event's transaction; email goes to
+//!   `mail_outbox` and the [`mail::Mailer`] sends it afterwards, so a mail server outage
+//!   loses nothing.
+//! - Preferences are per category (account, learning, billing) and channel (in-app,
+//!   email); account email cannot be turned off.
+#![forbid(unsafe_code)]
+
+pub mod mail;
+pub mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use duovarsity_common::auth::caller;
+use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
+use duovarsity_common::events::EventBus;
+use duovarsity_common::events::consumer::{Consumer, Handler};
+use duovarsity_common::grpc::Probe;
+use duovarsity_common::validate::page_token;
+use duovarsity_common::{Config, Error};
+use duovarsity_proto::events::{
+    EnrollmentCompleted, EnrollmentCreated, Envelope, LessonCompleted, UserRegistered,
+};
+use duovarsity_proto::notification::notification_service_server::{
+    NotificationService, NotificationServiceServer,
+};
+use duovarsity_proto::notification::*;
+use prost::Message;
+use sqlx::{Any, Transaction};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::store::{NotificationRow, NotificationStore};
+
+pub const SERVICE: &str = "notification";
+/// The consumer group of the notification service on every topic it reads.
+pub const GROUP: &str = "notification";
+/// The topics it consumes.
+pub const TOPICS: [&str; 3] = ["user.v1", "enrollment.v1", "progress.v1"];
+const PROCESSED_TABLE: &str = "notification_processed_events";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("notification database: {0}")]
+    Database(#[from] duovarsity_common::db::OpenError),
+    #[error("DUOVARSITY_MAIL_URL: {0}")]
+    Mail(String),
+}
+
+pub struct NotificationModule {
+    db: Database,
+    notifications: Notifications,
+    mailer: mail::Mailer,
+}
+
+impl NotificationModule {
+    pub async fn open(config: &Config) -> Result<Self, StartError> {
+        let db = Database::open(config, SERVICE, store::migrations()).await?;
+        let mailer = mail::Mailer::from_config(config, db.clone()).map_err(StartError::Mail)?;
+        Ok(Self {
+            notifications: Notifications {
+                store: Arc::new(NotificationStore::new(db.clone())),
+            },
+            db,
+            mailer,
+        })
+    }
+
+    pub fn grpc_service(&self) -> NotificationServiceServer<Notifications> {
+        NotificationServiceServer::new(self.notifications.clone())
+    }
+
+    pub fn probe(&self) -> Probe {
+        self.db.probe(SERVICE)
+    }
+
+    /// Consumes every topic and sends mail until `shutdown`.
+    pub fn spawn_workers(
+        &self,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for topic in TOPICS {
+            let consumer = Consumer::new(
+                self.db.clone(),
+                PROCESSED_TABLE,
+                bus.clone(),
+                topic,
+                GROUP,
+                EventHandler {
+                    store: self.notifications.store.clone(),
+                },
+            );
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = consumer.run(stop).await {
+                    tracing::error!(%error, topic, "notification consumer stopped");
+                }
+            }));
+        }
+        let mailer = self.mailer.clone();
+        tasks.push(tokio::spawn(mailer.run(shutdown)));
+        tasks
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+/// Turns one event into notifications and mail, inside the consumer's transaction.
+struct EventHandler {
+    store: Arc<NotificationStore>,
+}
+
+fn payload<T: Message + Default>(envelope: &Envelope) -> Result<T, Error> {
+    let any = envelope
+        .payload
+        .as_ref()
+        .ok_or_else(|| Error::invalid("payload", "is missing"))?;
+    T::decode(any.value.as_slice()).map_err(|e| Error::invalid("payload", e.to_string()))
+}
+
+#[async_trait]
+impl Handler for EventHandler {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), Error> {
+        let store = &self.store;
+        let event = envelope.event_id.as_str();
+        match envelope.r#type.as_str() {
+            "user.registered" => {
+                let user: UserRegistered = payload(envelope)?;
+                store
+                    .save_recipient(tx, &user.user_id, &user.email, &user.display_name)
+                    .await?;
+                let body = format!(
+                    "Hello {},\n\nwelcome to Duovarsity. Browse the catalog, enroll in a course and pick up where you left off on any device.\n",
+                    user.display_name
+                );
+                store
+                    .notify(
+                        tx,
+                        &user.user_id,
+                        "account",
+                        "Welcome to Duovarsity",
+                        &body,
+                        true,
+                        event,
+                    )
+                    .await
+            }
+            "enrollment.created" => {
+                let enrollment: EnrollmentCreated = payload(envelope)?;
+                let body = if enrollment.status == "pending_payment" {
+                    "Your enrollment is reserved; it starts once the payment goes through."
+                        .to_string()
+                } else {
+                    "You are enrolled. Your first lesson is waiting.".to_string()
+                };
+                store
+                    .notify(
+                        tx,
+                        &enrollment.learner_id,
+                        "learning",
+                        "Enrollment confirmed",
+                        &body,
+                        false,
+                        event,
+                    )
+                    .await
+            }
+            "progress.lesson_completed" => {
+                let done: LessonCompleted = payload(envelope)?;
+                store
+                    .notify(
+                        tx,
+                        &done.learner_id,
+                        "learning",
+                        "Lesson completed",
+                        "Nice work: one more lesson done.",
+                        false,
+                        event,
+                    )
+                    .await
+            }
+            "enrollment.completed" => {
+                let done: EnrollmentCompleted = payload(envelope)?;
+                let body = format!(
+                    "Congratulations on completing your course!\n\nYour certificate number is {}. Anyone can verify it at /v1/certificates/{}.\n",
+                    done.certificate_number, done.certificate_number
+                );
+                store
+                    .notify(
+                        tx,
+                        &done.learner_id,
+                        "learning",
+                        "Course completed: your certificate",
+                        &body,
+                        true,
+                        event,
+                    )
+                    .await
+            }
+            // Other events of these topics are not for learners.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The gRPC handlers.
+#[derive(Clone)]
+pub struct Notifications {
+    store: Arc<NotificationStore>,
+}
+
+fn category_name(category: i32) -> Option<&'static str> {
+    match Category::try_from(category).ok()? {
+        Category::Account => Some("account"),
+        Category::Learning => Some("learning"),
+        Category::Billing => Some("billing"),
+        Category::Unspecified => None,
+    }
+}
+
+fn category_from_name(name: &str) -> Category {
+    match name {
+        "account" => Category::Account,
+        "billing" => Category::Billing,
+        _ => Category::Learning,
+    }
+}
+
+fn to_proto(row: &NotificationRow) -> Notification {
+    Notification {
+        id: row.id.clone(),
+        category: category_from_name(&row.category) as i32,
+        title: row.title.clone(),
+        body: row.body.clone(),
+        created_at: Some(timestamp_from_millis(row.created_at)),
+        read_at: row.read_at.map(timestamp_from_millis),
+    }
+}
+
+#[tonic::async_trait]
+impl NotificationService for Notifications {
+    async fn list_notifications(
+        &self,
+        request: Request<ListNotificationsRequest>,
+    ) -> Result<Response<ListNotificationsResponse>, Status> {
+        let user = caller(&request)?.sub.clone();
+        let request = request.into_inner();
+        let limit = match request.page_size {
+            0 => 20,
+            n if !(1..=100).contains(&n) => {
+                return Err(Error::invalid("page_size", "must be between 1 and 100").into());
+            }
+            n => n as u32,
+        };
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(page_token::decode(&request.page_token).ok_or_else(|| {
+                Error::invalid("page_token", "is not a token returned by ListNotifications")
+            })?)
+        };
+        let mut rows = self
+            .store
+            .list(&user, before.as_deref(), request.unread_only, limit + 1)
+            .await?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|r| page_token::encode(&r.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListNotificationsResponse {
+            notifications: rows.iter().map(to_proto).collect(),
+            next_page_token,
+            unread_count: self.store.unread_count(&user).await?,
+        }))
+    }
+
+    async fn get_unread_count(
+        &self,
+        request: Request<GetUnreadCountRequest>,
+    ) -> Result<Response<UnreadCount>, Status> {
+        let user = caller(&request)?.sub.clone();
+        Ok(Response::new(UnreadCount {
+            count: self.store.unread_count(&user).await?,
+        }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<MarkReadRequest>,
+    ) -> Result<Response<Notification>, Status> {
+        let user = caller(&request)?.sub.clone();
+        let id = request.into_inner().id;
+        let row = self
+            .store
+            .mark_read(&user, &id, now_millis())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("notification {id}")))?;
+        Ok(Response::new(to_proto(&row)))
+    }
+
+    async fn mark_all_read(
+        &self,
+        request: Request<MarkAllReadRequest>,
+    ) -> Result<Response<UnreadCount>, Status> {
+        let user = caller(&request)?.sub.clone();
+        self.store.mark_all_read(&user, now_millis()).await?;
+        Ok(Response::new(UnreadCount {
+            count: self.store.unread_count(&user).await?,
+        }))
+    }
+
+    async fn get_preferences(
+        &self,
+        request: Request<GetPreferencesRequest>,
+    ) -> Result<Response<Preferences>, Status> {
+        let user = caller(&request)?.sub.clone();
+        Ok(Response::new(self.preferences(&user).await?))
+    }
+
+    async fn update_preferences(
+        &self,
+        request: Request<Preferences>,
+    ) -> Result<Response<Preferences>, Status> {
+        let user = caller(&request)?.sub.clone();
+        for channel in request.into_inner().channels {
+            let category = category_name(channel.category)
+                .ok_or_else(|| Error::invalid("channels.category", "must be a category"))?;
+            if category == "account" && !channel.email {
+                return Err(Error::invalid(
+                    "channels.email",
+                    "account and security email cannot be turned off",
+                )
+                .into());
+            }
+            self.store
+                .set_preference(&user, category, channel.in_app, channel.email)
+                .await?;
+        }
+        Ok(Response::new(self.preferences(&user).await?))
+    }
+}
+
+impl Notifications {
+    async fn preferences(&self, user: &str) -> Result<Preferences, Error> {
+        let mut channels = Vec::new();
+        for category in ["account", "learning", "billing"] {
+            let (in_app, email) = self.store.preference(user, category).await?;
+            channels.push(ChannelPreference {
+                category: category_from_name(category) as i32,
+                in_app,
+                email,
+            });
+        }
+        Ok(Preferences { channels })
+    }
+}

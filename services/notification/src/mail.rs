@@ -1,0 +1,152 @@
+//! Sends what `mail_outbox` holds, through lettre: `.eml` files under the data directory
+//! in embedded mode, or an SMTP relay (`smtp://host:port`). A failed send is retried with
+//! backoff; after ten attempts the message stays unsent and is counted in
+//! `mail_failed_total`.
+
+use std::time::Duration;
+
+use duovarsity_common::Config;
+use duovarsity_common::db::{Database, now_millis};
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+const MAX_ATTEMPTS: i64 = 10;
+
+#[derive(Clone)]
+enum Transport {
+    Files(AsyncFileTransport<Tokio1Executor>),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    db: Database,
+    transport: Transport,
+    from: String,
+}
+
+impl Mailer {
+    /// `mail_url` unset: files in `<data_dir>/mail`; `smtp://host:port`: a plain SMTP relay.
+    pub fn from_config(config: &Config, db: Database) -> Result<Self, String> {
+        let transport = match config.mail_url.as_deref() {
+            None => {
+                let dir = config.data_dir.join("mail");
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                Transport::Files(AsyncFileTransport::<Tokio1Executor>::new(dir))
+            }
+            Some(url) => {
+                let rest = url.strip_prefix("smtp://").ok_or_else(|| {
+                    "only smtp://host:port is supported in this build".to_string()
+                })?;
+                let (host, port) = rest.split_once(':').unwrap_or((rest, "25"));
+                let port: u16 = port
+                    .trim_end_matches('/')
+                    .parse()
+                    .map_err(|_| format!("bad port in {url}"))?;
+                Transport::Smtp(
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                        .port(port)
+                        .build(),
+                )
+            }
+        };
+        Ok(Self {
+            db,
+            transport,
+            from: config.mail_from.clone(),
+        })
+    }
+
+    /// Sends pending mail until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.send_pending().await {
+                Ok(0) => pause = Duration::from_millis(200),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "sending mail failed; retrying");
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Sends up to a batch of pending messages; returns how many went out.
+    pub async fn send_pending(&self) -> Result<usize, String> {
+        let rows = sqlx::query(
+            "SELECT id, recipient, recipient_name, subject, body, attempts FROM mail_outbox WHERE sent_at IS NULL AND attempts < $1 ORDER BY id LIMIT 20",
+        )
+        .bind(MAX_ATTEMPTS)
+        .fetch_all(self.db.writer())
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut sent = 0;
+        for row in rows {
+            let id: String = row.try_get("id").map_err(|e| e.to_string())?;
+            let message = Message::builder()
+                .from(self.from.parse().map_err(|e| format!("mail_from: {e}"))?)
+                .to(Mailbox::new(
+                    Some(
+                        row.try_get::<String, _>("recipient_name")
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    row.try_get::<String, _>("recipient")
+                        .map_err(|e| e.to_string())?
+                        .parse()
+                        .map_err(|e| format!("recipient: {e}"))?,
+                ))
+                .subject(
+                    row.try_get::<String, _>("subject")
+                        .map_err(|e| e.to_string())?,
+                )
+                .header(ContentType::TEXT_PLAIN)
+                .body(
+                    row.try_get::<String, _>("body")
+                        .map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?;
+            let result = match &self.transport {
+                Transport::Files(files) => files
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Transport::Smtp(smtp) => smtp
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    sqlx::query("UPDATE mail_outbox SET sent_at = $1 WHERE id = $2")
+                        .bind(now_millis())
+                        .bind(&id)
+                        .execute(self.db.writer())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    metrics::counter!("mail_sent_total").increment(1);
+                    sent += 1;
+                }
+                Err(error) => {
+                    sqlx::query("UPDATE mail_outbox SET attempts = attempts + 1 WHERE id = $1")
+                        .bind(&id)
+                        .execute(self.db.writer())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    metrics::counter!("mail_failed_total").increment(1);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(sent)
+    }
+}

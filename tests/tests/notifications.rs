@@ -1,0 +1,214 @@
+//! Events become notifications: a welcome in the inbox and as an `.eml` message, learning
+//! notifications as a learner progresses, preferences respected, account mail always sent.
+
+use std::time::{Duration, Instant};
+
+use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Polls the inbox until it has `count` notifications (events are asynchronous).
+async fn inbox(p: &TestPlatform, token: &str, count: usize) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = p
+            .call(Method::GET, "/v1/notifications", Some(token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["notifications"].as_array().unwrap().len() >= count {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "inbox stayed at {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mails(p: &TestPlatform) -> Vec<String> {
+    let dir = p.data_dir().join("mail");
+    let mut mails: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    mails.sort();
+    mails
+}
+
+async fn wait_for_mails(p: &TestPlatform, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let found = mails(p);
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} mails after 5 s",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_become_inbox_notifications_and_mail() {
+    let p = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ],
+    )
+    .await;
+    let (_, learner) = p.sign_up("learner@example.com").await;
+    let (_, other) = p.sign_up("other@example.com").await;
+
+    // Welcome: in the inbox, and as mail to the right address.
+    let body = inbox(&p, &learner, 1).await;
+    assert_eq!(body["notifications"][0]["title"], "Welcome to Duovarsity");
+    assert_eq!(body["notifications"][0]["category"], "CATEGORY_ACCOUNT");
+    assert_eq!(body["unreadCount"], "1");
+    let welcome: Vec<String> = wait_for_mails(&p, 3)
+        .await
+        .into_iter()
+        .filter(|m| m.contains("learner@example.com"))
+        .collect();
+    assert_eq!(welcome.len(), 1);
+    assert!(
+        welcome[0].contains("Subject: Welcome to Duovarsity"),
+        "{}",
+        welcome[0]
+    );
+    assert!(welcome[0].contains("welcome to Duovarsity"));
+
+    // Preferences: account mail stays on; learning mail can be turned off.
+    let (status, _) = p
+        .call(Method::PUT, "/v1/me/notification-preferences", Some(&learner), Some(json!({"channels": [{"category": "CATEGORY_ACCOUNT", "inApp": true, "email": false}]})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, prefs) = p
+        .call(Method::PUT, "/v1/me/notification-preferences", Some(&learner), Some(json!({"channels": [{"category": "CATEGORY_LEARNING", "inApp": true, "email": false}]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{prefs}");
+
+    // Learning: enroll and finish a one-lesson course.
+    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (_, course) = p
+        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "notified", "title": "Notified", "level": "LEVEL_BEGINNER", "language": "en"})))
+        .await;
+    let course_id = course["id"].as_str().unwrap().to_string();
+    let (_, section) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course_id}/sections"),
+            Some(&admin),
+            Some(json!({"title": "S"})),
+        )
+        .await;
+    let (_, lesson) = p
+        .call(
+            Method::POST,
+            &format!("/v1/sections/{}/lessons", section["id"].as_str().unwrap()),
+            Some(&admin),
+            Some(json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true})),
+        )
+        .await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}:publish"),
+        Some(&admin),
+        Some(json!({})),
+    )
+    .await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}/enrollments"),
+        Some(&learner),
+        Some(json!({})),
+    )
+    .await;
+    p.call(
+        Method::PUT,
+        &format!("/v1/lessons/{}/progress", lesson["id"].as_str().unwrap()),
+        Some(&learner),
+        Some(json!({"percent": 100})),
+    )
+    .await;
+
+    let body = inbox(&p, &learner, 4).await;
+    let titles: Vec<&str> = body["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    for title in [
+        "Enrollment confirmed",
+        "Lesson completed",
+        "Course completed: your certificate",
+        "Welcome to Duovarsity",
+    ] {
+        assert!(titles.contains(&title), "{title} missing from {titles:?}");
+    }
+    // Learning mail is off for this learner: still only the three welcome messages.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mails(&p).len(), 3);
+
+    // Read state, per user.
+    let first = body["notifications"][0]["id"].as_str().unwrap().to_string();
+    let (status, read) = p
+        .call(
+            Method::POST,
+            &format!("/v1/notifications/{first}:read"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(read["readAt"].is_string());
+    assert_eq!(
+        p.call(
+            Method::POST,
+            &format!("/v1/notifications/{first}:read"),
+            Some(&other),
+            Some(json!({}))
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, count) = p
+        .call(
+            Method::GET,
+            "/v1/notifications:unreadCount",
+            Some(&learner),
+            None,
+        )
+        .await;
+    assert_eq!(count["count"], "3");
+    let (_, count) = p
+        .call(
+            Method::POST,
+            "/v1/notifications:readAll",
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(count["count"], "0");
+    let (_, theirs) = p
+        .call(Method::GET, "/v1/notifications", Some(&other), None)
+        .await;
+    assert_eq!(
+        theirs["notifications"].as_array().unwrap().len(),
+        1,
+        "only their own welcome"
+    );
+    p.stop().await;
+}
