@@ -4,6 +4,7 @@
 # - PostgreSQL (the distro's cluster), with a `duovarsity` login role for the tests.
 # - Redis on 127.0.0.1:6379 (the L2 cache and cache invalidation tests).
 # - moto, an S3-compatible server, on 127.0.0.1:5055 (the media store on S3).
+# - aiosmtpd, an SMTP server, on 127.0.0.1:2525, delivering into a maildir (email tests).
 # Everything goes to stderr except the final `export` lines.
 set -euo pipefail
 
@@ -82,6 +83,25 @@ if ! curl -s -o /dev/null "http://127.0.0.1:$s3_port/" 2>/dev/null; then
   done
 fi
 
+# An SMTP server that stores what it receives in a maildir (aiosmtpd, from PyPI).
+smtp_port=2525
+maildir=/tmp/duovarsity-test-maildir
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  log "installing aiosmtpd (SMTP test server)"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd >&2
+fi
+mkdir -p "$maildir/tmp" "$maildir/new" "$maildir/cur"
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$smtp_port") 2>/dev/null; then
+  log "starting aiosmtpd on 127.0.0.1:$smtp_port"
+  nohup python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Mailbox "$maildir" >/tmp/duovarsity-smtp.log 2>&1 &
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$smtp_port") 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+
+echo "export DUOVARSITY_TEST_SMTP_URL=smtp://127.0.0.1:$smtp_port"
+echo "export DUOVARSITY_TEST_SMTP_MAILDIR=$maildir"
 echo "export DUOVARSITY_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
 echo "export DUOVARSITY_TEST_POSTGRES_URL=postgres://$pg_user:$pg_password@127.0.0.1:$pg_port/postgres"
 echo "export DUOVARSITY_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"

@@ -212,3 +212,51 @@ async fn events_become_inbox_notifications_and_mail() {
     );
     p.stop().await;
 }
+
+/// Mail through a real SMTP server (aiosmtpd, started by the test setup).
+#[tokio::test]
+async fn mail_goes_through_an_smtp_server() {
+    let smtp = std::env::var("DUOVARSITY_TEST_SMTP_URL")
+        .expect("DUOVARSITY_TEST_SMTP_URL is not set: run the tests with `make test` (scripts/test-services.sh starts aiosmtpd)");
+    let maildir = std::path::PathBuf::from(std::env::var("DUOVARSITY_TEST_SMTP_MAILDIR").unwrap())
+        .join("new");
+    let p = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[("DUOVARSITY_MAIL_URL", &smtp)],
+    )
+    .await;
+    let address = format!("smtp-{}@example.com", std::process::id());
+    p.sign_up(&address).await;
+    let started = Instant::now();
+    let message = loop {
+        let found = std::fs::read_dir(&maildir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .find(|m| m.contains(&format!("<{address}>")));
+        if let Some(message) = found {
+            break message;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no mail for {address} in {}",
+            maildir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        message.contains("Subject: Welcome to Duovarsity"),
+        "{message}"
+    );
+    assert!(
+        message.contains("From: Duovarsity <no-reply@duovarsity.local>"),
+        "{message}"
+    );
+    assert!(message.contains("welcome to Duovarsity"), "{message}");
+    assert!(
+        mails(&p).is_empty(),
+        "with an SMTP URL nothing is written as .eml"
+    );
+    p.stop().await;
+}
