@@ -18,32 +18,8 @@ async fn setup(extra: &[(&str, &str)]) -> (TestPlatform, String, String, String)
     settings.extend_from_slice(extra);
     let p = TestPlatform::start_with(duovarsity::Component::All, &settings).await;
     let (_, admin) = p.sign_in(ADMIN).await;
-    let (_, course) = p
-        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "content-course", "title": "Content", "level": "LEVEL_BEGINNER", "language": "en"})))
-        .await;
-    let course_id = course["id"].as_str().unwrap().to_string();
-    let (_, section) = p
-        .call(
-            Method::POST,
-            &format!("/v1/courses/{course_id}/sections"),
-            Some(&admin),
-            Some(json!({"title": "S"})),
-        )
-        .await;
-    let (_, lesson) = p
-        .call(
-            Method::POST,
-            &format!("/v1/sections/{}/lessons", section["id"].as_str().unwrap()),
-            Some(&admin),
-            Some(json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true})),
-        )
-        .await;
-    (
-        p,
-        admin,
-        course_id,
-        lesson["id"].as_str().unwrap().to_string(),
-    )
+    let (course_id, lesson_id) = p.course_with_lesson(&admin, "content-course").await;
+    (p, admin, course_id, lesson_id)
 }
 
 #[tokio::test]

@@ -49,27 +49,7 @@ async fn state_changes_publish_their_events() {
 
     // A one-lesson course, published, enrolled in and finished.
     let (_, admin) = p.sign_in("admin@example.com").await;
-    let (_, course) = p
-        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "evented", "title": "Evented", "level": "LEVEL_BEGINNER", "language": "en"})))
-        .await;
-    let course_id = course["id"].as_str().unwrap().to_string();
-    let (_, section) = p
-        .call(
-            Method::POST,
-            &format!("/v1/courses/{course_id}/sections"),
-            Some(&admin),
-            Some(json!({"title": "S"})),
-        )
-        .await;
-    let (_, lesson) = p
-        .call(
-            Method::POST,
-            &format!("/v1/sections/{}/lessons", section["id"].as_str().unwrap()),
-            Some(&admin),
-            Some(json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true})),
-        )
-        .await;
-    let lesson_id = lesson["id"].as_str().unwrap().to_string();
+    let (course_id, lesson_id) = p.course_with_lesson(&admin, "evented").await;
     p.call(
         Method::POST,
         &format!("/v1/courses/{course_id}:publish"),

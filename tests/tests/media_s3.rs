@@ -2,8 +2,7 @@
 //! uploaded through the gateway lands in the bucket and comes back byte for byte.
 
 use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
-use reqwest::{Method, StatusCode};
-use serde_json::json;
+use reqwest::StatusCode;
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x02\x00\x00\x00\x02\x08\x06\x00\x00\x00";
@@ -40,27 +39,7 @@ async fn media_round_trips_through_an_s3_bucket() {
     )
     .await;
     let (_, admin) = p.sign_in("admin@example.com").await;
-    let (_, course) = p
-        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "s3-course", "title": "S3", "level": "LEVEL_BEGINNER", "language": "en"})))
-        .await;
-    let course_id = course["id"].as_str().unwrap();
-    let (_, section) = p
-        .call(
-            Method::POST,
-            &format!("/v1/courses/{course_id}/sections"),
-            Some(&admin),
-            Some(json!({"title": "S"})),
-        )
-        .await;
-    let (_, lesson) = p
-        .call(
-            Method::POST,
-            &format!("/v1/sections/{}/lessons", section["id"].as_str().unwrap()),
-            Some(&admin),
-            Some(json!({"title": "L", "kind": "LESSON_KIND_VIDEO"})),
-        )
-        .await;
-    let lesson_id = lesson["id"].as_str().unwrap();
+    let (_, lesson_id) = p.course_with_lesson(&admin, "s3-course").await;
 
     let uploaded = p
         .client

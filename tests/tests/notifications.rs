@@ -100,26 +100,7 @@ async fn events_become_inbox_notifications_and_mail() {
 
     // Learning: enroll and finish a one-lesson course.
     let (_, admin) = p.sign_in("admin@example.com").await;
-    let (_, course) = p
-        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "notified", "title": "Notified", "level": "LEVEL_BEGINNER", "language": "en"})))
-        .await;
-    let course_id = course["id"].as_str().unwrap().to_string();
-    let (_, section) = p
-        .call(
-            Method::POST,
-            &format!("/v1/courses/{course_id}/sections"),
-            Some(&admin),
-            Some(json!({"title": "S"})),
-        )
-        .await;
-    let (_, lesson) = p
-        .call(
-            Method::POST,
-            &format!("/v1/sections/{}/lessons", section["id"].as_str().unwrap()),
-            Some(&admin),
-            Some(json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true})),
-        )
-        .await;
+    let (course_id, lesson_id) = p.course_with_lesson(&admin, "notified").await;
     p.call(
         Method::POST,
         &format!("/v1/courses/{course_id}:publish"),
@@ -136,7 +117,7 @@ async fn events_become_inbox_notifications_and_mail() {
     .await;
     p.call(
         Method::PUT,
-        &format!("/v1/lessons/{}/progress", lesson["id"].as_str().unwrap()),
+        &format!("/v1/lessons/{lesson_id}/progress"),
         Some(&learner),
         Some(json!({"percent": 100})),
     )

@@ -169,6 +169,43 @@ impl TestPlatform {
         )
     }
 
+    /// A draft course (`slug`) owned by the holder of `token`, with one section and one
+    /// required text lesson; returns (course id, lesson id).
+    pub async fn course_with_lesson(&self, token: &str, slug: &str) -> (String, String) {
+        use reqwest::Method;
+        let course = serde_json::json!({"slug": slug, "title": slug, "level": "LEVEL_BEGINNER", "language": "en"});
+        let (status, course) = self
+            .call(Method::POST, "/v1/courses", Some(token), Some(course))
+            .await;
+        assert!(status.is_success(), "create course: {course}");
+        let course_id = course["id"].as_str().unwrap_or_default().to_string();
+        let (status, section) = self
+            .call(
+                Method::POST,
+                &format!("/v1/courses/{course_id}/sections"),
+                Some(token),
+                Some(serde_json::json!({"title": "S"})),
+            )
+            .await;
+        assert!(status.is_success(), "create section: {section}");
+        let lesson =
+            serde_json::json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true});
+        let section_id = section["id"].as_str().unwrap_or_default();
+        let (status, lesson) = self
+            .call(
+                Method::POST,
+                &format!("/v1/sections/{section_id}/lessons"),
+                Some(token),
+                Some(lesson),
+            )
+            .await;
+        assert!(status.is_success(), "create lesson: {lesson}");
+        (
+            course_id,
+            lesson["id"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
     /// Stops and drains, failing the test if a server failed.
     pub async fn stop(mut self) {
         if let Some(platform) = self.platform.take() {
