@@ -11,6 +11,7 @@
 //! from configuration; and serves `/openapi.json`, `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod live;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -83,6 +84,9 @@ pub struct Gateway {
     /// For routes whose body is a raw `google.api.HttpBody` (media uploads).
     media_body_limit: usize,
     request_timeout: Duration,
+    /// Cancelled when the gateway shuts down: live connections close instead of holding
+    /// the drain open.
+    live_shutdown: CancellationToken,
 }
 
 impl Gateway {
@@ -120,6 +124,7 @@ impl Gateway {
             openapi,
             body_limit: config.body_limit_bytes,
             media_body_limit: config.media_max_bytes,
+            live_shutdown: CancellationToken::new(),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         }))
     }
@@ -134,6 +139,7 @@ impl Gateway {
             .route("/readyz", get(ready))
             .route("/metrics", get(|| async { telemetry::render_metrics() }))
             .route("/openapi.json", get(openapi_json))
+            .route("/v1/ws", get(live::websocket))
             .fallback(transcode_call)
             .with_state(self.clone())
             .layer(
@@ -159,6 +165,13 @@ impl Gateway {
             router = router.layer(cors);
         }
         router
+    }
+}
+
+impl Gateway {
+    /// Closes every live (WebSocket) connection; called when shutdown starts.
+    pub fn close_live_connections(&self) {
+        self.live_shutdown.cancel();
     }
 }
 

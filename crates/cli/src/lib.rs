@@ -223,6 +223,13 @@ impl Platform {
             })?;
             http_addr = Some(listener.local_addr()?);
             let router = gateway.router(&config.cors_allowed_origins);
+            let closing = shutdown.clone();
+            let live = gateway.clone();
+            tasks.spawn(async move {
+                closing.cancelled().await;
+                live.close_live_connections();
+                Ok(())
+            });
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 duovarsity_gateway::run(listener, router, stop, grace)

@@ -58,6 +58,14 @@ pub struct NotificationModule {
     mailer: mail::Mailer,
 }
 
+/// Wakes live streams: carries the id of a user who has something new.
+type Live = tokio::sync::broadcast::Sender<String>;
+/// How many wake-ups may wait for a slow stream before it falls back to reading the
+/// database (it never loses notifications, only the hint).
+const LIVE_CAPACITY: usize = 4096;
+/// A stream rereads the database at least this often even without a wake-up.
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl NotificationModule {
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
@@ -65,6 +73,7 @@ impl NotificationModule {
         Ok(Self {
             notifications: Notifications {
                 store: Arc::new(NotificationStore::new(db.clone())),
+                live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
             },
             db,
             mailer,
@@ -95,6 +104,7 @@ impl NotificationModule {
                 GROUP,
                 EventHandler {
                     store: self.notifications.store.clone(),
+                    live: self.notifications.live.clone(),
                 },
             );
             let stop = shutdown.clone();
@@ -117,6 +127,18 @@ impl NotificationModule {
 /// Turns one event into notifications and mail, inside the consumer's transaction.
 struct EventHandler {
     store: Arc<NotificationStore>,
+    live: Live,
+}
+
+/// The user an event concerns.
+fn recipient_of(envelope: &Envelope) -> Option<String> {
+    Some(match envelope.r#type.as_str() {
+        "user.registered" => payload::<UserRegistered>(envelope).ok()?.user_id,
+        "enrollment.created" => payload::<EnrollmentCreated>(envelope).ok()?.learner_id,
+        "progress.lesson_completed" => payload::<LessonCompleted>(envelope).ok()?.learner_id,
+        "enrollment.completed" => payload::<EnrollmentCompleted>(envelope).ok()?.learner_id,
+        _ => return None,
+    })
 }
 
 fn payload<T: Message + Default>(envelope: &Envelope) -> Result<T, Error> {
@@ -214,12 +236,20 @@ impl Handler for EventHandler {
             _ => Ok(()),
         }
     }
+
+    async fn committed(&self, envelope: &Envelope) {
+        if let Some(user) = recipient_of(envelope) {
+            // No receiver is fine: nobody is connected.
+            let _ = self.live.send(user);
+        }
+    }
 }
 
 /// The gRPC handlers.
 #[derive(Clone)]
 pub struct Notifications {
     store: Arc<NotificationStore>,
+    live: Live,
 }
 
 fn category_name(category: i32) -> Option<&'static str> {
@@ -247,11 +277,61 @@ fn to_proto(row: &NotificationRow) -> Notification {
         body: row.body.clone(),
         created_at: Some(timestamp_from_millis(row.created_at)),
         read_at: row.read_at.map(timestamp_from_millis),
+        seq: row.seq,
     }
 }
 
 #[tonic::async_trait]
 impl NotificationService for Notifications {
+    type StreamNotificationsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<Notification, Status>> + Send + 'static>,
+    >;
+
+    async fn stream_notifications(
+        &self,
+        request: Request<StreamNotificationsRequest>,
+    ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
+        let user = caller(&request)?.sub.clone();
+        let mut last = request.into_inner().after_seq.max(0);
+        let store = self.store.clone();
+        let mut wakes = self.live.subscribe();
+        // A small buffer: a consumer that stops reading stalls only its own stream.
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                match store.after(&user, last, 100).await {
+                    Ok(rows) => {
+                        for row in &rows {
+                            if sender.send(Ok(to_proto(row))).await.is_err() {
+                                return;
+                            }
+                            last = row.seq;
+                        }
+                        if rows.len() == 100 {
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(Status::from(error))).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    () = sender.closed() => return,
+                    woke = wakes.recv() => {
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = woke {
+                            return;
+                        }
+                    }
+                    () = tokio::time::sleep(STREAM_POLL) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     async fn list_notifications(
         &self,
         request: Request<ListNotificationsRequest>,

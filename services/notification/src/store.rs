@@ -21,9 +21,10 @@ pub struct NotificationRow {
     pub body: String,
     pub created_at: i64,
     pub read_at: Option<i64>,
+    pub seq: i64,
 }
 
-const COLUMNS: &str = "id, category, title, body, created_at, read_at";
+const COLUMNS: &str = "id, category, title, body, created_at, read_at, seq";
 
 fn from_row(row: &AnyRow) -> Result<NotificationRow, sqlx::Error> {
     Ok(NotificationRow {
@@ -33,6 +34,7 @@ fn from_row(row: &AnyRow) -> Result<NotificationRow, sqlx::Error> {
         body: row.try_get("body")?,
         created_at: row.try_get("created_at")?,
         read_at: row.try_get("read_at")?,
+        seq: row.try_get("seq")?,
     })
 }
 
@@ -91,8 +93,12 @@ impl NotificationStore {
         };
         let now = now_millis();
         if in_app {
+            // The next per-user sequence. Two transactions that pick the same number collide
+            // on the unique index; the loser fails and the consumer retries it, so numbers
+            // follow commit order and a resuming stream never skips one.
             sqlx::query(&format!(
-                "INSERT INTO notifications ({COLUMNS}, user_id, event_id) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)"
+                "INSERT INTO notifications ({COLUMNS}, user_id, event_id) VALUES ($1, $2, $3, $4, $5, NULL, \
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE user_id = $6), $6, $7)"
             ))
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(category)
@@ -154,6 +160,24 @@ impl NotificationStore {
         ))
         .bind(user_id)
         .bind(before.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(self.db.writer())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The user's notifications with a sequence above `after_seq`, oldest first.
+    pub async fn after(
+        &self,
+        user_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(user_id)
+        .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(self.db.writer())
         .await?;

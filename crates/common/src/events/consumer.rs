@@ -29,6 +29,10 @@ use crate::error::Error;
 pub trait Handler: Send + Sync {
     async fn handle(&self, tx: &mut Transaction<'_, Any>, envelope: &Envelope)
     -> Result<(), Error>;
+
+    /// Runs after the effect of `envelope` is committed (for example to wake live
+    /// readers); not run for duplicates.
+    async fn committed(&self, _envelope: &Envelope) {}
 }
 
 /// What happened to one record.
@@ -172,6 +176,7 @@ impl<H: Handler> Consumer<H> {
             Err(e) => Err(e.into()),
             Ok(_) => {
                 tx.commit().await?;
+                self.handler.committed(envelope).await;
                 Ok(Outcome::Applied)
             }
         }

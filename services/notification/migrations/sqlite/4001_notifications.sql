@@ -2,6 +2,7 @@
 CREATE TABLE notifications (
     id         TEXT PRIMARY KEY,          -- UUIDv7: newest-first order
     user_id    TEXT NOT NULL,
+    seq        BIGINT NOT NULL,           -- per user, in commit order (unique)
     category   TEXT NOT NULL,             -- account | learning | billing
     title      TEXT NOT NULL,
     body       TEXT NOT NULL,
@@ -10,6 +11,7 @@ CREATE TABLE notifications (
     read_at    BIGINT
 );
 CREATE INDEX notifications_by_user ON notifications (user_id, id);
+CREATE UNIQUE INDEX notifications_user_seq ON notifications (user_id, seq);
 CREATE INDEX notifications_unread ON notifications (user_id, read_at);
 
 -- Who to write to: kept from user.registered events.

@@ -1,0 +1,161 @@
+//! `GET /v1/ws`: live notifications over WebSocket.
+//!
+//! The access token is checked at the upgrade (an `Authorization: Bearer` header, or
+//! `?access_token=` since browsers cannot set headers on a WebSocket); a bad or expired
+//! token gets a 401 problem instead of a socket. The gateway then opens the notification
+//! service's `StreamNotifications` with the caller's token and forwards each notification
+//! as a JSON text frame (the same JSON as `GET /v1/notifications`). `?after=<seq>` resumes
+//! after the last sequence number a client saw, so a reconnect loses nothing and repeats
+//! nothing.
+//!
+//! Heartbeats: the gateway pings every 15 s and closes a connection that has not answered
+//! for 45 s. A client that stops reading is disconnected when one frame cannot be written
+//! within 5 s, so a slow reader costs a bounded buffer, not growing memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use duovarsity_common::auth::bearer_token;
+use duovarsity_proto::notification::notification_service_client::NotificationServiceClient;
+use duovarsity_proto::notification::{Notification, StreamNotificationsRequest};
+use futures::{SinkExt, StreamExt};
+use http::{HeaderMap, StatusCode, header};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, SerializeOptions};
+use serde::Deserialize;
+use tonic::Code;
+
+use crate::Gateway;
+use crate::problem::Problem;
+
+pub const NOTIFICATION_SERVICE: &str = "duovarsity.notification.v1.NotificationService";
+const PING_EVERY: Duration = Duration::from_secs(15);
+const PONG_DEADLINE: Duration = Duration::from_secs(45);
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+pub struct LiveQuery {
+    access_token: Option<String>,
+    #[serde(default)]
+    after: i64,
+}
+
+pub async fn websocket(
+    State(gateway): State<Arc<Gateway>>,
+    Query(query): Query<LiveQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let token = bearer_token(headers.get(header::AUTHORIZATION))
+        .map(str::to_string)
+        .or(query.access_token);
+    let Some(token) = token else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated,
+            "connect with an access token",
+        )
+        .with_reason("TOKEN_MISSING")
+        .into_response();
+    };
+    if let Err(error) = gateway.verifier.verify(&token).await {
+        return Problem::from_status(&tonic::Status::from(error)).into_response();
+    }
+    let Some(channel) = gateway.upstreams.channel(NOTIFICATION_SERVICE) else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "live notifications are not configured",
+        )
+        .into_response();
+    };
+    let after = query.after.max(0);
+    let closing = gateway.live_shutdown.clone();
+    upgrade.on_upgrade(move |socket| {
+        relay(
+            socket,
+            NotificationServiceClient::new(channel),
+            token,
+            after,
+            closing,
+        )
+    })
+}
+
+async fn relay(
+    socket: WebSocket,
+    mut client: NotificationServiceClient<tonic::transport::Channel>,
+    token: String,
+    after_seq: i64,
+    closing: tokio_util::sync::CancellationToken,
+) {
+    let (mut sink, mut source) = socket.split();
+    let mut request = tonic::Request::new(StreamNotificationsRequest { after_seq });
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut stream = match client.stream_notifications(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            tracing::warn!(%status, "live stream refused");
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    metrics::gauge!("websocket_connections").increment(1.0);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            () = closing.cancelled() => break,
+            item = stream.message() => {
+                let frame = match item {
+                    Ok(Some(notification)) => json(&notification),
+                    _ => break,
+                };
+                match tokio::time::timeout(WRITE_DEADLINE, sink.send(Message::Text(frame.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::info!("closing a WebSocket whose client stopped reading");
+                        metrics::counter!("websocket_slow_disconnects_total").increment(1);
+                        break;
+                    }
+                }
+            }
+            incoming = source.next() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => last_heard = Instant::now(),
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > PONG_DEADLINE {
+                    break;
+                }
+                if tokio::time::timeout(WRITE_DEADLINE, sink.send(Message::Ping(Vec::new().into()))).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(WRITE_DEADLINE, sink.send(Message::Close(None))).await;
+    metrics::gauge!("websocket_connections").decrement(1.0);
+}
+
+/// The proto3 JSON of a notification, as the REST API renders it.
+fn json(notification: &Notification) -> String {
+    let descriptor = duovarsity_proto::descriptor_pool()
+        .get_message_by_name("duovarsity.notification.v1.Notification")
+        .expect("the notification message is in the descriptor set");
+    let message = DynamicMessage::decode(descriptor, notification.encode_to_vec().as_slice())
+        .expect("a notification decodes as itself");
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    let _ = message.serialize_with_options(
+        &mut serializer,
+        &SerializeOptions::new().skip_default_fields(false),
+    );
+    String::from_utf8(out).unwrap_or_default()
+}

@@ -1,0 +1,133 @@
+//! Live notifications over WebSocket through the gateway, with a real WebSocket client:
+//! every connection of a user gets each new notification, other users get nothing, a
+//! reconnect resumes after the last sequence number, and a bad token is refused at the
+//! upgrade.
+
+use std::time::Duration;
+
+use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(p: &TestPlatform, token: &str, after: i64) -> Socket {
+    let url = p
+        .url(&format!("/v1/ws?access_token={token}&after={after}"))
+        .replacen("http://", "ws://", 1);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the upgrade succeeds")
+        .0
+}
+
+/// The next notification frame within `wait`, or None.
+async fn next_frame(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let Message::Text(text) = message {
+            return Some(serde_json::from_str(&text).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn notifications_arrive_live_on_every_connection_of_their_user() {
+    let p = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ],
+    )
+    .await;
+    let (_, learner) = p.sign_up("live@example.com").await;
+    let (_, other) = p.sign_up("quiet@example.com").await;
+
+    // Two tabs of the learner and one of another user; each catches up with its welcome.
+    let mut tab_a = connect(&p, &learner, 0).await;
+    let mut tab_b = connect(&p, &learner, 0).await;
+    let mut theirs = connect(&p, &other, 0).await;
+    let welcome = next_frame(&mut tab_a, Duration::from_secs(5))
+        .await
+        .expect("the welcome");
+    assert_eq!(welcome["title"], "Welcome to Duovarsity");
+    let welcome_seq: i64 = welcome["seq"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        next_frame(&mut tab_b, Duration::from_secs(5))
+            .await
+            .unwrap()["title"],
+        "Welcome to Duovarsity"
+    );
+    assert_eq!(
+        next_frame(&mut theirs, Duration::from_secs(5))
+            .await
+            .unwrap()["title"],
+        "Welcome to Duovarsity"
+    );
+
+    // Something new for the learner reaches both tabs within a second, and nobody else.
+    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (course_id, _) = p.course_with_lesson(&admin, "live-course").await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}:publish"),
+        Some(&admin),
+        Some(json!({})),
+    )
+    .await;
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}/enrollments"),
+        Some(&learner),
+        Some(json!({})),
+    )
+    .await;
+    for tab in [&mut tab_a, &mut tab_b] {
+        let frame = next_frame(tab, Duration::from_secs(1))
+            .await
+            .expect("live within a second");
+        assert_eq!(frame["title"], "Enrollment confirmed");
+    }
+    assert!(
+        next_frame(&mut theirs, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "another user's notification leaked"
+    );
+
+    // A reconnect that says what it saw gets only what it missed, once.
+    drop(tab_b);
+    let mut resumed = connect(&p, &learner, welcome_seq).await;
+    let missed = next_frame(&mut resumed, Duration::from_secs(2))
+        .await
+        .expect("the missed notification");
+    assert_eq!(missed["title"], "Enrollment confirmed");
+    assert!(
+        next_frame(&mut resumed, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "nothing twice"
+    );
+
+    // Bad and missing tokens are refused before the upgrade.
+    let bad = p
+        .url("/v1/ws?access_token=not-a-token")
+        .replacen("http://", "ws://", 1);
+    match tokio_tungstenite::connect_async(bad).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let none = p.url("/v1/ws").replacen("http://", "ws://", 1);
+    assert!(tokio_tungstenite::connect_async(none).await.is_err());
+    p.stop().await;
+}
