@@ -103,6 +103,39 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
         "another user's notification leaked"
     );
 
+    // Presence: two connections now; the learner may ask, another learner may not.
+    let (_, me) = p
+        .call(Method::GET, "/v1/users/me", Some(&learner), None)
+        .await;
+    let learner_id = me["id"].as_str().unwrap().to_string();
+    let (_, presence) = p
+        .call(
+            Method::GET,
+            &format!("/v1/users/{learner_id}/presence"),
+            Some(&learner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            presence["online"].as_bool(),
+            presence["connections"].as_i64()
+        ),
+        (Some(true), Some(2)),
+        "{presence}"
+    );
+    assert_eq!(
+        p.call(
+            Method::GET,
+            &format!("/v1/users/{learner_id}/presence"),
+            Some(&other),
+            None
+        )
+        .await
+        .0,
+        reqwest::StatusCode::FORBIDDEN
+    );
+
     // A reconnect that says what it saw gets only what it missed, once.
     drop(tab_b);
     let mut resumed = connect(&p, &learner, welcome_seq).await;

@@ -74,6 +74,7 @@ impl NotificationModule {
             notifications: Notifications {
                 store: Arc::new(NotificationStore::new(db.clone())),
                 live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
+                presence: Arc::default(),
             },
             db,
             mailer,
@@ -250,6 +251,41 @@ impl Handler for EventHandler {
 pub struct Notifications {
     store: Arc<NotificationStore>,
     live: Live,
+    /// Open live streams per user (this replica's).
+    presence: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
+}
+
+/// Counts a live stream for its user while it exists.
+struct Connected {
+    presence: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
+    user: String,
+}
+
+impl Connected {
+    fn new(
+        presence: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
+        user: String,
+    ) -> Self {
+        *presence
+            .lock()
+            .expect("presence lock")
+            .entry(user.clone())
+            .or_insert(0) += 1;
+        Self { presence, user }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Ok(mut presence) = self.presence.lock()
+            && let Some(count) = presence.get_mut(&self.user)
+        {
+            *count -= 1;
+            if *count <= 0 {
+                presence.remove(&self.user);
+            }
+        }
+    }
 }
 
 fn category_name(category: i32) -> Option<&'static str> {
@@ -297,7 +333,9 @@ impl NotificationService for Notifications {
         let mut wakes = self.live.subscribe();
         // A small buffer: a consumer that stops reading stalls only its own stream.
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let connected = Connected::new(self.presence.clone(), user.clone());
         tokio::spawn(async move {
+            let _connected = connected;
             loop {
                 match store.after(&user, last, 100).await {
                     Ok(rows) => {
@@ -368,6 +406,31 @@ impl NotificationService for Notifications {
             notifications: rows.iter().map(to_proto).collect(),
             next_page_token,
             unread_count: self.store.unread_count(&user).await?,
+        }))
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<GetPresenceRequest>,
+    ) -> Result<Response<Presence>, Status> {
+        let claims = caller(&request)?.clone();
+        let user_id = request.into_inner().user_id;
+        if claims.sub != user_id && !claims.is_admin() {
+            return Err(Error::permission_denied(
+                "NOT_YOURS",
+                "only the user themself or an admin may see presence",
+            )
+            .into());
+        }
+        let connections = self
+            .presence
+            .lock()
+            .map(|p| p.get(&user_id).copied().unwrap_or(0))
+            .unwrap_or(0);
+        Ok(Response::new(Presence {
+            user_id,
+            online: connections > 0,
+            connections,
         }))
     }
 
