@@ -1,22 +1,16 @@
 //! Lesson content and media through REST: drafts, immutable versions, HTTP caching (ETag,
 //! 304, Cache-Control), and uploads with size and type limits.
 
-use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN as ADMIN, TestPlatform};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-const ADMIN: &str = "admin@example.com";
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89";
 
 /// A platform with an admin-owned course of one lesson; returns (platform, admin token,
 /// course id, lesson id).
 async fn setup(extra: &[(&str, &str)]) -> (TestPlatform, String, String, String) {
-    let mut settings = vec![
-        ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", ADMIN),
-        ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
-    ];
-    settings.extend_from_slice(extra);
-    let p = TestPlatform::start_with(duovarsity::Component::All, &settings).await;
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, extra).await;
     let (_, admin) = p.sign_in(ADMIN).await;
     let (course_id, lesson_id) = p.course_with_lesson(&admin, "content-course").await;
     (p, admin, course_id, lesson_id)

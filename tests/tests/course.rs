@@ -1,22 +1,13 @@
 //! The learning domain through REST: authoring, the catalog, enrollment, progress and
 //! certificates, on the embedded platform.
 
-use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN as ADMIN, TestPlatform};
 use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin@example.com";
-
 async fn platform() -> TestPlatform {
-    TestPlatform::start_with(
-        duovarsity::Component::All,
-        &[
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", ADMIN),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
-        ],
-    )
-    .await
+    TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await
 }
 
 /// An instructor's (id, token): signed up, promoted by the admin, signed in again.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use duovarsity_common::events::{Record, Subscription};
 use duovarsity_proto::events::{EnrollmentCompleted, Envelope, LessonCompleted, UserRegistered};
-use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
 use prost::Message;
 use reqwest::Method;
 use serde_json::json;
@@ -21,14 +21,7 @@ async fn next(subscription: &mut Box<dyn Subscription>) -> (Record, Envelope) {
 
 #[tokio::test]
 async fn state_changes_publish_their_events() {
-    let p = TestPlatform::start_with(
-        duovarsity::Component::All,
-        &[
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
-        ],
-    )
-    .await;
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await;
     let bus = p.bus();
     let mut users = bus.subscribe("user.v1", "test").await.unwrap();
     let mut progress = bus.subscribe("progress.v1", "test").await.unwrap();
@@ -48,22 +41,10 @@ async fn state_changes_publish_their_events() {
     assert!(uuid::Uuid::parse_str(&envelope.event_id).is_ok());
 
     // A one-lesson course, published, enrolled in and finished.
-    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
     let (course_id, lesson_id) = p.course_with_lesson(&admin, "evented").await;
-    p.call(
-        Method::POST,
-        &format!("/v1/courses/{course_id}:publish"),
-        Some(&admin),
-        Some(json!({})),
-    )
-    .await;
-    p.call(
-        Method::POST,
-        &format!("/v1/courses/{course_id}/enrollments"),
-        Some(&learner),
-        Some(json!({})),
-    )
-    .await;
+    p.publish(&admin, &course_id).await;
+    p.enroll(&learner, &course_id).await;
     let (_, created) = next(&mut enrollments).await;
     assert_eq!(created.r#type, "enrollment.created");
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
 use futures::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
@@ -40,14 +40,7 @@ async fn next_frame(socket: &mut Socket, wait: Duration) -> Option<Value> {
 
 #[tokio::test]
 async fn notifications_arrive_live_on_every_connection_of_their_user() {
-    let p = TestPlatform::start_with(
-        duovarsity::Component::All,
-        &[
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
-        ],
-    )
-    .await;
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await;
     let (_, learner) = p.sign_up("live@example.com").await;
     let (_, other) = p.sign_up("quiet@example.com").await;
 
@@ -74,22 +67,10 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     );
 
     // Something new for the learner reaches both tabs within a second, and nobody else.
-    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
     let (course_id, _) = p.course_with_lesson(&admin, "live-course").await;
-    p.call(
-        Method::POST,
-        &format!("/v1/courses/{course_id}:publish"),
-        Some(&admin),
-        Some(json!({})),
-    )
-    .await;
-    p.call(
-        Method::POST,
-        &format!("/v1/courses/{course_id}/enrollments"),
-        Some(&learner),
-        Some(json!({})),
-    )
-    .await;
+    p.publish(&admin, &course_id).await;
+    p.enroll(&learner, &course_id).await;
     for tab in [&mut tab_a, &mut tab_b] {
         let frame = next_frame(tab, Duration::from_secs(1))
             .await

@@ -1,7 +1,7 @@
 //! Lesson media on S3-compatible storage (moto, started by the test setup): what is
 //! uploaded through the gateway lands in the bucket and comes back byte for byte.
 
-use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
 use reqwest::StatusCode;
 
 const PNG: &[u8] =
@@ -28,17 +28,15 @@ async fn media_round_trips_through_an_s3_bucket() {
     let options = format!(
         "aws_endpoint={endpoint},aws_allow_http=true,aws_region=us-east-1,aws_access_key_id=test,aws_secret_access_key=test"
     );
-    let p = TestPlatform::start_with(
+    let p = TestPlatform::start_with_admin(
         duovarsity::Component::All,
         &[
             ("DUOVARSITY_MEDIA_URL", &media_url),
             ("DUOVARSITY_MEDIA_OPTIONS", &options),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
         ],
     )
     .await;
-    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
     let (_, lesson_id) = p.course_with_lesson(&admin, "s3-course").await;
 
     let uploaded = p

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use duovarsity_testkit::{TEST_PASSWORD, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -59,14 +59,7 @@ async fn wait_for_mails(p: &TestPlatform, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn events_become_inbox_notifications_and_mail() {
-    let p = TestPlatform::start_with(
-        duovarsity::Component::All,
-        &[
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
-        ],
-    )
-    .await;
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await;
     let (_, learner) = p.sign_up("learner@example.com").await;
     let (_, other) = p.sign_up("other@example.com").await;
 
@@ -99,22 +92,10 @@ async fn events_become_inbox_notifications_and_mail() {
     assert_eq!(status, StatusCode::OK, "{prefs}");
 
     // Learning: enroll and finish a one-lesson course.
-    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
     let (course_id, lesson_id) = p.course_with_lesson(&admin, "notified").await;
-    p.call(
-        Method::POST,
-        &format!("/v1/courses/{course_id}:publish"),
-        Some(&admin),
-        Some(json!({})),
-    )
-    .await;
-    p.call(
-        Method::POST,
-        &format!("/v1/courses/{course_id}/enrollments"),
-        Some(&learner),
-        Some(json!({})),
-    )
-    .await;
+    p.publish(&admin, &course_id).await;
+    p.enroll(&learner, &course_id).await;
     p.call(
         Method::PUT,
         &format!("/v1/lessons/{lesson_id}/progress"),

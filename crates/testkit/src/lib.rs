@@ -15,6 +15,9 @@ use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
 use tempfile::TempDir;
 
+/// The bootstrap admin of [`TestPlatform::start_with_admin`] (password [`TEST_PASSWORD`]).
+pub const TEST_ADMIN: &str = "admin@example.com";
+
 /// The password of accounts made by [`TestPlatform::sign_up`].
 pub const TEST_PASSWORD: &str = "correct-horse-battery";
 
@@ -73,6 +76,16 @@ impl TestPlatform {
         };
         started.wait_until_ready().await;
         started
+    }
+
+    /// `component` with the bootstrap admin [`TEST_ADMIN`] and `extra` settings.
+    pub async fn start_with_admin(component: Component, extra: &[(&str, &str)]) -> Self {
+        let mut settings = vec![
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", TEST_ADMIN),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ];
+        settings.extend_from_slice(extra);
+        Self::start_with(component, &settings).await
     }
 
     async fn wait_until_ready(&self) {
@@ -204,6 +217,35 @@ impl TestPlatform {
             course_id,
             lesson["id"].as_str().unwrap_or_default().to_string(),
         )
+    }
+
+    /// Publishes a course as the holder of `token`, failing the test otherwise.
+    pub async fn publish(&self, token: &str, course_id: &str) {
+        let path = format!("/v1/courses/{course_id}:publish");
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(token),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert!(status.is_success(), "publish {course_id}: {body}");
+    }
+
+    /// Enrolls the holder of `token` in a course; returns the enrollment.
+    pub async fn enroll(&self, token: &str, course_id: &str) -> serde_json::Value {
+        let path = format!("/v1/courses/{course_id}/enrollments");
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(token),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert!(status.is_success(), "enroll in {course_id}: {body}");
+        body
     }
 
     /// Stops and drains, failing the test if a server failed.

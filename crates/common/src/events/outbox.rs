@@ -137,45 +137,34 @@ impl OutboxRelay {
     /// One round: publishes up to a batch of pending rows in id order and marks them sent.
     /// Stops at the first failure, so no later event overtakes an unpublished one.
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
-        match self.db.backend() {
-            Backend::Postgres => self.publish_locked().await,
-            Backend::Sqlite => self.publish_unlocked().await,
-        }
-    }
-
-    async fn publish_locked(&self) -> Result<usize, RelayError> {
-        let mut tx = self.db.writer().begin().await?;
-        let rows = sqlx::query(&format!(
+        // PostgreSQL: the rows stay locked (SKIP LOCKED) in one transaction across the
+        // publish, so concurrent relays take disjoint batches. SQLite: one process and one
+        // writer connection, which must not be held while publishing.
+        let lock = self.db.backend() == Backend::Postgres;
+        let sql = format!(
             "SELECT id, topic, event_key, payload, headers, created_at FROM {} WHERE sent_at IS NULL \
-             ORDER BY id LIMIT {BATCH} FOR UPDATE SKIP LOCKED",
-            self.table
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
+             ORDER BY id LIMIT {BATCH}{}",
+            self.table,
+            if lock { " FOR UPDATE SKIP LOCKED" } else { "" }
+        );
+        let mut held = if lock {
+            Some(self.db.writer().begin().await?)
+        } else {
+            None
+        };
+        let rows = match held.as_mut() {
+            Some(tx) => sqlx::query(&sql).fetch_all(&mut **tx).await?,
+            None => sqlx::query(&sql).fetch_all(self.db.writer()).await?,
+        };
         let pending = rows
             .iter()
             .map(pending_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let published = self.publish_all(&pending).await;
-        self.mark_sent(&mut tx, &pending[..published.count]).await?;
-        tx.commit().await?;
-        self.record_backlog().await;
-        published.into_result()
-    }
-
-    async fn publish_unlocked(&self) -> Result<usize, RelayError> {
-        let rows = sqlx::query(&format!(
-            "SELECT id, topic, event_key, payload, headers, created_at FROM {} WHERE sent_at IS NULL ORDER BY id LIMIT {BATCH}",
-            self.table
-        ))
-        .fetch_all(self.db.writer())
-        .await?;
-        let pending = rows
-            .iter()
-            .map(pending_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let published = self.publish_all(&pending).await;
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = match held {
+            Some(tx) => tx,
+            None => self.db.writer().begin().await?,
+        };
         self.mark_sent(&mut tx, &pending[..published.count]).await?;
         tx.commit().await?;
         self.record_backlog().await;
