@@ -205,6 +205,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config, component: Component, name: &'static str) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(name, config.log_format);
     let platform = Platform::start(config, component).await?;
+    // Registered before the platform announces itself, so a SIGTERM sent by whoever read
+    // the announcement is handled, not fatal.
+    let signal = shutdown_signal()?;
     if let Some(addr) = platform.http_addr() {
         println!("REST gateway   http://{addr}  (OpenAPI: http://{addr}/openapi.json)");
     }
@@ -214,31 +217,31 @@ async fn serve(config: Config, component: Component, name: &'static str) -> anyh
     println!("Press Ctrl-C to stop.");
     let stop = platform.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         stop.cancel();
     });
     platform.wait().await
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Resolves on Ctrl-C or (on Unix) SIGTERM. On Unix both handlers are installed when this
+/// returns.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
