@@ -1,6 +1,6 @@
 //! The event bus: Kafka-like topics, keys, partitions, consumer groups and offsets behind
 //! one trait, so services publish and consume the same way in embedded mode (the
-//! in-process [`memory::MemoryBus`]) and in production (Kafka, to come).
+//! in-process [`memory::MemoryBus`]) and in production (Kafka, [`kafka::KafkaBus`]).
 //!
 //! Semantics every implementation keeps (checked by the shared contract suite in
 //! `tests/event_bus.rs`):
@@ -13,6 +13,7 @@
 //! - `seek` replays from an offset.
 
 pub mod consumer;
+pub mod kafka;
 pub mod memory;
 pub mod outbox;
 
