@@ -5,6 +5,9 @@
 # - Redis on 127.0.0.1:6379 (the L2 cache and cache invalidation tests).
 # - moto, an S3-compatible server, on 127.0.0.1:5055 (the media store on S3).
 # - aiosmtpd, an SMTP server, on 127.0.0.1:2525, delivering into a maildir (email tests).
+# - tansu, an Apache-Kafka-compatible broker, on 127.0.0.1:9092 with in-memory storage
+#   (the Kafka bus contract and the distributed end-to-end run). The first install builds
+#   it from crates.io (about 10 minutes); later runs reuse ~/.cargo/bin/tansu.
 # Everything goes to stderr except the final `export` lines.
 set -euo pipefail
 
@@ -100,6 +103,25 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$smtp_port") 2>/dev/null; then
   done
 fi
 
+# A Kafka-protocol broker (tansu, from crates.io).
+kafka_port=9092
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+  log "installing tansu (Kafka-compatible broker; builds once, about 10 minutes)"
+  env -u CARGO_TARGET_DIR cargo install tansu --locked --features dynostore --quiet >&2
+fi
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; then
+  log "starting tansu on 127.0.0.1:$kafka_port"
+  nohup tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine memory://tansu/ >/tmp/duovarsity-tansu.log 2>&1 &
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+
+echo "export DUOVARSITY_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
 echo "export DUOVARSITY_TEST_SMTP_URL=smtp://127.0.0.1:$smtp_port"
 echo "export DUOVARSITY_TEST_SMTP_MAILDIR=$maildir"
 echo "export DUOVARSITY_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"

@@ -14,6 +14,7 @@ use duovarsity_common::Config;
 use duovarsity_common::auth::TokenVerifier;
 use duovarsity_common::cache::CacheHub;
 use duovarsity_common::events::EventBus;
+use duovarsity_common::events::kafka::KafkaBus;
 use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::events::outbox::OutboxRelay;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
@@ -60,7 +61,7 @@ pub struct Platform {
 }
 
 /// The in-process bus of one process: partitions per topic and records kept per partition
-/// (bounded memory). Across processes events need Kafka, which is not wired yet.
+/// (bounded memory). Across processes events go through Kafka (`kafka_brokers`).
 const BUS_PARTITIONS: u32 = 8;
 const BUS_RETENTION: usize = 10_000;
 
@@ -70,7 +71,13 @@ impl Platform {
         // The metrics recorder must exist before the first request records anything.
         duovarsity_common::telemetry::metrics_handle();
         let shutdown = CancellationToken::new();
-        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(BUS_PARTITIONS, BUS_RETENTION));
+        let bus: Arc<dyn EventBus> = match config.kafka_settings() {
+            Some(settings) => Arc::new(
+                KafkaBus::connect(settings)
+                    .context("connecting to Kafka (DUOVARSITY_KAFKA_BROKERS)")?,
+            ),
+            None => Arc::new(MemoryBus::new(BUS_PARTITIONS, BUS_RETENTION)),
+        };
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut tasks = JoinSet::new();
         let mut grpc_addr = None;

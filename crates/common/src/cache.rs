@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
@@ -68,9 +67,28 @@ impl CacheHub {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;
                 let manager = ConnectionManager::new(client.clone()).await?;
-                // Subscribe before serving, so no invalidation after start is missed.
-                let pubsub = subscribe(&client).await?;
-                let task = tokio::spawn(listen(client, pubsub, caches.clone()));
+                // Subscribed before serving, so no invalidation after start is missed.
+                let on_message = {
+                    let caches = caches.clone();
+                    move |payload: String| {
+                        let caches = caches.clone();
+                        async move { apply_invalidation(&caches, &payload).await }
+                    }
+                };
+                let on_gap = {
+                    let caches = caches.clone();
+                    move || {
+                        tracing::warn!(
+                            "cache invalidations may have been missed; dropping every L1 entry"
+                        );
+                        for cache in caches.lock().expect("cache registry lock").values() {
+                            cache.invalidations.fetch_add(1, Ordering::SeqCst);
+                            cache.l1.invalidate_all();
+                        }
+                    }
+                };
+                let task =
+                    crate::pubsub::follow(client, INVALIDATION_CHANNEL, on_message, on_gap).await?;
                 (Some(manager), Some(Arc::new(task)))
             }
             None => (None, None),
@@ -137,55 +155,19 @@ impl Drop for CacheHub {
     }
 }
 
-async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, redis::RedisError> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(INVALIDATION_CHANNEL).await?;
-    Ok(pubsub)
-}
-
-/// Applies invalidations from other replicas; resubscribes with backoff when Redis drops.
-async fn listen(
-    client: redis::Client,
-    mut pubsub: redis::aio::PubSub,
-    caches: Arc<Mutex<HashMap<&'static str, Cache>>>,
-) {
-    loop {
-        {
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
-                let Some((name, key)) = payload.split_once('\n') else {
-                    continue;
-                };
-                let cache = caches
-                    .lock()
-                    .expect("cache registry lock")
-                    .get(name)
-                    .cloned();
-                if let Some(cache) = cache {
-                    cache.invalidations.fetch_add(1, Ordering::SeqCst);
-                    cache.l1.invalidate(key).await;
-                }
-            }
-        }
-        tracing::warn!(
-            "cache invalidation subscription lost; L1 entries now expire by TTL only until it returns"
-        );
-        let mut delay = Duration::from_millis(100);
-        pubsub = loop {
-            tokio::time::sleep(delay).await;
-            match subscribe(&client).await {
-                Ok(pubsub) => break pubsub,
-                Err(_) => delay = (delay * 2).min(Duration::from_secs(5)),
-            }
-        };
-        // Anything may have changed while we were deaf.
-        for cache in caches.lock().expect("cache registry lock").values() {
-            cache.invalidations.fetch_add(1, Ordering::SeqCst);
-            cache.l1.invalidate_all();
-        }
+/// Applies one invalidation from another replica (`<cache name>\n<key>`).
+async fn apply_invalidation(caches: &Mutex<HashMap<&'static str, Cache>>, payload: &str) {
+    let Some((name, key)) = payload.split_once('\n') else {
+        return;
+    };
+    let cache = caches
+        .lock()
+        .expect("cache registry lock")
+        .get(name)
+        .cloned();
+    if let Some(cache) = cache {
+        cache.invalidations.fetch_add(1, Ordering::SeqCst);
+        cache.l1.invalidate(key).await;
     }
 }
 

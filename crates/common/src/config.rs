@@ -100,6 +100,17 @@ pub struct Config {
     /// `redis://…`: the shared L2 cache and cross-replica cache invalidation. Unset: caches
     /// are in-process only (right for one process; several replicas need Redis).
     pub redis_url: Option<Secret<String>>,
+    /// Kafka bootstrap servers (`host:port`, comma-separated): services publish and consume
+    /// events there. Unset: the in-process bus (one process only).
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub kafka_brokers: Option<String>,
+    /// Partitions of each event topic the platform creates on Kafka.
+    pub kafka_partitions: i32,
+    /// Replicas of each event topic the platform creates on Kafka.
+    pub kafka_replication: i32,
+    /// Prepended to every topic and consumer group name, so several environments can
+    /// share one cluster.
+    pub kafka_topic_prefix: String,
     /// How long an in-process (L1) cache entry lives, in seconds: the staleness bound if a
     /// replica misses an invalidation message.
     pub cache_l1_ttl_secs: u64,
@@ -143,6 +154,10 @@ impl Default for Config {
             mail_url: None,
             mail_from: "Duovarsity <no-reply@duovarsity.local>".to_string(),
             redis_url: None,
+            kafka_brokers: None,
+            kafka_partitions: 6,
+            kafka_replication: 1,
+            kafka_topic_prefix: String::new(),
             cache_l1_ttl_secs: 10,
             cache_l1_capacity: 10_000,
             cors_allowed_origins: Vec::new(),
@@ -320,6 +335,41 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        if let Some(brokers) = &self.kafka_brokers
+            && brokers.split(',').any(|broker| {
+                broker
+                    .trim()
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            })
+        {
+            return Err(ConfigError::setting(
+                "kafka_brokers",
+                "must be host:port pairs, separated by commas",
+            ));
+        }
+        if !(1..=10_000).contains(&self.kafka_partitions) {
+            return Err(ConfigError::setting(
+                "kafka_partitions",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(1..=16).contains(&self.kafka_replication) {
+            return Err(ConfigError::setting(
+                "kafka_replication",
+                "must be between 1 and 16",
+            ));
+        }
+        if !self
+            .kafka_topic_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(ConfigError::setting(
+                "kafka_topic_prefix",
+                "may hold only letters, digits, '.', '_' and '-'",
+            ));
+        }
         if self.cache_l1_capacity == 0 {
             return Err(ConfigError::setting(
                 "cache_l1_capacity",
@@ -414,6 +464,16 @@ impl Config {
     }
 
     /// Settings of the two-level cache.
+    /// The Kafka bus settings, when `kafka_brokers` is set.
+    pub fn kafka_settings(&self) -> Option<crate::events::kafka::KafkaSettings> {
+        let brokers = self.kafka_brokers.as_ref()?;
+        let mut settings = crate::events::kafka::KafkaSettings::new(brokers.clone());
+        settings.partitions = self.kafka_partitions;
+        settings.replication = self.kafka_replication;
+        settings.prefix = self.kafka_topic_prefix.clone();
+        Some(settings)
+    }
+
     pub fn cache_settings(&self) -> crate::cache::CacheSettings {
         crate::cache::CacheSettings {
             redis_url: self.redis_url.as_ref().map(|url| url.expose().clone()),

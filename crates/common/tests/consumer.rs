@@ -203,3 +203,77 @@ async fn the_consumer_on_postgres() {
     suite(open(&database.url).await).await;
     database.drop_database().await;
 }
+
+/// Records the trace context the handler runs in.
+struct TraceCapture(Arc<std::sync::Mutex<Option<String>>>);
+
+#[async_trait]
+impl Handler for TraceCapture {
+    async fn handle(&self, _: &mut Transaction<'_, Any>, _: &Envelope) -> Result<(), Error> {
+        let mut headers = http::HeaderMap::new();
+        duovarsity_common::telemetry::inject_trace(&tracing::Span::current(), &mut headers);
+        *self.0.lock().unwrap() = headers
+            .get("traceparent")
+            .map(|v| v.to_str().unwrap().to_string());
+        Ok(())
+    }
+}
+
+/// The trace id of a `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap()
+}
+
+#[tokio::test]
+async fn the_handler_runs_in_the_producers_trace() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("t.db").display()
+    ))
+    .await;
+    let bus = Arc::new(MemoryBus::new(1, 10));
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let consumer = Consumer::new(
+        db,
+        "test_processed_events",
+        bus.clone(),
+        "traced.v1",
+        "tracer",
+        TraceCapture(seen.clone()),
+    );
+    let mut subscription = bus.subscribe("traced.v1", "tracer").await.unwrap();
+
+    let event = tracing::info_span!("register").in_scope(|| {
+        duovarsity_common::events::pending_event(
+            "traced.v1",
+            "user.registered",
+            "u1",
+            "duovarsity.events.v1.UserRegistered",
+            &duovarsity_proto::events::UserRegistered::default(),
+        )
+    });
+    let produced = event
+        .record
+        .headers
+        .iter()
+        .find(|(name, _)| name == "traceparent")
+        .map(|(_, value)| value.clone())
+        .expect("the producer's trace travels in a header");
+    bus.publish(event.record).await.unwrap();
+    let record = subscription.next().await.unwrap();
+    assert_eq!(
+        consumer.process(&mut subscription, &record).await,
+        Outcome::Applied
+    );
+    let consumed = seen.lock().unwrap().clone().expect("the handler ran");
+    assert_eq!(trace_id(&consumed), trace_id(&produced), "one trace");
+    assert_ne!(consumed, produced, "the consumer's own span within it");
+}

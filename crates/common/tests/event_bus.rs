@@ -35,11 +35,13 @@ async fn drain(subscription: &mut Box<dyn Subscription>, idle: Duration) -> Vec<
     records
 }
 
-async fn contract(bus: &dyn EventBus, idle: Duration) {
+async fn contract(bus: &dyn EventBus, topic: &str, idle: Duration) {
+    let reader_group = format!("{topic}.reader");
+    let audit_group = format!("{topic}.audit");
     // Per-key order, headers kept.
-    let mut reader = bus.subscribe("orders.v1", "reader").await.unwrap();
+    let mut reader = bus.subscribe(topic, &reader_group).await.unwrap();
     for n in 0..20 {
-        bus.publish(event("orders.v1", &format!("k{}", n % 3), n))
+        bus.publish(event(topic, &format!("k{}", n % 3), n))
             .await
             .unwrap();
     }
@@ -84,7 +86,7 @@ async fn contract(bus: &dyn EventBus, idle: Duration) {
         .filter(|r| r.offset >= committed.get(&r.partition).copied().unwrap_or(0))
         .map(|r| (r.partition, r.offset))
         .collect();
-    let mut restarted = bus.subscribe("orders.v1", "reader").await.unwrap();
+    let mut restarted = bus.subscribe(topic, &reader_group).await.unwrap();
     let again: HashSet<(u32, u64)> = drain(&mut restarted, idle)
         .await
         .iter()
@@ -96,14 +98,14 @@ async fn contract(bus: &dyn EventBus, idle: Duration) {
         restarted.commit(record).await.unwrap();
     }
     drop(restarted);
-    let mut after_all = bus.subscribe("orders.v1", "reader").await.unwrap();
+    let mut after_all = bus.subscribe(topic, &reader_group).await.unwrap();
     assert!(
         drain(&mut after_all, idle).await.is_empty(),
         "everything committed: nothing comes again"
     );
 
     // Another group sees everything, independently.
-    let mut audit = bus.subscribe("orders.v1", "audit").await.unwrap();
+    let mut audit = bus.subscribe(topic, &audit_group).await.unwrap();
     assert_eq!(drain(&mut audit, idle).await.len(), 20);
 
     // Replay from an offset.
@@ -112,11 +114,12 @@ async fn contract(bus: &dyn EventBus, idle: Duration) {
     assert_eq!(next(&mut audit).await, *first);
 }
 
-async fn members_split_partitions(bus: &dyn EventBus, idle: Duration) {
-    let mut a = bus.subscribe("split.v1", "workers").await.unwrap();
-    let mut b = bus.subscribe("split.v1", "workers").await.unwrap();
+async fn members_split_partitions(bus: &dyn EventBus, topic: &str, idle: Duration) {
+    let group = format!("{topic}.workers");
+    let mut a = bus.subscribe(topic, &group).await.unwrap();
+    let mut b = bus.subscribe(topic, &group).await.unwrap();
     for n in 0..40 {
-        bus.publish(event("split.v1", &format!("key-{n}"), n))
+        bus.publish(event(topic, &format!("key-{n}"), n))
             .await
             .unwrap();
     }
@@ -147,15 +150,15 @@ async fn members_split_partitions(bus: &dyn EventBus, idle: Duration) {
         drain(&mut b, idle).await.is_empty(),
         "committed records are not delivered again"
     );
-    bus.publish(event("split.v1", "late", 99)).await.unwrap();
+    bus.publish(event(topic, "late", 99)).await.unwrap();
     assert_eq!(next(&mut b).await.key, "late");
 }
 
 #[tokio::test]
 async fn the_in_process_bus_keeps_the_contract() {
     let bus = MemoryBus::new(4, 10_000);
-    contract(&bus, Duration::from_millis(100)).await;
-    members_split_partitions(&bus, Duration::from_millis(100)).await;
+    contract(&bus, "orders.v1", Duration::from_millis(100)).await;
+    members_split_partitions(&bus, "split.v1", Duration::from_millis(100)).await;
 }
 
 /// A Kafka bus on a fresh librdkafka mock cluster with `topics` made (the mock does not
@@ -182,13 +185,13 @@ fn kafka_bus(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_bus_keeps_the_contract() {
     let (_cluster, bus) = kafka_bus(&["orders.v1"]);
-    contract(&bus, Duration::from_secs(1)).await;
+    contract(&bus, "orders.v1", Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_group_members_split_partitions() {
     let (_cluster, bus) = kafka_bus(&["split.v1"]);
-    members_split_partitions(&bus, Duration::from_secs(1)).await;
+    members_split_partitions(&bus, "split.v1", Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -213,4 +216,19 @@ async fn a_waiting_consumer_wakes_on_publish() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     publisher.publish(event("wake.v1", "k", 1)).await.unwrap();
     assert_eq!(waiter.await.unwrap().payload, Bytes::from("k:1"));
+}
+
+/// A Kafka bus on the broker the test setup started (`scripts/test-services.sh` runs tansu),
+/// with topic names of this run so that runs do not see each other's records.
+fn broker_bus() -> (KafkaBus, String) {
+    let settings = KafkaSettings::new(duovarsity_testkit::kafka_brokers());
+    let bus = KafkaBus::connect(settings).unwrap();
+    (bus, uuid::Uuid::now_v7().simple().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_broker_keeps_the_contract() {
+    let (bus, run) = broker_bus();
+    contract(&bus, &format!("orders.{run}"), Duration::from_secs(2)).await;
+    members_split_partitions(&bus, &format!("split.{run}"), Duration::from_secs(2)).await;
 }

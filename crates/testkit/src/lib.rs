@@ -266,6 +266,17 @@ pub fn redis_url() -> String {
     })
 }
 
+/// The Kafka-protocol broker for tests (`DUOVARSITY_TEST_KAFKA_BROKERS`, exported by the
+/// test setup, which runs tansu).
+pub fn kafka_brokers() -> String {
+    std::env::var("DUOVARSITY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "DUOVARSITY_TEST_KAFKA_BROKERS is not set: run the tests with `make test` (which \
+             starts a broker through scripts/test-services.sh) or export it yourself"
+        )
+    })
+}
+
 /// A database created for one test and dropped by [`TempPostgres::drop_database`].
 pub struct TempPostgres {
     admin_url: String,

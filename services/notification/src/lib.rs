@@ -10,6 +10,7 @@
 //!   email); account email cannot be turned off.
 #![forbid(unsafe_code)]
 
+pub mod live;
 pub mod mail;
 pub mod store;
 
@@ -35,6 +36,7 @@ use sqlx::{Any, Transaction};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::live::LiveHub;
 use crate::store::{NotificationRow, NotificationStore};
 
 pub const SERVICE: &str = "notification";
@@ -50,6 +52,8 @@ pub enum StartError {
     Database(#[from] duovarsity_common::db::OpenError),
     #[error("DUOVARSITY_MAIL_URL: {0}")]
     Mail(String),
+    #[error("DUOVARSITY_REDIS_URL (live fan-out and presence): {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 pub struct NotificationModule {
@@ -58,23 +62,22 @@ pub struct NotificationModule {
     mailer: mail::Mailer,
 }
 
-/// Wakes live streams: carries the id of a user who has something new.
-type Live = tokio::sync::broadcast::Sender<String>;
-/// How many wake-ups may wait for a slow stream before it falls back to reading the
-/// database (it never loses notifications, only the hint).
-const LIVE_CAPACITY: usize = 4096;
-/// A stream rereads the database at least this often even without a wake-up.
-const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// A stream rereads the database at least this often even without a wake-up (a safety net
+/// for a wake-up lost between replicas).
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl NotificationModule {
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
         let mailer = mail::Mailer::from_config(config, db.clone()).map_err(StartError::Mail)?;
+        let live = match &config.redis_url {
+            Some(url) => LiveHub::connect(url.expose()).await?,
+            None => LiveHub::local(),
+        };
         Ok(Self {
             notifications: Notifications {
                 store: Arc::new(NotificationStore::new(db.clone())),
-                live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
-                presence: Arc::default(),
+                live,
             },
             db,
             mailer,
@@ -128,7 +131,7 @@ impl NotificationModule {
 /// Turns one event into notifications and mail, inside the consumer's transaction.
 struct EventHandler {
     store: Arc<NotificationStore>,
-    live: Live,
+    live: LiveHub,
 }
 
 /// The user an event concerns.
@@ -240,8 +243,7 @@ impl Handler for EventHandler {
 
     async fn committed(&self, envelope: &Envelope) {
         if let Some(user) = recipient_of(envelope) {
-            // No receiver is fine: nobody is connected.
-            let _ = self.live.send(user);
+            self.live.wake(&user).await;
         }
     }
 }
@@ -250,42 +252,7 @@ impl Handler for EventHandler {
 #[derive(Clone)]
 pub struct Notifications {
     store: Arc<NotificationStore>,
-    live: Live,
-    /// Open live streams per user (this replica's).
-    presence: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
-}
-
-/// Counts a live stream for its user while it exists.
-struct Connected {
-    presence: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
-    user: String,
-}
-
-impl Connected {
-    fn new(
-        presence: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
-        user: String,
-    ) -> Self {
-        *presence
-            .lock()
-            .expect("presence lock")
-            .entry(user.clone())
-            .or_insert(0) += 1;
-        Self { presence, user }
-    }
-}
-
-impl Drop for Connected {
-    fn drop(&mut self) {
-        if let Ok(mut presence) = self.presence.lock()
-            && let Some(count) = presence.get_mut(&self.user)
-        {
-            *count -= 1;
-            if *count <= 0 {
-                presence.remove(&self.user);
-            }
-        }
-    }
+    live: LiveHub,
 }
 
 fn category_name(category: i32) -> Option<&'static str> {
@@ -330,12 +297,10 @@ impl NotificationService for Notifications {
         let user = caller(&request)?.sub.clone();
         let mut last = request.into_inner().after_seq.max(0);
         let store = self.store.clone();
-        let mut wakes = self.live.subscribe();
+        let mut attached = self.live.attach(&user);
         // A small buffer: a consumer that stops reading stalls only its own stream.
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        let connected = Connected::new(self.presence.clone(), user.clone());
         tokio::spawn(async move {
-            let _connected = connected;
             loop {
                 match store.after(&user, last, 100).await {
                     Ok(rows) => {
@@ -356,11 +321,7 @@ impl NotificationService for Notifications {
                 }
                 tokio::select! {
                     () = sender.closed() => return,
-                    woke = wakes.recv() => {
-                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = woke {
-                            return;
-                        }
-                    }
+                    () = attached.woken() => {}
                     () = tokio::time::sleep(STREAM_POLL) => {}
                 }
             }
@@ -422,11 +383,15 @@ impl NotificationService for Notifications {
             )
             .into());
         }
-        let connections = self
-            .presence
-            .lock()
-            .map(|p| p.get(&user_id).copied().unwrap_or(0))
-            .unwrap_or(0);
+        let connections =
+            self.live
+                .connections(&user_id)
+                .await
+                .map_err(|error| Error::Unavailable {
+                    message: format!("presence is unavailable: {error}"),
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                })?;
+        let connections = i32::try_from(connections).unwrap_or(i32::MAX);
         Ok(Response::new(Presence {
             user_id,
             online: connections > 0,

@@ -19,6 +19,7 @@ use duovarsity_proto::events::Envelope;
 use prost::Message;
 use sqlx::{Any, Transaction};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{EventBus, Outgoing, Record, Subscription};
 use crate::db::{Database, now_millis};
@@ -95,8 +96,38 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// Applies (or skips, or dead-letters) one record and commits its offset.
+    /// Applies (or skips, or dead-letters) one record and commits its offset, in a span
+    /// that continues the producer's trace (the record's `traceparent` header).
     pub async fn process(
+        &self,
+        subscription: &mut Box<dyn Subscription>,
+        record: &Record,
+    ) -> Outcome {
+        let span = tracing::info_span!(
+            "consume",
+            topic = %self.topic,
+            group = %self.group,
+            partition = record.partition,
+            offset = record.offset,
+        );
+        let mut trace = http::HeaderMap::new();
+        for (name, value) in &record.headers {
+            if matches!(name.as_str(), "traceparent" | "tracestate")
+                && let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                )
+            {
+                trace.insert(name, value);
+            }
+        }
+        crate::telemetry::continue_trace(&span, &trace);
+        self.process_in_span(subscription, record)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_in_span(
         &self,
         subscription: &mut Box<dyn Subscription>,
         record: &Record,
@@ -197,8 +228,13 @@ impl<H: Handler> Consumer<H> {
             payload: record.payload.clone(),
             headers,
         };
-        if let Err(error) = self.bus.publish(dead).await {
-            tracing::error!(%error, "could not publish to the dead-letter topic");
+        // The offset is committed after this returns, so the record must be in the
+        // dead-letter topic first: keep trying while the bus is down.
+        let mut pause = self.first_backoff;
+        while let Err(error) = self.bus.publish(dead.clone()).await {
+            tracing::error!(%error, "could not publish to the dead-letter topic; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
         metrics::counter!("events_dead_lettered_total", "topic" => self.topic.clone()).increment(1);
         tracing::warn!(topic = %self.topic, reason = %reason, "event sent to the dead-letter topic");

@@ -51,6 +51,8 @@ pub struct KafkaSettings {
     pub publish_timeout: Duration,
     /// How long the group waits for a silent member before giving its partitions away.
     pub session_timeout: Duration,
+    /// Prepended to topic and group names on the cluster (environments sharing one).
+    pub prefix: String,
 }
 
 impl KafkaSettings {
@@ -61,6 +63,7 @@ impl KafkaSettings {
             replication: 1,
             publish_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
+            prefix: String::new(),
         }
     }
 }
@@ -167,7 +170,9 @@ impl KafkaBus {
 #[async_trait]
 impl EventBus for KafkaBus {
     async fn publish(&self, record: Outgoing) -> Result<Delivered, BusError> {
-        self.ensure_topic(&record.topic).await?;
+        valid_name(&record.topic)?;
+        let topic = format!("{}{}", self.settings.prefix, record.topic);
+        self.ensure_topic(&topic).await?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(Header {
@@ -179,7 +184,7 @@ impl EventBus for KafkaBus {
         let delivery = self
             .producer
             .send(
-                FutureRecord::to(&record.topic)
+                FutureRecord::to(&topic)
                     .key(record.key.as_bytes())
                     .payload(record.payload.as_ref())
                     .headers(headers),
@@ -196,7 +201,11 @@ impl EventBus for KafkaBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        valid_name(topic)?;
         valid_name(group)?;
+        let logical_topic = topic;
+        let topic = &format!("{}{topic}", self.settings.prefix);
+        let group = &format!("{}{group}", self.settings.prefix);
         self.ensure_topic(topic).await?;
         let (assigned_tx, mut assigned_rx) = watch::channel(false);
         let context = GroupContext {
@@ -230,6 +239,7 @@ impl EventBus for KafkaBus {
         tokio::spawn(poll(
             consumer.clone(),
             topic.to_string(),
+            logical_topic.to_string(),
             records_tx,
             seeks_rx,
             stop.clone(),
@@ -315,11 +325,13 @@ struct Seek {
     done: oneshot::Sender<Result<u64, BusError>>,
 }
 
-/// Polls `consumer` until `stop`, handing records (tagged with the seek epoch they were
-/// read in) to the subscription.
+/// Polls `consumer` (reading `topic`, known to the application as `logical_topic`) until
+/// `stop`, handing records (tagged with the seek epoch they were read in) to the
+/// subscription.
 async fn poll(
     consumer: Arc<StreamConsumer<GroupContext>>,
     topic: String,
+    logical_topic: String,
     records: mpsc::Sender<(u64, Result<Record, BusError>)>,
     mut seeks: mpsc::Receiver<Seek>,
     stop: CancellationToken,
@@ -341,7 +353,7 @@ async fn poll(
                 continue;
             }
             message = consumer.recv() => message.map(|message| Record {
-                topic: message.topic().to_string(),
+                topic: logical_topic.clone(),
                 partition: u32::try_from(message.partition()).unwrap_or_default(),
                 offset: u64::try_from(message.offset()).unwrap_or_default(),
                 key: message
