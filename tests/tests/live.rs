@@ -5,38 +5,8 @@
 
 use std::time::Duration;
 
-use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
-use futures::StreamExt;
+use duovarsity_testkit::{TEST_ADMIN, TestPlatform, next_frame};
 use reqwest::Method;
-use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(p: &TestPlatform, token: &str, after: i64) -> Socket {
-    let url = p
-        .url(&format!("/v1/ws?access_token={token}&after={after}"))
-        .replacen("http://", "ws://", 1);
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("the upgrade succeeds")
-        .0
-}
-
-/// The next notification frame within `wait`, or None.
-async fn next_frame(socket: &mut Socket, wait: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let message = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .ok()??
-            .ok()?;
-        if let Message::Text(text) = message {
-            return Some(serde_json::from_str(&text).unwrap());
-        }
-    }
-}
 
 #[tokio::test]
 async fn notifications_arrive_live_on_every_connection_of_their_user() {
@@ -45,9 +15,9 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     let (_, other) = p.sign_up("quiet@example.com").await;
 
     // Two tabs of the learner and one of another user; each catches up with its welcome.
-    let mut tab_a = connect(&p, &learner, 0).await;
-    let mut tab_b = connect(&p, &learner, 0).await;
-    let mut theirs = connect(&p, &other, 0).await;
+    let mut tab_a = p.live(&learner, 0).await;
+    let mut tab_b = p.live(&learner, 0).await;
+    let mut theirs = p.live(&other, 0).await;
     let welcome = next_frame(&mut tab_a, Duration::from_secs(5))
         .await
         .expect("the welcome");
@@ -119,7 +89,7 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
 
     // A reconnect that says what it saw gets only what it missed, once.
     drop(tab_b);
-    let mut resumed = connect(&p, &learner, welcome_seq).await;
+    let mut resumed = p.live(&learner, welcome_seq).await;
     let missed = next_frame(&mut resumed, Duration::from_secs(2))
         .await
         .expect("the missed notification");

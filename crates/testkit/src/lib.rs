@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use duovarsity::{Component, Platform};
 use duovarsity_common::Config;
@@ -252,6 +253,38 @@ impl TestPlatform {
     pub async fn stop(mut self) {
         if let Some(platform) = self.platform.take() {
             platform.stop().await.expect("the platform stops cleanly");
+        }
+    }
+}
+
+/// A live notification socket (`GET /v1/ws`) of a test client.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl TestPlatform {
+    /// Opens the live socket of the user holding `token`, resuming after sequence `after`.
+    pub async fn live(&self, token: &str, after: i64) -> Socket {
+        let url = self
+            .url(&format!("/v1/ws?access_token={token}&after={after}"))
+            .replacen("http://", "ws://", 1);
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the upgrade succeeds")
+            .0
+    }
+}
+
+/// The next JSON text frame of `socket` within `wait`, or None.
+pub async fn next_frame(socket: &mut Socket, wait: Duration) -> Option<serde_json::Value> {
+    use futures::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return Some(serde_json::from_str(&text).expect("frames are JSON"));
         }
     }
 }

@@ -1,0 +1,197 @@
+//! The distributed mode for real: every service its own platform (as its own pod would
+//! be), PostgreSQL for storage, Redis for caches, live wake-ups and presence, and events
+//! through a Kafka-protocol broker (tansu, started by the test setup). Two notification
+//! replicas share the event topics as one consumer group, each with its own gateway.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use duovarsity::Component;
+use duovarsity_testkit::{
+    Socket, TEST_PASSWORD, TempPostgres, TestPlatform, kafka_brokers, next_frame, redis_url,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Frames on `socket` until it has been quiet for `quiet`, with their titles.
+async fn titles(socket: &mut Socket, quiet: Duration) -> Vec<String> {
+    let mut titles = Vec::new();
+    while let Some(frame) = next_frame(socket, quiet).await {
+        titles.push(frame["title"].as_str().unwrap().to_string());
+    }
+    titles
+}
+
+async fn wait_for_titles(socket: &mut Socket, expected: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while seen.len() < expected.len() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = next_frame(socket, left)
+            .await
+            .unwrap_or_else(|| panic!("only {seen:?} of {expected:?} arrived within 15 s"));
+        seen.push(frame["title"].as_str().unwrap().to_string());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
+    let database = TempPostgres::create().await;
+    let redis = redis_url();
+    let brokers = kafka_brokers();
+    // Topics and groups of this run only: runs share the broker.
+    let prefix = format!("run{}.", uuid::Uuid::now_v7().simple());
+    let shared = [
+        ("DUOVARSITY_DATABASE_URL", database.url.as_str()),
+        ("DUOVARSITY_REDIS_URL", redis.as_str()),
+        ("DUOVARSITY_KAFKA_BROKERS", brokers.as_str()),
+        ("DUOVARSITY_KAFKA_TOPIC_PREFIX", prefix.as_str()),
+    ];
+    let with = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        shared
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
+    };
+    let start = |component: Component, settings: Vec<(&'static str, String)>| async move {
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        TestPlatform::start_with(component, &settings).await
+    };
+
+    let user = start(
+        Component::User,
+        with(&[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ]),
+    )
+    .await;
+    let user_url = format!("http://{}", user.grpc_addr());
+    let course = start(
+        Component::Course,
+        with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
+    )
+    .await;
+    let course_url = format!("http://{}", course.grpc_addr());
+    let notification_a = start(
+        Component::Notification,
+        with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
+    )
+    .await;
+    let notification_b = start(
+        Component::Notification,
+        with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
+    )
+    .await;
+    let gateway_to = |notification: &TestPlatform| {
+        with(&[
+            ("DUOVARSITY_USER_SERVICE_URL", &user_url),
+            ("DUOVARSITY_COURSE_SERVICE_URL", &course_url),
+            (
+                "DUOVARSITY_NOTIFICATION_SERVICE_URL",
+                &format!("http://{}", notification.grpc_addr()),
+            ),
+        ])
+    };
+    let gateway_a = start(Component::Gateway, gateway_to(&notification_a)).await;
+    let gateway_b = start(Component::Gateway, gateway_to(&notification_b)).await;
+
+    // Registering goes user service -> outbox -> Kafka -> a notification replica.
+    let (learner_id, learner) = gateway_a.sign_up("kafka-learner@example.com").await;
+    let mut tab_a = gateway_a.live(&learner, 0).await;
+    let mut tab_b = gateway_b.live(&learner, 0).await;
+    for tab in [&mut tab_a, &mut tab_b] {
+        assert_eq!(
+            wait_for_titles(tab, &["welcome"]).await,
+            ["Welcome to Duovarsity"]
+        );
+    }
+
+    // Presence counts the connections on both replicas, whichever one is asked.
+    let (status, presence) = gateway_b
+        .call(
+            Method::GET,
+            &format!("/v1/users/{learner_id}/presence"),
+            Some(&learner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{presence}");
+    assert_eq!(presence["connections"].as_i64(), Some(2), "{presence}");
+
+    // Learning events from the course service. Each is consumed by one replica; both
+    // tabs hear of it well before the 30 s safety reread, so wake-ups crossed replicas.
+    let (_, admin) = gateway_a.sign_in("admin@example.com").await;
+    let (course_id, lesson_id) = gateway_a.course_with_lesson(&admin, "on-kafka").await;
+    gateway_a.publish(&admin, &course_id).await;
+    gateway_a.enroll(&learner, &course_id).await;
+    let (status, _) = gateway_a
+        .call(
+            Method::PUT,
+            &format!("/v1/lessons/{lesson_id}/progress"),
+            Some(&learner),
+            Some(json!({"percent": 100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let learning = [
+        "Enrollment confirmed",
+        "Lesson completed",
+        "Course completed: your certificate",
+    ];
+    for tab in [&mut tab_a, &mut tab_b] {
+        let got: HashSet<String> = wait_for_titles(tab, &learning).await.into_iter().collect();
+        let want: HashSet<String> = learning.iter().map(|t| t.to_string()).collect();
+        assert_eq!(got, want);
+        assert!(
+            titles(tab, Duration::from_millis(500)).await.is_empty(),
+            "nothing twice"
+        );
+    }
+
+    // Exactly once into the inbox, whichever replica consumed what.
+    let (_, inbox): (StatusCode, Value) = gateway_b
+        .call(Method::GET, "/v1/notifications", Some(&learner), None)
+        .await;
+    assert_eq!(
+        inbox["notifications"].as_array().unwrap().len(),
+        4,
+        "{inbox}"
+    );
+
+    // Mail: one welcome for the learner across both replicas' mailers.
+    let welcome_mails = || {
+        [&notification_a, &notification_b]
+            .iter()
+            .flat_map(|replica| {
+                std::fs::read_dir(replica.data_dir().join("mail"))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            })
+            .filter(|mail| mail.contains("kafka-learner@example.com") && mail.contains("Welcome"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while welcome_mails() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(welcome_mails(), 1);
+
+    drop((tab_a, tab_b));
+    for platform in [
+        gateway_a,
+        gateway_b,
+        notification_a,
+        notification_b,
+        course,
+        user,
+    ] {
+        platform.stop().await;
+    }
+    database.drop_database().await;
+}
