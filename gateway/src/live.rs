@@ -3,10 +3,11 @@
 //! The access token is checked at the upgrade (an `Authorization: Bearer` header, or
 //! `?access_token=` since browsers cannot set headers on a WebSocket); a bad or expired
 //! token gets a 401 problem instead of a socket. The gateway then opens the notification
-//! service's `StreamNotifications` with the caller's token and forwards each notification
-//! as a JSON text frame (the same JSON as `GET /v1/notifications`). `?after=<seq>` resumes
-//! after the last sequence number a client saw, so a reconnect loses nothing and repeats
-//! nothing.
+//! service's `StreamNotifications` with the caller's token and forwards each `LiveEvent`
+//! as a JSON text frame: `{"notification": {...}}` (the same JSON as
+//! `GET /v1/notifications`) or `{"progress": {...}}` (a lesson progress change).
+//! `?after=<seq>` resumes after the last notification sequence number a client saw, so a
+//! reconnect loses no notification and repeats none.
 //!
 //! Heartbeats: the gateway pings every 15 s and closes a connection that has not answered
 //! for 45 s. A client that stops reading is disconnected when one frame cannot be written
@@ -20,7 +21,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use duovarsity_common::auth::bearer_token;
 use duovarsity_proto::notification::notification_service_client::NotificationServiceClient;
-use duovarsity_proto::notification::{Notification, StreamNotificationsRequest};
+use duovarsity_proto::notification::{LiveEvent, StreamNotificationsRequest};
 use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, StatusCode, header};
 use prost::Message as _;
@@ -113,7 +114,7 @@ async fn relay(
             () = closing.cancelled() => break,
             item = stream.message() => {
                 let frame = match item {
-                    Ok(Some(notification)) => json(&notification),
+                    Ok(Some(event)) => json(&event),
                     _ => break,
                 };
                 match tokio::time::timeout(WRITE_DEADLINE, sink.send(Message::Text(frame.into()))).await {
@@ -144,13 +145,13 @@ async fn relay(
     metrics::gauge!("websocket_connections").decrement(1.0);
 }
 
-/// The proto3 JSON of a notification, as the REST API renders it.
-fn json(notification: &Notification) -> String {
+/// The proto3 JSON of a live event, rendered as the REST API renders messages.
+fn json(event: &LiveEvent) -> String {
     let descriptor = duovarsity_proto::descriptor_pool()
-        .get_message_by_name("duovarsity.notification.v1.Notification")
-        .expect("the notification message is in the descriptor set");
-    let message = DynamicMessage::decode(descriptor, notification.encode_to_vec().as_slice())
-        .expect("a notification decodes as itself");
+        .get_message_by_name("duovarsity.notification.v1.LiveEvent")
+        .expect("the live event message is in the descriptor set");
+    let message = DynamicMessage::decode(descriptor, event.encode_to_vec().as_slice())
+        .expect("a live event decodes as itself");
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::new(&mut out);
     let _ = message.serialize_with_options(

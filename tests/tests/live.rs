@@ -21,37 +21,68 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     let welcome = next_frame(&mut tab_a, Duration::from_secs(5))
         .await
         .expect("the welcome");
-    assert_eq!(welcome["title"], "Welcome to Duovarsity");
-    let welcome_seq: i64 = welcome["seq"].as_str().unwrap().parse().unwrap();
+    assert_eq!(welcome["notification"]["title"], "Welcome to Duovarsity");
+    let welcome_seq: i64 = welcome["notification"]["seq"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(
         next_frame(&mut tab_b, Duration::from_secs(5))
             .await
-            .unwrap()["title"],
+            .unwrap()["notification"]["title"],
         "Welcome to Duovarsity"
     );
     assert_eq!(
         next_frame(&mut theirs, Duration::from_secs(5))
             .await
-            .unwrap()["title"],
+            .unwrap()["notification"]["title"],
         "Welcome to Duovarsity"
     );
 
     // Something new for the learner reaches both tabs within a second, and nobody else.
     let (_, admin) = p.sign_in(TEST_ADMIN).await;
-    let (course_id, _) = p.course_with_lesson(&admin, "live-course").await;
+    let (course_id, lesson_id) = p.course_with_lesson(&admin, "live-course").await;
     p.publish(&admin, &course_id).await;
     p.enroll(&learner, &course_id).await;
     for tab in [&mut tab_a, &mut tab_b] {
         let frame = next_frame(tab, Duration::from_secs(1))
             .await
             .expect("live within a second");
-        assert_eq!(frame["title"], "Enrollment confirmed");
+        assert_eq!(frame["notification"]["title"], "Enrollment confirmed");
     }
     assert!(
         next_frame(&mut theirs, Duration::from_millis(500))
             .await
             .is_none(),
         "another user's notification leaked"
+    );
+
+    // Lesson progress reaches both tabs as it changes, with the stored state.
+    let (status, _) = p
+        .call(
+            Method::PUT,
+            &format!("/v1/lessons/{lesson_id}/progress"),
+            Some(&learner),
+            Some(serde_json::json!({"percent": 40, "positionSeconds": 75})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    for tab in [&mut tab_a, &mut tab_b] {
+        let frame = next_frame(tab, Duration::from_secs(1))
+            .await
+            .expect("progress within a second");
+        assert_eq!(frame["progress"]["lessonId"], lesson_id.as_str(), "{frame}");
+        assert_eq!(frame["progress"]["courseId"], course_id.as_str());
+        assert_eq!(frame["progress"]["percent"], 40);
+        assert_eq!(frame["progress"]["positionSeconds"], 75);
+        assert_eq!(frame["progress"]["completed"], false);
+    }
+    assert!(
+        next_frame(&mut theirs, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "another user's progress leaked"
     );
 
     // Presence: two connections now; the learner may ask, another learner may not.
@@ -93,7 +124,7 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     let missed = next_frame(&mut resumed, Duration::from_secs(2))
         .await
         .expect("the missed notification");
-    assert_eq!(missed["title"], "Enrollment confirmed");
+    assert_eq!(missed["notification"]["title"], "Enrollment confirmed");
     assert!(
         next_frame(&mut resumed, Duration::from_millis(500))
             .await

@@ -70,9 +70,13 @@ impl CacheHub {
                 // Subscribed before serving, so no invalidation after start is missed.
                 let on_message = {
                     let caches = caches.clone();
-                    move |payload: String| {
+                    move |payload: Vec<u8>| {
                         let caches = caches.clone();
-                        async move { apply_invalidation(&caches, &payload).await }
+                        async move {
+                            if let Ok(payload) = String::from_utf8(payload) {
+                                apply_invalidation(&caches, &payload).await;
+                            }
+                        }
                     }
                 };
                 let on_gap = {

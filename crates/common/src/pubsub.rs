@@ -20,7 +20,7 @@ pub async fn follow<M, MF, G>(
     mut on_gap: G,
 ) -> Result<tokio::task::JoinHandle<()>, redis::RedisError>
 where
-    M: FnMut(String) -> MF + Send + 'static,
+    M: FnMut(Vec<u8>) -> MF + Send + 'static,
     MF: Future<Output = ()> + Send,
     G: FnMut() + Send + 'static,
 {
@@ -30,7 +30,7 @@ where
             {
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
-                    if let Ok(payload) = message.get_payload::<String>() {
+                    if let Ok(payload) = message.get_payload::<Vec<u8>>() {
                         on_message(payload).await;
                     }
                 }

@@ -12,8 +12,9 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::db::{Backend, Database, Migrations};
-use duovarsity_common::events::PendingEvent;
 use duovarsity_common::events::outbox::Outbox;
+use duovarsity_common::events::{PendingEvent, pending_event};
+use duovarsity_proto::events::LessonProgressed;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -936,7 +937,23 @@ impl CourseStore {
         .fetch_one(&mut *tx)
         .await?;
         let enrollment = enrollment_from_row(&enrollment)?;
+        // Every change is news for the learner's open tabs, with the progress it left.
+        let progressed = pending_event(
+            "progress.v1",
+            "progress.lesson_progressed",
+            &enrollment.learner_id,
+            "duovarsity.events.v1.LessonProgressed",
+            &LessonProgressed {
+                learner_id: enrollment.learner_id.clone(),
+                course_id: lesson.course_id.clone(),
+                lesson_id: lesson.id.clone(),
+                percent: progress.percent,
+                position_seconds: progress.position_seconds,
+                completed: progress.completed_at.is_some(),
+            },
+        );
         let news = [
+            Some(&progressed),
             lesson_just_completed.then_some(&events.lesson_completed),
             just_completed.then_some(&events.course_completed),
         ];

@@ -25,7 +25,8 @@ use duovarsity_common::grpc::Probe;
 use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::events::{
-    EnrollmentCompleted, EnrollmentCreated, Envelope, LessonCompleted, UserRegistered,
+    EnrollmentCompleted, EnrollmentCreated, Envelope, LessonCompleted, LessonProgressed,
+    UserRegistered,
 };
 use duovarsity_proto::notification::notification_service_server::{
     NotificationService, NotificationServiceServer,
@@ -36,7 +37,7 @@ use sqlx::{Any, Transaction};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::live::LiveHub;
+use crate::live::{LiveHub, Signal};
 use crate::store::{NotificationRow, NotificationStore};
 
 pub const SERVICE: &str = "notification";
@@ -242,7 +243,18 @@ impl Handler for EventHandler {
     }
 
     async fn committed(&self, envelope: &Envelope) {
-        if let Some(user) = recipient_of(envelope) {
+        if envelope.r#type == "progress.lesson_progressed" {
+            if let Ok(change) = payload::<LessonProgressed>(envelope) {
+                let progress = LessonProgress {
+                    course_id: change.course_id,
+                    lesson_id: change.lesson_id,
+                    percent: change.percent,
+                    position_seconds: change.position_seconds,
+                    completed: change.completed,
+                };
+                self.live.progress(&change.learner_id, progress).await;
+            }
+        } else if let Some(user) = recipient_of(envelope) {
             self.live.wake(&user).await;
         }
     }
@@ -286,9 +298,8 @@ fn to_proto(row: &NotificationRow) -> Notification {
 
 #[tonic::async_trait]
 impl NotificationService for Notifications {
-    type StreamNotificationsStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<Notification, Status>> + Send + 'static>,
-    >;
+    type StreamNotificationsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LiveEvent, Status>> + Send + 'static>>;
 
     async fn stream_notifications(
         &self,
@@ -305,7 +316,10 @@ impl NotificationService for Notifications {
                 match store.after(&user, last, 100).await {
                     Ok(rows) => {
                         for row in &rows {
-                            if sender.send(Ok(to_proto(row))).await.is_err() {
+                            let event = LiveEvent {
+                                event: Some(live_event::Event::Notification(to_proto(row))),
+                            };
+                            if sender.send(Ok(event)).await.is_err() {
                                 return;
                             }
                             last = row.seq;
@@ -319,10 +333,24 @@ impl NotificationService for Notifications {
                         return;
                     }
                 }
-                tokio::select! {
-                    () = sender.closed() => return,
-                    () = attached.woken() => {}
-                    () = tokio::time::sleep(STREAM_POLL) => {}
+                // Until there is news in the inbox; progress passes straight through.
+                loop {
+                    let signal = tokio::select! {
+                        () = sender.closed() => return,
+                        signal = attached.next() => signal,
+                        () = tokio::time::sleep(STREAM_POLL) => Signal::Wake,
+                    };
+                    match signal {
+                        Signal::Wake => break,
+                        Signal::Progress(progress) => {
+                            let event = LiveEvent {
+                                event: Some(live_event::Event::Progress(progress)),
+                            };
+                            if sender.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         });

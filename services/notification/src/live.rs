@@ -1,8 +1,9 @@
 //! Who is connected, and waking their streams when they have something new.
 //!
-//! A live stream registers its user here and waits for a wake-up, then rereads the inbox
-//! after the last sequence number it sent; the wake-up carries no data, so a lost or
-//! duplicated one never loses or repeats a notification.
+//! A live stream registers its user here and waits for a signal. A wake-up makes it
+//! reread the inbox after the last sequence number it sent; it carries no data, so a lost
+//! or duplicated one never loses or repeats a notification. A progress signal carries a
+//! lesson progress change to pass on as it is (momentary: not kept for reconnects).
 //!
 //! - One process: wake-ups go straight to the user's streams (only theirs, so an event
 //!   costs as much as that user's connections, not everyone's).
@@ -16,6 +17,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use duovarsity_proto::notification::LessonProgress;
+use prost::Message as _;
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
 use tokio::sync::{broadcast, mpsc};
@@ -40,11 +43,25 @@ struct Inner {
 }
 
 struct Streams {
-    wake: broadcast::Sender<()>,
+    signals: broadcast::Sender<Signal>,
     count: i32,
 }
 
+/// What a stream is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// Look in the inbox for news.
+    Wake,
+    /// The user's progress in a lesson changed.
+    Progress(LessonProgress),
+}
+
+/// Signals a slow stream may fall behind by before it is told only to look in the inbox.
+const SIGNALS_PER_STREAM: usize = 16;
+
 struct Shared {
+    /// Tells this replica's own messages apart when they come back from the channel.
+    origin: [u8; 16],
     connection: ConnectionManager,
     /// Presence changes, applied to Redis in order by one task (which cleans up and ends
     /// when this sender is dropped).
@@ -74,16 +91,20 @@ impl LiveHub {
         let client = redis::Client::open(url)?;
         let connection = ConnectionManager::new(client.clone()).await?;
         let users = Users::default();
+        let origin = uuid::Uuid::now_v7().into_bytes();
         let on_message = {
             let users = users.clone();
-            move |user: String| {
-                wake_streams(&users, Some(&user));
+            move |message: Vec<u8>| {
+                // Our own streams heard it when it was sent.
+                if let Some((user, signal)) = decode(&origin, &message) {
+                    signal_streams(&users, Some(&user), signal);
+                }
                 async {}
             }
         };
         let on_gap = {
             let users = users.clone();
-            move || wake_streams(&users, None)
+            move || signal_streams(&users, None, Signal::Wake)
         };
         let follower =
             duovarsity_common::pubsub::follow(client, CHANNEL, on_message, on_gap).await?;
@@ -93,6 +114,7 @@ impl LiveHub {
             inner: Arc::new(Inner {
                 users,
                 redis: Some(Shared {
+                    origin,
                     connection,
                     presence,
                     follower,
@@ -101,34 +123,48 @@ impl LiveHub {
         })
     }
 
-    /// Registers a stream of `user`; it counts as present and hears wake-ups until the
+    /// Registers a stream of `user`; it counts as present and hears signals until the
     /// returned handle is dropped.
     pub fn attach(&self, user: &str) -> Attached {
-        let wake = {
+        let signals = {
             let mut users = self.inner.users.lock().expect("live users lock");
             let streams = users.entry(user.to_string()).or_insert_with(|| Streams {
-                wake: broadcast::channel(1).0,
+                signals: broadcast::channel(SIGNALS_PER_STREAM).0,
                 count: 0,
             });
             streams.count += 1;
-            streams.wake.subscribe()
+            streams.signals.subscribe()
         };
         self.count(user, 1);
         Attached {
             hub: self.clone(),
             user: user.to_string(),
-            wake,
+            signals,
         }
     }
 
     /// Tells every stream of `user`, on every replica, to look for news.
     pub async fn wake(&self, user: &str) {
-        wake_streams(&self.inner.users, Some(user));
-        if let Some(shared) = &self.inner.redis {
+        self.signal(user, Signal::Wake).await;
+    }
+
+    /// Passes a progress change to every stream of `user`, on every replica.
+    pub async fn progress(&self, user: &str, progress: LessonProgress) {
+        self.signal(user, Signal::Progress(progress)).await;
+    }
+
+    async fn signal(&self, user: &str, signal: Signal) {
+        let message = self
+            .inner
+            .redis
+            .as_ref()
+            .map(|shared| encode(&shared.origin, user, &signal));
+        signal_streams(&self.inner.users, Some(user), signal);
+        if let (Some(shared), Some(message)) = (&self.inner.redis, message) {
             let mut connection = shared.connection.clone();
-            if let Err(error) = connection.publish::<_, _, ()>(CHANNEL, user).await {
-                // The other replicas' streams still reread on their safety poll.
-                tracing::warn!(%error, "publishing a live wake-up failed");
+            if let Err(error) = connection.publish::<_, _, ()>(CHANNEL, message).await {
+                // Other replicas' streams still reread on their safety poll.
+                tracing::warn!(%error, "publishing a live signal failed");
             }
         }
     }
@@ -180,18 +216,20 @@ impl LiveHub {
     }
 }
 
-/// A registered stream: wake-ups arrive on [`Attached::woken`].
+/// A registered stream: signals arrive on [`Attached::next`].
 pub struct Attached {
     hub: LiveHub,
     user: String,
-    wake: broadcast::Receiver<()>,
+    signals: broadcast::Receiver<Signal>,
 }
 
 impl Attached {
-    /// Waits for the next wake-up. Several missed wake-ups count as one.
-    pub async fn woken(&mut self) {
-        match self.wake.recv().await {
-            Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+    /// Waits for the next signal. A stream that fell behind is told to reread the inbox
+    /// (the progress changes it missed are gone; the course API has the current state).
+    pub async fn next(&mut self) -> Signal {
+        match self.signals.recv().await {
+            Ok(signal) => signal,
+            Err(broadcast::error::RecvError::Lagged(_)) => Signal::Wake,
             // The hub dropped this user's streams; only happens after detach.
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
@@ -204,20 +242,48 @@ impl Drop for Attached {
     }
 }
 
-/// Wakes the streams of `user` on this replica, or every stream.
-fn wake_streams(users: &Mutex<HashMap<String, Streams>>, user: Option<&str>) {
+/// Signals the streams of `user` on this replica, or every stream.
+fn signal_streams(users: &Mutex<HashMap<String, Streams>>, user: Option<&str>, signal: Signal) {
     let users = users.lock().expect("live users lock");
     match user {
         Some(user) => {
             if let Some(streams) = users.get(user) {
-                let _ = streams.wake.send(());
+                let _ = streams.signals.send(signal);
             }
         }
         None => {
             for streams in users.values() {
-                let _ = streams.wake.send(());
+                let _ = streams.signals.send(signal.clone());
             }
         }
+    }
+}
+
+/// A signal on the Redis channel: the sending replica's 16-byte origin, the user id, then
+/// for progress a NUL and the encoded [`LessonProgress`].
+fn encode(origin: &[u8; 16], user: &str, signal: &Signal) -> Vec<u8> {
+    let mut message = origin.to_vec();
+    message.extend(user.as_bytes());
+    if let Signal::Progress(progress) = signal {
+        message.push(0);
+        message.extend(progress.encode_to_vec());
+    }
+    message
+}
+
+/// The user and signal of a message from another replica; None for this replica's own
+/// messages and for garbage.
+fn decode(origin: &[u8; 16], message: &[u8]) -> Option<(String, Signal)> {
+    let (sender, message) = message.split_at_checked(16)?;
+    if sender == origin {
+        return None;
+    }
+    match message.iter().position(|byte| *byte == 0) {
+        None => Some((String::from_utf8(message.to_vec()).ok()?, Signal::Wake)),
+        Some(at) => Some((
+            String::from_utf8(message[..at].to_vec()).ok()?,
+            Signal::Progress(LessonProgress::decode(&message[at + 1..]).ok()?),
+        )),
     }
 }
 
