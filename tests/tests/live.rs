@@ -146,3 +146,128 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     assert!(tokio_tungstenite::connect_async(none).await.is_err());
     p.stop().await;
 }
+
+/// How many live connections the user has, as the presence API says.
+async fn connections(p: &TestPlatform, token: &str, user_id: &str) -> i64 {
+    let (_, presence) = p
+        .call(
+            Method::GET,
+            &format!("/v1/users/{user_id}/presence"),
+            Some(token),
+            None,
+        )
+        .await;
+    presence["connections"].as_i64().unwrap()
+}
+
+/// A client that stops reading is cut off once a frame cannot be written for 5 s, while
+/// a reading client of the same user gets everything; an expired token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let p = TestPlatform::start().await;
+    let (learner_id, learner) = p.sign_up("slow@example.com").await;
+
+    // The slow tab: a tiny receive window, and it never reads after the upgrade.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(2048).unwrap();
+    let stream = tcp
+        .connect(
+            p.url("/")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let url = p
+        .url(&format!("/v1/ws?access_token={learner}"))
+        .replacen("http://", "ws://", 1);
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut reader = p.live(&learner, 0).await;
+    assert_eq!(connections(&p, &learner, &learner_id).await, 2);
+
+    // Sixty large notifications (about 3 MB): far more than the slow tab's buffers hold.
+    let bus = p.bus();
+    for n in 0..60 {
+        let event = duovarsity_common::events::pending_event(
+            "user.v1",
+            "user.registered",
+            &learner_id,
+            "duovarsity.events.v1.UserRegistered",
+            &duovarsity_proto::events::UserRegistered {
+                user_id: learner_id.clone(),
+                email: "slow@example.com".into(),
+                display_name: format!("{n} {}", "x".repeat(50_000)),
+            },
+        );
+        bus.publish(event.record).await.unwrap();
+    }
+
+    // The reading tab gets the welcome and all sixty.
+    let mut received = 0;
+    while received < 61 {
+        next_frame(&mut reader, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("the reading tab stalled after {received} frames"));
+        received += 1;
+    }
+    // The slow tab is dropped by the gateway: presence falls to the reading tab alone.
+    let started = std::time::Instant::now();
+    while connections(&p, &learner, &learner_id).await != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the slow tab is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What it had buffered drains, then the socket ends instead of carrying the rest.
+    let mut frames = 0;
+    while let Some(frame) = next_frame(&mut slow, Duration::from_secs(5)).await {
+        assert!(frame["notification"].is_object());
+        frames += 1;
+    }
+    assert!(
+        frames < 61,
+        "the slow tab got everything ({frames}): it was not cut off"
+    );
+
+    // An expired token (signed with the platform's own key) is refused at the upgrade.
+    let ring = std::sync::Arc::new(
+        duovarsity_common::auth::KeyRing::load(&p.data_dir().join("keys"), false).unwrap(),
+    );
+    let issuer = duovarsity_common::auth::TokenIssuer::new(ring, Duration::from_secs(900));
+    let fresh = issuer.issue(&learner_id, "learner", "free").unwrap();
+    let (status, _) = p
+        .call(Method::GET, "/v1/users/me", Some(&fresh), None)
+        .await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "a token minted here is accepted"
+    );
+    let now = duovarsity_common::auth::unix_now();
+    let claims = duovarsity_common::auth::Claims {
+        sub: learner_id.clone(),
+        role: "learner".into(),
+        tier: "free".into(),
+        iss: duovarsity_common::auth::ISSUER.into(),
+        iat: now - 3600,
+        exp: now - 1800,
+        jti: uuid::Uuid::now_v7().to_string(),
+    };
+    let expired = issuer.sign(&claims).unwrap();
+    let url = p
+        .url(&format!("/v1/ws?access_token={expired}"))
+        .replacen("http://", "ws://", 1);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected 401 for an expired token, got {other:?}"),
+    }
+    p.stop().await;
+}
