@@ -148,7 +148,42 @@ impl KafkaBus {
     }
 }
 
+type Delivery = std::pin::Pin<Box<dyn Future<Output = Result<Delivered, BusError>> + Send>>;
+
 impl KafkaBus {
+    /// Queues `record` in the producer (making its topic first if needed) and returns what
+    /// resolves when the cluster has it.
+    async fn enqueue(&self, record: &Outgoing) -> Result<Delivery, BusError> {
+        valid_name(&record.topic)?;
+        let topic = format!("{}{}", self.settings.prefix, record.topic);
+        self.ensure_topic(&topic).await?;
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let message = FutureRecord::to(&topic)
+            .key(record.key.as_bytes())
+            .payload(record.payload.as_ref())
+            .headers(headers);
+        let delivery = self
+            .producer
+            .send_result(message)
+            .map_err(|(error, _)| unavailable(error))?;
+        Ok(Box::pin(async move {
+            match delivery.await {
+                Ok(Ok(delivery)) => Ok(Delivered {
+                    partition: u32::try_from(delivery.partition).unwrap_or_default(),
+                    offset: u64::try_from(delivery.offset).unwrap_or_default(),
+                }),
+                Ok(Err((error, _))) => Err(unavailable(error)),
+                Err(_) => Err(BusError::Unavailable("the producer was dropped".into())),
+            }
+        }))
+    }
+
     /// Whether the cluster's metadata lists `topic` with partitions.
     async fn topic_exists(&self, topic: &str) -> Result<bool, BusError> {
         let producer = self.producer.clone();
@@ -170,34 +205,39 @@ impl KafkaBus {
 #[async_trait]
 impl EventBus for KafkaBus {
     async fn publish(&self, record: Outgoing) -> Result<Delivered, BusError> {
-        valid_name(&record.topic)?;
-        let topic = format!("{}{}", self.settings.prefix, record.topic);
-        self.ensure_topic(&topic).await?;
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in &record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
         let started = std::time::Instant::now();
-        let delivery = self
-            .producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(record.key.as_bytes())
-                    .payload(record.payload.as_ref())
-                    .headers(headers),
-                self.settings.publish_timeout,
-            )
-            .await
-            .map_err(|(error, _)| unavailable(error))?;
-        metrics::histogram!("events_publish_seconds", "topic" => record.topic.clone())
+        let delivered = self.enqueue(&record).await?.await?;
+        metrics::histogram!("events_publish_seconds", "topic" => record.topic)
             .record(started.elapsed().as_secs_f64());
-        Ok(Delivered {
-            partition: u32::try_from(delivery.partition).unwrap_or_default(),
-            offset: u64::try_from(delivery.offset).unwrap_or_default(),
-        })
+        Ok(delivered)
+    }
+
+    /// Hands the whole batch to librdkafka at once (it keeps the order per partition and,
+    /// being idempotent, never duplicates or reorders on retry), then waits for each.
+    async fn publish_all(&self, records: &[Outgoing]) -> (usize, Option<BusError>) {
+        let started = std::time::Instant::now();
+        let mut deliveries: Vec<Delivery> = Vec::with_capacity(records.len());
+        for record in records {
+            match self.enqueue(record).await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => {
+                    deliveries.push(Box::pin(std::future::ready(Err(error))));
+                    break;
+                }
+            }
+        }
+        let mut count = 0;
+        for delivery in deliveries {
+            if let Err(error) = delivery.await {
+                return (count, Some(error));
+            }
+            count += 1;
+        }
+        if count > 0 {
+            metrics::histogram!("events_publish_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        (count, None)
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
@@ -236,7 +276,9 @@ impl EventBus for KafkaBus {
         let (records_tx, records_rx) = mpsc::channel(64);
         let (seeks_tx, seeks_rx) = mpsc::channel(1);
         let stop = CancellationToken::new();
+        let (poller_alive, poller_done) = std::sync::mpsc::channel::<()>();
         tokio::spawn(poll(
+            poller_alive,
             consumer.clone(),
             topic.to_string(),
             logical_topic.to_string(),
@@ -265,6 +307,7 @@ impl EventBus for KafkaBus {
             epoch: 0,
             stash: VecDeque::new(),
             stop,
+            poller_done,
         }))
     }
 }
@@ -329,7 +372,22 @@ struct Seek {
 /// `stop`, handing records (tagged with the seek epoch they were read in) to the
 /// subscription.
 async fn poll(
+    alive: std::sync::mpsc::Sender<()>,
     consumer: Arc<StreamConsumer<GroupContext>>,
+    topic: String,
+    logical_topic: String,
+    records: mpsc::Sender<(u64, Result<Record, BusError>)>,
+    seeks: mpsc::Receiver<Seek>,
+    stop: CancellationToken,
+) {
+    poll_until_stopped(&consumer, topic, logical_topic, records, seeks, stop).await;
+    // Let go of the consumer before saying so.
+    drop(consumer);
+    drop(alive);
+}
+
+async fn poll_until_stopped(
+    consumer: &StreamConsumer<GroupContext>,
     topic: String,
     logical_topic: String,
     records: mpsc::Sender<(u64, Result<Record, BusError>)>,
@@ -396,13 +454,26 @@ struct KafkaSubscription {
     /// Records of the current epoch that arrived while a seek was being answered.
     stash: VecDeque<Result<Record, BusError>>,
     stop: CancellationToken,
+    /// Disconnects when the poller has let go of the consumer.
+    poller_done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        // The poller drops its handle; the last one closes the consumer, which commits
-        // the stored offsets and leaves the group.
+        // The poller drops its handle, then ours is the last: dropping it closes the
+        // consumer here and now (commits the stored offsets, leaves the group), so a member
+        // that joins next does not wait for this one to time out. On a single-threaded
+        // runtime the poller cannot run while we wait, so it closes the consumer itself,
+        // a moment later.
         self.stop.cancel();
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if multi_thread {
+            tokio::task::block_in_place(|| {
+                let _ = self.poller_done.recv_timeout(Duration::from_secs(5));
+            });
+        }
     }
 }
 

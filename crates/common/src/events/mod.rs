@@ -63,6 +63,18 @@ pub enum BusError {
 pub trait EventBus: Send + Sync {
     async fn publish(&self, record: Outgoing) -> Result<Delivered, BusError>;
 
+    /// Publishes `records` in order and says how many leading ones were delivered, with
+    /// the error that stopped it. Implementations may pipeline, but a record is never
+    /// reported delivered after one before it failed.
+    async fn publish_all(&self, records: &[Outgoing]) -> (usize, Option<BusError>) {
+        for (count, record) in records.iter().enumerate() {
+            if let Err(error) = self.publish(record.clone()).await {
+                return (count, Some(error));
+            }
+        }
+        (records.len(), None)
+    }
+
     /// Joins `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
 }

@@ -172,22 +172,19 @@ impl OutboxRelay {
     }
 
     async fn publish_all(&self, pending: &[Pending]) -> Published {
-        let mut count = 0;
-        for row in pending {
-            let started = Instant::now();
-            if let Err(error) = self.bus.publish(row.outgoing.clone()).await {
-                return Published {
-                    count,
-                    error: Some(error),
-                };
-            }
+        let started = Instant::now();
+        let records: Vec<Outgoing> = pending.iter().map(|row| row.outgoing.clone()).collect();
+        let (count, error) = self.bus.publish_all(&records).await;
+        if count > 0 {
             metrics::histogram!("outbox_publish_seconds", "table" => self.table)
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("outbox_event_age_seconds", "table" => self.table)
-                .record((now_millis() - row.created_at).max(0) as f64 / 1000.0);
-            count += 1;
+                .record(started.elapsed().as_secs_f64() / count as f64);
         }
-        Published { count, error: None }
+        let now = now_millis();
+        for row in &pending[..count] {
+            metrics::histogram!("outbox_event_age_seconds", "table" => self.table)
+                .record((now - row.created_at).max(0) as f64 / 1000.0);
+        }
+        Published { count, error }
     }
 
     async fn mark_sent(
