@@ -32,8 +32,11 @@ build:
 release:
 	cargo build --release -p duovarsity
 
-## Load tests of the gateway (wrk against a release build on 127.0.0.1): sign-in and
-## /users/me, then Zipf-distributed catalog and lesson reads with the cache hit rate.
+## Benchmarks on 127.0.0.1 against release builds: sign-in and /users/me (wrk), Zipf
+## catalog and lesson reads with the cache hit rate (wrk), events through outbox, bus and
+## consumer (in-process and Kafka), and 10,000 live WebSockets with fan-out latency.
 bench:
 	scripts/bench.sh
 	scripts/bench-catalog.sh
+	scripts/bench-events.sh
+	scripts/bench-live.sh

@@ -11,7 +11,8 @@
 //!
 //! Heartbeats: the gateway pings every 15 s and closes a connection that has not answered
 //! for 45 s. A client that stops reading is disconnected when one frame cannot be written
-//! within 5 s, so a slow reader costs a bounded buffer, not growing memory.
+//! within 5 s or more than 1 MiB waits for it, so a slow reader costs a bounded buffer,
+//! not growing memory. Clients may send only small messages (16 KiB).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,10 @@ pub const NOTIFICATION_SERVICE: &str = "duovarsity.notification.v1.NotificationS
 const PING_EVERY: Duration = Duration::from_secs(15);
 const PONG_DEADLINE: Duration = Duration::from_secs(45);
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes that may wait for a client that reads slowly; beyond it the socket is closed.
+const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+const MAX_INBOUND_MESSAGE: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize)]
 pub struct LiveQuery {
@@ -75,6 +80,15 @@ pub async fn websocket(
     };
     let after = query.after.max(0);
     let closing = gateway.live_shutdown.clone();
+    // Idle sockets are the common case: small buffers that grow only while a frame is in
+    // flight, tiny inbound messages (clients only answer pings), and a hard cap on what
+    // may wait for a slow reader.
+    let upgrade = upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_QUEUED_BYTES)
+        .max_message_size(MAX_INBOUND_MESSAGE)
+        .max_frame_size(MAX_INBOUND_MESSAGE);
     upgrade.on_upgrade(move |socket| {
         relay(
             socket,
