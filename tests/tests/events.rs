@@ -96,5 +96,22 @@ async fn state_changes_publish_their_events() {
     let completed =
         EnrollmentCompleted::decode(completed.payload.unwrap().value.as_slice()).unwrap();
     assert!(completed.certificate_number.starts_with("DV-"));
+
+    // The backbone reports on itself: outbox backlog and age, consumer lag and outcomes.
+    let metrics = reqwest::get(p.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "outbox_backlog{",
+        "outbox_oldest_age_seconds{",
+        "outbox_publish_seconds",
+        "events_consumer_lag{",
+        "events_consumed_total{",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     p.stop().await;
 }

@@ -232,6 +232,21 @@ impl Subscription for MemorySubscription {
         let next = record.offset + 1;
         let entry = state.committed.entry(key).or_insert(0);
         *entry = (*entry).max(next);
+        let committed = *entry;
+        // As Kafka defines it: records in the partition after the group's commit.
+        if let Some(log) = state
+            .topics
+            .get(&self.topic)
+            .and_then(|logs| logs.get(record.partition as usize))
+        {
+            metrics::gauge!(
+                "events_consumer_lag",
+                "topic" => self.topic.clone(),
+                "partition" => record.partition.to_string(),
+                "group" => self.group.clone(),
+            )
+            .set(log.end().saturating_sub(committed) as f64);
+        }
         Ok(())
     }
 
