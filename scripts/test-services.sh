@@ -122,6 +122,7 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; then
 fi
 
 echo "export DUOVARSITY_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+echo "export DUOVARSITY_TEST_TANSU=$(command -v tansu)"
 echo "export DUOVARSITY_TEST_SMTP_URL=smtp://127.0.0.1:$smtp_port"
 echo "export DUOVARSITY_TEST_SMTP_MAILDIR=$maildir"
 echo "export DUOVARSITY_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"

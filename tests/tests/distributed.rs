@@ -189,3 +189,104 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     }
     database.drop_database().await;
 }
+
+/// A Kafka-protocol broker of this test alone (tansu, as installed by the test setup),
+/// stopped when dropped.
+struct Broker(std::process::Child);
+
+impl Broker {
+    fn start(port: u16) -> Self {
+        let tansu = std::env::var("DUOVARSITY_TEST_TANSU").expect(
+            "DUOVARSITY_TEST_TANSU is not set: run the tests with `make test` (scripts/test-services.sh installs tansu)",
+        );
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        Self(child)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With no broker, state changes still succeed and their events wait in the outbox; once
+/// a broker is up, each event reaches the consumer exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_the_broker_and_then_arrive_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let brokers = format!("127.0.0.1:{port}");
+    let p = TestPlatform::start_with(
+        Component::All,
+        &[("DUOVARSITY_KAFKA_BROKERS", brokers.as_str())],
+    )
+    .await;
+
+    // Nobody listens on the broker's port yet: signing up works all the same.
+    let mut learners = Vec::new();
+    for n in 0..5 {
+        learners.push(p.sign_up(&format!("patient-{n}@example.com")).await.1);
+    }
+    // Their welcomes wait in the user service's outbox meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for token in &learners {
+        let (status, inbox) = p
+            .call(Method::GET, "/v1/notifications", Some(token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            inbox["notifications"].as_array().unwrap().len(),
+            0,
+            "{inbox}"
+        );
+    }
+
+    let _broker = Broker::start(port);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    for token in &learners {
+        loop {
+            let (_, inbox) = p
+                .call(Method::GET, "/v1/notifications", Some(token), None)
+                .await;
+            let count = inbox["notifications"].as_array().unwrap().len();
+            if count >= 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no welcome 90 s after the broker started"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for token in &learners {
+        let (_, inbox) = p
+            .call(Method::GET, "/v1/notifications", Some(token), None)
+            .await;
+        assert_eq!(
+            inbox["notifications"].as_array().unwrap().len(),
+            1,
+            "exactly one welcome each: {inbox}"
+        );
+    }
+    p.stop().await;
+}

@@ -84,15 +84,47 @@ impl<H: Handler> Consumer<H> {
         self
     }
 
-    /// Consumes until `shutdown`.
+    /// Consumes until `shutdown`. While the bus is unavailable (at start, or when the
+    /// subscription fails later) it resubscribes with backoff, so a broker that comes up
+    /// after the service, or comes back, is picked up without a restart.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), super::BusError> {
-        let mut subscription = self.bus.subscribe(&self.topic, &self.group).await?;
+        let mut pause = self.first_backoff;
         loop {
-            let record = tokio::select! {
+            let subscribed = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                record = subscription.next() => record?,
+                subscribed = self.bus.subscribe(&self.topic, &self.group) => subscribed,
             };
-            self.process(&mut subscription, &record).await;
+            match subscribed {
+                Ok(mut subscription) => {
+                    pause = self.first_backoff;
+                    loop {
+                        let record = tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            record = subscription.next() => record,
+                        };
+                        match record {
+                            Ok(record) => {
+                                self.process(&mut subscription, &record).await;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, topic = %self.topic, "consuming failed; subscribing again");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(super::BusError::InvalidName(name)) => {
+                    return Err(super::BusError::InvalidName(name));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = %self.topic, ?pause, "cannot subscribe yet; retrying");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
