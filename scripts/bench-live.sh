@@ -22,6 +22,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 data=$(mktemp -d)
 export DUOVARSITY_DATA_DIR="$data" DUOVARSITY_HTTP_ADDR="127.0.0.1:$http_port" DUOVARSITY_GRPC_ADDR="127.0.0.1:$grpc_port"
+# All the connections belong to one learner: lift the per-user cap (16 by default).
+export DUOVARSITY_LIVE_CONNECTIONS_PER_USER=$((connections + 1))
 "$target/release/duovarsity" seed --demo >/dev/null 2>&1
 RUST_LOG=warn "$target/release/duovarsity" up >"$data/server.log" 2>&1 &
 server=$!

@@ -78,7 +78,19 @@ pub async fn websocket(
         )
         .into_response();
     };
-    let after = query.after.max(0);
+    // The stream opens before the upgrade, so a refusal (too many connections, the
+    // service down) is an HTTP answer the client can read, not a socket that closes.
+    let mut client = NotificationServiceClient::new(channel);
+    let mut request = tonic::Request::new(StreamNotificationsRequest {
+        after_seq: query.after.max(0),
+    });
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    let stream = match client.stream_notifications(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Problem::from_status(&status).into_response(),
+    };
     let closing = gateway.live_shutdown.clone();
     // Idle sockets are the common case: small buffers that grow only while a frame is in
     // flight, tiny inbound messages (clients only answer pings), and a hard cap on what
@@ -89,37 +101,15 @@ pub async fn websocket(
         .max_write_buffer_size(MAX_QUEUED_BYTES)
         .max_message_size(MAX_INBOUND_MESSAGE)
         .max_frame_size(MAX_INBOUND_MESSAGE);
-    upgrade.on_upgrade(move |socket| {
-        relay(
-            socket,
-            NotificationServiceClient::new(channel),
-            token,
-            after,
-            closing,
-        )
-    })
+    upgrade.on_upgrade(move |socket| relay(socket, stream, closing))
 }
 
 async fn relay(
     socket: WebSocket,
-    mut client: NotificationServiceClient<tonic::transport::Channel>,
-    token: String,
-    after_seq: i64,
+    mut stream: tonic::Streaming<LiveEvent>,
     closing: tokio_util::sync::CancellationToken,
 ) {
     let (mut sink, mut source) = socket.split();
-    let mut request = tonic::Request::new(StreamNotificationsRequest { after_seq });
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    let mut stream = match client.stream_notifications(request).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            tracing::warn!(%status, "live stream refused");
-            let _ = sink.send(Message::Close(None)).await;
-            return;
-        }
-    };
     metrics::gauge!("websocket_connections").increment(1.0);
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_heard = Instant::now();

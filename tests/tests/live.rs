@@ -271,3 +271,47 @@ async fn a_client_that_stops_reading_is_disconnected() {
     }
     p.stop().await;
 }
+
+/// One user's live connections are capped; the refusal is an HTTP 429 before the upgrade,
+/// and closing a connection frees its place.
+#[tokio::test]
+async fn live_connections_per_user_are_limited() {
+    let p = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[("DUOVARSITY_LIVE_CONNECTIONS_PER_USER", "2")],
+    )
+    .await;
+    let (_, learner) = p.sign_up("many-tabs@example.com").await;
+    let (_, other) = p.sign_up("one-tab@example.com").await;
+    let first = p.live(&learner, 0).await;
+    let _second = p.live(&learner, 0).await;
+    let url = p
+        .url(&format!("/v1/ws?access_token={learner}"))
+        .replacen("http://", "ws://", 1);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body =
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("live connections"), "{body}");
+        }
+        other => panic!("expected 429 for a third connection, got {other:?}"),
+    }
+    // Another user is not affected.
+    let _theirs = p.live(&other, 0).await;
+
+    // Closing a tab frees its place (once the gateway has noticed).
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        if tokio_tungstenite::connect_async(url.as_str()).await.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the closed tab still counts after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.stop().await;
+}

@@ -97,6 +97,9 @@ pub struct Config {
     pub mail_url: Option<String>,
     /// The From address of platform mail.
     pub mail_from: String,
+    /// Live notification connections one user may hold on one notification replica;
+    /// beyond it, opening another is refused (429).
+    pub live_connections_per_user: u32,
     /// `redis://…`: the shared L2 cache and cross-replica cache invalidation. Unset: caches
     /// are in-process only (right for one process; several replicas need Redis).
     pub redis_url: Option<Secret<String>>,
@@ -153,6 +156,7 @@ impl Default for Config {
             media_max_bytes: 25 * 1024 * 1024,
             mail_url: None,
             mail_from: "Duovarsity <no-reply@duovarsity.local>".to_string(),
+            live_connections_per_user: 16,
             redis_url: None,
             kafka_brokers: None,
             kafka_partitions: 6,
@@ -346,6 +350,12 @@ impl Config {
             return Err(ConfigError::setting(
                 "kafka_brokers",
                 "must be host:port pairs, separated by commas",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.live_connections_per_user) {
+            return Err(ConfigError::setting(
+                "live_connections_per_user",
+                "must be between 1 and 1000000",
             ));
         }
         if !(1..=10_000).contains(&self.kafka_partitions) {

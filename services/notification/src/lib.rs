@@ -71,9 +71,10 @@ impl NotificationModule {
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
         let mailer = mail::Mailer::from_config(config, db.clone()).map_err(StartError::Mail)?;
+        let per_user = config.live_connections_per_user;
         let live = match &config.redis_url {
-            Some(url) => LiveHub::connect(url.expose()).await?,
-            None => LiveHub::local(),
+            Some(url) => LiveHub::connect(url.expose(), per_user).await?,
+            None => LiveHub::local(per_user),
         };
         Ok(Self {
             notifications: Notifications {
@@ -308,7 +309,7 @@ impl NotificationService for Notifications {
         let user = caller(&request)?.sub.clone();
         let mut last = request.into_inner().after_seq.max(0);
         let store = self.store.clone();
-        let mut attached = self.live.attach(&user);
+        let mut attached = self.live.attach(&user)?;
         // A small buffer: a consumer that stops reading stalls only its own stream.
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {

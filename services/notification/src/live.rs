@@ -39,12 +39,14 @@ type Users = Arc<Mutex<HashMap<String, Streams>>>;
 struct Inner {
     /// The streams of each connected user of this replica.
     users: Users,
+    /// Streams one user may have on this replica.
+    per_user: u32,
     redis: Option<Shared>,
 }
 
 struct Streams {
     signals: broadcast::Sender<Signal>,
-    count: i32,
+    count: u32,
 }
 
 /// What a stream is told.
@@ -76,18 +78,20 @@ impl Drop for Shared {
 }
 
 impl LiveHub {
-    /// This process only.
-    pub fn local() -> Self {
+    /// This process only; at most `per_user` streams per user.
+    pub fn local(per_user: u32) -> Self {
         Self {
             inner: Arc::new(Inner {
                 users: Users::default(),
+                per_user,
                 redis: None,
             }),
         }
     }
 
-    /// Shares wake-ups and presence with the other replicas through Redis.
-    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
+    /// Shares wake-ups and presence with the other replicas through Redis; at most
+    /// `per_user` streams per user on this replica.
+    pub async fn connect(url: &str, per_user: u32) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let connection = ConnectionManager::new(client.clone()).await?;
         let users = Users::default();
@@ -113,6 +117,7 @@ impl LiveHub {
         Ok(Self {
             inner: Arc::new(Inner {
                 users,
+                per_user,
                 redis: Some(Shared {
                     origin,
                     connection,
@@ -124,23 +129,32 @@ impl LiveHub {
     }
 
     /// Registers a stream of `user`; it counts as present and hears signals until the
-    /// returned handle is dropped.
-    pub fn attach(&self, user: &str) -> Attached {
+    /// returned handle is dropped. Refused when the user has all their streams already.
+    pub fn attach(&self, user: &str) -> Result<Attached, duovarsity_common::Error> {
         let signals = {
             let mut users = self.inner.users.lock().expect("live users lock");
             let streams = users.entry(user.to_string()).or_insert_with(|| Streams {
                 signals: broadcast::channel(SIGNALS_PER_STREAM).0,
                 count: 0,
             });
+            if streams.count >= self.inner.per_user {
+                return Err(duovarsity_common::Error::ResourceExhausted {
+                    message: format!(
+                        "this account already has {} live connections open; close one first",
+                        self.inner.per_user
+                    ),
+                    retry_after: None,
+                });
+            }
             streams.count += 1;
             streams.signals.subscribe()
         };
         self.count(user, 1);
-        Attached {
+        Ok(Attached {
             hub: self.clone(),
             user: user.to_string(),
             signals,
-        }
+        })
     }
 
     /// Tells every stream of `user`, on every replica, to look for news.
@@ -206,8 +220,8 @@ impl LiveHub {
         {
             let mut users = self.inner.users.lock().expect("live users lock");
             if let Some(streams) = users.get_mut(user) {
-                streams.count -= 1;
-                if streams.count <= 0 {
+                streams.count = streams.count.saturating_sub(1);
+                if streams.count == 0 {
                     users.remove(user);
                 }
             }
