@@ -436,7 +436,16 @@ async fn poll_until_stopped(
                     .unwrap_or_default(),
             }),
         };
-        let read = read.map_err(unavailable);
+        let read = match read {
+            Ok(record) => Ok(record),
+            // librdkafka reports a broker going away, then reconnects by itself: worth a
+            // warning, not a new subscription.
+            Err(KafkaError::MessageConsumption(code)) => {
+                tracing::warn!(%code, topic = %logical_topic, "Kafka consumer error; librdkafka retries");
+                continue;
+            }
+            Err(error) => Err(unavailable(error)),
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             sent = records.send((epoch, read)) => if sent.is_err() { return },
