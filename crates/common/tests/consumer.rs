@@ -81,8 +81,7 @@ async fn effects(db: &Database) -> i64 {
         .unwrap()
 }
 
-async fn suite(db: Database) {
-    let bus = Arc::new(MemoryBus::new(1, 1000));
+async fn suite(db: Database, bus: Arc<dyn EventBus>) {
     let consumer = Consumer::new(
         db.clone(),
         "test_processed_events",
@@ -193,6 +192,7 @@ async fn the_consumer_on_sqlite() {
             dir.path().join("consumer.db").display()
         ))
         .await,
+        Arc::new(MemoryBus::new(1, 1000)),
     )
     .await;
 }
@@ -200,8 +200,32 @@ async fn the_consumer_on_sqlite() {
 #[tokio::test]
 async fn the_consumer_on_postgres() {
     let database = TempPostgres::create().await;
-    suite(open(&database.url).await).await;
+    suite(open(&database.url).await, Arc::new(MemoryBus::new(1, 1000))).await;
     database.drop_database().await;
+}
+
+/// The same on Kafka (librdkafka's mock cluster): the dead-letter topic is a Kafka topic,
+/// and a redelivery found by a new group member changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_on_kafka() {
+    use duovarsity_common::events::kafka::{KafkaBus, KafkaSettings};
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    // The mock does not answer CreateTopics; the bus finds these in its metadata.
+    for topic in ["user.v1", "user.v1.dlq"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let mut settings = KafkaSettings::new(cluster.bootstrap_servers());
+    settings.session_timeout = Duration::from_secs(4);
+    let dir = tempfile::tempdir().unwrap();
+    suite(
+        open(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("consumer.db").display()
+        ))
+        .await,
+        Arc::new(KafkaBus::connect(settings).unwrap()),
+    )
+    .await;
 }
 
 /// Records the trace context the handler runs in.
