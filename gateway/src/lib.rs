@@ -87,6 +87,8 @@ pub struct Gateway {
     /// Cancelled when the gateway shuts down: live connections close instead of holding
     /// the drain open.
     live_shutdown: CancellationToken,
+    /// Ping interval of live sockets (three missed answers close one).
+    live_ping: Duration,
 }
 
 impl Gateway {
@@ -125,6 +127,7 @@ impl Gateway {
             body_limit: config.body_limit_bytes,
             media_body_limit: config.media_max_bytes,
             live_shutdown: CancellationToken::new(),
+            live_ping: Duration::from_secs(config.live_ping_secs),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         }))
     }

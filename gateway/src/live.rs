@@ -9,8 +9,8 @@
 //! `?after=<seq>` resumes after the last notification sequence number a client saw, so a
 //! reconnect loses no notification and repeats none.
 //!
-//! Heartbeats: the gateway pings every 15 s and closes a connection that has not answered
-//! for 45 s. A client that stops reading is disconnected when one frame cannot be written
+//! Heartbeats: the gateway pings every `live_ping_secs` (15 s) and closes a connection that
+//! has not answered for three intervals. A client that stops reading is disconnected when one frame cannot be written
 //! within 5 s or more than 1 MiB waits for it, so a slow reader costs a bounded buffer,
 //! not growing memory. Clients may send only small messages (16 KiB).
 
@@ -34,8 +34,6 @@ use crate::Gateway;
 use crate::problem::Problem;
 
 pub const NOTIFICATION_SERVICE: &str = "duovarsity.notification.v1.NotificationService";
-const PING_EVERY: Duration = Duration::from_secs(15);
-const PONG_DEADLINE: Duration = Duration::from_secs(45);
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 const READ_BUFFER: usize = 4 * 1024;
 /// Bytes that may wait for a client that reads slowly; beyond it the socket is closed.
@@ -92,6 +90,7 @@ pub async fn websocket(
         Err(status) => return Problem::from_status(&status).into_response(),
     };
     let closing = gateway.live_shutdown.clone();
+    let ping_every = gateway.live_ping;
     // Idle sockets are the common case: small buffers that grow only while a frame is in
     // flight, tiny inbound messages (clients only answer pings), and a hard cap on what
     // may wait for a slow reader.
@@ -101,17 +100,18 @@ pub async fn websocket(
         .max_write_buffer_size(MAX_QUEUED_BYTES)
         .max_message_size(MAX_INBOUND_MESSAGE)
         .max_frame_size(MAX_INBOUND_MESSAGE);
-    upgrade.on_upgrade(move |socket| relay(socket, stream, closing))
+    upgrade.on_upgrade(move |socket| relay(socket, stream, closing, ping_every))
 }
 
 async fn relay(
     socket: WebSocket,
     mut stream: tonic::Streaming<LiveEvent>,
     closing: tokio_util::sync::CancellationToken,
+    ping_every: Duration,
 ) {
     let (mut sink, mut source) = socket.split();
     metrics::gauge!("websocket_connections").increment(1.0);
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(ping_every);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
@@ -136,7 +136,9 @@ async fn relay(
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
             _ = ping.tick() => {
-                if last_heard.elapsed() > PONG_DEADLINE {
+                if last_heard.elapsed() > ping_every * 3 {
+                    tracing::info!("closing a WebSocket whose client stopped answering pings");
+                    metrics::counter!("websocket_dead_disconnects_total").increment(1);
                     break;
                 }
                 if tokio::time::timeout(WRITE_DEADLINE, sink.send(Message::Ping(Vec::new().into()))).await.is_err() {

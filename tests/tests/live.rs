@@ -315,3 +315,40 @@ async fn live_connections_per_user_are_limited() {
     }
     p.stop().await;
 }
+
+/// Heartbeats: a connection that stops answering pings is closed after three intervals,
+/// one that reads (and so answers) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_stops_answering_pings_is_closed() {
+    let p = TestPlatform::start_with(
+        duovarsity::Component::All,
+        &[("DUOVARSITY_LIVE_PING_SECS", "1")],
+    )
+    .await;
+    let (learner_id, learner) = p.sign_up("heartbeat@example.com").await;
+    let _silent = p.live(&learner, 0).await; // never read: never answers a ping
+    let mut answering = p.live(&learner, 0).await;
+    let reader = tokio::spawn(async move {
+        // Reading is what makes the client answer pings.
+        while next_frame(&mut answering, Duration::from_secs(30))
+            .await
+            .is_some()
+        {}
+    });
+    assert_eq!(connections(&p, &learner, &learner_id).await, 2);
+
+    let started = std::time::Instant::now();
+    while connections(&p, &learner, &learner_id).await != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the silent connection is still open 8 s after three 1 s pings"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The answering one outlives several more deadlines.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(connections(&p, &learner, &learner_id).await, 1);
+    assert!(!reader.is_finished(), "the answering connection was closed");
+    reader.abort();
+    p.stop().await;
+}

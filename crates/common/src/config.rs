@@ -100,6 +100,9 @@ pub struct Config {
     /// Live notification connections one user may hold on one notification replica;
     /// beyond it, opening another is refused (429).
     pub live_connections_per_user: u32,
+    /// How often the gateway pings a live WebSocket, in seconds; one that has not answered
+    /// for three intervals is closed.
+    pub live_ping_secs: u64,
     /// `redis://…`: the shared L2 cache and cross-replica cache invalidation. Unset: caches
     /// are in-process only (right for one process; several replicas need Redis).
     pub redis_url: Option<Secret<String>>,
@@ -157,6 +160,7 @@ impl Default for Config {
             mail_url: None,
             mail_from: "Duovarsity <no-reply@duovarsity.local>".to_string(),
             live_connections_per_user: 16,
+            live_ping_secs: 15,
             redis_url: None,
             kafka_brokers: None,
             kafka_partitions: 6,
@@ -350,6 +354,12 @@ impl Config {
             return Err(ConfigError::setting(
                 "kafka_brokers",
                 "must be host:port pairs, separated by commas",
+            ));
+        }
+        if !(1..=300).contains(&self.live_ping_secs) {
+            return Err(ConfigError::setting(
+                "live_ping_secs",
+                "must be between 1 and 300",
             ));
         }
         if !(1..=1_000_000).contains(&self.live_connections_per_user) {
