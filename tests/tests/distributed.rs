@@ -103,16 +103,7 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     }
 
     // Presence counts the connections on both replicas, whichever one is asked.
-    let (status, presence) = gateway_b
-        .call(
-            Method::GET,
-            &format!("/v1/users/{learner_id}/presence"),
-            Some(&learner),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{presence}");
-    assert_eq!(presence["connections"].as_i64(), Some(2), "{presence}");
+    assert_eq!(gateway_b.connections(&learner, &learner_id).await, 2);
 
     // Learning events from the course service. Each is consumed by one replica; both
     // tabs hear of it well before the 30 s safety reread, so wake-ups crossed replicas.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use duovarsity_testkit::{TEST_ADMIN, TestPlatform, next_frame};
+use duovarsity_testkit::{TEST_ADMIN, TestPlatform, next_frame, refused};
 use reqwest::Method;
 
 #[tokio::test]
@@ -133,31 +133,16 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     );
 
     // Bad and missing tokens are refused before the upgrade.
-    let bad = p
-        .url("/v1/ws?access_token=not-a-token")
-        .replacen("http://", "ws://", 1);
-    match tokio_tungstenite::connect_async(bad).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 401)
-        }
-        other => panic!("expected 401, got {other:?}"),
-    }
-    let none = p.url("/v1/ws").replacen("http://", "ws://", 1);
-    assert!(tokio_tungstenite::connect_async(none).await.is_err());
+    assert_eq!(
+        refused(&p.live_url("access_token=not-a-token")).await.0,
+        401
+    );
+    assert!(
+        tokio_tungstenite::connect_async(p.live_url(""))
+            .await
+            .is_err()
+    );
     p.stop().await;
-}
-
-/// How many live connections the user has, as the presence API says.
-async fn connections(p: &TestPlatform, token: &str, user_id: &str) -> i64 {
-    let (_, presence) = p
-        .call(
-            Method::GET,
-            &format!("/v1/users/{user_id}/presence"),
-            Some(token),
-            None,
-        )
-        .await;
-    presence["connections"].as_i64().unwrap()
 }
 
 /// A client that stops reading is cut off once a frame cannot be written for 5 s, while
@@ -180,15 +165,13 @@ async fn a_client_that_stops_reading_is_disconnected() {
         )
         .await
         .unwrap();
-    let url = p
-        .url(&format!("/v1/ws?access_token={learner}"))
-        .replacen("http://", "ws://", 1);
+    let url = p.live_url(&format!("access_token={learner}"));
     let (mut slow, _) =
         tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
             .await
             .unwrap();
     let mut reader = p.live(&learner, 0).await;
-    assert_eq!(connections(&p, &learner, &learner_id).await, 2);
+    assert_eq!(p.connections(&learner, &learner_id).await, 2);
 
     // Sixty large notifications (about 3 MB): far more than the slow tab's buffers hold.
     let bus = p.bus();
@@ -216,14 +199,14 @@ async fn a_client_that_stops_reading_is_disconnected() {
         received += 1;
     }
     // The slow tab is dropped by the gateway: presence falls to the reading tab alone.
-    let started = std::time::Instant::now();
-    while connections(&p, &learner, &learner_id).await != 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the slow tab is still connected"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    p.wait_for_connections(
+        &learner,
+        &learner_id,
+        1,
+        Duration::from_secs(20),
+        "the slow tab is still connected",
+    )
+    .await;
     // What it had buffered drains, then the socket ends instead of carrying the rest.
     let mut frames = 0;
     while let Some(frame) = next_frame(&mut slow, Duration::from_secs(5)).await {
@@ -260,15 +243,8 @@ async fn a_client_that_stops_reading_is_disconnected() {
         jti: uuid::Uuid::now_v7().to_string(),
     };
     let expired = issuer.sign(&claims).unwrap();
-    let url = p
-        .url(&format!("/v1/ws?access_token={expired}"))
-        .replacen("http://", "ws://", 1);
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 401)
-        }
-        other => panic!("expected 401 for an expired token, got {other:?}"),
-    }
+    let (status, _) = refused(&p.live_url(&format!("access_token={expired}"))).await;
+    assert_eq!(status, 401, "an expired token");
     p.stop().await;
 }
 
@@ -285,18 +261,10 @@ async fn live_connections_per_user_are_limited() {
     let (_, other) = p.sign_up("one-tab@example.com").await;
     let first = p.live(&learner, 0).await;
     let _second = p.live(&learner, 0).await;
-    let url = p
-        .url(&format!("/v1/ws?access_token={learner}"))
-        .replacen("http://", "ws://", 1);
-    match tokio_tungstenite::connect_async(url.as_str()).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 429);
-            let body =
-                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
-            assert!(body.contains("live connections"), "{body}");
-        }
-        other => panic!("expected 429 for a third connection, got {other:?}"),
-    }
+    let url = p.live_url(&format!("access_token={learner}"));
+    let (status, body) = refused(&url).await;
+    assert_eq!(status, 429, "a third connection");
+    assert!(body.contains("live connections"), "{body}");
     // Another user is not affected.
     let _theirs = p.live(&other, 0).await;
 
@@ -335,19 +303,19 @@ async fn a_connection_that_stops_answering_pings_is_closed() {
             .is_some()
         {}
     });
-    assert_eq!(connections(&p, &learner, &learner_id).await, 2);
+    assert_eq!(p.connections(&learner, &learner_id).await, 2);
 
-    let started = std::time::Instant::now();
-    while connections(&p, &learner, &learner_id).await != 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "the silent connection is still open 8 s after three 1 s pings"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    p.wait_for_connections(
+        &learner,
+        &learner_id,
+        1,
+        Duration::from_secs(8),
+        "the silent connection is still open 8 s after three 1 s pings",
+    )
+    .await;
     // The answering one outlives several more deadlines.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(connections(&p, &learner, &learner_id).await, 1);
+    assert_eq!(p.connections(&learner, &learner_id).await, 1);
     assert!(!reader.is_finished(), "the answering connection was closed");
     reader.abort();
     p.stop().await;

@@ -57,6 +57,15 @@ async fn open(url: &str) -> Database {
     db
 }
 
+/// A fresh SQLite database in `dir` with the consumer's tables.
+async fn sqlite(dir: &tempfile::TempDir) -> Database {
+    open(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("consumer.db").display()
+    ))
+    .await
+}
+
 fn envelope(event_id: &str, kind: &str) -> Outgoing {
     let envelope = Envelope {
         event_id: event_id.into(),
@@ -186,15 +195,7 @@ async fn suite(db: Database, bus: Arc<dyn EventBus>) {
 #[tokio::test]
 async fn the_consumer_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    suite(
-        open(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("consumer.db").display()
-        ))
-        .await,
-        Arc::new(MemoryBus::new(1, 1000)),
-    )
-    .await;
+    suite(sqlite(&dir).await, Arc::new(MemoryBus::new(1, 1000))).await;
 }
 
 #[tokio::test]
@@ -208,24 +209,9 @@ async fn the_consumer_on_postgres() {
 /// and a redelivery found by a new group member changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_on_kafka() {
-    use duovarsity_common::events::kafka::{KafkaBus, KafkaSettings};
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    // The mock does not answer CreateTopics; the bus finds these in its metadata.
-    for topic in ["user.v1", "user.v1.dlq"] {
-        cluster.create_topic(topic, 1, 1).unwrap();
-    }
-    let mut settings = KafkaSettings::new(cluster.bootstrap_servers());
-    settings.session_timeout = Duration::from_secs(4);
+    let (_cluster, bus) = duovarsity_testkit::mock_kafka(&["user.v1", "user.v1.dlq"], 1);
     let dir = tempfile::tempdir().unwrap();
-    suite(
-        open(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("consumer.db").display()
-        ))
-        .await,
-        Arc::new(KafkaBus::connect(settings).unwrap()),
-    )
-    .await;
+    suite(sqlite(&dir).await, Arc::new(bus)).await;
 }
 
 /// Records the trace context the handler runs in.
@@ -258,11 +244,7 @@ async fn the_handler_runs_in_the_producers_trace() {
     let _default = tracing::subscriber::set_default(subscriber);
 
     let dir = tempfile::tempdir().unwrap();
-    let db = open(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("t.db").display()
-    ))
-    .await;
+    let db = sqlite(&dir).await;
     let bus = Arc::new(MemoryBus::new(1, 10));
     let seen = Arc::new(std::sync::Mutex::new(None));
     let consumer = Consumer::new(

@@ -161,36 +161,16 @@ async fn the_in_process_bus_keeps_the_contract() {
     members_split_partitions(&bus, "split.v1", Duration::from_millis(100)).await;
 }
 
-/// A Kafka bus on a fresh librdkafka mock cluster with `topics` made (the mock does not
-/// answer CreateTopics; the adapter finds them in its metadata).
-fn kafka_bus(
-    topics: &[&str],
-) -> (
-    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    KafkaBus,
-) {
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for topic in topics {
-        cluster.create_topic(topic, 4, 1).unwrap();
-    }
-    let mut settings = KafkaSettings::new(cluster.bootstrap_servers());
-    settings.partitions = 4;
-    // The mock group waits most of a session timeout for members to rejoin.
-    settings.session_timeout = Duration::from_secs(4);
-    let bus = KafkaBus::connect(settings).unwrap();
-    (cluster, bus)
-}
-
 // Fetches wait up to 50 ms for data, so a quiet second means drained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_bus_keeps_the_contract() {
-    let (_cluster, bus) = kafka_bus(&["orders.v1"]);
+    let (_cluster, bus) = duovarsity_testkit::mock_kafka(&["orders.v1"], 4);
     contract(&bus, "orders.v1", Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_group_members_split_partitions() {
-    let (_cluster, bus) = kafka_bus(&["split.v1"]);
+    let (_cluster, bus) = duovarsity_testkit::mock_kafka(&["split.v1"], 4);
     members_split_partitions(&bus, "split.v1", Duration::from_secs(1)).await;
 }
 

@@ -262,15 +262,67 @@ pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl TestPlatform {
+    /// The `ws://` URL of the live endpoint with `query` (for example
+    /// `access_token=…&after=3`).
+    pub fn live_url(&self, query: &str) -> String {
+        self.url(&format!("/v1/ws?{query}"))
+            .replacen("http://", "ws://", 1)
+    }
+
     /// Opens the live socket of the user holding `token`, resuming after sequence `after`.
     pub async fn live(&self, token: &str, after: i64) -> Socket {
-        let url = self
-            .url(&format!("/v1/ws?access_token={token}&after={after}"))
-            .replacen("http://", "ws://", 1);
-        tokio_tungstenite::connect_async(url)
-            .await
-            .expect("the upgrade succeeds")
-            .0
+        tokio_tungstenite::connect_async(
+            self.live_url(&format!("access_token={token}&after={after}")),
+        )
+        .await
+        .expect("the upgrade succeeds")
+        .0
+    }
+
+    /// How many live connections `user_id` has, as `GET /v1/users/{id}/presence` says to
+    /// the holder of `token`.
+    pub async fn connections(&self, token: &str, user_id: &str) -> i64 {
+        let (status, presence) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/users/{user_id}/presence"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{presence}");
+        presence["connections"]
+            .as_i64()
+            .expect("a connection count")
+    }
+
+    /// Waits until `user_id` has `expected` live connections, failing with `why` after
+    /// `within`.
+    pub async fn wait_for_connections(
+        &self,
+        token: &str,
+        user_id: &str,
+        expected: i64,
+        within: Duration,
+        why: &str,
+    ) {
+        let started = std::time::Instant::now();
+        while self.connections(token, user_id).await != expected {
+            assert!(started.elapsed() < within, "{why}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Connects to `url` expecting the upgrade to be refused; the HTTP status and body.
+pub async fn refused(url: &str) -> (u16, String) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (
+            response.status().as_u16(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Ok(_) => panic!("{url}: the upgrade was accepted"),
+        Err(other) => panic!("{url}: expected an HTTP refusal, got {other}"),
     }
 }
 
@@ -308,6 +360,31 @@ pub fn kafka_brokers() -> String {
              starts a broker through scripts/test-services.sh) or export it yourself"
         )
     })
+}
+
+/// A Kafka bus on a fresh librdkafka mock cluster (an in-process Kafka-protocol cluster)
+/// with `topics` made, `partitions` each. The mock does not answer CreateTopics, so the bus
+/// finds them in its metadata. Keep the cluster alive as long as the bus.
+pub fn mock_kafka(
+    topics: &[&str],
+    partitions: i32,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    duovarsity_common::events::kafka::KafkaBus,
+) {
+    use duovarsity_common::events::kafka::{KafkaBus, KafkaSettings};
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a mock Kafka cluster");
+    for topic in topics {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("a mock topic");
+    }
+    let mut settings = KafkaSettings::new(cluster.bootstrap_servers());
+    settings.partitions = partitions;
+    // The mock group waits most of a session timeout for members to rejoin.
+    settings.session_timeout = Duration::from_secs(4);
+    let bus = KafkaBus::connect(settings).expect("a Kafka bus on the mock cluster");
+    (cluster, bus)
 }
 
 /// A database created for one test and dropped by [`TempPostgres::drop_database`].
