@@ -10,26 +10,10 @@ cd "$(dirname "$0")/.."
 duration=${DURATION:-20}
 connections=${CONNECTIONS:-64}
 zipf_s=${ZIPF_S:-1.1}
-http_port=${BENCH_HTTP_PORT:-18081}
-grpc_port=${BENCH_GRPC_PORT:-15052}
-base="http://127.0.0.1:$http_port"
 
 command -v wrk >/dev/null || { echo "bench: installing wrk" >&2; apt-get install -y -qq wrk >&2; }
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p duovarsity >&2
-binary="$target/release/duovarsity"
-
-data=$(mktemp -d)
-work=$(mktemp -d)
-export DUOVARSITY_DATA_DIR="$data" DUOVARSITY_HTTP_ADDR="127.0.0.1:$http_port" DUOVARSITY_GRPC_ADDR="127.0.0.1:$grpc_port"
-"$binary" seed --demo >/dev/null 2>&1
-RUST_LOG=warn "$binary" up >"$work/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$work"' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "$base/readyz" >/dev/null && break
-  sleep 0.1
-done
+source scripts/bench-platform.sh
+start_platform "${BENCH_HTTP_PORT:-18081}" "${BENCH_GRPC_PORT:-15052}" --seed
 
 # Every course and lesson path, then a Zipf CDF over them in a wrk script.
 python3 - "$base" "$zipf_s" "$work/zipf.lua" <<'PY'

@@ -11,26 +11,10 @@ connections=${CONNECTIONS:-64}
 # answers 429 by design, so the login run stays under that to measure capacity.
 login_connections=${LOGIN_CONNECTIONS:-16}
 threads=${THREADS:-2}
-http_port=${BENCH_HTTP_PORT:-18080}
-grpc_port=${BENCH_GRPC_PORT:-15051}
-base="http://127.0.0.1:$http_port"
 
 command -v wrk >/dev/null || { echo "bench: installing wrk" >&2; apt-get install -y -qq wrk >&2; }
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p duovarsity >&2
-binary="$target/release/duovarsity"
-
-data=$(mktemp -d)
-work=$(mktemp -d)
-RUST_LOG=warn DUOVARSITY_DATA_DIR="$data" DUOVARSITY_HTTP_ADDR="127.0.0.1:$http_port" \
-  DUOVARSITY_GRPC_ADDR="127.0.0.1:$grpc_port" "$binary" up >"$work/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$work"' EXIT
-
-for _ in $(seq 1 100); do
-  curl -sf "$base/readyz" >/dev/null && break
-  sleep 0.1
-done
+source scripts/bench-platform.sh
+start_platform "${BENCH_HTTP_PORT:-18080}" "${BENCH_GRPC_PORT:-15051}"
 sleep 1
 echo "== release binary: $(du -h "$binary" | cut -f1) ($(stat -c %s "$binary") bytes)"
 echo "== idle RSS of duovarsity up: $(awk '/VmRSS/ {print $2, $3}' /proc/$server/status)"
