@@ -17,38 +17,21 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+/// Idle WebSockets of one learner, memory per connection, and fan-out latency.
+#[derive(clap::Parser)]
 struct Args {
+    /// The gateway of the running platform.
+    #[arg(long, default_value = "http://127.0.0.1:18082")]
     base: String,
+    /// The server's process id (its memory is read from /proc).
+    #[arg(long)]
     pid: u32,
+    /// How many WebSockets to open.
+    #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// How many progress changes to fan out.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        base: "http://127.0.0.1:18082".into(),
-        pid: 0,
-        connections: 10_000,
-        rounds: 5,
-    };
-    let mut given = std::env::args().skip(1);
-    while let Some(flag) = given.next() {
-        let value = given
-            .next()
-            .unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--base" => args.base = value,
-            "--pid" => args.pid = value.parse().expect("--pid is a number"),
-            "--connections" => args.connections = value.parse().expect("a number"),
-            "--rounds" => args.rounds = value.parse().expect("a number"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    assert!(
-        args.pid > 0,
-        "--pid of the server is required (memory is read from /proc)"
-    );
-    args
 }
 
 /// The server's resident set, in KiB.
@@ -80,6 +63,16 @@ async fn call(
     body
 }
 
+async fn get(http: &reqwest::Client, url: String) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
@@ -87,7 +80,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let http = reqwest::Client::new();
     let base = args.base.clone();
 
@@ -111,14 +104,7 @@ async fn main() {
     )
     .await;
     let token = tokens["accessToken"].as_str().unwrap().to_string();
-    let courses = http
-        .get(format!("{base}/v1/courses?pageSize=100"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let courses = get(&http, format!("{base}/v1/courses?pageSize=100")).await;
     let course = courses["courses"]
         .as_array()
         .unwrap()
@@ -126,14 +112,7 @@ async fn main() {
         .find(|c| c["price"].is_null())
         .expect("a free demo course (run `duovarsity seed --demo`)");
     let course_id = course["id"].as_str().unwrap().to_string();
-    let outline = http
-        .get(format!("{base}/v1/courses/{course_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let outline = get(&http, format!("{base}/v1/courses/{course_id}")).await;
     let lesson_id = outline["sections"][0]["lessons"][0]["id"]
         .as_str()
         .unwrap()

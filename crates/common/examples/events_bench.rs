@@ -59,37 +59,24 @@ impl Handler for Applier {
     }
 }
 
+/// Events through outbox, bus and idempotent consumer: throughput and latency.
+#[derive(clap::Parser)]
 struct Args {
+    /// `memory` (the in-process bus) or `kafka`.
+    #[arg(long, default_value = "memory")]
     bus: String,
+    /// Kafka bootstrap servers, with `--bus kafka`.
+    #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// Database URL; a SQLite file in a temporary directory when absent.
+    #[arg(long)]
     db: Option<String>,
+    /// How many state changes (one event each).
+    #[arg(long, default_value_t = 20_000)]
     events: usize,
+    /// State changes per second; 0 for as fast as the database takes them.
+    #[arg(long, default_value_t = 0)]
     rate: u64,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        bus: "memory".into(),
-        brokers: "127.0.0.1:9092".into(),
-        db: None,
-        events: 20_000,
-        rate: 0,
-    };
-    let mut given = std::env::args().skip(1);
-    while let Some(flag) = given.next() {
-        let value = given
-            .next()
-            .unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--bus" => args.bus = value,
-            "--brokers" => args.brokers = value,
-            "--db" => args.db = Some(value),
-            "--events" => args.events = value.parse().expect("--events is a number"),
-            "--rate" => args.rate = value.parse().expect("--rate is a number"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
 }
 
 async fn open(url: &str) -> Database {
@@ -131,7 +118,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = args.db.clone().unwrap_or_else(|| {
         format!(
