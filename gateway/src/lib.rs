@@ -28,6 +28,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier, authorize, bearer_token};
+use duovarsity_common::module::Upstream;
 use duovarsity_common::{Config, telemetry};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -46,16 +47,8 @@ use crate::upstream::Upstreams;
 
 /// The full name of the user service, whose JWKS verifies tokens.
 pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
-/// Every upstream service with its configuration name (`DUOVARSITY_<NAME>_SERVICE_URL`).
-const SERVICES: [(&str, &str); 4] = [
-    (USER_SERVICE, "user"),
-    ("duovarsity.course.v1.CourseService", "course"),
-    ("duovarsity.content.v1.ContentService", "content"),
-    (
-        "duovarsity.notification.v1.NotificationService",
-        "notification",
-    ),
-];
+/// The package prefix of the platform's own services in the descriptor set.
+const PLATFORM_PACKAGE: &str = "duovarsity.";
 /// How often an unknown `kid` may trigger a JWKS refetch.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Request headers forwarded to services as gRPC metadata.
@@ -66,6 +59,8 @@ const FORWARDED_HEADERS: [&str; 3] = ["authorization", "x-request-id", "accept-l
 pub enum StartError {
     #[error("routes: {0}")]
     Routes(#[from] template::TemplateError),
+    #[error("no service module serves {0} (is its module in the CLI's table?)")]
+    Unserved(String),
     #[error("upstream {service}: {source}")]
     Upstream {
         service: String,
@@ -92,16 +87,27 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the route table and the upstream channels named by `config`.
-    pub fn new(config: &Config) -> Result<Arc<Self>, StartError> {
-        let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool())?;
+    /// Builds the route table and the upstream channels: every service of the descriptor
+    /// set goes to the module of `modules` that serves it, at the URLs `config` gives for
+    /// that module's name (`DUOVARSITY_<NAME>_SERVICE_URL`).
+    pub fn new(config: &Config, modules: &[Upstream]) -> Result<Arc<Self>, StartError> {
+        let pool = duovarsity_proto::descriptor_pool();
+        let table = RouteTable::from_pool(pool)?;
         let mut upstreams = Upstreams::default();
         // The user service is always needed (JWKS); others are routed when configured, so
         // a gateway can front a subset of services. Embedded mode configures them all.
-        for (service, name) in SERVICES {
-            let urls = match config.configured_service_urls(name) {
+        for service in pool
+            .services()
+            .filter(|service| service.full_name().starts_with(PLATFORM_PACKAGE))
+        {
+            let service = service.full_name();
+            let module = modules
+                .iter()
+                .find(|module| module.grpc_services.contains(&service))
+                .ok_or_else(|| StartError::Unserved(service.to_string()))?;
+            let urls = match config.configured_service_urls(module.name) {
                 Some(urls) => urls,
-                None if service == USER_SERVICE => config.service_urls(name),
+                None if service == USER_SERVICE => config.service_urls(module.name),
                 None => continue,
             };
             upstreams

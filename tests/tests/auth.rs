@@ -495,7 +495,7 @@ async fn jwks_openapi_and_health_are_served() {
 async fn gateway_and_user_service_apart_on_postgres() {
     let database = duovarsity_testkit::TempPostgres::create().await;
     let user = TestPlatform::start_with(
-        duovarsity::Component::User,
+        duovarsity::Component::Service("user"),
         &[("DUOVARSITY_DATABASE_URL", &database.url)],
     )
     .await;

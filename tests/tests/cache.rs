@@ -34,7 +34,7 @@ async fn an_update_through_one_replica_reaches_every_replica() {
     let database = TempPostgres::create().await;
     let redis = redis_url();
     let user = TestPlatform::start_with(
-        Component::User,
+        Component::Service("user"),
         &[
             ("DUOVARSITY_DATABASE_URL", &database.url),
             ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
@@ -48,8 +48,8 @@ async fn an_update_through_one_replica_reaches_every_replica() {
         ("DUOVARSITY_REDIS_URL", redis.as_str()),
         ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
     ];
-    let replica_a = TestPlatform::start_with(Component::Course, &course_settings).await;
-    let replica_b = TestPlatform::start_with(Component::Course, &course_settings).await;
+    let replica_a = TestPlatform::start_with(Component::Service("course"), &course_settings).await;
+    let replica_b = TestPlatform::start_with(Component::Service("course"), &course_settings).await;
     let course_url = format!("http://{}", replica_a.grpc_addr());
     let gateway = TestPlatform::start_with(
         Component::Gateway,

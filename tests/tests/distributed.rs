@@ -57,7 +57,7 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     };
 
     let user = start(
-        Component::User,
+        Component::Service("user"),
         with(&[
             ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
             ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
@@ -66,18 +66,18 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     .await;
     let user_url = format!("http://{}", user.grpc_addr());
     let course = start(
-        Component::Course,
+        Component::Service("course"),
         with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
     )
     .await;
     let course_url = format!("http://{}", course.grpc_addr());
     let notification_a = start(
-        Component::Notification,
+        Component::Service("notification"),
         with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
     )
     .await;
     let notification_b = start(
-        Component::Notification,
+        Component::Service("notification"),
         with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
     )
     .await;

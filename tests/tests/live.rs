@@ -177,10 +177,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
     let bus = p.bus();
     for n in 0..60 {
         let event = duovarsity_common::events::pending_event(
-            "user.v1",
-            "user.registered",
             &learner_id,
-            "duovarsity.events.v1.UserRegistered",
             &duovarsity_proto::events::UserRegistered {
                 user_id: learner_id.clone(),
                 email: "slow@example.com".into(),

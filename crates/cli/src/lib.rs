@@ -1,6 +1,7 @@
-//! The `duovarsity` platform composed from the service libraries: [`Platform::start`] runs
-//! every service's gRPC server and the gateway in one process (the embedded mode), or one
-//! component alone ([`Component`]). Tests start the same thing on port 0.
+//! The `duovarsity` platform composed from the service libraries through one table,
+//! [`MODULES`]: [`Platform::start`] runs every service's gRPC server and the gateway in one
+//! process (the embedded mode), or one component alone ([`Component`]); [`migrate`] applies
+//! every service's schema. Tests start the same thing on port 0.
 #![forbid(unsafe_code)]
 
 pub mod seed;
@@ -11,13 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use duovarsity_common::Config;
-use duovarsity_common::auth::TokenVerifier;
-use duovarsity_common::cache::CacheHub;
+use duovarsity_common::auth::{RemoteJwks, TokenVerifier};
+use duovarsity_common::db::Database;
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::kafka::KafkaBus;
 use duovarsity_common::events::memory::MemoryBus;
-use duovarsity_common::events::outbox::OutboxRelay;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
+use duovarsity_common::module::{
+    ModuleEntry, RunningModule, ServiceContext, ServiceModule, Upstream,
+};
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
 use duovarsity_gateway::Gateway;
@@ -28,21 +31,50 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Every service of the platform, once. `up`, `serve <name>`, `migrate`, readiness,
+/// background work, shutdown and the gateway's upstreams all loop over this table: adding a
+/// service is a proto file, a crate implementing [`ServiceModule`], and one line here
+/// (`docs/adding-a-service.md`).
+///
+/// [`ServiceModule`]: duovarsity_common::module::ServiceModule
+pub const MODULES: &[ModuleEntry] = &[
+    ModuleEntry::of::<UserModule>(),
+    ModuleEntry::of::<CourseModule>(),
+    ModuleEntry::of::<ContentModule>(),
+    ModuleEntry::of::<NotificationModule>(),
+];
+
+/// The configuration names of [`MODULES`], in table order.
+pub fn module_names() -> Vec<&'static str> {
+    MODULES.iter().map(|entry| entry.name).collect()
+}
+
+/// The module named `name`, or an error that lists the names there are.
+pub fn module(name: &str) -> anyhow::Result<&'static ModuleEntry> {
+    MODULES
+        .iter()
+        .find(|entry| entry.name == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "there is no service named {name:?} (services: {})",
+                module_names().join(", ")
+            )
+        })
+}
+
+/// Checks what the configuration says about the module table (service URL names).
+pub fn check_config(config: &Config) -> Result<(), duovarsity_common::config::ConfigError> {
+    config.check_service_names(&module_names())
+}
+
 /// What one process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
-    /// Every service on `grpc_addr` and the gateway on `http_addr`.
+    /// Every service of [`MODULES`] on `grpc_addr` and the gateway on `http_addr`.
     All,
-    /// The user service alone, on `grpc_addr`.
-    User,
-    /// The course service alone, on `grpc_addr` (verifies tokens with the user service's
-    /// JWKS at `user_service_url`).
-    Course,
-    /// The content service alone, on `grpc_addr` (asks the course service at
-    /// `course_service_url` who may read what).
-    Content,
-    /// The notification service alone, on `grpc_addr`.
-    Notification,
+    /// One service of [`MODULES`], by name, alone on `grpc_addr`. It verifies tokens with
+    /// the user service's JWKS and reaches other services at their configured URLs.
+    Service(&'static str),
     /// The gateway alone, on `http_addr`, calling configured upstreams.
     Gateway,
 }
@@ -53,10 +85,7 @@ pub struct Platform {
     grpc_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
-    user: Option<Arc<UserModule>>,
-    course: Option<Arc<CourseModule>>,
-    content: Option<Arc<ContentModule>>,
-    notification: Option<Arc<NotificationModule>>,
+    modules: Vec<Arc<dyn RunningModule>>,
     bus: Arc<dyn EventBus>,
 }
 
@@ -70,6 +99,12 @@ impl Platform {
     pub async fn start(mut config: Config, component: Component) -> anyhow::Result<Self> {
         // The metrics recorder must exist before the first request records anything.
         duovarsity_common::telemetry::metrics_handle();
+        check_config(&config)?;
+        let entries: Vec<&ModuleEntry> = match component {
+            Component::All => MODULES.iter().collect(),
+            Component::Service(name) => vec![module(name)?],
+            Component::Gateway => Vec::new(),
+        };
         let shutdown = CancellationToken::new();
         let bus: Arc<dyn EventBus> = match config.kafka_settings() {
             Some(settings) => Arc::new(
@@ -82,16 +117,9 @@ impl Platform {
         let mut tasks = JoinSet::new();
         let mut grpc_addr = None;
         let mut http_addr = None;
-        let mut user_module = None;
-        let mut course_module = None;
-        let mut content_module = None;
-        let mut notification_module = None;
+        let mut modules = Vec::new();
 
-        let runs_user = matches!(component, Component::All | Component::User);
-        let runs_course = matches!(component, Component::All | Component::Course);
-        let runs_content = matches!(component, Component::All | Component::Content);
-        let runs_notification = matches!(component, Component::All | Component::Notification);
-        if runs_user || runs_course || runs_content || runs_notification {
+        if !entries.is_empty() {
             let listener = TcpListener::bind(config.grpc_addr).await.with_context(|| {
                 format!(
                     "binding gRPC on {} (DUOVARSITY_GRPC_ADDR)",
@@ -102,114 +130,38 @@ impl Platform {
             grpc_addr = Some(addr);
             if component == Component::All {
                 // Embedded: every service and the gateway's upstreams are this listener.
-                let here = format!("http://{addr}");
-                for url in [
-                    &mut config.user_service_url,
-                    &mut config.course_service_url,
-                    &mut config.content_service_url,
-                    &mut config.notification_service_url,
-                ] {
-                    url.get_or_insert_with(|| here.clone());
+                for entry in MODULES {
+                    config.default_service_url(entry.name, &format!("http://{addr}"));
                 }
             }
-            let mut verifier_source: Option<Arc<dyn duovarsity_common::auth::KeySource>> = None;
-            let mut server_parts = Vec::new();
-            if runs_user {
-                let user = Arc::new(
-                    UserModule::open(&config)
-                        .await
-                        .context("starting the user service")?,
-                );
-                if let (Some(email), Some(password)) = (
-                    &config.bootstrap_admin_email,
-                    &config.bootstrap_admin_password,
-                ) {
-                    user.users()
-                        .create_account(
-                            email,
-                            password.expose(),
-                            "Administrator",
-                            Role::Admin,
-                            true,
-                        )
-                        .await
-                        .map_err(|e| anyhow::anyhow!("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
-                    tracing::info!(email = %email, "bootstrap admin is present");
-                }
-                verifier_source = Some(user.key_ring());
-                tasks.spawn(relay(user.outbox_relay(bus.clone()), shutdown.clone()));
-                server_parts.push(ServerPart::User(user.clone()));
-                user_module = Some(user);
-            }
-            let caches = if runs_course || runs_content {
-                let caches = CacheHub::connect(config.cache_settings())
+            let context = ServiceContext::new(config.clone(), bus.clone());
+            for entry in &entries {
+                let module = (entry.open)(&context)
                     .await
-                    .context("connecting to Redis (DUOVARSITY_REDIS_URL)")?;
-                server_parts.push(ServerPart::Caches(caches.clone()));
-                Some(caches)
-            } else {
-                None
-            };
-            if let (true, Some(caches)) = (runs_course, &caches) {
-                let course = Arc::new(
-                    CourseModule::open(&config, caches)
-                        .await
-                        .context("starting the course service")?,
-                );
-                tasks.spawn(relay(course.outbox_relay(bus.clone()), shutdown.clone()));
-                server_parts.push(ServerPart::Course(course.clone()));
-                course_module = Some(course);
+                    .map_err(|error| anyhow::anyhow!(error))
+                    .with_context(|| format!("starting the {} service", entry.name))?;
+                modules.push(module);
             }
-            if let (true, Some(caches)) = (runs_content, &caches) {
-                let content = Arc::new(
-                    ContentModule::open(&config, caches)
-                        .await
-                        .context("starting the content service")?,
-                );
-                server_parts.push(ServerPart::Content(content.clone()));
-                content_module = Some(content);
-            }
-            if runs_notification {
-                let notification = Arc::new(
-                    NotificationModule::open(&config)
-                        .await
-                        .context("starting the notification service")?,
-                );
-                for worker in notification.spawn_workers(bus.clone(), shutdown.clone()) {
-                    tasks.spawn(async move { worker.await.context("notification worker") });
-                }
-                server_parts.push(ServerPart::Notification(notification.clone()));
-                notification_module = Some(notification);
-            }
-            let source = match verifier_source {
+            let source = match modules.iter().find_map(|module| module.local_keys()) {
                 Some(source) => source,
                 None => Arc::new(
-                    duovarsity_common::auth::RemoteJwks::connect(&config.service_urls("user"))
+                    RemoteJwks::connect(&config.service_urls("user"))
                         .context("DUOVARSITY_USER_SERVICE_URL")?,
                 ),
             };
             let verifier = Arc::new(TokenVerifier::new(source, Duration::from_secs(10)));
             let mut server = GrpcServer::new(AuthLayer::new(verifier));
-            for part in server_parts {
-                server = match part {
-                    ServerPart::User(user) => {
-                        server.add_service(user.grpc_service()).probe(user.probe())
-                    }
-                    ServerPart::Course(course) => server
-                        .add_service(course.grpc_service())
-                        .probe(course.probe()),
-                    ServerPart::Content(content) => server
-                        .add_service(content.grpc_service())
-                        .probe(content.probe()),
-                    ServerPart::Notification(notification) => server
-                        .add_service(notification.grpc_service())
-                        .probe(notification.probe()),
-                    // The hub lives as long as its probe: the server's lifetime.
-                    ServerPart::Caches(hub) => server.probe(Arc::new(move || {
-                        let hub = hub.clone();
-                        Box::pin(async move { hub.ping().await })
-                    })),
-                };
+            for module in &modules {
+                server = module.register(server);
+                for probe in module.probes() {
+                    server = server.probe(probe);
+                }
+                for task in module.background(bus.clone(), shutdown.clone()) {
+                    tasks.spawn(async move {
+                        task.await;
+                        Ok(())
+                    });
+                }
             }
             let stop = shutdown.clone();
             tasks.spawn(async move {
@@ -221,7 +173,8 @@ impl Platform {
         }
 
         if matches!(component, Component::All | Component::Gateway) {
-            let gateway = Gateway::new(&config).context("starting the gateway")?;
+            let upstreams: Vec<Upstream> = MODULES.iter().map(Upstream::from).collect();
+            let gateway = Gateway::new(&config, &upstreams).context("starting the gateway")?;
             let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
                 format!(
                     "binding HTTP on {} (DUOVARSITY_HTTP_ADDR)",
@@ -250,10 +203,7 @@ impl Platform {
             grpc_addr,
             shutdown,
             tasks,
-            user: user_module,
-            course: course_module,
-            content: content_module,
-            notification: notification_module,
+            modules,
             bus,
         })
     }
@@ -277,7 +227,7 @@ impl Platform {
     }
 
     /// Waits until a server stops by itself (an error) or shutdown is requested, then
-    /// drains everything.
+    /// drains everything and closes every module.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let first = tokio::select! {
             () = self.shutdown.cancelled() => Ok(()),
@@ -293,17 +243,8 @@ impl Platform {
                 result = outcome;
             }
         }
-        if let Some(user) = &self.user {
-            user.close().await;
-        }
-        if let Some(course) = &self.course {
-            course.close().await;
-        }
-        if let Some(content) = &self.content {
-            content.close().await;
-        }
-        if let Some(notification) = &self.notification {
-            notification.close().await;
+        for module in &self.modules {
+            module.close().await;
         }
         result
     }
@@ -315,28 +256,34 @@ impl Platform {
     }
 }
 
-/// Runs an outbox relay until shutdown.
-async fn relay(relay: OutboxRelay, shutdown: CancellationToken) -> anyhow::Result<()> {
-    relay.run(shutdown).await;
-    Ok(())
+/// What `duovarsity migrate` did to one service's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub service: &'static str,
+    /// The migrations it applied now (`<version>_<description>`); empty: up to date.
+    pub applied: Vec<String>,
 }
 
-/// What one gRPC server hosts.
-enum ServerPart {
-    User(Arc<UserModule>),
-    Course(Arc<CourseModule>),
-    Content(Arc<ContentModule>),
-    Notification(Arc<NotificationModule>),
-    Caches(CacheHub),
-}
-
-/// Applies every service's migrations to the configured database(s).
-pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let user = UserModule::open(config)
-        .await
-        .context("migrating the user service")?;
-    user.close().await;
-    Ok(())
+/// Applies the migrations of every service of [`MODULES`] (or of `only` that one) to the
+/// configured database(s), idempotently.
+pub async fn migrate(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Migrated>> {
+    let entries: Vec<&ModuleEntry> = match only {
+        Some(name) => vec![module(name)?],
+        None => MODULES.iter().collect(),
+    };
+    let mut report = Vec::new();
+    for entry in entries {
+        let db = Database::connect_service(config, entry.name)
+            .await
+            .with_context(|| format!("connecting the {} database", entry.name))?;
+        let applied = db.migrate_reporting(&(entry.migrations)()).await;
+        db.close().await;
+        report.push(Migrated {
+            service: entry.name,
+            applied: applied.with_context(|| format!("migrating the {} service", entry.name))?,
+        });
+    }
+    Ok(report)
 }
 
 /// Creates an account with a role on the configured database.
@@ -354,7 +301,7 @@ pub async fn create_user(
         .users()
         .create_account(email, password, display_name, role, false)
         .await;
-    user.close().await;
+    ServiceModule::close(&user).await;
     created.map_err(|error| match error {
         duovarsity_common::Error::InvalidArgument(violations) => anyhow::anyhow!(
             "{}",

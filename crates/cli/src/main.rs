@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use duovarsity::{Component, Platform};
 use duovarsity_common::{Config, telemetry};
@@ -27,13 +28,18 @@ struct Cli {
 enum Command {
     /// Start every service and the gateway in this process (the default).
     Up,
-    /// Run one component against the configured backends.
+    /// Run one service, or the gateway, against the configured backends.
     Serve {
-        #[arg(value_enum)]
-        component: ServeTarget,
+        /// A service of the platform's module table, or `gateway`.
+        #[arg(value_parser = PossibleValuesParser::new(serve_targets()))]
+        component: String,
     },
-    /// Apply database migrations and exit.
-    Migrate,
+    /// Apply every service's database migrations (or one service's) and exit.
+    Migrate {
+        /// Only this service's migrations.
+        #[arg(long, value_parser = PossibleValuesParser::new(duovarsity::module_names()))]
+        service: Option<String>,
+    },
     /// Load data into the configured databases.
     Seed {
         /// A demo catalog: four instructors and twenty courses with lessons.
@@ -52,13 +58,13 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ServeTarget {
-    User,
-    Course,
-    Content,
-    Notification,
-    Gateway,
+/// `serve` runs the gateway, or a service of the module table.
+const GATEWAY: &str = "gateway";
+
+fn serve_targets() -> Vec<&'static str> {
+    let mut targets = duovarsity::module_names();
+    targets.push(GATEWAY);
+    targets
 }
 
 #[derive(Subcommand)]
@@ -102,7 +108,9 @@ impl From<RoleArg> for Role {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match Config::load(cli.config.as_deref())
+        .and_then(|config| duovarsity::check_config(&config).map(|()| config))
+    {
         Ok(config) => config,
         Err(error) => {
             eprintln!("duovarsity: {error}");
@@ -128,25 +136,26 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Up => serve(config, Component::All, "duovarsity").await,
-        Command::Serve {
-            component: ServeTarget::User,
-        } => serve(config, Component::User, "user").await,
-        Command::Serve {
-            component: ServeTarget::Course,
-        } => serve(config, Component::Course, "course").await,
-        Command::Serve {
-            component: ServeTarget::Content,
-        } => serve(config, Component::Content, "content").await,
-        Command::Serve {
-            component: ServeTarget::Notification,
-        } => serve(config, Component::Notification, "notification").await,
-        Command::Serve {
-            component: ServeTarget::Gateway,
-        } => serve(config, Component::Gateway, "gateway").await,
-        Command::Migrate => {
+        Command::Serve { component } if component == GATEWAY => {
+            serve(config, Component::Gateway, GATEWAY).await
+        }
+        Command::Serve { component } => {
+            let entry = duovarsity::module(&component)?;
+            serve(config, Component::Service(entry.name), entry.name).await
+        }
+        Command::Migrate { service } => {
             let _telemetry = telemetry::init("duovarsity-migrate", config.log_format);
-            duovarsity::migrate(&config).await?;
-            println!("migrations applied");
+            for migrated in duovarsity::migrate(&config, service.as_deref()).await? {
+                if migrated.applied.is_empty() {
+                    println!("{}: up to date", migrated.service);
+                } else {
+                    println!(
+                        "{}: applied {}",
+                        migrated.service,
+                        migrated.applied.join(", ")
+                    );
+                }
+            }
             Ok(())
         }
         Command::Seed { demo } => {

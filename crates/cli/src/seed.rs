@@ -6,6 +6,7 @@
 use anyhow::Context as _;
 use duovarsity_common::Config;
 use duovarsity_common::cache::CacheHub;
+use duovarsity_common::module::ServiceModule as _;
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
 use duovarsity_proto::course::{Course, CreateLessonRequest, LessonKind, Level, Money};

@@ -54,6 +54,10 @@ pub struct Config {
     pub database_replica_url: Option<Secret<String>>,
     /// Connections per pool.
     pub database_max_connections: u32,
+    /// Apply each service's pending migrations when it starts. Production rollouts run
+    /// `duovarsity migrate` once and set this to false; a service then refuses to start on
+    /// a schema that lacks its migrations.
+    pub migrate_on_start: bool,
     /// Directory of Ed25519 signing keys (`<kid>.pem`, PKCS#8). Unset: `<data_dir>/keys`.
     pub jwt_keys_dir: Option<PathBuf>,
     /// Generate a signing key when the directory has none (embedded mode). Production
@@ -67,19 +71,13 @@ pub struct Config {
     #[serde(deserialize_with = "optional_lenient_string")]
     pub bootstrap_admin_email: Option<String>,
     pub bootstrap_admin_password: Option<Secret<String>>,
-    /// gRPC endpoints of the user service, for the gateway: one URL, or several separated
-    /// by commas (balanced per request). Unset: `http://<grpc_addr>`.
-    #[serde(deserialize_with = "optional_lenient_string")]
-    pub user_service_url: Option<String>,
-    /// gRPC endpoints of the course service, for the gateway (as `user_service_url`).
-    #[serde(deserialize_with = "optional_lenient_string")]
-    pub course_service_url: Option<String>,
-    /// gRPC endpoints of the notification service, for the gateway (as `user_service_url`).
-    #[serde(deserialize_with = "optional_lenient_string")]
-    pub notification_service_url: Option<String>,
-    /// gRPC endpoints of the content service, for the gateway (as `user_service_url`).
-    #[serde(deserialize_with = "optional_lenient_string")]
-    pub content_service_url: Option<String>,
+    /// gRPC endpoints of other services, by service name: `DUOVARSITY_<NAME>_SERVICE_URL`
+    /// (`DUOVARSITY_USER_SERVICE_URL`, ...) or a `[service_urls]` table in the file. One URL,
+    /// or several separated by commas (balanced per request). Unset: `http://<grpc_addr>`
+    /// for the user service (token keys); other services are routed only when set, and in
+    /// embedded mode every service is this process.
+    #[serde(deserialize_with = "service_url_map")]
+    pub service_urls: BTreeMap<String, String>,
     /// Where lesson media is stored: `file:///abs/dir` or `s3://bucket/prefix` (with the
     /// usual `AWS_*` variables). Unset: `<data_dir>/media`.
     #[serde(deserialize_with = "optional_lenient_string")]
@@ -144,16 +142,14 @@ impl Default for Config {
             database_url: None,
             database_replica_url: None,
             database_max_connections: 16,
+            migrate_on_start: true,
             jwt_keys_dir: None,
             jwt_generate_keys: true,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 60 * 60,
             bootstrap_admin_email: None,
             bootstrap_admin_password: None,
-            user_service_url: None,
-            course_service_url: None,
-            content_service_url: None,
-            notification_service_url: None,
+            service_urls: BTreeMap::new(),
             media_url: None,
             media_options: None,
             media_max_bytes: 25 * 1024 * 1024,
@@ -280,13 +276,16 @@ impl Config {
                 "DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL and DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD go together",
             ));
         }
-        for (key, configured) in [
-            ("user_service_url", &self.user_service_url),
-            ("course_service_url", &self.course_service_url),
-            ("content_service_url", &self.content_service_url),
-            ("notification_service_url", &self.notification_service_url),
-        ] {
-            let Some(urls) = configured else { continue };
+        for (service, urls) in &self.service_urls {
+            if !service
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(ConfigError::setting(
+                    &service_url_key(service),
+                    "names a service with characters other than a-z, 0-9 and '_'",
+                ));
+            }
             let urls = split_urls(urls);
             if urls.is_empty()
                 || urls
@@ -294,7 +293,7 @@ impl Config {
                     .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
             {
                 return Err(ConfigError::setting(
-                    key,
+                    &service_url_key(service),
                     "must be http:// or https:// URLs, separated by commas",
                 ));
             }
@@ -437,16 +436,38 @@ impl Config {
         }
     }
 
-    /// The gRPC URLs configured for `service` ("user", "course", "content"), if any.
+    /// The gRPC URLs configured for `service` (a module's configuration name), if any.
     pub fn configured_service_urls(&self, service: &str) -> Option<Vec<String>> {
-        let configured = match service {
-            "user" => &self.user_service_url,
-            "course" => &self.course_service_url,
-            "content" => &self.content_service_url,
-            "notification" => &self.notification_service_url,
-            _ => &None,
-        };
-        configured.as_deref().map(split_urls)
+        self.service_urls
+            .get(&service_key(service))
+            .map(|urls| split_urls(urls))
+    }
+
+    /// Sets `service`'s URL unless one is configured (embedded mode points every service
+    /// at its own listener).
+    pub fn default_service_url(&mut self, service: &str, url: &str) {
+        self.service_urls
+            .entry(service_key(service))
+            .or_insert_with(|| url.to_string());
+    }
+
+    /// Refuses a `DUOVARSITY_<NAME>_SERVICE_URL` whose name is not among `known` (the
+    /// module table), so a typo does not leave a service silently unrouted.
+    pub fn check_service_names(&self, known: &[&str]) -> Result<(), ConfigError> {
+        match self
+            .service_urls
+            .keys()
+            .find(|name| !known.iter().any(|known| service_key(known) == **name))
+        {
+            Some(unknown) => Err(ConfigError::setting(
+                &service_url_key(unknown),
+                format!(
+                    "there is no service named {unknown:?} (services: {})",
+                    known.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The gRPC URLs of `service`: the configured ones, else `grpc_addr` (where a service
@@ -504,6 +525,20 @@ impl Config {
     }
 }
 
+/// `user` -> `user_service_url` (the flat key whose variable is
+/// `DUOVARSITY_USER_SERVICE_URL`).
+fn service_url_key(service: &str) -> String {
+    format!("{service}{SERVICE_URL_SUFFIX}")
+}
+
+/// A service name as it stands in a variable: `ai-routing` is `ai_routing`.
+fn service_key(service: &str) -> String {
+    service.replace('-', "_")
+}
+
+/// Flat keys ending in this are service URLs (`user_service_url`).
+const SERVICE_URL_SUFFIX: &str = "_service_url";
+
 fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',')
         .map(str::trim)
@@ -519,31 +554,39 @@ struct EnvVars {
 
 impl EnvVars {
     fn from_map(env: &BTreeMap<String, String>) -> Self {
-        let dict = env
-            .iter()
-            .filter(|(name, _)| {
-                name.starts_with(ENV_PREFIX)
-                    && !name.starts_with(TEST_ENV_PREFIX)
-                    && name.as_str() != CONFIG_FILE_VAR
-            })
-            .map(|(name, value)| {
-                let key = name[ENV_PREFIX.len()..].to_lowercase();
-                // Values are parsed the way figment parses its own env provider: numbers and
-                // booleans become typed, anything else stays a string.
-                let value: Value = value
-                    .parse()
-                    .unwrap_or_else(|_| Value::from(value.as_str()));
-                (key, value)
-            })
-            .collect();
+        let mut dict = Dict::new();
+        let mut service_urls = Dict::new();
+        for (name, value) in env.iter().filter(|(name, _)| {
+            name.starts_with(ENV_PREFIX)
+                && !name.starts_with(TEST_ENV_PREFIX)
+                && name.as_str() != CONFIG_FILE_VAR
+        }) {
+            let key = name[ENV_PREFIX.len()..].to_lowercase();
+            // `DUOVARSITY_<NAME>_SERVICE_URL` fills the `service_urls` map by service name.
+            if let Some(service) = key.strip_suffix(SERVICE_URL_SUFFIX) {
+                service_urls.insert(service.to_string(), Value::from(value.as_str()));
+                continue;
+            }
+            // Values are parsed the way figment parses its own env provider: numbers and
+            // booleans become typed, anything else stays a string.
+            let value: Value = value
+                .parse()
+                .unwrap_or_else(|_| Value::from(value.as_str()));
+            dict.insert(key, value);
+        }
+        if !service_urls.is_empty() {
+            dict.insert("service_urls".to_string(), Value::from(service_urls));
+        }
         Self { dict }
     }
 }
 
 impl Provider for EnvVars {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable")
-            .interpolater(|_profile, keys| env_var_name(&keys.join("_")))
+        Metadata::named("environment variable").interpolater(|_profile, keys| match keys {
+            [map, service] if *map == "service_urls" => env_var_name(&service_url_key(service)),
+            keys => env_var_name(&keys.join("_")),
+        })
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
@@ -612,6 +655,18 @@ fn optional_lenient_string<'de, D: Deserializer<'de>>(
     #[derive(Deserialize)]
     struct Wrapped(#[serde(deserialize_with = "lenient_string")] String);
     Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(text)| text))
+}
+
+/// Service name to URLs, each value a string even where it looks like a number.
+fn service_url_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "lenient_string")] String);
+    Ok(BTreeMap::<String, Wrapped>::deserialize(deserializer)?
+        .into_iter()
+        .map(|(name, Wrapped(urls))| (name, urls))
+        .collect())
 }
 
 /// Accepts `"a, b"` (as an environment variable gives it) or a TOML list.
@@ -713,6 +768,49 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.source_name, "DUOVARSITY_DATABASE_URL", "{err}");
+    }
+
+    #[test]
+    fn service_urls_are_read_by_service_name() {
+        let config = Config::from_sources(
+            None,
+            &env(&[
+                ("DUOVARSITY_USER_SERVICE_URL", "http://a:1, http://b:1"),
+                ("DUOVARSITY_AI_ROUTING_SERVICE_URL", "http://c:1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.configured_service_urls("user").unwrap(),
+            vec!["http://a:1", "http://b:1"]
+        );
+        assert_eq!(config.service_urls("ai_routing"), vec!["http://c:1"]);
+        assert_eq!(config.configured_service_urls("course"), None);
+        assert_eq!(
+            config.service_urls("course"),
+            vec!["http://127.0.0.1:50051"]
+        );
+
+        let err = Config::from_sources(None, &env(&[("DUOVARSITY_COURSE_SERVICE_URL", "ftp://x")]))
+            .unwrap_err();
+        assert_eq!(err.source_name, "DUOVARSITY_COURSE_SERVICE_URL", "{err}");
+
+        let err = config.check_service_names(&["user"]).unwrap_err();
+        assert_eq!(
+            err.source_name, "DUOVARSITY_AI_ROUTING_SERVICE_URL",
+            "{err}"
+        );
+        assert!(config.check_service_names(&["user", "ai-routing"]).is_ok());
+        assert_eq!(config.service_urls("ai-routing"), vec!["http://c:1"]);
+    }
+
+    #[test]
+    fn service_urls_come_from_a_file_table_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("duovarsity.toml");
+        std::fs::write(&file, "[service_urls]\ncourse = \"http://course:50051\"\n").unwrap();
+        let config = Config::from_sources(Some(&file), &env(&[])).unwrap();
+        assert_eq!(config.service_urls("course"), vec!["http://course:50051"]);
     }
 
     #[test]

@@ -17,7 +17,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::{MigrateError, Migrator};
+use std::borrow::Cow;
+
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
 /// Which SQL engine a URL selects.
@@ -39,10 +43,62 @@ impl Backend {
     }
 }
 
-/// A service's schema, once per backend.
+/// A service's schema, once per backend: its own migration folders (`sqlx::migrate!`) plus
+/// tables every service defines the same way (the outbox and applied-events tables of
+/// [`crate::events::schema`]).
+#[derive(Default)]
 pub struct Migrations {
-    pub sqlite: Migrator,
-    pub postgres: Migrator,
+    sqlite: Vec<Migration>,
+    postgres: Vec<Migration>,
+}
+
+impl Migrations {
+    pub fn new(sqlite: Migrator, postgres: Migrator) -> Self {
+        Self {
+            sqlite: sqlite.iter().cloned().collect(),
+            postgres: postgres.iter().cloned().collect(),
+        }
+    }
+
+    /// Adds one migration, written per backend by `sql`, at `version`.
+    pub fn with(
+        mut self,
+        version: i64,
+        description: &str,
+        sql: impl Fn(Backend) -> String,
+    ) -> Self {
+        for (backend, list) in [
+            (Backend::Sqlite, &mut self.sqlite),
+            (Backend::Postgres, &mut self.postgres),
+        ] {
+            list.push(Migration::new(
+                version,
+                Cow::Owned(description.to_string()),
+                MigrationType::Simple,
+                Cow::Owned(sql(backend)),
+                false,
+            ));
+            list.sort_by_key(|m| m.version);
+        }
+        self
+    }
+
+    fn for_backend(&self, backend: Backend) -> &[Migration] {
+        match backend {
+            Backend::Sqlite => &self.sqlite,
+            Backend::Postgres => &self.postgres,
+        }
+    }
+}
+
+/// Hands a list of migrations to sqlx's [`Migrator`].
+#[derive(Debug)]
+struct MigrationList(Vec<Migration>);
+
+impl MigrationSource<'static> for MigrationList {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
 }
 
 /// The connection pools of one service.
@@ -63,17 +119,46 @@ pub enum OpenError {
     Connect(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] MigrateError),
+    #[error(
+        "the {service} schema lacks migrations {missing:?}; run `duovarsity migrate` \
+         (DUOVARSITY_MIGRATE_ON_START is false)"
+    )]
+    NotMigrated {
+        service: String,
+        missing: Vec<String>,
+    },
 }
 
 impl Database {
     /// Connects `service`'s database as `config` says (its own SQLite file by default) and
-    /// applies its pending migrations.
+    /// applies its pending migrations, or, with `migrate_on_start` off, checks that every
+    /// one of them has been applied (by `duovarsity migrate`).
     pub async fn open(
         config: &crate::Config,
         service: &str,
-        mut migrations: Migrations,
+        migrations: Migrations,
     ) -> Result<Self, OpenError> {
-        let db = Self::connect(
+        let db = Self::connect_service(config, service).await?;
+        if config.migrate_on_start {
+            db.migrate(&migrations).await?;
+        } else {
+            let missing = db.pending(&migrations).await?;
+            if !missing.is_empty() {
+                return Err(OpenError::NotMigrated {
+                    service: service.to_string(),
+                    missing,
+                });
+            }
+        }
+        Ok(db)
+    }
+
+    /// Connects `service`'s database as `config` says, without touching its schema.
+    pub async fn connect_service(
+        config: &crate::Config,
+        service: &str,
+    ) -> Result<Self, sqlx::Error> {
+        Self::connect(
             &config.database_url_for(service),
             config
                 .database_replica_url
@@ -81,9 +166,54 @@ impl Database {
                 .map(|url| url.expose().as_str()),
             config.database_max_connections,
         )
-        .await?;
-        db.migrate(&mut migrations).await?;
-        Ok(db)
+        .await
+    }
+
+    /// The migrations of `migrations` (for this backend) not yet applied, as
+    /// `<version>_<description>`.
+    pub async fn pending(&self, migrations: &Migrations) -> Result<Vec<String>, sqlx::Error> {
+        let applied = self.applied_versions().await?;
+        Ok(migrations
+            .for_backend(self.backend)
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| format!("{}_{}", m.version, m.description.replace(' ', "_")))
+            .collect())
+    }
+
+    /// Applies pending migrations and says which ones it applied (empty: up to date).
+    pub async fn migrate_reporting(
+        &self,
+        migrations: &Migrations,
+    ) -> Result<Vec<String>, OpenError> {
+        let pending = self.pending(migrations).await?;
+        self.migrate(migrations).await?;
+        Ok(pending)
+    }
+
+    /// Versions recorded in sqlx's bookkeeping table (none when it does not exist yet).
+    async fn applied_versions(&self) -> Result<Vec<i64>, sqlx::Error> {
+        let exists: bool = match self.backend {
+            Backend::Sqlite => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(&self.writer)
+            .await?
+                > 0,
+            Backend::Postgres => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            )
+            .fetch_one(&self.writer)
+            .await?
+                > 0,
+        };
+        if !exists {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.writer)
+            .await
     }
 
     /// A readiness probe that passes while both pools answer.
@@ -151,11 +281,9 @@ impl Database {
     }
 
     /// Applies the service's pending migrations for this backend.
-    pub async fn migrate(&self, migrations: &mut Migrations) -> Result<(), MigrateError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &mut migrations.sqlite,
-            Backend::Postgres => &mut migrations.postgres,
-        };
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), MigrateError> {
+        let mut migrator =
+            Migrator::new(MigrationList(migrations.for_backend(self.backend).to_vec())).await?;
         migrator.set_ignore_missing(true);
         migrator.run(&self.writer).await
     }

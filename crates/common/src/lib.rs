@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod module;
 pub mod pubsub;
 pub mod secret;
 pub mod telemetry;

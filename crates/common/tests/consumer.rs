@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use duovarsity_common::Error;
-use duovarsity_common::db::Database;
+use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::consumer::{Consumer, Handler, Outcome};
 use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::events::{EventBus, Outgoing, Subscription};
@@ -43,11 +43,7 @@ impl Handler for CountingHandler {
 
 async fn open(url: &str) -> Database {
     let db = Database::connect(url, None, 4).await.unwrap();
-    db.writer()
-        .execute(
-            "CREATE TABLE test_processed_events (consumer_group TEXT NOT NULL, event_id TEXT NOT NULL, \
-             processed_at BIGINT NOT NULL, PRIMARY KEY (consumer_group, event_id))",
-        )
+    db.migrate(&Migrations::default().with_applied_events("test_processed_events", 1))
         .await
         .unwrap();
     db.writer()
@@ -257,15 +253,13 @@ async fn the_handler_runs_in_the_producers_trace() {
     );
     let mut subscription = bus.subscribe("traced.v1", "tracer").await.unwrap();
 
-    let event = tracing::info_span!("register").in_scope(|| {
+    let mut event = tracing::info_span!("register").in_scope(|| {
         duovarsity_common::events::pending_event(
-            "traced.v1",
-            "user.registered",
             "u1",
-            "duovarsity.events.v1.UserRegistered",
             &duovarsity_proto::events::UserRegistered::default(),
         )
     });
+    event.record.topic = "traced.v1".into();
     let produced = event
         .record
         .headers

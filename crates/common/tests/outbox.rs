@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use duovarsity_common::db::{Backend, Database};
+use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{BusError, Delivered, EventBus, Outgoing, Subscription};
 use duovarsity_testkit::TempPostgres;
-use sqlx::Executor;
 
 /// A bus that can be switched off, like a broker going down.
 struct FlakyBus {
@@ -38,18 +37,7 @@ impl EventBus for FlakyBus {
 
 async fn open(url: &str) -> Database {
     let db = Database::connect(url, None, 8).await.unwrap();
-    let payload = match db.backend() {
-        Backend::Sqlite => "BLOB",
-        Backend::Postgres => "BYTEA",
-    };
-    db.writer()
-        .execute(
-            format!(
-                "CREATE TABLE test_outbox (id TEXT PRIMARY KEY, topic TEXT NOT NULL, event_key TEXT NOT NULL, \
-                 payload {payload} NOT NULL, headers TEXT NOT NULL, created_at BIGINT NOT NULL, sent_at BIGINT)"
-            )
-            .as_str(),
-        )
+    db.migrate(&Migrations::default().with_outbox("test_outbox", 1))
         .await
         .unwrap();
     db

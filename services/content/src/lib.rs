@@ -13,11 +13,13 @@ pub mod store;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::{Cache, CacheHub};
-use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
-use duovarsity_common::grpc::Probe;
+use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
+use duovarsity_common::grpc::{GrpcServer, Probe};
+use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::content::content_service_server::{ContentService, ContentServiceServer};
 use duovarsity_proto::content::*;
@@ -67,6 +69,7 @@ pub enum StartError {
 pub struct ContentModule {
     db: Database,
     contents: Contents,
+    caches: CacheHub,
 }
 
 impl ContentModule {
@@ -87,26 +90,47 @@ impl ContentModule {
             versions: caches.cache(VERSION_CACHE),
             media_max_bytes: config.media_max_bytes,
         };
-        Ok(Self { db, contents })
-    }
-
-    pub fn grpc_service(&self) -> ContentServiceServer<Contents> {
-        // Media uploads are larger than tonic's 4 MiB default.
-        let limit = self.contents.media_max_bytes + 64 * 1024;
-        ContentServiceServer::new(self.contents.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit)
+        Ok(Self {
+            db,
+            contents,
+            caches: caches.clone(),
+        })
     }
 
     pub fn contents(&self) -> &Contents {
         &self.contents
     }
+}
 
-    pub fn probe(&self) -> Probe {
-        self.db.probe(SERVICE)
+#[async_trait]
+impl ServiceModule for ContentModule {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.content.v1.ContentService"];
+
+    fn migrations() -> Migrations {
+        store::migrations()
     }
 
-    pub async fn close(&self) {
+    async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
+        let caches = context.caches().await?;
+        Ok(Self::open(&context.config, &caches).await?)
+    }
+
+    fn register(&self, server: GrpcServer) -> GrpcServer {
+        // Media uploads are larger than tonic's 4 MiB default.
+        let limit = self.contents.media_max_bytes + 64 * 1024;
+        server.add_service(
+            ContentServiceServer::new(self.contents.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.db.probe(SERVICE), self.caches.probe()]
+    }
+
+    async fn close(&self) {
         self.db.close().await;
     }
 }

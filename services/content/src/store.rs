@@ -10,10 +10,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 pub fn migrations() -> Migrations {
-    Migrations {
-        sqlite: sqlx::migrate!("./migrations/sqlite"),
-        postgres: sqlx::migrate!("./migrations/postgres"),
-    }
+    Migrations::new(
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

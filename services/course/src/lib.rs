@@ -11,22 +11,24 @@ pub mod store;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use duovarsity_common::auth::{Claims, caller, optional_caller};
 use duovarsity_common::cache::{Cache, CacheHub};
-use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
-use duovarsity_common::events::outbox::OutboxRelay;
+use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
 use duovarsity_common::events::{EventBus, pending_event};
-use duovarsity_common::grpc::Probe;
+use duovarsity_common::grpc::{GrpcServer, Probe};
+use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::course::course_service_server::{CourseService, CourseServiceServer};
 use duovarsity_proto::course::*;
 use duovarsity_proto::events::{
-    CoursePublished, EnrollmentCompleted, EnrollmentCreated, LessonCompleted,
+    CoursePublished, EnrollmentCompleted, EnrollmentCreated, LessonCompleted, LessonProgressed,
 };
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::rules::{
@@ -56,6 +58,7 @@ pub enum StartError {
 pub struct CourseModule {
     db: Database,
     courses: Courses,
+    caches: CacheHub,
 }
 
 impl CourseModule {
@@ -66,27 +69,51 @@ impl CourseModule {
             outlines: caches.cache(OUTLINE_CACHE),
             lesson_courses: caches.cache(LESSON_COURSE_CACHE),
         };
-        Ok(Self { db, courses })
-    }
-
-    pub fn grpc_service(&self) -> CourseServiceServer<Courses> {
-        CourseServiceServer::new(self.courses.clone())
+        Ok(Self {
+            db,
+            courses,
+            caches: caches.clone(),
+        })
     }
 
     pub fn courses(&self) -> &Courses {
         &self.courses
     }
+}
 
-    /// Publishes this service's outbox to `bus` (run it on its own task).
-    pub fn outbox_relay(&self, bus: Arc<dyn EventBus>) -> OutboxRelay {
-        self.courses.store.outbox().relay(self.db.clone(), bus)
+#[async_trait]
+impl ServiceModule for CourseModule {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.course.v1.CourseService"];
+
+    fn migrations() -> Migrations {
+        store::migrations()
     }
 
-    pub fn probe(&self) -> Probe {
-        self.db.probe(SERVICE)
+    async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
+        let caches = context.caches().await?;
+        Ok(Self::open(&context.config, &caches).await?)
     }
 
-    pub async fn close(&self) {
+    fn register(&self, server: GrpcServer) -> GrpcServer {
+        server.add_service(CourseServiceServer::new(self.courses.clone()))
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.db.probe(SERVICE), self.caches.probe()]
+    }
+
+    /// Publishes this service's outbox.
+    fn background(
+        &self,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Vec<BackgroundTask> {
+        let relay = self.courses.store.outbox().relay(self.db.clone(), bus);
+        vec![Box::pin(relay.run(shutdown))]
+    }
+
+    async fn close(&self) {
         self.db.close().await;
     }
 }
@@ -314,10 +341,7 @@ impl Courses {
             });
         }
         let published = pending_event(
-            "course.v1",
-            "course.published",
             &course.id,
-            "duovarsity.events.v1.CoursePublished",
             &CoursePublished {
                 course_id: course.id.clone(),
                 title: course.title.clone(),
@@ -958,10 +982,7 @@ impl CourseService for Courses {
             certificate_number: None,
         };
         let created = pending_event(
-            "enrollment.v1",
-            "enrollment.created",
             &enrollment.id,
-            "duovarsity.events.v1.EnrollmentCreated",
             &EnrollmentCreated {
                 enrollment_id: enrollment.id.clone(),
                 course_id: enrollment.course_id.clone(),
@@ -1068,12 +1089,26 @@ impl CourseService for Courses {
         }
         let course = self.course_row(&lesson.course_id).await?;
         let certificate_number = Courses::certificate_number()?;
+        let progressed = LessonProgressed {
+            learner_id: enrollment.learner_id.clone(),
+            course_id: lesson.course_id.clone(),
+            lesson_id: lesson.id.clone(),
+            ..LessonProgressed::default()
+        };
         let events = ProgressEvents {
+            progressed: Box::new(move |progress| {
+                pending_event(
+                    &progressed.learner_id,
+                    &LessonProgressed {
+                        percent: progress.percent,
+                        position_seconds: progress.position_seconds,
+                        completed: progress.completed_at.is_some(),
+                        ..progressed.clone()
+                    },
+                )
+            }),
             lesson_completed: pending_event(
-                "progress.v1",
-                "progress.lesson_completed",
                 &enrollment.learner_id,
-                "duovarsity.events.v1.LessonCompleted",
                 &LessonCompleted {
                     learner_id: enrollment.learner_id.clone(),
                     course_id: course.id.clone(),
@@ -1081,10 +1116,7 @@ impl CourseService for Courses {
                 },
             ),
             course_completed: pending_event(
-                "enrollment.v1",
-                "enrollment.completed",
                 &enrollment.id,
-                "duovarsity.events.v1.EnrollmentCompleted",
                 &EnrollmentCompleted {
                     enrollment_id: enrollment.id.clone(),
                     course_id: course.id.clone(),

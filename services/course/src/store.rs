@@ -12,17 +12,17 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::db::{Backend, Database, Migrations};
+use duovarsity_common::events::PendingEvent;
 use duovarsity_common::events::outbox::Outbox;
-use duovarsity_common::events::{PendingEvent, pending_event};
-use duovarsity_proto::events::LessonProgressed;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 pub fn migrations() -> Migrations {
-    Migrations {
-        sqlite: sqlx::migrate!("./migrations/sqlite"),
-        postgres: sqlx::migrate!("./migrations/postgres"),
-    }
+    Migrations::new(
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+    .with_outbox(OUTBOX_TABLE, 2002)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,10 +148,11 @@ pub struct ProgressOutcome {
     pub lesson_just_completed: bool,
 }
 
-/// The events a progress update may cause, prepared by the caller and written only if
-/// they happen, in the update's transaction.
-#[derive(Debug, Clone)]
+/// The events a progress change may cause, built by the domain: the store decides in its
+/// transaction which of them happened and writes those to the outbox with the change.
 pub struct ProgressEvents {
+    /// Every change, built from the progress it left.
+    pub progressed: Box<dyn Fn(&ProgressRow) -> PendingEvent + Send + Sync>,
     pub lesson_completed: PendingEvent,
     pub course_completed: PendingEvent,
 }
@@ -938,20 +939,7 @@ impl CourseStore {
         .await?;
         let enrollment = enrollment_from_row(&enrollment)?;
         // Every change is news for the learner's open tabs, with the progress it left.
-        let progressed = pending_event(
-            "progress.v1",
-            "progress.lesson_progressed",
-            &enrollment.learner_id,
-            "duovarsity.events.v1.LessonProgressed",
-            &LessonProgressed {
-                learner_id: enrollment.learner_id.clone(),
-                course_id: lesson.course_id.clone(),
-                lesson_id: lesson.id.clone(),
-                percent: progress.percent,
-                position_seconds: progress.position_seconds,
-                completed: progress.completed_at.is_some(),
-            },
-        );
+        let progressed = (events.progressed)(&progress);
         let news = [
             Some(&progressed),
             lesson_just_completed.then_some(&events.lesson_completed),

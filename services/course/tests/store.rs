@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use duovarsity_common::db::Database;
 use duovarsity_common::events::memory::MemoryBus;
-use duovarsity_common::events::{EventBus, PendingEvent, pending_event};
+use duovarsity_common::events::{Event, EventBus, PendingEvent, pending_event};
 use duovarsity_course::store::ProgressEvents;
 use duovarsity_course::store::{
     self, CatalogFilter, CoursePatch, CourseRow, CourseStore, EnrollmentRow, LessonRow,
     Reorderable, SectionRow,
 };
-use duovarsity_proto::events::LessonCompleted;
+use duovarsity_proto::events::{
+    EnrollmentCompleted, EnrollmentCreated, LessonCompleted, LessonProgressed,
+};
 use duovarsity_testkit::TempPostgres;
 
 fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> CourseRow {
@@ -37,33 +39,39 @@ fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> 
     }
 }
 
-fn event(kind: &str) -> PendingEvent {
-    pending_event(
-        "test.v1",
-        kind,
-        "aggregate",
-        "duovarsity.events.v1.LessonCompleted",
-        &LessonCompleted::default(),
-    )
+/// An event of type `E` on the test's own topic.
+fn event<E: Event>() -> PendingEvent {
+    let mut event = pending_event("aggregate", &E::default());
+    event.record.topic = TOPIC.into();
+    event
 }
+
+const TOPIC: &str = "test.v1";
 
 fn progress_events() -> ProgressEvents {
     ProgressEvents {
-        lesson_completed: event("progress.lesson_completed"),
-        course_completed: event("enrollment.completed"),
+        progressed: Box::new(|_| event::<LessonProgressed>()),
+        lesson_completed: event::<LessonCompleted>(),
+        course_completed: event::<EnrollmentCompleted>(),
     }
 }
 
 /// How many events of each type the store wrote to its outbox (published through a relay).
 async fn outbox_types(store: &CourseStore) -> std::collections::HashMap<String, usize> {
     let bus = Arc::new(MemoryBus::new(1, 10_000));
-    let mut subscription = bus.subscribe("test.v1", "count").await.unwrap();
+    let mut subscription = bus.subscribe(TOPIC, "count").await.unwrap();
     let relay = store.outbox().relay(store.database().clone(), bus.clone());
-    while relay.publish_batch().await.unwrap() > 0 {}
+    let mut published = 0;
+    loop {
+        match relay.publish_batch().await.unwrap() {
+            0 => break,
+            batch => published += batch,
+        }
+    }
+    // Exactly what the relay published, no waiting for "nothing more".
     let mut counts = std::collections::HashMap::new();
-    while let Ok(Ok(record)) =
-        tokio::time::timeout(std::time::Duration::from_millis(100), subscription.next()).await
-    {
+    for _ in 0..published {
+        let record = subscription.next().await.unwrap();
         let kind = record
             .headers
             .iter()
@@ -78,7 +86,7 @@ async fn outbox_types(store: &CourseStore) -> std::collections::HashMap<String, 
 
 async fn open(url: &str) -> Arc<CourseStore> {
     let db = Database::connect(url, None, 8).await.unwrap();
-    db.migrate(&mut store::migrations()).await.unwrap();
+    db.migrate(&store::migrations()).await.unwrap();
     Arc::new(CourseStore::new(db))
 }
 
@@ -242,7 +250,7 @@ async fn suite(store: Arc<CourseStore>) {
         certificate_number: None,
     };
     let stored = store
-        .enroll(&enrollment, &event("enrollment.created"))
+        .enroll(&enrollment, &event::<EnrollmentCreated>())
         .await
         .unwrap();
     assert_eq!(
@@ -252,7 +260,7 @@ async fn suite(store: Arc<CourseStore>) {
                     id: "other-id".into(),
                     ..enrollment.clone()
                 },
-                &event("enrollment.created")
+                &event::<EnrollmentCreated>()
             )
             .await
             .unwrap()

@@ -18,10 +18,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use duovarsity_common::auth::caller;
-use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
-use duovarsity_common::events::EventBus;
+use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
+use duovarsity_common::events::catalog::decode;
 use duovarsity_common::events::consumer::{Consumer, Handler};
-use duovarsity_common::grpc::Probe;
+use duovarsity_common::events::{Event, EventBus, topics};
+use duovarsity_common::grpc::{GrpcServer, Probe};
+use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::events::{
@@ -32,7 +34,6 @@ use duovarsity_proto::notification::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
 use duovarsity_proto::notification::*;
-use prost::Message;
 use sqlx::{Any, Transaction};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -44,8 +45,8 @@ pub const SERVICE: &str = "notification";
 /// The consumer group of the notification service on every topic it reads.
 pub const GROUP: &str = "notification";
 /// The topics it consumes.
-pub const TOPICS: [&str; 3] = ["user.v1", "enrollment.v1", "progress.v1"];
-const PROCESSED_TABLE: &str = "notification_processed_events";
+pub const TOPICS: [&str; 3] = [topics::USER, topics::ENROLLMENT, topics::PROGRESS];
+pub const PROCESSED_TABLE: &str = "notification_processed_events";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -85,22 +86,37 @@ impl NotificationModule {
             mailer,
         })
     }
+}
 
-    pub fn grpc_service(&self) -> NotificationServiceServer<Notifications> {
-        NotificationServiceServer::new(self.notifications.clone())
+#[async_trait]
+impl ServiceModule for NotificationModule {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICES: &'static [&'static str] =
+        &["duovarsity.notification.v1.NotificationService"];
+
+    fn migrations() -> Migrations {
+        store::migrations()
     }
 
-    pub fn probe(&self) -> Probe {
-        self.db.probe(SERVICE)
+    async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
+        Ok(Self::open(&context.config).await?)
+    }
+
+    fn register(&self, server: GrpcServer) -> GrpcServer {
+        server.add_service(NotificationServiceServer::new(self.notifications.clone()))
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.db.probe(SERVICE)]
     }
 
     /// Consumes every topic and sends mail until `shutdown`.
-    pub fn spawn_workers(
+    fn background(
         &self,
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
+    ) -> Vec<BackgroundTask> {
+        let mut tasks: Vec<BackgroundTask> = Vec::new();
         for topic in TOPICS {
             let consumer = Consumer::new(
                 self.db.clone(),
@@ -114,18 +130,17 @@ impl NotificationModule {
                 },
             );
             let stop = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(Box::pin(async move {
                 if let Err(error) = consumer.run(stop).await {
                     tracing::error!(%error, topic, "notification consumer stopped");
                 }
             }));
         }
-        let mailer = self.mailer.clone();
-        tasks.push(tokio::spawn(mailer.run(shutdown)));
+        tasks.push(Box::pin(self.mailer.clone().run(shutdown)));
         tasks
     }
 
-    pub async fn close(&self) {
+    async fn close(&self) {
         self.db.close().await;
     }
 }
@@ -139,20 +154,12 @@ struct EventHandler {
 /// The user an event concerns.
 fn recipient_of(envelope: &Envelope) -> Option<String> {
     Some(match envelope.r#type.as_str() {
-        "user.registered" => payload::<UserRegistered>(envelope).ok()?.user_id,
-        "enrollment.created" => payload::<EnrollmentCreated>(envelope).ok()?.learner_id,
-        "progress.lesson_completed" => payload::<LessonCompleted>(envelope).ok()?.learner_id,
-        "enrollment.completed" => payload::<EnrollmentCompleted>(envelope).ok()?.learner_id,
+        UserRegistered::TYPE => decode::<UserRegistered>(envelope).ok()?.user_id,
+        EnrollmentCreated::TYPE => decode::<EnrollmentCreated>(envelope).ok()?.learner_id,
+        LessonCompleted::TYPE => decode::<LessonCompleted>(envelope).ok()?.learner_id,
+        EnrollmentCompleted::TYPE => decode::<EnrollmentCompleted>(envelope).ok()?.learner_id,
         _ => return None,
     })
-}
-
-fn payload<T: Message + Default>(envelope: &Envelope) -> Result<T, Error> {
-    let any = envelope
-        .payload
-        .as_ref()
-        .ok_or_else(|| Error::invalid("payload", "is missing"))?;
-    T::decode(any.value.as_slice()).map_err(|e| Error::invalid("payload", e.to_string()))
 }
 
 #[async_trait]
@@ -165,8 +172,8 @@ impl Handler for EventHandler {
         let store = &self.store;
         let event = envelope.event_id.as_str();
         match envelope.r#type.as_str() {
-            "user.registered" => {
-                let user: UserRegistered = payload(envelope)?;
+            UserRegistered::TYPE => {
+                let user: UserRegistered = decode(envelope)?;
                 store
                     .save_recipient(tx, &user.user_id, &user.email, &user.display_name)
                     .await?;
@@ -186,8 +193,8 @@ impl Handler for EventHandler {
                     )
                     .await
             }
-            "enrollment.created" => {
-                let enrollment: EnrollmentCreated = payload(envelope)?;
+            EnrollmentCreated::TYPE => {
+                let enrollment: EnrollmentCreated = decode(envelope)?;
                 let body = if enrollment.status == "pending_payment" {
                     "Your enrollment is reserved; it starts once the payment goes through."
                         .to_string()
@@ -206,8 +213,8 @@ impl Handler for EventHandler {
                     )
                     .await
             }
-            "progress.lesson_completed" => {
-                let done: LessonCompleted = payload(envelope)?;
+            LessonCompleted::TYPE => {
+                let done: LessonCompleted = decode(envelope)?;
                 store
                     .notify(
                         tx,
@@ -220,8 +227,8 @@ impl Handler for EventHandler {
                     )
                     .await
             }
-            "enrollment.completed" => {
-                let done: EnrollmentCompleted = payload(envelope)?;
+            EnrollmentCompleted::TYPE => {
+                let done: EnrollmentCompleted = decode(envelope)?;
                 let body = format!(
                     "Congratulations on completing your course!\n\nYour certificate number is {}. Anyone can verify it at /v1/certificates/{}.\n",
                     done.certificate_number, done.certificate_number
@@ -244,8 +251,8 @@ impl Handler for EventHandler {
     }
 
     async fn committed(&self, envelope: &Envelope) {
-        if envelope.r#type == "progress.lesson_progressed" {
-            if let Ok(change) = payload::<LessonProgressed>(envelope) {
+        if envelope.r#type == LessonProgressed::TYPE {
+            if let Ok(change) = decode::<LessonProgressed>(envelope) {
                 let progress = LessonProgress {
                     course_id: change.course_id,
                     lesson_id: change.lesson_id,

@@ -18,13 +18,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use duovarsity_common::auth::{KeyError, KeyRing, TokenIssuer, caller};
-use duovarsity_common::db::{Database, now_millis, timestamp_from_millis};
-use duovarsity_common::events::outbox::{Outbox, OutboxRelay};
+use duovarsity_common::auth::{KeyError, KeyRing, KeySource, TokenIssuer, caller};
+use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
+use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{EventBus, pending_event};
-use duovarsity_common::grpc::Probe;
+use duovarsity_common::grpc::{GrpcServer, Probe};
+use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::events::UserRegistered;
@@ -35,6 +37,7 @@ use duovarsity_proto::user::{
     Role, SetRoleRequest, SetTierRequest, Tier, TokenPair, UpdateProfileRequest, User,
 };
 use ring::rand::{SecureRandom, SystemRandom};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::password::{
@@ -47,6 +50,8 @@ use crate::store::{
 
 /// The service name used for its database file and in logs.
 pub const SERVICE: &str = "user";
+/// The full name of the gRPC service.
+pub const USER_SERVICE_NAME: &str = "duovarsity.user.v1.UserService";
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 100;
 /// Refresh tokens carry this prefix so that secret scanners can recognise a leaked one.
@@ -59,6 +64,8 @@ pub enum StartError {
     Database(#[from] duovarsity_common::db::OpenError),
     #[error("signing keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL: {0}")]
+    BootstrapAdmin(String),
 }
 
 /// An opened user service: its database, its keys and the gRPC handlers.
@@ -70,7 +77,8 @@ pub struct UserModule {
 }
 
 impl UserModule {
-    /// Connects and migrates the database and loads (or creates) the signing keys.
+    /// Connects (and, unless turned off, migrates) the database, loads (or creates) the
+    /// signing keys, and makes sure the bootstrap admin of the configuration exists.
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
         let ring = Arc::new(KeyRing::load(
@@ -89,6 +97,16 @@ impl UserModule {
             ring: ring.clone(),
             refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
         };
+        if let (Some(email), Some(password)) = (
+            &config.bootstrap_admin_email,
+            &config.bootstrap_admin_password,
+        ) {
+            users
+                .create_account(email, password.expose(), "Administrator", Role::Admin, true)
+                .await
+                .map_err(|error| StartError::BootstrapAdmin(error.to_string()))?;
+            tracing::info!(email = %email, "bootstrap admin is present");
+        }
         Ok(Self {
             db,
             ring,
@@ -97,30 +115,49 @@ impl UserModule {
         })
     }
 
-    pub fn grpc_service(&self) -> UserServiceServer<Users> {
-        UserServiceServer::new(self.users.clone())
-    }
-
-    /// Publishes this service's outbox to `bus` (run it on its own task).
-    pub fn outbox_relay(&self, bus: Arc<dyn EventBus>) -> OutboxRelay {
-        self.outbox.relay(self.db.clone(), bus)
-    }
-
-    /// The signing keys, for verifiers in the same process.
-    pub fn key_ring(&self) -> Arc<KeyRing> {
-        self.ring.clone()
-    }
-
-    /// Ready while the database answers.
-    pub fn probe(&self) -> Probe {
-        self.db.probe(SERVICE)
-    }
-
     pub fn users(&self) -> &Users {
         &self.users
     }
+}
 
-    pub async fn close(&self) {
+#[async_trait]
+impl ServiceModule for UserModule {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICES: &'static [&'static str] = &[USER_SERVICE_NAME];
+
+    fn migrations() -> Migrations {
+        store::migrations()
+    }
+
+    async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
+        Ok(Self::open(&context.config).await?)
+    }
+
+    fn register(&self, server: GrpcServer) -> GrpcServer {
+        server.add_service(UserServiceServer::new(self.users.clone()))
+    }
+
+    /// Ready while the database answers.
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.db.probe(SERVICE)]
+    }
+
+    /// Publishes this service's outbox.
+    fn background(
+        &self,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Vec<BackgroundTask> {
+        let relay = self.outbox.relay(self.db.clone(), bus);
+        vec![Box::pin(relay.run(shutdown))]
+    }
+
+    /// The signing keys, for verifiers in the same process.
+    fn local_keys(&self) -> Option<Arc<dyn KeySource>> {
+        Some(self.ring.clone())
+    }
+
+    async fn close(&self) {
         self.db.close().await;
     }
 }
@@ -191,10 +228,7 @@ impl Users {
             updated_at: now,
         };
         let registered = pending_event(
-            "user.v1",
-            "user.registered",
             &user.id,
-            "duovarsity.events.v1.UserRegistered",
             &UserRegistered {
                 user_id: user.id.clone(),
                 email: user.email.clone(),

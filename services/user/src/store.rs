@@ -93,10 +93,11 @@ pub trait UserStore: Send + Sync {
 
 /// The schema, per backend.
 pub fn migrations() -> Migrations {
-    Migrations {
-        sqlite: sqlx::migrate!("./migrations/sqlite"),
-        postgres: sqlx::migrate!("./migrations/postgres"),
-    }
+    Migrations::new(
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+    .with_outbox(OUTBOX_TABLE, 1002)
 }
 
 pub struct SqlUserStore {

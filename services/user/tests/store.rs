@@ -36,9 +36,9 @@ fn token(hash: &str, family: &str, user_id: &str, expires_at: i64) -> RefreshTok
 
 async fn open(url: &str) -> Arc<dyn UserStore> {
     let db = Database::connect(url, None, 8).await.unwrap();
-    db.migrate(&mut store::migrations()).await.unwrap();
+    db.migrate(&store::migrations()).await.unwrap();
     // Migrating twice is a no-op.
-    db.migrate(&mut store::migrations()).await.unwrap();
+    db.migrate(&store::migrations()).await.unwrap();
     Arc::new(SqlUserStore::new(db))
 }
 

@@ -12,10 +12,14 @@
 //!   read but not committed come again after a restart or a rebalance;
 //! - `seek` replays from an offset.
 
+pub mod catalog;
 pub mod consumer;
 pub mod kafka;
 pub mod memory;
 pub mod outbox;
+pub mod schema;
+
+pub use catalog::{Event, topics};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -121,18 +125,13 @@ pub struct PendingEvent {
     pub record: Outgoing,
 }
 
-/// Wraps `payload` (a message of `events.v1`, named by `full_name`) in an [`Envelope`]
-/// with a new UUIDv7 id, the current time and the current trace context, keyed by the
-/// aggregate id, for `topic`.
+/// Wraps `payload` in an [`Envelope`] with a new UUIDv7 id, the current time and the
+/// current trace context, keyed by the aggregate id, for the payload's topic and type
+/// ([`catalog`]).
 ///
 /// [`Envelope`]: duovarsity_proto::events::Envelope
-pub fn pending_event(
-    topic: &str,
-    event_type: &str,
-    aggregate_id: &str,
-    full_name: &str,
-    payload: &impl prost::Message,
-) -> PendingEvent {
+pub fn pending_event<E: Event>(aggregate_id: &str, payload: &E) -> PendingEvent {
+    let (topic, event_type, full_name) = (E::TOPIC, E::TYPE, E::FULL_NAME);
     use prost::Message as _;
     let event_id = uuid::Uuid::now_v7().to_string();
     let mut trace = http::HeaderMap::new();

@@ -42,10 +42,3 @@ CREATE TABLE mail_outbox (
     attempts   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX mail_outbox_pending ON mail_outbox (sent_at, id);
-
-CREATE TABLE notification_processed_events (
-    consumer_group TEXT NOT NULL,
-    event_id       TEXT NOT NULL,
-    processed_at   BIGINT NOT NULL,
-    PRIMARY KEY (consumer_group, event_id)
-);
