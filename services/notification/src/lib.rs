@@ -284,24 +284,28 @@ fn category_name(category: i32) -> Option<&'static str> {
     }
 }
 
-fn category_from_name(name: &str) -> Category {
+fn category_from_name(name: &str) -> Result<Category, Error> {
     match name {
-        "account" => Category::Account,
-        "billing" => Category::Billing,
-        _ => Category::Learning,
+        "account" => Ok(Category::Account),
+        "learning" => Ok(Category::Learning),
+        "billing" => Ok(Category::Billing),
+        other => Err(Error::internal(
+            "notification store: unknown stored value",
+            &format!("category = {other:?}"),
+        )),
     }
 }
 
-fn to_proto(row: &NotificationRow) -> Notification {
-    Notification {
+fn to_proto(row: &NotificationRow) -> Result<Notification, Error> {
+    Ok(Notification {
         id: row.id.clone(),
-        category: category_from_name(&row.category) as i32,
+        category: category_from_name(&row.category)? as i32,
         title: row.title.clone(),
         body: row.body.clone(),
         created_at: Some(timestamp_from_millis(row.created_at)),
         read_at: row.read_at.map(timestamp_from_millis),
         seq: row.seq,
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -324,8 +328,14 @@ impl NotificationService for Notifications {
                 match store.after(&user, last, 100).await {
                     Ok(rows) => {
                         for row in &rows {
-                            let event = LiveEvent {
-                                event: Some(live_event::Event::Notification(to_proto(row))),
+                            let event = match to_proto(row) {
+                                Ok(notification) => LiveEvent {
+                                    event: Some(live_event::Event::Notification(notification)),
+                                },
+                                Err(error) => {
+                                    let _ = sender.send(Err(Status::from(error))).await;
+                                    return;
+                                }
                             };
                             if sender.send(Ok(event)).await.is_err() {
                                 return;
@@ -400,7 +410,7 @@ impl NotificationService for Notifications {
             String::new()
         };
         Ok(Response::new(ListNotificationsResponse {
-            notifications: rows.iter().map(to_proto).collect(),
+            notifications: rows.iter().map(to_proto).collect::<Result<_, _>>()?,
             next_page_token,
             unread_count: self.store.unread_count(&user).await?,
         }))
@@ -456,7 +466,7 @@ impl NotificationService for Notifications {
             .mark_read(&user, &id, now_millis())
             .await?
             .ok_or_else(|| Error::not_found(format!("notification {id}")))?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(to_proto(&row)?))
     }
 
     async fn mark_all_read(
@@ -507,7 +517,7 @@ impl Notifications {
         for category in ["account", "learning", "billing"] {
             let (in_app, email) = self.store.preference(user, category).await?;
             channels.push(ChannelPreference {
-                category: category_from_name(category) as i32,
+                category: category_from_name(category)? as i32,
                 in_app,
                 email,
             });

@@ -194,12 +194,12 @@ impl Users {
                 .store
                 .set_role(&existing.id, role_name(role), now_millis())
                 .await?;
-            return Ok(to_proto(&user));
+            return Ok(to_proto(&user)?);
         }
         let user = self
             .new_account(email, password, display_name, role)
             .await?;
-        Ok(to_proto(&user))
+        Ok(to_proto(&user)?)
     }
 
     async fn new_account(
@@ -253,7 +253,7 @@ impl Users {
             expires_in: i32::try_from(self.issuer.ttl().as_secs()).unwrap_or(i32::MAX),
             refresh_token,
             refresh_expires_in: i32::try_from(self.refresh_ttl.as_secs()).unwrap_or(i32::MAX),
-            user: Some(to_proto(user)),
+            user: Some(to_proto(user)?),
         })
     }
 
@@ -312,12 +312,22 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn role_from_name(name: &str) -> Role {
+fn role_from_name(name: &str) -> Result<Role, Error> {
     match name {
-        "admin" => Role::Admin,
-        "instructor" => Role::Instructor,
-        _ => Role::Learner,
+        "admin" => Ok(Role::Admin),
+        "instructor" => Ok(Role::Instructor),
+        "learner" => Ok(Role::Learner),
+        other => Err(unknown_stored("users.role", other)),
     }
+}
+
+/// A stored enum value this build does not know: corruption or a missing migration, never
+/// a default (a wrong role is a security bug).
+fn unknown_stored(column: &str, value: &str) -> Error {
+    Error::internal(
+        "user store: unknown stored value",
+        &format!("{column} = {value:?}"),
+    )
 }
 
 fn tier_name(tier: Tier) -> &'static str {
@@ -328,26 +338,27 @@ fn tier_name(tier: Tier) -> &'static str {
     }
 }
 
-fn tier_from_name(name: &str) -> Tier {
+fn tier_from_name(name: &str) -> Result<Tier, Error> {
     match name {
-        "premium" => Tier::Premium,
-        "standard" => Tier::Standard,
-        _ => Tier::Free,
+        "premium" => Ok(Tier::Premium),
+        "standard" => Ok(Tier::Standard),
+        "free" => Ok(Tier::Free),
+        other => Err(unknown_stored("users.tier", other)),
     }
 }
 
-fn to_proto(user: &UserRecord) -> User {
-    User {
+fn to_proto(user: &UserRecord) -> Result<User, Error> {
+    Ok(User {
         id: user.id.clone(),
         email: user.email.clone(),
         display_name: user.display_name.clone(),
         locale: user.locale.clone(),
         time_zone: user.time_zone.clone(),
-        role: role_from_name(&user.role) as i32,
-        tier: tier_from_name(&user.tier) as i32,
+        role: role_from_name(&user.role)? as i32,
+        tier: tier_from_name(&user.tier)? as i32,
         created_at: Some(timestamp_from_millis(user.created_at)),
         updated_at: Some(timestamp_from_millis(user.updated_at)),
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -366,7 +377,7 @@ impl UserService for Users {
             )
             .await?;
         Ok(Response::new(RegisterResponse {
-            user: Some(to_proto(&user)),
+            user: Some(to_proto(&user)?),
         }))
     }
 
@@ -448,7 +459,7 @@ impl UserService for Users {
 
     async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
         let claims = caller(&request)?;
-        Ok(Response::new(to_proto(&self.user(&claims.sub).await?)))
+        Ok(Response::new(to_proto(&self.user(&claims.sub).await?)?))
     }
 
     async fn update_profile(
@@ -471,14 +482,14 @@ impl UserService for Users {
             .store
             .update_profile(&user_id, &patch, now_millis())
             .await?;
-        Ok(Response::new(to_proto(&user)))
+        Ok(Response::new(to_proto(&user)?))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         let id = request.into_inner().id;
         Ok(Response::new(to_proto(
             &self.user(valid_user_id(&id)?).await?,
-        )))
+        )?))
     }
 
     async fn list_users(
@@ -518,7 +529,7 @@ impl UserService for Users {
             String::new()
         };
         Ok(Response::new(ListUsersResponse {
-            users: users.iter().map(to_proto).collect(),
+            users: users.iter().map(to_proto).collect::<Result<_, _>>()?,
             next_page_token,
         }))
     }
@@ -538,7 +549,7 @@ impl UserService for Users {
             .store
             .set_role(valid_user_id(&request.id)?, role_name(role), now_millis())
             .await?;
-        Ok(Response::new(to_proto(&user)))
+        Ok(Response::new(to_proto(&user)?))
     }
 
     async fn set_tier(&self, request: Request<SetTierRequest>) -> Result<Response<User>, Status> {
@@ -553,7 +564,7 @@ impl UserService for Users {
             .store
             .set_tier(valid_user_id(&request.id)?, tier_name(tier), now_millis())
             .await?;
-        Ok(Response::new(to_proto(&user)))
+        Ok(Response::new(to_proto(&user)?))
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {

@@ -1,0 +1,526 @@
+//! The catalog: courses, their sections and lessons, prerequisites and publication. The
+//! rules of who may see and edit what are in [`crate::rules`]; this module decides what a
+//! change is, checks it, and asks the store to apply it.
+
+use duovarsity_common::Error;
+use duovarsity_common::auth::Claims;
+use duovarsity_common::db::now_millis;
+use duovarsity_common::events::pending_event;
+use duovarsity_common::validate::page_token;
+use duovarsity_proto::course::*;
+use duovarsity_proto::events::CoursePublished;
+
+use crate::convert::*;
+use crate::rules::*;
+use crate::store::*;
+use crate::{Courses, dedup, ensure_same_members, page_size};
+
+impl Courses {
+    /// Creates a course for `instructor_id` (the seed command and CreateCourse).
+    pub async fn create_course(
+        &self,
+        instructor_id: &str,
+        input: &Course,
+    ) -> Result<Course, Error> {
+        let price = input
+            .price
+            .as_ref()
+            .map(|p| (p.currency.clone(), p.amount_minor));
+        ensure_valid([
+            check_slug(&input.slug),
+            check_title("course.title", &input.title),
+            check_summary(&input.summary),
+            level_name(input.level).is_none().then(|| {
+                duovarsity_common::FieldViolation::new(
+                    "course.level",
+                    "must be LEVEL_BEGINNER, LEVEL_INTERMEDIATE or LEVEL_ADVANCED",
+                )
+            }),
+            check_language(&input.language),
+            check_tags(&input.tags),
+            price.as_ref().and_then(|(c, a)| check_price(c, *a)),
+        ])?;
+        let now = now_millis();
+        let course = CourseRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            slug: input.slug.clone(),
+            title: input.title.trim().to_string(),
+            summary: input.summary.trim().to_string(),
+            level: level_name(input.level).unwrap_or("beginner").to_string(),
+            language: input.language.clone(),
+            price,
+            status: "draft".into(),
+            instructor_id: instructor_id.to_string(),
+            created_at: now,
+            updated_at: now,
+            published_at: None,
+            tags: dedup(&input.tags),
+            prerequisite_ids: Vec::new(),
+        };
+        self.store.insert_course(&course).await?;
+        course_to_proto(&course)
+    }
+
+    /// Adds a section to a course (seed and CreateSection, after authorization).
+    pub async fn add_section(&self, course_id: &str, title: &str) -> Result<Section, Error> {
+        ensure_valid([check_title("title", title)])?;
+        let section = SectionRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            course_id: course_id.to_string(),
+            title: title.trim().to_string(),
+            position: 0,
+        };
+        self.store.insert_section(&section).await?;
+        self.changed(course_id).await;
+        let stored = self
+            .store
+            .section(&section.id)
+            .await?
+            .ok_or(Error::Internal)?;
+        section_to_proto(&stored, &[])
+    }
+
+    /// Adds a lesson to a section (seed and CreateLesson, after authorization).
+    pub async fn add_lesson(
+        &self,
+        section: &SectionRow,
+        request: &CreateLessonRequest,
+    ) -> Result<Lesson, Error> {
+        let kind = kind_name(request.kind).ok_or_else(|| {
+            Error::invalid(
+                "kind",
+                "must be LESSON_KIND_TEXT, LESSON_KIND_VIDEO or LESSON_KIND_QUIZ",
+            )
+        })?;
+        ensure_valid([
+            check_title("title", &request.title),
+            (!(0..=1440).contains(&request.estimated_minutes)).then(|| {
+                duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")
+            }),
+        ])?;
+        let lesson = LessonRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            section_id: section.id.clone(),
+            course_id: section.course_id.clone(),
+            title: request.title.trim().to_string(),
+            kind: kind.to_string(),
+            estimated_minutes: request.estimated_minutes,
+            required: request.required,
+            position: 0,
+        };
+        self.store.insert_lesson(&lesson).await?;
+        self.changed(&section.course_id).await;
+        let stored = self
+            .store
+            .lesson(&lesson.id)
+            .await?
+            .ok_or(Error::Internal)?;
+        lesson_to_proto(&stored)
+    }
+
+    /// The stored course (seed, after creating it).
+    pub async fn course_by_id(&self, id: &str) -> Result<CourseRow, Error> {
+        self.course_row(id).await
+    }
+
+    /// The section row (seed).
+    pub async fn section_row(&self, id: &str) -> Result<SectionRow, Error> {
+        self.store
+            .section(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("section {id}")))
+    }
+
+    /// Publishes after checking the course has a lesson.
+    pub async fn publish(&self, course: &CourseRow) -> Result<Course, Error> {
+        if course.status == "archived" {
+            return Err(Error::FailedPrecondition {
+                reason: "COURSE_ARCHIVED",
+                message: "an archived course cannot be published again".into(),
+            });
+        }
+        if self.store.lesson_count(&course.id).await? == 0 {
+            return Err(Error::FailedPrecondition {
+                reason: "COURSE_EMPTY",
+                message: "a course needs at least one lesson before it is published".into(),
+            });
+        }
+        let published = pending_event(
+            &course.id,
+            &CoursePublished {
+                course_id: course.id.clone(),
+                title: course.title.clone(),
+                instructor_id: course.instructor_id.clone(),
+            },
+        );
+        // Publishing an already published course again is not news.
+        let event = (course.status != "published").then_some(&published);
+        self.store
+            .set_status(&course.id, "published", now_millis(), event)
+            .await?;
+        self.changed(&course.id).await;
+        course_to_proto(&self.course_row(&course.id).await?)
+    }
+
+    /// Replaces prerequisites after validating them (seed and SetPrerequisites).
+    pub async fn replace_prerequisites(
+        &self,
+        course: &CourseRow,
+        ids: &[String],
+    ) -> Result<(), Error> {
+        let ids = dedup(ids);
+        for id in &ids {
+            valid_id("prerequisite_ids", id)?;
+            if *id == course.id {
+                return Err(Error::invalid(
+                    "prerequisite_ids",
+                    "a course cannot require itself",
+                ));
+            }
+            if self.store.course(id).await?.is_none() {
+                return Err(Error::invalid(
+                    "prerequisite_ids",
+                    format!("course {id} does not exist"),
+                ));
+            }
+        }
+        self.store.set_prerequisites(&course.id, &ids).await?;
+        self.changed(&course.id).await;
+        Ok(())
+    }
+
+    pub async fn update_course(
+        &self,
+        claims: &Claims,
+        request: UpdateCourseRequest,
+    ) -> Result<Course, Error> {
+        let input = request
+            .course
+            .ok_or_else(|| Error::invalid("course", "is required"))?;
+        let course = self.editable_course(&claims, &input.id).await?;
+        let paths: Vec<String> = match request.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths,
+            _ => {
+                let mut populated = Vec::new();
+                for (name, set) in [
+                    ("slug", !input.slug.is_empty()),
+                    ("title", !input.title.is_empty()),
+                    ("summary", !input.summary.is_empty()),
+                    ("level", input.level != 0),
+                    ("language", !input.language.is_empty()),
+                    ("tags", !input.tags.is_empty()),
+                    ("price", input.price.is_some()),
+                ] {
+                    if set {
+                        populated.push(name.to_string());
+                    }
+                }
+                populated
+            }
+        };
+        let mut patch = CoursePatch::default();
+        let mut violations = Vec::new();
+        for path in &paths {
+            match path.as_str() {
+                "slug" => {
+                    violations.push(check_slug(&input.slug));
+                    patch.slug = Some(input.slug.clone());
+                }
+                "title" => {
+                    violations.push(check_title("course.title", &input.title));
+                    patch.title = Some(input.title.trim().to_string());
+                }
+                "summary" => {
+                    violations.push(check_summary(&input.summary));
+                    patch.summary = Some(input.summary.trim().to_string());
+                }
+                "level" => match level_name(input.level) {
+                    Some(level) => patch.level = Some(level.into()),
+                    None => violations.push(Some(duovarsity_common::FieldViolation::new(
+                        "course.level",
+                        "must be a level",
+                    ))),
+                },
+                "language" => {
+                    violations.push(check_language(&input.language));
+                    patch.language = Some(input.language.clone());
+                }
+                "tags" => {
+                    violations.push(check_tags(&input.tags));
+                    patch.tags = Some(dedup(&input.tags));
+                }
+                "price" => {
+                    let price = input
+                        .price
+                        .as_ref()
+                        .map(|p| (p.currency.clone(), p.amount_minor));
+                    violations.push(price.as_ref().and_then(|(c, a)| check_price(c, *a)));
+                    patch.price = Some(price);
+                }
+                other => violations.push(Some(duovarsity_common::FieldViolation::new(
+                    "update_mask",
+                    format!("{other:?} cannot be updated"),
+                ))),
+            }
+        }
+        ensure_valid(violations)?;
+        self.store
+            .update_course(&course.id, &patch, now_millis())
+            .await?;
+        self.changed(&course.id).await;
+        course_to_proto(&self.course_row(&course.id).await?)
+    }
+
+    pub async fn publish_course(
+        &self,
+        claims: &Claims,
+        request: PublishCourseRequest,
+    ) -> Result<Course, Error> {
+        let course = self.editable_course(&claims, &request.id).await?;
+        Ok(self.publish(&course).await?)
+    }
+
+    pub async fn archive_course(
+        &self,
+        claims: &Claims,
+        request: ArchiveCourseRequest,
+    ) -> Result<Course, Error> {
+        let course = self.editable_course(&claims, &request.id).await?;
+        self.store
+            .set_status(&course.id, "archived", now_millis(), None)
+            .await?;
+        self.changed(&course.id).await;
+        course_to_proto(&self.course_row(&course.id).await?)
+    }
+
+    pub async fn get_course(
+        &self,
+        claims: Option<&Claims>,
+        request: GetCourseRequest,
+    ) -> Result<CourseOutline, Error> {
+        let key = request.id;
+        // Slugs resolve to ids once; the cache is keyed by id so invalidation has one key.
+        let id = if uuid::Uuid::parse_str(&key).is_ok() {
+            key.clone()
+        } else {
+            self.course_row(&key).await?.id
+        };
+        let outline = self.outline(&id).await?;
+        let course = outline.course.as_ref().ok_or(Error::Internal)?;
+        let status = status_name(course.status)?;
+        let enrolled = status == "archived" && self.is_enrolled(claims, &course.id).await?;
+        if !can_view(claims, status, &course.instructor_id, enrolled) {
+            return Err(Error::not_found(format!("course {key}")).into());
+        }
+        Ok(outline)
+    }
+
+    pub async fn list_courses(
+        &self,
+        request: ListCoursesRequest,
+    ) -> Result<ListCoursesResponse, Error> {
+        let limit = page_size(request.page_size)?;
+        let cursor = if request.page_token.is_empty() {
+            None
+        } else {
+            let parsed = page_token::decode(&request.page_token).and_then(|text| {
+                let (at, id) = text.split_once(':')?;
+                Some((at.parse::<i64>().ok()?, id.to_string()))
+            });
+            Some(parsed.ok_or_else(|| {
+                Error::invalid("page_token", "is not a token returned by ListCourses")
+            })?)
+        };
+        let filter = CatalogFilter {
+            tag: request.tag,
+            level: if request.level == 0 {
+                String::new()
+            } else {
+                level_name(request.level)
+                    .ok_or_else(|| Error::invalid("level", "is not a level"))?
+                    .to_string()
+            },
+            language: request.language,
+            free: match PriceFilter::try_from(request.price) {
+                Ok(PriceFilter::Free) => Some(true),
+                Ok(PriceFilter::Paid) => Some(false),
+                _ => None,
+            },
+            instructor_id: request.instructor_id,
+            query: request.query.chars().take(200).collect(),
+        };
+        let mut rows = self
+            .store
+            .list_published(&filter, cursor.as_ref(), limit + 1)
+            .await?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|c| {
+                    page_token::encode(&format!("{}:{}", c.published_at.unwrap_or_default(), c.id))
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(ListCoursesResponse {
+            courses: rows.iter().map(course_to_proto).collect::<Result<_, _>>()?,
+            next_page_token,
+        })
+    }
+
+    pub async fn set_prerequisites(
+        &self,
+        claims: &Claims,
+        request: SetPrerequisitesRequest,
+    ) -> Result<CourseOutline, Error> {
+        let course = self.editable_course(&claims, &request.course_id).await?;
+        self.replace_prerequisites(&course, &request.prerequisite_ids)
+            .await?;
+        Ok(self.outline(&course.id).await?)
+    }
+
+    pub async fn create_section(
+        &self,
+        claims: &Claims,
+        request: CreateSectionRequest,
+    ) -> Result<Section, Error> {
+        let course = self.editable_course(&claims, &request.course_id).await?;
+        Ok(self.add_section(&course.id, &request.title).await?)
+    }
+
+    pub async fn update_section(
+        &self,
+        claims: &Claims,
+        request: UpdateSectionRequest,
+    ) -> Result<Section, Error> {
+        let (section, course) = self.editable_section(&claims, &request.id).await?;
+        ensure_valid([check_title("title", &request.title)])?;
+        self.store
+            .rename_section(&section.id, request.title.trim())
+            .await?;
+        self.changed(&course.id).await;
+        let outline = self.outline(&course.id).await?;
+        let updated = outline
+            .sections
+            .into_iter()
+            .find(|s| s.id == section.id)
+            .ok_or(Error::Internal)?;
+        Ok(updated)
+    }
+
+    pub async fn delete_section(
+        &self,
+        claims: &Claims,
+        request: DeleteSectionRequest,
+    ) -> Result<DeleteSectionResponse, Error> {
+        let (section, course) = self.editable_section(&claims, &request.id).await?;
+        self.store.delete_section(&section.id).await?;
+        self.changed(&course.id).await;
+        Ok(DeleteSectionResponse {})
+    }
+
+    pub async fn reorder_sections(
+        &self,
+        claims: &Claims,
+        request: ReorderSectionsRequest,
+    ) -> Result<CourseOutline, Error> {
+        let course = self.editable_course(&claims, &request.course_id).await?;
+        ensure_same_members(
+            "section_ids",
+            &self.store.section_ids(&course.id).await?,
+            &request.section_ids,
+        )?;
+        self.store
+            .reorder(Reorderable::Sections, &request.section_ids)
+            .await?;
+        self.changed(&course.id).await;
+        Ok(self.outline(&course.id).await?)
+    }
+
+    pub async fn create_lesson(
+        &self,
+        claims: &Claims,
+        request: CreateLessonRequest,
+    ) -> Result<Lesson, Error> {
+        let (section, _) = self.editable_section(&claims, &request.section_id).await?;
+        Ok(self.add_lesson(&section, &request).await?)
+    }
+
+    pub async fn update_lesson(
+        &self,
+        claims: &Claims,
+        request: UpdateLessonRequest,
+    ) -> Result<Lesson, Error> {
+        let (lesson, course) = self.editable_lesson(&claims, &request.id).await?;
+        let kind = match request.kind {
+            Some(kind) => Some(
+                kind_name(kind)
+                    .ok_or_else(|| Error::invalid("kind", "is not a lesson kind"))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        ensure_valid([
+            request
+                .title
+                .as_deref()
+                .and_then(|t| check_title("title", t)),
+            request
+                .estimated_minutes
+                .filter(|m| !(0..=1440).contains(m))
+                .map(|_| {
+                    duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")
+                }),
+        ])?;
+        let patch = LessonPatch {
+            title: request.title.map(|t| t.trim().to_string()),
+            kind,
+            estimated_minutes: request.estimated_minutes,
+            required: request.required,
+        };
+        self.store.update_lesson(&lesson.id, &patch).await?;
+        self.changed(&course.id).await;
+        lesson_to_proto(
+            &self
+                .store
+                .lesson(&lesson.id)
+                .await?
+                .ok_or(Error::Internal)?,
+        )
+    }
+
+    pub async fn delete_lesson(
+        &self,
+        claims: &Claims,
+        request: DeleteLessonRequest,
+    ) -> Result<DeleteLessonResponse, Error> {
+        let (lesson, course) = self.editable_lesson(&claims, &request.id).await?;
+        self.store.delete_lesson(&lesson.id).await?;
+        self.changed(&course.id).await;
+        Ok(DeleteLessonResponse {})
+    }
+
+    pub async fn reorder_lessons(
+        &self,
+        claims: &Claims,
+        request: ReorderLessonsRequest,
+    ) -> Result<Section, Error> {
+        let (section, course) = self.editable_section(&claims, &request.section_id).await?;
+        ensure_same_members(
+            "lesson_ids",
+            &self.store.lesson_ids(&section.id).await?,
+            &request.lesson_ids,
+        )?;
+        self.store
+            .reorder(Reorderable::Lessons, &request.lesson_ids)
+            .await?;
+        self.changed(&course.id).await;
+        let outline = self.outline(&course.id).await?;
+        Ok(outline
+            .sections
+            .into_iter()
+            .find(|s| s.id == section.id)
+            .ok_or(Error::Internal)?)
+    }
+}

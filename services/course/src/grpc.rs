@@ -1,0 +1,256 @@
+//! The gRPC handlers: each decodes the request, takes the caller from the verified claims
+//! (the auth layer has already enforced the method's `access` option) and calls one domain
+//! function of [`Courses`].
+
+use duovarsity_common::Error;
+use duovarsity_common::auth::{caller, optional_caller};
+use duovarsity_proto::course::course_service_server::CourseService;
+use duovarsity_proto::course::*;
+use tonic::{Request, Response, Status};
+
+use crate::Courses;
+
+/// `duovarsity.course.v1.CourseService` over the course domain.
+#[derive(Clone)]
+pub struct CourseGrpc(pub Courses);
+
+#[tonic::async_trait]
+impl CourseService for CourseGrpc {
+    async fn create_course(
+        &self,
+        request: Request<CreateCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
+        let owner = caller(&request)?.sub.clone();
+        let input = request
+            .into_inner()
+            .course
+            .ok_or_else(|| Error::invalid("course", "is required"))?;
+        Ok(Response::new(self.0.create_course(&owner, &input).await?))
+    }
+
+    async fn update_course(
+        &self,
+        request: Request<UpdateCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.update_course(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn publish_course(
+        &self,
+        request: Request<PublishCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.publish_course(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn archive_course(
+        &self,
+        request: Request<ArchiveCourseRequest>,
+    ) -> Result<Response<Course>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.archive_course(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_course(
+        &self,
+        request: Request<GetCourseRequest>,
+    ) -> Result<Response<CourseOutline>, Status> {
+        let claims = optional_caller(&request).cloned();
+        Ok(Response::new(
+            self.0
+                .get_course(claims.as_ref(), request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn list_courses(
+        &self,
+        request: Request<ListCoursesRequest>,
+    ) -> Result<Response<ListCoursesResponse>, Status> {
+        Ok(Response::new(
+            self.0.list_courses(request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_prerequisites(
+        &self,
+        request: Request<SetPrerequisitesRequest>,
+    ) -> Result<Response<CourseOutline>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .set_prerequisites(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn create_section(
+        &self,
+        request: Request<CreateSectionRequest>,
+    ) -> Result<Response<Section>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.create_section(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_section(
+        &self,
+        request: Request<UpdateSectionRequest>,
+    ) -> Result<Response<Section>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.update_section(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_section(
+        &self,
+        request: Request<DeleteSectionRequest>,
+    ) -> Result<Response<DeleteSectionResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.delete_section(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reorder_sections(
+        &self,
+        request: Request<ReorderSectionsRequest>,
+    ) -> Result<Response<CourseOutline>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .reorder_sections(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn create_lesson(
+        &self,
+        request: Request<CreateLessonRequest>,
+    ) -> Result<Response<Lesson>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.create_lesson(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_lesson(
+        &self,
+        request: Request<UpdateLessonRequest>,
+    ) -> Result<Response<Lesson>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.update_lesson(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_lesson(
+        &self,
+        request: Request<DeleteLessonRequest>,
+    ) -> Result<Response<DeleteLessonResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.delete_lesson(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reorder_lessons(
+        &self,
+        request: Request<ReorderLessonsRequest>,
+    ) -> Result<Response<Section>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .reorder_lessons(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<Enrollment>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0.enroll(&claims, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_my_enrollments(
+        &self,
+        request: Request<ListMyEnrollmentsRequest>,
+    ) -> Result<Response<ListMyEnrollmentsResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .list_my_enrollments(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_course_stats(
+        &self,
+        request: Request<GetCourseStatsRequest>,
+    ) -> Result<Response<CourseStats>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .get_course_stats(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn record_progress(
+        &self,
+        request: Request<RecordProgressRequest>,
+    ) -> Result<Response<RecordProgressResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .record_progress(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_course_progress(
+        &self,
+        request: Request<GetCourseProgressRequest>,
+    ) -> Result<Response<CourseProgress>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .get_course_progress(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<GetCertificateRequest>,
+    ) -> Result<Response<Certificate>, Status> {
+        Ok(Response::new(
+            self.0.get_certificate(request.into_inner()).await?,
+        ))
+    }
+
+    async fn check_lesson_access(
+        &self,
+        request: Request<CheckLessonAccessRequest>,
+    ) -> Result<Response<LessonAccess>, Status> {
+        let claims = optional_caller(&request).cloned();
+        Ok(Response::new(
+            self.0
+                .check_lesson_access(claims.as_ref(), request.into_inner())
+                .await?,
+        ))
+    }
+}
