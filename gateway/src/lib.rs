@@ -259,6 +259,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
 /// Every REST call: route, authorise, transcode, call, transcode back.
 async fn transcode_call(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::enter();
     let method = request.method().clone();
     let request_id = request
         .headers()
@@ -309,6 +310,23 @@ async fn transcode_call(State(gateway): State<Arc<Gateway>>, request: Request) -
     metrics::histogram!("http_request_duration_seconds", "route" => route_label)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Counts a REST call in `http_requests_in_flight` for as long as it runs (also when the
+/// client goes away and the call is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!("http_requests_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    }
 }
 
 /// Adds `requestId` to a problem body built before the id was at hand.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use duovarsity_proto::buf::validate::FieldRules;
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
@@ -18,11 +19,11 @@ pub fn document(table: &RouteTable) -> Value {
         let mut parameters = Vec::new();
         let mut bound = Vec::new();
         for variable in route.template.variables() {
-            let name = variable.field_path.join(".");
             if let Some(field) = resolve(&input, &variable.field_path) {
                 bound.push(field.clone());
                 parameters.push(json!({
-                    "name": name, "in": "path", "required": true,
+                    "name": variable.parameter_name(), "in": "path", "required": true,
+                    "description": format!("Sets `{}`.", variable.field_path.join(".")),
                     "schema": field_schema(&field, &mut schemas),
                 }));
             }
@@ -147,18 +148,142 @@ fn message_ref(message: &MessageDescriptor, schemas: &mut BTreeMap<String, Value
         // Reserve the name first so recursive messages terminate.
         schemas.insert(name.clone(), json!({}));
         let mut properties = Map::new();
+        let mut required = Vec::new();
         for field in message.fields() {
             properties.insert(field.json_name().to_string(), field_schema(&field, schemas));
+            if duovarsity_common::validate::rules::of(&field).is_some_and(|r| r.required()) {
+                required.push(field.json_name().to_string());
+            }
         }
-        schemas.insert(
-            name.clone(),
-            json!({"type": "object", "properties": properties}),
-        );
+        let mut schema = json!({"type": "object", "properties": properties});
+        if !required.is_empty() {
+            schema["required"] = json!(required);
+        }
+        schemas.insert(name.clone(), schema);
     }
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
 fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) -> Value {
+    let mut schema = unconstrained_schema(field, schemas);
+    if let Some(rules) = duovarsity_common::validate::rules::of(field) {
+        constrain(&mut schema, &rules);
+    }
+    schema
+}
+
+/// The field's protovalidate rules as JSON Schema keywords, so generated clients and
+/// fuzzers send what the services accept. The gateway enforces nothing itself: the
+/// services check the same rules.
+fn constrain(schema: &mut Value, rules: &FieldRules) {
+    use duovarsity_proto::buf::validate::{
+        field_rules::Type, int32_rules, int64_rules, string_rules, u_int32_rules,
+    };
+    // Lists carry item rules on `items`; everything else on the schema itself.
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let bounds = |object: &mut Map<String, Value>,
+                  lower: Option<(i64, bool)>,
+                  upper: Option<(i64, bool)>| {
+        if let Some((value, exclusive)) = lower {
+            let key = if exclusive {
+                "exclusiveMinimum"
+            } else {
+                "minimum"
+            };
+            object.insert(key.into(), json!(value));
+        }
+        if let Some((value, exclusive)) = upper {
+            let key = if exclusive {
+                "exclusiveMaximum"
+            } else {
+                "maximum"
+            };
+            object.insert(key.into(), json!(value));
+        }
+    };
+    match &rules.r#type {
+        Some(Type::String(string)) => {
+            if let Some(min) = string.min_len {
+                object.insert("minLength".into(), json!(min));
+            }
+            if let Some(max) = string.max_len {
+                object.insert("maxLength".into(), json!(max));
+            }
+            if let Some(pattern) = &string.pattern {
+                object.insert("pattern".into(), json!(pattern));
+            }
+            match string.well_known {
+                Some(string_rules::WellKnown::Email(true)) => {
+                    object.insert("format".into(), json!("email"));
+                }
+                Some(string_rules::WellKnown::Uuid(true)) => {
+                    object.insert("format".into(), json!("uuid"));
+                }
+                _ => {}
+            }
+        }
+        Some(Type::Int32(n)) => bounds(
+            object,
+            n.greater_than.map(|g| match g {
+                int32_rules::GreaterThan::Gt(v) => (i64::from(v), true),
+                int32_rules::GreaterThan::Gte(v) => (i64::from(v), false),
+            }),
+            n.less_than.map(|l| match l {
+                int32_rules::LessThan::Lt(v) => (i64::from(v), true),
+                int32_rules::LessThan::Lte(v) => (i64::from(v), false),
+            }),
+        ),
+        Some(Type::Uint32(n)) => bounds(
+            object,
+            n.greater_than.map(|g| match g {
+                u_int32_rules::GreaterThan::Gt(v) => (i64::from(v), true),
+                u_int32_rules::GreaterThan::Gte(v) => (i64::from(v), false),
+            }),
+            n.less_than.map(|l| match l {
+                u_int32_rules::LessThan::Lt(v) => (i64::from(v), true),
+                u_int32_rules::LessThan::Lte(v) => (i64::from(v), false),
+            }),
+        ),
+        // int64 travels as a JSON string (proto3 JSON); its range is stated in words.
+        Some(Type::Int64(n)) => {
+            let lower = n.greater_than.map(|g| match g {
+                int64_rules::GreaterThan::Gt(v) => format!("> {v}"),
+                int64_rules::GreaterThan::Gte(v) => format!(">= {v}"),
+            });
+            let upper = n.less_than.map(|l| match l {
+                int64_rules::LessThan::Lt(v) => format!("< {v}"),
+                int64_rules::LessThan::Lte(v) => format!("<= {v}"),
+            });
+            let range: Vec<String> = lower.into_iter().chain(upper).collect();
+            if !range.is_empty() {
+                object.insert(
+                    "description".into(),
+                    json!(format!("Range: {}", range.join(", "))),
+                );
+            }
+        }
+        Some(Type::Repeated(list)) => {
+            if let Some(min) = list.min_items {
+                object.insert("minItems".into(), json!(min));
+            }
+            if let Some(max) = list.max_items {
+                object.insert("maxItems".into(), json!(max));
+            }
+            if list.unique() {
+                object.insert("uniqueItems".into(), json!(true));
+            }
+            if let (Some(items), Some(item_schema)) = (&list.items, object.get_mut("items")) {
+                constrain(item_schema, items);
+            }
+        }
+        // `defined_only` is what the enum's schema already says.
+        Some(Type::Enum(_)) | None => {}
+    }
+}
+
+fn unconstrained_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) -> Value {
     if field.is_map() {
         let Kind::Message(entry) = field.kind() else {
             return json!({"type": "object"});
@@ -244,5 +369,33 @@ mod tests {
                 .unwrap()
                 .contains(&json!("ROLE_ADMIN"))
         );
+    }
+
+    #[test]
+    fn schemas_carry_the_proto_field_rules() {
+        let table = RouteTable::from_pool(duovarsity_proto::descriptor_pool()).unwrap();
+        let doc = document(&table);
+        let schemas = &doc["components"]["schemas"];
+        let register = &schemas["duovarsity.user.v1.RegisterRequest"]["properties"];
+        assert_eq!(register["password"]["minLength"], 10);
+        assert_eq!(register["password"]["maxLength"], 256);
+        assert_eq!(register["email"]["maxLength"], 254);
+        let progress = &schemas["duovarsity.course.v1.RecordProgressRequest"]["properties"];
+        assert_eq!(progress["percent"]["minimum"], 0);
+        assert_eq!(progress["percent"]["maximum"], 100);
+        let course = &schemas["duovarsity.course.v1.Course"]["properties"];
+        assert_eq!(course["slug"]["pattern"], "^[a-z0-9]+(-[a-z0-9]+)*$");
+        let list = &doc["paths"]["/v1/users"]["get"]["parameters"];
+        let page_size = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "pageSize")
+            .unwrap();
+        assert_eq!(page_size["schema"]["maximum"], 100);
+        // A nested path variable is a name OpenAPI tools can bind, and says what it sets.
+        let update = &doc["paths"]["/v1/courses/{course_id}"]["patch"]["parameters"][0];
+        assert_eq!(update["name"], "course_id");
+        assert_eq!(update["description"], "Sets `course.id`.");
     }
 }

@@ -33,6 +33,14 @@ pub struct Variable {
     end: usize,
 }
 
+impl Variable {
+    /// The variable's name in OpenAPI, which tools bind to identifiers: the field path
+    /// joined by `_` (`{course.id}` is `course_id`). The gateway still fills `course.id`.
+    pub fn parameter_name(&self) -> String {
+        self.field_path.join("_")
+    }
+}
+
 /// A parsed path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
@@ -188,7 +196,7 @@ impl PathTemplate {
             out.push('/');
             if let Some(variable) = self.variables.iter().find(|v| v.start == index) {
                 out.push('{');
-                out.push_str(&variable.field_path.join("."));
+                out.push_str(&variable.parameter_name());
                 out.push('}');
                 index = variable.end;
                 continue;
@@ -348,5 +356,7 @@ mod tests {
         assert_eq!(t.openapi_path(), "/v1/users/{id}:setRole");
         let t = PathTemplate::parse("/v1/{name=shelves/*}").unwrap();
         assert_eq!(t.openapi_path(), "/v1/{name}");
+        let t = PathTemplate::parse("/v1/courses/{course.id}").unwrap();
+        assert_eq!(t.openapi_path(), "/v1/courses/{course_id}");
     }
 }

@@ -459,6 +459,19 @@ async fn jwks_openapi_and_health_are_served() {
     let (status, openapi) = get(&platform, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(openapi["openapi"], "3.1.0");
+    // A standard validator accepts the document (installed by scripts/test-deps.sh).
+    let file = platform.data_dir().join("openapi.json");
+    std::fs::write(&file, openapi.to_string()).unwrap();
+    let checked = std::process::Command::new("openapi-spec-validator")
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator is installed (scripts/test-deps.sh)");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     for path in [
         "/v1/auth/register",
         "/v1/auth/login",

@@ -104,13 +104,39 @@ async fn grpcurl_lists_services_and_calls_methods() {
     assert!(me.contains("ops@example.com"), "{me}");
 
     // Without a token the service itself refuses, with the same rule as the gateway.
-    let (ok, refused) = tokio::task::spawn_blocking(move || {
-        grpcurl(&["-plaintext", &addr, "duovarsity.user.v1.UserService/GetMe"])
+    let (ok, refused) = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || grpcurl(&["-plaintext", &addr, "duovarsity.user.v1.UserService/GetMe"])
     })
     .await
     .unwrap();
     assert!(!ok);
     assert!(refused.contains("Unauthenticated"), "{refused}");
+
+    // The proto's field rules hold for a direct gRPC caller too, before any handler runs:
+    // a percent over 100 and a lesson id that is not a UUID, with BadRequest details.
+    let (ok, invalid) = tokio::task::spawn_blocking({
+        let header = format!("authorization: Bearer {token}");
+        move || {
+            grpcurl(&[
+                "-plaintext",
+                "-H",
+                &header,
+                "-d",
+                r#"{"lesson_id":"not-a-uuid","percent":101}"#,
+                &addr,
+                "duovarsity.course.v1.CourseService/RecordProgress",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(invalid.contains("InvalidArgument"), "{invalid}");
+    assert!(
+        invalid.contains("lesson_id") && invalid.contains("percent"),
+        "{invalid}"
+    );
 
     platform.stop().await;
 }

@@ -119,9 +119,18 @@ async fn events_become_inbox_notifications_and_mail() {
     ] {
         assert!(titles.contains(&title), "{title} missing from {titles:?}");
     }
-    // Learning mail is off for this learner: still only the three welcome messages.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(mails(&p).len(), 3);
+    // Learning mail is off for this learner: still only the three welcome messages. The
+    // learning notifications (and any mail of theirs) were written above; a later sign-up's
+    // welcome is queued after them and the mailer sends in queue order, so once it has
+    // arrived nothing earlier is still on its way. No guessed pause.
+    p.sign_up("marker@example.com").await;
+    let sent = wait_for_mails(&p, 4).await;
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|mail| mail.contains("Subject: Welcome to Duovarsity")),
+        "a learning mail was sent: {sent:?}"
+    );
 
     // Read state, per user.
     let first = body["notifications"][0]["id"].as_str().unwrap().to_string();
@@ -221,4 +230,62 @@ async fn mail_goes_through_an_smtp_server() {
         "with an SMTP URL nothing is written as .eml"
     );
     p.stop().await;
+}
+
+/// Two notification replicas on one PostgreSQL database run a mailer each over the same
+/// `mail_outbox`: every message goes out exactly once (each mailer claims its rows before
+/// sending), never once per replica.
+#[tokio::test]
+async fn two_mailers_on_one_database_send_each_message_once() {
+    use duovarsity_common::db::Database;
+    use duovarsity_common::module::ServiceModule as _;
+    use duovarsity_notification::NotificationModule;
+    use duovarsity_notification::mail::Mailer;
+
+    let database = duovarsity_testkit::TempPostgres::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = duovarsity_common::Config::from_sources(
+        None,
+        &[
+            ("DUOVARSITY_DATABASE_URL", database.url.as_str()),
+            ("DUOVARSITY_DATA_DIR", data.path().to_str().unwrap()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+    .unwrap();
+    let db = Database::connect(&database.url, None, 8).await.unwrap();
+    db.migrate(&NotificationModule::migrations()).await.unwrap();
+    const MESSAGES: usize = 120;
+    for n in 0..MESSAGES {
+        sqlx::query(
+            "INSERT INTO mail_outbox (id, recipient, recipient_name, subject, body, created_at) \
+             VALUES ($1, $2, 'Reader', $3, 'Hello', 0)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(format!("reader{n}@example.com"))
+        .bind(format!("Message {n}"))
+        .execute(db.writer())
+        .await
+        .unwrap();
+    }
+    let a = Mailer::from_config(&config, db.clone()).unwrap();
+    let b = Mailer::from_config(&config, db.clone()).unwrap();
+    // Both ask for a batch at the same moment, round after round, as two replicas polling
+    // one table do.
+    let mut total = 0;
+    loop {
+        let (sent_a, sent_b) = tokio::join!(a.send_pending(), b.send_pending());
+        let round = sent_a.unwrap() + sent_b.unwrap();
+        if round == 0 {
+            break;
+        }
+        total += round;
+    }
+    let files = std::fs::read_dir(data.path().join("mail")).unwrap().count();
+    assert_eq!(total, MESSAGES, "sent, counted by the mailers");
+    assert_eq!(files, MESSAGES, "sent, as files");
+    db.close().await;
+    database.drop_database().await;
 }

@@ -24,7 +24,42 @@ async fn in_flight_calls_finish_during_shutdown() {
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // The stop begins once all eight have reached the gateway (running, by its in-flight
+    // gauge, or already answered), not after a guessed pause. This binary runs one
+    // platform, so the metrics are its own; the sign-up above made one login already.
+    loop {
+        let metrics = platform
+            .client
+            .get(platform.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |line: &str| {
+            line.rsplit_once(' ')
+                .and_then(|(_, value)| value.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let in_flight: f64 = metrics
+            .lines()
+            .filter(|line| line.starts_with("http_requests_in_flight "))
+            .map(value)
+            .sum();
+        let answered: f64 = metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("http_requests_total{")
+                    && line.contains("route=\"/v1/auth/login\"")
+            })
+            .map(value)
+            .sum();
+        if in_flight + answered - 1.0 >= 8.0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     let url = platform.url("/healthz");
     let client = platform.client.clone();
     platform.stop().await;

@@ -13,6 +13,15 @@ pub fn is_language_tag(tag: &str) -> bool {
         })
 }
 
+/// The page size a list call asked for: 0 means `default`. The range (0 to 100) is a field
+/// rule of every `page_size` in the contracts, enforced before a handler runs.
+pub fn page_size(requested: i32, default: u32) -> u32 {
+    match u32::try_from(requested) {
+        Ok(0) | Err(_) => default,
+        Ok(n) => n,
+    }
+}
+
 /// One INVALID_ARGUMENT with every violation found, or `Ok` when there is none.
 pub fn ensure_valid(
     violations: impl IntoIterator<Item = Option<crate::FieldViolation>>,
@@ -66,3 +75,5 @@ mod tests {
         assert_eq!(page_token::decode("%%%"), None);
     }
 }
+
+pub mod rules;

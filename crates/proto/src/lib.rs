@@ -42,6 +42,13 @@ pub mod duovarsity {
     }
 }
 
+/// protovalidate's field rules (the subset in `proto/buf/validate/validate.proto`).
+pub mod buf {
+    pub mod validate {
+        tonic::include_proto!("buf.validate");
+    }
+}
+
 pub mod google {
     pub mod api {
         tonic::include_proto!("google.api");
@@ -77,8 +84,24 @@ pub fn method_option<T: prost::Message + Default>(
     method: &MethodDescriptor,
     extension: &str,
 ) -> Option<T> {
-    let extension = method.parent_pool().get_extension_by_name(extension)?;
-    let options = method.options();
+    option_extension(method.parent_pool(), &method.options(), extension)
+}
+
+/// A custom field option (`buf.validate.field`) decoded as its generated type, or `None`
+/// when the field does not set it.
+pub fn field_option<T: prost::Message + Default>(
+    field: &prost_reflect::FieldDescriptor,
+    extension: &str,
+) -> Option<T> {
+    option_extension(field.parent_pool(), &field.options(), extension)
+}
+
+fn option_extension<T: prost::Message + Default>(
+    pool: &DescriptorPool,
+    options: &prost_reflect::DynamicMessage,
+    extension: &str,
+) -> Option<T> {
+    let extension = pool.get_extension_by_name(extension)?;
     if !options.has_extension(&extension) {
         return None;
     }

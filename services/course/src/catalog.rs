@@ -10,6 +10,8 @@ use duovarsity_common::validate::page_token;
 use duovarsity_proto::course::*;
 use duovarsity_proto::events::CoursePublished;
 
+use duovarsity_common::validate::rules;
+
 use crate::convert::*;
 use crate::rules::*;
 use crate::store::*;
@@ -72,11 +74,10 @@ impl Courses {
         };
         self.store.insert_section(&section).await?;
         self.changed(course_id).await;
-        let stored = self
-            .store
-            .section(&section.id)
-            .await?
-            .ok_or(Error::Internal)?;
+        let stored =
+            self.store.section(&section.id).await?.ok_or_else(|| {
+                Error::internal("course", &"the section just inserted is missing")
+            })?;
         section_to_proto(&stored, &[])
     }
 
@@ -92,12 +93,13 @@ impl Courses {
                 "must be LESSON_KIND_TEXT, LESSON_KIND_VIDEO or LESSON_KIND_QUIZ",
             )
         })?;
-        ensure_valid([
-            check_title("title", &request.title),
-            (!(0..=1440).contains(&request.estimated_minutes)).then(|| {
-                duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")
-            }),
-        ])?;
+        // The request's field rules (the seed command calls this directly, not over gRPC),
+        // then a title that is not blank once trimmed.
+        let violations = rules::check("duovarsity.course.v1.CreateLessonRequest", request);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        ensure_valid([check_title("title", &request.title)])?;
         let lesson = LessonRow {
             id: uuid::Uuid::now_v7().to_string(),
             section_id: section.id.clone(),
@@ -114,7 +116,7 @@ impl Courses {
             .store
             .lesson(&lesson.id)
             .await?
-            .ok_or(Error::Internal)?;
+            .ok_or_else(|| Error::internal("course", &"the lesson just inserted is missing"))?;
         lesson_to_proto(&stored)
     }
 
@@ -197,7 +199,7 @@ impl Courses {
         let input = request
             .course
             .ok_or_else(|| Error::invalid("course", "is required"))?;
-        let course = self.editable_course(&claims, &input.id).await?;
+        let course = self.editable_course(claims, &input.id).await?;
         let paths: Vec<String> = match request.update_mask {
             Some(mask) if !mask.paths.is_empty() => mask.paths,
             _ => {
@@ -276,8 +278,8 @@ impl Courses {
         claims: &Claims,
         request: PublishCourseRequest,
     ) -> Result<Course, Error> {
-        let course = self.editable_course(&claims, &request.id).await?;
-        Ok(self.publish(&course).await?)
+        let course = self.editable_course(claims, &request.id).await?;
+        self.publish(&course).await
     }
 
     pub async fn archive_course(
@@ -285,7 +287,7 @@ impl Courses {
         claims: &Claims,
         request: ArchiveCourseRequest,
     ) -> Result<Course, Error> {
-        let course = self.editable_course(&claims, &request.id).await?;
+        let course = self.editable_course(claims, &request.id).await?;
         self.store
             .set_status(&course.id, "archived", now_millis(), None)
             .await?;
@@ -306,11 +308,14 @@ impl Courses {
             self.course_row(&key).await?.id
         };
         let outline = self.outline(&id).await?;
-        let course = outline.course.as_ref().ok_or(Error::Internal)?;
+        let course = outline
+            .course
+            .as_ref()
+            .ok_or_else(|| Error::internal("course", &"a cached outline has no course"))?;
         let status = status_name(course.status)?;
         let enrolled = status == "archived" && self.is_enrolled(claims, &course.id).await?;
         if !can_view(claims, status, &course.instructor_id, enrolled) {
-            return Err(Error::not_found(format!("course {key}")).into());
+            return Err(Error::not_found(format!("course {key}")));
         }
         Ok(outline)
     }
@@ -319,7 +324,7 @@ impl Courses {
         &self,
         request: ListCoursesRequest,
     ) -> Result<ListCoursesResponse, Error> {
-        let limit = page_size(request.page_size)?;
+        let limit = page_size(request.page_size);
         let cursor = if request.page_token.is_empty() {
             None
         } else {
@@ -374,10 +379,10 @@ impl Courses {
         claims: &Claims,
         request: SetPrerequisitesRequest,
     ) -> Result<CourseOutline, Error> {
-        let course = self.editable_course(&claims, &request.course_id).await?;
+        let course = self.editable_course(claims, &request.course_id).await?;
         self.replace_prerequisites(&course, &request.prerequisite_ids)
             .await?;
-        Ok(self.outline(&course.id).await?)
+        self.outline(&course.id).await
     }
 
     pub async fn create_section(
@@ -385,8 +390,8 @@ impl Courses {
         claims: &Claims,
         request: CreateSectionRequest,
     ) -> Result<Section, Error> {
-        let course = self.editable_course(&claims, &request.course_id).await?;
-        Ok(self.add_section(&course.id, &request.title).await?)
+        let course = self.editable_course(claims, &request.course_id).await?;
+        self.add_section(&course.id, &request.title).await
     }
 
     pub async fn update_section(
@@ -394,7 +399,7 @@ impl Courses {
         claims: &Claims,
         request: UpdateSectionRequest,
     ) -> Result<Section, Error> {
-        let (section, course) = self.editable_section(&claims, &request.id).await?;
+        let (section, course) = self.editable_section(claims, &request.id).await?;
         ensure_valid([check_title("title", &request.title)])?;
         self.store
             .rename_section(&section.id, request.title.trim())
@@ -405,7 +410,9 @@ impl Courses {
             .sections
             .into_iter()
             .find(|s| s.id == section.id)
-            .ok_or(Error::Internal)?;
+            .ok_or_else(|| {
+                Error::internal("course", &"the renamed section is missing from its outline")
+            })?;
         Ok(updated)
     }
 
@@ -414,7 +421,7 @@ impl Courses {
         claims: &Claims,
         request: DeleteSectionRequest,
     ) -> Result<DeleteSectionResponse, Error> {
-        let (section, course) = self.editable_section(&claims, &request.id).await?;
+        let (section, course) = self.editable_section(claims, &request.id).await?;
         self.store.delete_section(&section.id).await?;
         self.changed(&course.id).await;
         Ok(DeleteSectionResponse {})
@@ -425,7 +432,7 @@ impl Courses {
         claims: &Claims,
         request: ReorderSectionsRequest,
     ) -> Result<CourseOutline, Error> {
-        let course = self.editable_course(&claims, &request.course_id).await?;
+        let course = self.editable_course(claims, &request.course_id).await?;
         ensure_same_members(
             "section_ids",
             &self.store.section_ids(&course.id).await?,
@@ -435,7 +442,7 @@ impl Courses {
             .reorder(Reorderable::Sections, &request.section_ids)
             .await?;
         self.changed(&course.id).await;
-        Ok(self.outline(&course.id).await?)
+        self.outline(&course.id).await
     }
 
     pub async fn create_lesson(
@@ -443,8 +450,8 @@ impl Courses {
         claims: &Claims,
         request: CreateLessonRequest,
     ) -> Result<Lesson, Error> {
-        let (section, _) = self.editable_section(&claims, &request.section_id).await?;
-        Ok(self.add_lesson(&section, &request).await?)
+        let (section, _) = self.editable_section(claims, &request.section_id).await?;
+        self.add_lesson(&section, &request).await
     }
 
     pub async fn update_lesson(
@@ -452,7 +459,7 @@ impl Courses {
         claims: &Claims,
         request: UpdateLessonRequest,
     ) -> Result<Lesson, Error> {
-        let (lesson, course) = self.editable_lesson(&claims, &request.id).await?;
+        let (lesson, course) = self.editable_lesson(claims, &request.id).await?;
         let kind = match request.kind {
             Some(kind) => Some(
                 kind_name(kind)
@@ -461,18 +468,12 @@ impl Courses {
             ),
             None => None,
         };
-        ensure_valid([
-            request
-                .title
-                .as_deref()
-                .and_then(|t| check_title("title", t)),
-            request
-                .estimated_minutes
-                .filter(|m| !(0..=1440).contains(m))
-                .map(|_| {
-                    duovarsity_common::FieldViolation::new("estimated_minutes", "must be 0 to 1440")
-                }),
-        ])?;
+        // Lengths and the minutes range are field rules of the request, checked before
+        // this runs; a title must also not be blank once trimmed.
+        ensure_valid([request
+            .title
+            .as_deref()
+            .and_then(|t| check_title("title", t))])?;
         let patch = LessonPatch {
             title: request.title.map(|t| t.trim().to_string()),
             kind,
@@ -486,7 +487,7 @@ impl Courses {
                 .store
                 .lesson(&lesson.id)
                 .await?
-                .ok_or(Error::Internal)?,
+                .ok_or_else(|| Error::internal("course", &"the updated lesson is missing"))?,
         )
     }
 
@@ -495,7 +496,7 @@ impl Courses {
         claims: &Claims,
         request: DeleteLessonRequest,
     ) -> Result<DeleteLessonResponse, Error> {
-        let (lesson, course) = self.editable_lesson(&claims, &request.id).await?;
+        let (lesson, course) = self.editable_lesson(claims, &request.id).await?;
         self.store.delete_lesson(&lesson.id).await?;
         self.changed(&course.id).await;
         Ok(DeleteLessonResponse {})
@@ -506,7 +507,7 @@ impl Courses {
         claims: &Claims,
         request: ReorderLessonsRequest,
     ) -> Result<Section, Error> {
-        let (section, course) = self.editable_section(&claims, &request.section_id).await?;
+        let (section, course) = self.editable_section(claims, &request.section_id).await?;
         ensure_same_members(
             "lesson_ids",
             &self.store.lesson_ids(&section.id).await?,
@@ -517,10 +518,15 @@ impl Courses {
             .await?;
         self.changed(&course.id).await;
         let outline = self.outline(&course.id).await?;
-        Ok(outline
+        outline
             .sections
             .into_iter()
             .find(|s| s.id == section.id)
-            .ok_or(Error::Internal)?)
+            .ok_or_else(|| {
+                Error::internal(
+                    "course",
+                    &"the reordered section is missing from its outline",
+                )
+            })
     }
 }

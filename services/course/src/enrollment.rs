@@ -34,8 +34,7 @@ impl Courses {
                     message: "this course is archived and takes no new enrollments".into(),
                 },
                 _ => Error::not_found(format!("course {}", course.id)),
-            }
-            .into());
+            });
         }
         if let Some(existing) = self.store.enrollment(&course.id, &learner).await?
             && existing.status != "cancelled"
@@ -56,8 +55,7 @@ impl Courses {
             return Err(Error::FailedPrecondition {
                 reason: "PREREQUISITE_MISSING",
                 message: format!("complete the prerequisite course {missing} ({title}) first"),
-            }
-            .into());
+            });
         }
         let enrollment = EnrollmentRow {
             id: uuid::Uuid::now_v7().to_string(),
@@ -91,7 +89,7 @@ impl Courses {
         request: ListMyEnrollmentsRequest,
     ) -> Result<ListMyEnrollmentsResponse, Error> {
         let learner = claims.sub.clone();
-        let limit = page_size(request.page_size)?;
+        let limit = page_size(request.page_size);
         let after = if request.page_token.is_empty() {
             None
         } else {
@@ -125,7 +123,7 @@ impl Courses {
         claims: &Claims,
         request: GetCourseStatsRequest,
     ) -> Result<CourseStats, Error> {
-        let course = self.editable_course(&claims, &request.course_id).await?;
+        let course = self.editable_course(claims, &request.course_id).await?;
         let counts = self.store.enrollment_counts(&course.id).await?;
         let started = counts.active + counts.completed;
         Ok(CourseStats {
@@ -171,9 +169,11 @@ impl Courses {
             .iter()
             .flat_map(|s| &s.lessons)
             .any(|l| l.id == lesson_id);
-        let course = outline.course.ok_or(Error::Internal)?;
+        let course = outline
+            .course
+            .ok_or_else(|| Error::internal("course", &"a cached outline has no course"))?;
         if !still_there {
-            return Err(Error::not_found(format!("lesson {lesson_id}")).into());
+            return Err(Error::not_found(format!("lesson {lesson_id}")));
         }
         let status = status_name(course.status)?;
         let enrolled = status == "archived" && self.is_enrolled(claims, &course.id).await?;

@@ -41,7 +41,6 @@ use crate::store::{CourseRow, CourseStore, LessonRow, SectionRow};
 
 pub const SERVICE: &str = "course";
 const DEFAULT_PAGE_SIZE: u32 = 20;
-const MAX_PAGE_SIZE: u32 = 100;
 /// The cache of encoded `CourseOutline`s, keyed by course id.
 pub const OUTLINE_CACHE: &str = "course_outline";
 /// Which course a lesson belongs to (never changes), keyed by lesson id.
@@ -223,14 +222,8 @@ fn dedup(items: &[String]) -> Vec<String> {
     out
 }
 
-fn page_size(requested: i32) -> Result<u32, Error> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 || n as u32 > MAX_PAGE_SIZE => {
-            Err(Error::invalid("page_size", "must be between 1 and 100"))
-        }
-        n => Ok(n as u32),
-    }
+fn page_size(requested: i32) -> u32 {
+    duovarsity_common::validate::page_size(requested, DEFAULT_PAGE_SIZE)
 }
 
 /// `proposed` must name exactly the ids in `current`, each once.

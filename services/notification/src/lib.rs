@@ -383,13 +383,7 @@ impl NotificationService for Notifications {
     ) -> Result<Response<ListNotificationsResponse>, Status> {
         let user = caller(&request)?.sub.clone();
         let request = request.into_inner();
-        let limit = match request.page_size {
-            0 => 20,
-            n if !(1..=100).contains(&n) => {
-                return Err(Error::invalid("page_size", "must be between 1 and 100").into());
-            }
-            n => n as u32,
-        };
+        let limit = duovarsity_common::validate::page_size(request.page_size, 20);
         let before = if request.page_token.is_empty() {
             None
         } else {

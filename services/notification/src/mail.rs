@@ -1,7 +1,9 @@
 //! Sends what `mail_outbox` holds, through lettre: `.eml` files under the data directory
 //! in embedded mode, or an SMTP relay (`smtp://host:port`). A failed send is retried with
 //! backoff; after ten attempts the message stays unsent and is counted in
-//! `mail_failed_total`.
+//! `mail_failed_total`. Replicas on one database share the table: a mailer claims a batch
+//! (`claimed_until`, one minute) before sending it, so each message goes out once, and a
+//! claim left by a mailer that died mid-send expires and the message is sent by another.
 
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 const MAX_ATTEMPTS: i64 = 10;
+/// How long a mailer holds the rows it claimed before another may send them.
+const CLAIM: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 enum Transport {
@@ -81,16 +85,31 @@ impl Mailer {
 
     /// Sends up to a batch of pending messages; returns how many went out.
     pub async fn send_pending(&self) -> Result<usize, String> {
+        // Claim a batch first: one atomic UPDATE, whose conditions PostgreSQL re-checks on
+        // rows another replica claimed meanwhile, so each row goes to one mailer.
+        let now = now_millis();
         let rows = sqlx::query(
-            "SELECT id, recipient, recipient_name, subject, body, attempts FROM mail_outbox WHERE sent_at IS NULL AND attempts < $1 ORDER BY id LIMIT 20",
+            "UPDATE mail_outbox SET claimed_until = $1 \
+             WHERE id IN (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND attempts < $2 \
+                          AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT 20) \
+               AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $3) \
+             RETURNING id, recipient, recipient_name, subject, body, attempts",
         )
+        .bind(now + CLAIM.as_millis() as i64)
         .bind(MAX_ATTEMPTS)
+        .bind(now)
         .fetch_all(self.db.writer())
         .await
         .map_err(|e| e.to_string())?;
+        // In queue order (RETURNING keeps none).
+        let mut rows = rows
+            .into_iter()
+            .map(|row| Ok((row.try_get::<String, _>("id")?, row)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| e.to_string())?;
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
         let mut sent = 0;
-        for row in rows {
-            let id: String = row.try_get("id").map_err(|e| e.to_string())?;
+        for (id, row) in rows {
             let message = Message::builder()
                 .from(self.from.parse().map_err(|e| format!("mail_from: {e}"))?)
                 .to(Mailbox::new(
@@ -137,7 +156,9 @@ impl Mailer {
                     sent += 1;
                 }
                 Err(error) => {
-                    sqlx::query("UPDATE mail_outbox SET attempts = attempts + 1 WHERE id = $1")
+                    sqlx::query(
+                        "UPDATE mail_outbox SET attempts = attempts + 1, claimed_until = NULL WHERE id = $1",
+                    )
                         .bind(&id)
                         .execute(self.db.writer())
                         .await

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::password::{
-    check_display_name, check_email, check_locale, check_password, check_time_zone, ensure_valid,
+    account_violations, check_display_name, check_locale, check_time_zone, ensure_valid,
     normalize_email,
 };
 use crate::store::{
@@ -53,7 +53,6 @@ pub const SERVICE: &str = "user";
 /// The full name of the gRPC service.
 pub const USER_SERVICE_NAME: &str = "duovarsity.user.v1.UserService";
 const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 100;
 /// Refresh tokens carry this prefix so that secret scanners can recognise a leaked one.
 const REFRESH_PREFIX: &str = "dvr1_";
 
@@ -194,12 +193,12 @@ impl Users {
                 .store
                 .set_role(&existing.id, role_name(role), now_millis())
                 .await?;
-            return Ok(to_proto(&user)?);
+            return to_proto(&user);
         }
         let user = self
             .new_account(email, password, display_name, role)
             .await?;
-        Ok(to_proto(&user)?)
+        to_proto(&user)
     }
 
     async fn new_account(
@@ -209,11 +208,10 @@ impl Users {
         display_name: &str,
         role: Role,
     ) -> Result<UserRecord, Error> {
-        ensure_valid([
-            check_email(&email),
-            check_password(password, &email),
-            check_display_name(display_name),
-        ])?;
+        let violations = account_violations(&email, password, display_name);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
         let now = now_millis();
         let user = UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
@@ -497,13 +495,8 @@ impl UserService for Users {
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
         let request = request.into_inner();
-        let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n < 0 || n as u32 > MAX_PAGE_SIZE => {
-                return Err(Error::invalid("page_size", "must be between 1 and 100").into());
-            }
-            n => n as u32,
-        };
+        let page_size =
+            duovarsity_common::validate::page_size(request.page_size, DEFAULT_PAGE_SIZE);
         let after = if request.page_token.is_empty() {
             None
         } else {

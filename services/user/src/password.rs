@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use duovarsity_common::validate::rules;
 use duovarsity_common::{Error, FieldViolation};
+use duovarsity_proto::user::RegisterRequest;
 use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 
-pub const MIN_PASSWORD_CHARS: usize = 10;
-pub const MAX_PASSWORD_CHARS: usize = 256;
-const MAX_EMAIL_CHARS: usize = 254;
 const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
 /// Trimmed and lower-cased, so `Ana@Example.com ` and `ana@example.com` are one account.
@@ -27,44 +26,39 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// Violations of the email rules for an already normalised address.
-pub fn check_email(email: &str) -> Option<FieldViolation> {
-    let problem = if email.is_empty() {
-        Some("is required")
-    } else if email.chars().count() > MAX_EMAIL_CHARS {
-        Some("must be at most 254 characters")
-    } else {
-        match email.split_once('@') {
-            Some((local, domain))
-                if !local.is_empty()
-                    && !domain.is_empty()
-                    && !domain.contains('@')
-                    && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-                    && !email.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-            {
-                None
-            }
-            _ => Some("is not a valid email address"),
-        }
-    };
-    problem.map(|description| FieldViolation::new("email", description))
-}
+/// The full name of the request whose field rules (in `user.proto`) a new account meets.
+const REGISTER_REQUEST: &str = "duovarsity.user.v1.RegisterRequest";
 
-/// The password policy: 10 to 256 characters and not the account's email.
-pub fn check_password(password: &str, normalized_email: &str) -> Option<FieldViolation> {
-    let chars = password.chars().count();
-    let problem = if chars < MIN_PASSWORD_CHARS {
-        Some("must be at least 10 characters")
-    } else if chars > MAX_PASSWORD_CHARS {
-        Some("must be at most 256 characters")
-    } else if normalize_email(password) == normalized_email {
-        Some("must not be the email address")
-    } else {
-        None
+/// Every rule a new account breaks: the contract's field rules on `RegisterRequest` (the
+/// email's shape, 10 to 256 password characters, a 1 to 100 character display name), so
+/// the CLI and the bootstrap admin meet the same rules as the API, plus what a field rule
+/// cannot say: the password is not the email, and the display name is not blank after
+/// trimming and has no control characters.
+pub fn account_violations(
+    normalized_email: &str,
+    password: &str,
+    display_name: &str,
+) -> Vec<FieldViolation> {
+    let request = RegisterRequest {
+        email: normalized_email.to_string(),
+        password: password.to_string(),
+        display_name: display_name.trim().to_string(),
     };
-    problem.map(|description| FieldViolation::new("password", description))
+    let mut found = rules::check(REGISTER_REQUEST, &request);
+    if found.iter().all(|v| v.field != "password") && normalize_email(password) == normalized_email
+    {
+        found.push(FieldViolation::new(
+            "password",
+            "must not be the email address",
+        ));
+    }
+    if display_name.chars().any(char::is_control) {
+        found.push(FieldViolation::new(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    found
 }
 
 /// A display name: 1 to 100 characters after trimming, no control characters.
@@ -183,21 +177,37 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Er
 mod tests {
     use super::*;
 
-    #[test]
-    fn password_policy() {
-        assert!(check_password("short", "a@b.co").is_some());
-        assert!(check_password("exactly10!", "a@b.co").is_none());
-        assert!(check_password("Learner@Example.com", "learner@example.com").is_some());
-        assert!(check_password(&"x".repeat(257), "a@b.co").is_some());
-        // Characters, not bytes: ten multi-byte characters pass.
-        assert!(check_password("ááááááááá", "a@b.co").is_some());
-        assert!(check_password("áááááááááá", "a@b.co").is_none());
+    fn fields(found: &[FieldViolation]) -> Vec<&str> {
+        found.iter().map(|v| v.field.as_str()).collect()
     }
 
     #[test]
-    fn email_rules() {
+    fn account_rules_are_the_contract_s_plus_the_domain_s() {
+        assert!(account_violations("a@b.co", "exactly10!", "Ada").is_empty());
+        assert_eq!(
+            fields(&account_violations("a@b.co", "short", "Ada")),
+            vec!["password"]
+        );
+        assert_eq!(
+            fields(&account_violations("a@b.co", &"x".repeat(257), "Ada")),
+            vec!["password"]
+        );
+        // Characters, not bytes: nine multi-byte characters are too few, ten pass.
+        assert!(!account_violations("a@b.co", "ááááááááá", "Ada").is_empty());
+        assert!(account_violations("a@b.co", "áááááááááá", "Ada").is_empty());
+        assert_eq!(
+            account_violations("learner@example.com", "Learner@Example.com", "Ada")[0].description,
+            "must not be the email address"
+        );
+        assert_eq!(
+            fields(&account_violations("a@b.co", "exactly10!", "   ")),
+            vec!["display_name"]
+        );
+        assert_eq!(
+            fields(&account_violations("a@b.co", "exactly10!", "A\u{7}da")),
+            vec!["display_name"]
+        );
         assert_eq!(normalize_email("  Ana@Example.COM "), "ana@example.com");
-        assert!(check_email("ana@example.com").is_none());
         for bad in [
             "",
             "ana",
@@ -207,7 +217,11 @@ mod tests {
             "a b@example.com",
             "a@b@c.com",
         ] {
-            assert!(check_email(bad).is_some(), "{bad}");
+            assert_eq!(
+                fields(&account_violations(bad, "exactly10!", "Ada")),
+                vec!["email"],
+                "{bad}"
+            );
         }
     }
 

@@ -48,7 +48,7 @@ impl CourseStore {
             .await?;
         self.enrollment(&enrollment.course_id, &enrollment.learner_id)
             .await?
-            .ok_or(Error::Internal)
+            .ok_or_else(|| Error::internal("course", &"the enrollment just written is missing"))
     }
 
     /// Which of `course_ids` the learner has completed.
