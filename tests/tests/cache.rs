@@ -153,3 +153,96 @@ fn uuid_like() -> String {
         Instant::now().elapsed().as_nanos()
     )
 }
+
+/// Redis is an accelerator: with it gone, misses load from the store within the Redis
+/// deadline instead of hanging, invalidation does not hang either, and once Redis is back
+/// the caches use it again without a restart.
+#[tokio::test]
+async fn a_redis_outage_degrades_to_the_store_and_recovers() {
+    let mut redis = duovarsity_testkit::PrivateRedis::start();
+    let settings = CacheSettings {
+        redis_url: Some(redis.url()),
+        redis_deadline: Duration::from_millis(250),
+        redis_retry_after: Duration::from_millis(300),
+        ..CacheSettings::default()
+    };
+    let hub = CacheHub::connect(settings).await.unwrap();
+    let cache = hub.cache("outage");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let load = |value: &'static str| {
+        let loads = loads.clone();
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok(Bytes::from_static(value.as_bytes()))
+        }
+    };
+    assert_eq!(cache.get_or_load("a", load("A")).await.unwrap(), "A");
+    let raw = redis::Client::open(redis.url()).unwrap();
+    let mut direct = raw.get_multiplexed_async_connection().await.unwrap();
+    let stored: Option<Vec<u8>> =
+        redis::AsyncCommands::get(&mut direct, "duovarsity:cache:outage:a")
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"A"[..]), "written through to L2");
+    assert!(hub.ping().await.is_ok());
+
+    redis.stop();
+    // Each of these used to wait for the connection's retries (seconds); now a miss goes to
+    // the store once Redis misses its deadline, and later ones skip Redis altogether.
+    for key in ["b", "c", "d"] {
+        let started = Instant::now();
+        assert_eq!(
+            cache.get_or_load(key, load("fresh")).await.unwrap(),
+            "fresh"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a miss with Redis down took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        cache.get_or_load("a", load("A")).await.unwrap(),
+        "A",
+        "L1 still serves"
+    );
+    let started = Instant::now();
+    cache.invalidate("a").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "invalidation hung"
+    );
+    assert!(
+        hub.ping().await.is_err(),
+        "readiness tells that Redis is down"
+    );
+
+    redis.restart();
+    // Back without a restart of the hub: a later miss is written to the new Redis.
+    let mut direct = loop {
+        if let Ok(connection) = raw.get_multiplexed_async_connection().await {
+            break connection;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let key = format!("after-{n}");
+        cache.get_or_load(&key, load("again")).await.unwrap();
+        let stored: Option<Vec<u8>> =
+            redis::AsyncCommands::get(&mut direct, format!("duovarsity:cache:outage:{key}"))
+                .await
+                .unwrap();
+        if stored.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache never used Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hub.ping().await.is_ok());
+}

@@ -10,18 +10,24 @@
 //!   worst case is `l1_ttl` (default 10 s).
 //! - A load that started before an invalidation and finished after it is not kept: each
 //!   cache counts invalidations, and a load that saw the counter move drops its entry.
+//! - Redis is an accelerator, never a dependency of a read: every Redis call has a deadline
+//!   (`redis_deadline`), and after a failure the caches leave Redis alone for
+//!   `redis_retry_after` — a miss loads from the store, an invalidation reaches this
+//!   process's L1 and other replicas converge within the L1 TTL. The outage is logged once
+//!   when it starts and once when Redis answers again (the connection reconnects by
+//!   itself), and counted in `redis_unavailable_total{op}`.
 //! - Metrics: `cache_requests_total{cache, result="hit"|"miss"}` (L1) and
-//!   `cache_l2_requests_total{cache, result}`.
+//!   `cache_l2_requests_total{cache, result}` (`skipped` while Redis is down).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::Error;
 
@@ -36,6 +42,10 @@ pub struct CacheSettings {
     pub l1_ttl: Duration,
     pub l1_capacity: u64,
     pub l2_ttl: Duration,
+    /// The longest one Redis call (or reconnection attempt) may take.
+    pub redis_deadline: Duration,
+    /// How long the caches leave Redis alone after a failed call.
+    pub redis_retry_after: Duration,
 }
 
 impl Default for CacheSettings {
@@ -45,6 +55,8 @@ impl Default for CacheSettings {
             l1_ttl: Duration::from_secs(10),
             l1_capacity: 10_000,
             l2_ttl: Duration::from_secs(300),
+            redis_deadline: Duration::from_millis(250),
+            redis_retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -54,7 +66,7 @@ impl Default for CacheSettings {
 #[derive(Clone)]
 pub struct CacheHub {
     settings: CacheSettings,
-    redis: Option<ConnectionManager>,
+    redis: Option<L2>,
     caches: Arc<Mutex<HashMap<&'static str, Cache>>>,
     subscriber: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
@@ -66,7 +78,20 @@ impl CacheHub {
         let (redis, subscriber) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;
-                let manager = ConnectionManager::new(client.clone()).await?;
+                let manager = ConnectionManager::new_with_config(
+                    client.clone(),
+                    ConnectionManagerConfig::new()
+                        .set_response_timeout(settings.redis_deadline)
+                        .set_connection_timeout(settings.redis_deadline)
+                        .set_number_of_retries(1),
+                )
+                .await?;
+                let manager = L2 {
+                    redis: manager,
+                    deadline: settings.redis_deadline,
+                    retry_after: settings.redis_retry_after,
+                    down_until: Arc::new(Mutex::new(None)),
+                };
                 // Subscribed before serving, so no invalidation after start is missed.
                 let on_message = {
                     let caches = caches.clone();
@@ -146,13 +171,18 @@ impl CacheHub {
     /// Whether Redis answers (readiness), or true without Redis.
     pub async fn ping(&self) -> Result<(), String> {
         match &self.redis {
-            Some(redis) => {
-                let mut redis = redis.clone();
-                redis::cmd("PING")
-                    .query_async::<String>(&mut redis)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("redis: {e}"))
+            Some(l2) => {
+                let mut redis = l2.redis.clone();
+                match tokio::time::timeout(
+                    l2.deadline,
+                    redis::cmd("PING").query_async::<String>(&mut redis),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(format!("redis: {error}")),
+                    Err(_) => Err(format!("redis: no answer within {:?}", l2.deadline)),
+                }
             }
             None => Ok(()),
         }
@@ -190,7 +220,7 @@ async fn apply_invalidation(caches: &Mutex<HashMap<&'static str, Cache>>, payloa
 pub struct Cache {
     name: &'static str,
     l1: moka::future::Cache<String, Bytes>,
-    redis: Option<ConnectionManager>,
+    redis: Option<L2>,
     l2_ttl: Duration,
     invalidations: Arc<AtomicU64>,
 }
@@ -230,34 +260,31 @@ impl Cache {
         Fut: Future<Output = Result<Bytes, Error>>,
     {
         let l2_key = self.l2_key(key);
-        if let Some(redis) = &self.redis {
-            let mut redis = redis.clone();
-            match redis.get::<_, Option<Vec<u8>>>(&l2_key).await {
-                Ok(Some(bytes)) => {
-                    metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => "hit").increment(1);
-                    return Ok(Bytes::from(bytes));
-                }
-                Ok(None) => {
-                    metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => "miss").increment(1);
-                }
-                Err(error) => {
-                    metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => "error").increment(1);
-                    tracing::warn!(%error, cache = self.name, "L2 read failed; loading from the store");
-                }
-            }
+        if let Some(l2) = &self.redis {
+            let mut redis = l2.redis.clone();
+            let result = match l2
+                .call("get", redis.get::<_, Option<Vec<u8>>>(&l2_key))
+                .await
+            {
+                Some(Some(bytes)) => return Ok(l2_hit(self.name, bytes)),
+                Some(None) => "miss",
+                None => "skipped",
+            };
+            metrics::counter!("cache_l2_requests_total", "cache" => self.name, "result" => result)
+                .increment(1);
         }
         let seen = self.invalidations.load(Ordering::SeqCst);
         let value = load().await?;
-        if let Some(redis) = &self.redis
+        if let Some(l2) = &self.redis
             && self.invalidations.load(Ordering::SeqCst) == seen
         {
-            let mut redis = redis.clone();
-            if let Err(error) = redis
-                .set_ex::<_, _, ()>(&l2_key, value.to_vec(), self.l2_ttl.as_secs().max(1))
-                .await
-            {
-                tracing::warn!(%error, cache = self.name, "L2 write failed");
-            }
+            let mut redis = l2.redis.clone();
+            let ttl = self.l2_ttl.as_secs().max(1);
+            l2.call(
+                "set",
+                redis.set_ex::<_, _, ()>(&l2_key, value.to_vec(), ttl),
+            )
+            .await;
         }
         Ok(value)
     }
@@ -266,20 +293,79 @@ impl Cache {
     pub async fn invalidate(&self, key: &str) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.l1.invalidate(key).await;
-        if let Some(redis) = &self.redis {
-            let mut redis = redis.clone();
-            let deleted: Result<(), _> = redis.del(self.l2_key(key)).await;
-            let published: Result<(), _> = redis
-                .publish(INVALIDATION_CHANNEL, format!("{}\n{key}", self.name))
-                .await;
-            if let Err(error) = deleted.and(published) {
-                tracing::warn!(%error, cache = self.name, key, "cache invalidation did not reach Redis; other replicas converge by TTL");
-            }
+        if let Some(l2) = &self.redis {
+            let mut redis = l2.redis.clone();
+            let message = format!("{}\n{key}", self.name);
+            let reached = async {
+                redis.del::<_, ()>(self.l2_key(key)).await?;
+                redis
+                    .publish::<_, _, ()>(INVALIDATION_CHANNEL, message)
+                    .await
+            };
+            // Unreached, other replicas converge within their L1 TTL (and the L2 entry
+            // expires with its own TTL).
+            l2.call("invalidate", reached).await;
         }
     }
 
     fn l2_key(&self, key: &str) -> String {
         format!("duovarsity:cache:{}:{key}", self.name)
+    }
+}
+
+fn l2_hit(cache: &'static str, bytes: Vec<u8>) -> Bytes {
+    metrics::counter!("cache_l2_requests_total", "cache" => cache, "result" => "hit").increment(1);
+    Bytes::from(bytes)
+}
+
+/// Redis behind a deadline, left alone for a while after it fails.
+#[derive(Clone)]
+struct L2 {
+    redis: ConnectionManager,
+    deadline: Duration,
+    retry_after: Duration,
+    /// Set while Redis is considered down: until when to leave it alone.
+    down_until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl L2 {
+    /// Runs one Redis call within the deadline; `None` when Redis is down, failed or slow.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        let now = Instant::now();
+        if self
+            .down_until
+            .lock()
+            .expect("redis state lock")
+            .is_some_and(|until| now < until)
+        {
+            return None;
+        }
+        let outcome = match tokio::time::timeout(self.deadline, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.deadline)),
+        };
+        let mut down_until = self.down_until.lock().expect("redis state lock");
+        match outcome {
+            Ok(value) => {
+                if down_until.take().is_some() {
+                    tracing::info!("Redis answers again; caches use it");
+                }
+                Some(value)
+            }
+            Err(error) => {
+                metrics::counter!("redis_unavailable_total", "op" => op).increment(1);
+                if down_until.is_none() {
+                    tracing::warn!(%error, op, retry_after = ?self.retry_after, "Redis is unavailable; caches serve from L1 and the store, and other replicas converge within the L1 TTL");
+                }
+                *down_until = Some(Instant::now() + self.retry_after);
+                None
+            }
+        }
     }
 }
 
