@@ -1,0 +1,162 @@
+//! Configuration sources, precedence and validation, read from maps (never the process
+//! environment).
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_match_the_architecture() {
+    let config = Config::from_sources(None, &env(&[])).unwrap();
+    assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+    assert_eq!(config.data_dir, PathBuf::from("./data"));
+    assert_eq!(config.body_limit_bytes, 1024 * 1024);
+    assert_eq!(
+        config.database_url_for("user"),
+        "sqlite://./data/user.db?mode=rwc"
+    );
+}
+
+#[test]
+fn environment_overrides_file_and_file_overrides_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("duovarsity.toml");
+    std::fs::write(
+        &file,
+        "http_addr = \"0.0.0.0:9000\"\nbody_limit_bytes = 4096\n",
+    )
+    .unwrap();
+    let config = Config::from_sources(
+        Some(&file),
+        &env(&[
+            ("DUOVARSITY_BODY_LIMIT_BYTES", "8192"),
+            (
+                "DUOVARSITY_CORS_ALLOWED_ORIGINS",
+                "https://a.example, https://b.example",
+            ),
+            ("PATH", "/usr/bin"),
+            ("DUOVARSITY_TEST_POSTGRES_URL", "ignored by the platform"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.http_addr.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.body_limit_bytes, 8192);
+    assert_eq!(
+        config.cors_allowed_origins,
+        vec!["https://a.example", "https://b.example"]
+    );
+}
+
+#[test]
+fn a_bad_value_names_its_variable() {
+    let err = Config::from_sources(None, &env(&[("DUOVARSITY_HTTP_ADDR", "not-an-address")]))
+        .unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_HTTP_ADDR", "{err}");
+
+    let err =
+        Config::from_sources(None, &env(&[("DUOVARSITY_BODY_LIMIT_BYTES", "12")])).unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_BODY_LIMIT_BYTES", "{err}");
+
+    let err = Config::from_sources(
+        None,
+        &env(&[("DUOVARSITY_DATABASE_URL", "mysql://localhost/db")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_DATABASE_URL", "{err}");
+}
+
+#[test]
+fn service_urls_are_read_by_service_name() {
+    let config = Config::from_sources(
+        None,
+        &env(&[
+            ("DUOVARSITY_USER_SERVICE_URL", "http://a:1, http://b:1"),
+            ("DUOVARSITY_AI_ROUTING_SERVICE_URL", "http://c:1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.configured_service_urls("user").unwrap(),
+        vec!["http://a:1", "http://b:1"]
+    );
+    assert_eq!(config.service_urls("ai_routing"), vec!["http://c:1"]);
+    assert_eq!(config.configured_service_urls("course"), None);
+    assert_eq!(
+        config.service_urls("course"),
+        vec!["http://127.0.0.1:50051"]
+    );
+
+    let err = Config::from_sources(None, &env(&[("DUOVARSITY_COURSE_SERVICE_URL", "ftp://x")]))
+        .unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_COURSE_SERVICE_URL", "{err}");
+
+    let err = config.check_service_names(&["user"]).unwrap_err();
+    assert_eq!(
+        err.source_name, "DUOVARSITY_AI_ROUTING_SERVICE_URL",
+        "{err}"
+    );
+    assert!(config.check_service_names(&["user", "ai-routing"]).is_ok());
+    assert_eq!(config.service_urls("ai-routing"), vec!["http://c:1"]);
+}
+
+#[test]
+fn service_urls_come_from_a_file_table_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("duovarsity.toml");
+    std::fs::write(&file, "[service_urls]\ncourse = \"http://course:50051\"\n").unwrap();
+    let config = Config::from_sources(Some(&file), &env(&[])).unwrap();
+    assert_eq!(config.service_urls("course"), vec!["http://course:50051"]);
+}
+
+#[test]
+fn an_unknown_variable_is_refused() {
+    let err =
+        Config::from_sources(None, &env(&[("DUOVARSITY_HTTP_ADRR", "127.0.0.1:1")])).unwrap_err();
+    assert!(err.to_string().contains("http_adrr"), "{err}");
+}
+
+#[test]
+fn bootstrap_admin_needs_both_halves() {
+    let err = Config::from_sources(
+        None,
+        &env(&[("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "root@example.com")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD");
+}
+
+#[test]
+fn a_numeric_password_stays_a_string() {
+    let config = Config::from_sources(
+        None,
+        &env(&[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", "12345678901"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.bootstrap_admin_password.unwrap().expose(),
+        "12345678901"
+    );
+}
+
+#[test]
+fn secrets_do_not_leak_through_debug() {
+    let config = Config::from_sources(
+        None,
+        &env(&[(
+            "DUOVARSITY_DATABASE_URL",
+            "postgres://app:hunter2-password@db/duovarsity",
+        )]),
+    )
+    .unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+}
