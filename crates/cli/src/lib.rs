@@ -15,8 +15,8 @@ use duovarsity_common::Config;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier};
 use duovarsity_common::db::Database;
 use duovarsity_common::events::EventBus;
+use duovarsity_common::events::embedded::EmbeddedBus;
 use duovarsity_common::events::kafka::KafkaBus;
-use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
 use duovarsity_common::module::{
     ModuleEntry, RunningModule, ServiceContext, ServiceModule, Upstream,
@@ -86,13 +86,26 @@ pub struct Platform {
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     modules: Vec<Arc<dyn RunningModule>>,
-    bus: Arc<dyn EventBus>,
+    /// None for the gateway alone.
+    bus: Option<Arc<dyn EventBus>>,
 }
 
-/// The in-process bus of one process: partitions per topic and records kept per partition
-/// (bounded memory). Across processes events go through Kafka (`kafka_brokers`).
-const BUS_PARTITIONS: u32 = 8;
-const BUS_RETENTION: usize = 10_000;
+/// Kafka when `kafka_brokers` is set; otherwise the embedded bus, in `file` of the data
+/// directory (events stay inside this process).
+async fn open_bus(config: &Config, file: &str) -> anyhow::Result<Arc<dyn EventBus>> {
+    if let Some(settings) = config.kafka_settings() {
+        let bus = KafkaBus::connect(settings)
+            .context("connecting to Kafka (DUOVARSITY_KAFKA_BROKERS)")?;
+        return Ok(Arc::new(bus));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join(file);
+    let bus = EmbeddedBus::open(&path, config.bus_settings())
+        .await
+        .with_context(|| format!("opening the embedded event bus {}", path.display()))?;
+    Ok(Arc::new(bus))
+}
 
 impl Platform {
     /// Binds the listeners (port 0 picks a free port), opens storage and starts serving.
@@ -106,12 +119,10 @@ impl Platform {
             Component::Gateway => Vec::new(),
         };
         let shutdown = CancellationToken::new();
-        let bus: Arc<dyn EventBus> = match config.kafka_settings() {
-            Some(settings) => Arc::new(
-                KafkaBus::connect(settings)
-                    .context("connecting to Kafka (DUOVARSITY_KAFKA_BROKERS)")?,
-            ),
-            None => Arc::new(MemoryBus::new(BUS_PARTITIONS, BUS_RETENTION)),
+        let bus = match component {
+            Component::Gateway => None,
+            Component::All => Some(open_bus(&config, "bus.db").await?),
+            Component::Service(name) => Some(open_bus(&config, &format!("{name}-bus.db")).await?),
         };
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut tasks = JoinSet::new();
@@ -134,6 +145,9 @@ impl Platform {
                     config.default_service_url(entry.name, &format!("http://{addr}"));
                 }
             }
+            let bus = bus
+                .clone()
+                .context("a process that runs services has a bus")?;
             let context = ServiceContext::new(config.clone(), bus.clone());
             for entry in &entries {
                 let module = (entry.open)(&context)
@@ -216,8 +230,8 @@ impl Platform {
         self.grpc_addr
     }
 
-    /// The event bus the services publish to.
-    pub fn bus(&self) -> Arc<dyn EventBus> {
+    /// The event bus the services publish to (none for the gateway alone).
+    pub fn bus(&self) -> Option<Arc<dyn EventBus>> {
         self.bus.clone()
     }
 
@@ -245,6 +259,9 @@ impl Platform {
         }
         for module in &self.modules {
             module.close().await;
+        }
+        if let Some(bus) = &self.bus {
+            bus.close().await;
         }
         result
     }

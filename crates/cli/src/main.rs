@@ -1,6 +1,7 @@
 //! `duovarsity`: run the platform, one component, migrations, or admin tasks.
 #![forbid(unsafe_code)]
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -217,13 +218,22 @@ async fn serve(config: Config, component: Component, name: &'static str) -> anyh
     // Registered before the platform announces itself, so a SIGTERM sent by whoever read
     // the announcement is handled, not fatal.
     let signal = shutdown_signal()?;
+    // The announcement only informs: a reader that went away (a closed stdout) must not
+    // stop the platform, so write errors are ignored (println! would panic).
+    let mut announcement = String::new();
     if let Some(addr) = platform.http_addr() {
-        println!("REST gateway   http://{addr}  (OpenAPI: http://{addr}/openapi.json)");
+        announcement +=
+            &format!("REST gateway   http://{addr}  (OpenAPI: http://{addr}/openapi.json)\n");
     }
     if let Some(addr) = platform.grpc_addr() {
-        println!("gRPC services  {addr}  (try: grpcurl -plaintext {addr} list)");
+        announcement += &format!("gRPC services  {addr}  (try: grpcurl -plaintext {addr} list)\n");
     }
-    println!("Press Ctrl-C to stop.");
+    announcement += "Press Ctrl-C to stop.\n";
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(announcement.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
     let stop = platform.shutdown_token();
     tokio::spawn(async move {
         signal.await;

@@ -5,10 +5,10 @@
 //!
 //! ```text
 //! cargo run --release -p duovarsity-common --example events_bench -- \
-//!     [--bus memory|kafka] [--brokers 127.0.0.1:9092] [--db URL] [--events N] [--rate PER_SEC]
+//!     [--bus embedded|kafka] [--brokers 127.0.0.1:9092] [--db URL] [--events N] [--rate PER_SEC]
 //! ```
 //! `--rate 0` (the default) produces as fast as the database takes it (throughput);
-//! a rate measures latency at that steady load. Defaults: in-process bus, SQLite in a
+//! a rate measures latency at that steady load. Defaults: the embedded bus, SQLite in a
 //! temporary directory, 20,000 events. `scripts/bench-events.sh` runs the set quoted in
 //! docs/performance.md.
 
@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use duovarsity_common::Error;
 use duovarsity_common::db::{Backend, Database};
 use duovarsity_common::events::consumer::{Consumer, Handler};
+use duovarsity_common::events::embedded::{EmbeddedBus, EmbeddedSettings};
 use duovarsity_common::events::kafka::{KafkaBus, KafkaSettings};
-use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{EventBus, pending_event};
 use duovarsity_proto::events::{Envelope, UserRegistered};
@@ -62,8 +62,8 @@ impl Handler for Applier {
 /// Events through outbox, bus and idempotent consumer: throughput and latency.
 #[derive(clap::Parser)]
 struct Args {
-    /// `memory` (the in-process bus) or `kafka`.
-    #[arg(long, default_value = "memory")]
+    /// `embedded` (the durable in-process bus, a file in the temporary directory) or `kafka`.
+    #[arg(long, default_value = "embedded")]
     bus: String,
     /// Kafka bootstrap servers, with `--bus kafka`.
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -129,9 +129,13 @@ async fn main() {
     let db = open(&url).await;
     let topic = format!("bench{}", uuid::Uuid::now_v7().simple());
     let bus: Arc<dyn EventBus> = match args.bus.as_str() {
-        "memory" => Arc::new(MemoryBus::new(8, args.events.max(10_000))),
+        "embedded" => Arc::new(
+            EmbeddedBus::open(&dir.path().join("bus.db"), EmbeddedSettings::default())
+                .await
+                .expect("the embedded bus"),
+        ),
         "kafka" => Arc::new(KafkaBus::connect(KafkaSettings::new(&args.brokers)).expect("Kafka")),
-        other => panic!("--bus is memory or kafka, not {other}"),
+        other => panic!("--bus is embedded or kafka, not {other}"),
     };
     let stop = CancellationToken::new();
     let clock = Arc::new(Mutex::new(Clock::default()));

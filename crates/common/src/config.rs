@@ -108,9 +108,12 @@ pub struct Config {
     /// are in-process only (right for one process; several replicas need Redis).
     pub redis_url: Option<Secret<String>>,
     /// Kafka bootstrap servers (`host:port`, comma-separated): services publish and consume
-    /// events there. Unset: the in-process bus (one process only).
+    /// events there. Unset: the embedded bus, a file in `data_dir` (one process only).
     #[serde(deserialize_with = "optional_lenient_string")]
     pub kafka_brokers: Option<String>,
+    /// The most record bytes the embedded bus keeps for consumers that have not caught up;
+    /// past it, publishing waits (outbox backlogs grow) instead of dropping events.
+    pub bus_max_bytes: u64,
     /// Partitions of each event topic the platform creates on Kafka.
     pub kafka_partitions: i32,
     /// Replicas of each event topic the platform creates on Kafka.
@@ -162,6 +165,7 @@ impl Default for Config {
             live_ping_secs: 15,
             redis_url: None,
             kafka_brokers: None,
+            bus_max_bytes: 1 << 30,
             kafka_partitions: 6,
             kafka_replication: 1,
             kafka_topic_prefix: String::new(),
@@ -370,6 +374,12 @@ impl Config {
                 "must be between 1 and 1000000",
             ));
         }
+        if self.bus_max_bytes < 1 << 20 {
+            return Err(ConfigError::setting(
+                "bus_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
         if !(1..=10_000).contains(&self.kafka_partitions) {
             return Err(ConfigError::setting(
                 "kafka_partitions",
@@ -516,6 +526,14 @@ impl Config {
         settings.replication = self.kafka_replication;
         settings.prefix = self.kafka_topic_prefix.clone();
         Some(settings)
+    }
+
+    /// The embedded bus: 8 partitions per topic, bounded by `bus_max_bytes`.
+    pub fn bus_settings(&self) -> crate::events::embedded::EmbeddedSettings {
+        crate::events::embedded::EmbeddedSettings {
+            partitions: 8,
+            max_bytes: self.bus_max_bytes,
+        }
     }
 
     pub fn cache_settings(&self) -> crate::cache::CacheSettings {

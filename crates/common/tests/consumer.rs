@@ -10,7 +10,6 @@ use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::consumer::{Consumer, Handler, Outcome};
-use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::events::{EventBus, Outgoing, Subscription};
 use duovarsity_proto::events::Envelope;
 use duovarsity_testkit::TempPostgres;
@@ -191,13 +190,15 @@ async fn suite(db: Database, bus: Arc<dyn EventBus>) {
 #[tokio::test]
 async fn the_consumer_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    suite(sqlite(&dir).await, Arc::new(MemoryBus::new(1, 1000))).await;
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    suite(sqlite(&dir).await, Arc::new(bus)).await;
 }
 
 #[tokio::test]
 async fn the_consumer_on_postgres() {
     let database = TempPostgres::create().await;
-    suite(open(&database.url).await, Arc::new(MemoryBus::new(1, 1000))).await;
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    suite(open(&database.url).await, Arc::new(bus)).await;
     database.drop_database().await;
 }
 
@@ -241,7 +242,8 @@ async fn the_handler_runs_in_the_producers_trace() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite(&dir).await;
-    let bus = Arc::new(MemoryBus::new(1, 10));
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    let bus = Arc::new(bus);
     let seen = Arc::new(std::sync::Mutex::new(None));
     let consumer = Consumer::new(
         db,

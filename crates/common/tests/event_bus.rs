@@ -1,4 +1,4 @@
-//! The event bus contract. Every implementation runs this suite: the in-process bus, and
+//! The event bus contract. Every implementation runs this suite: the embedded bus, and
 //! the Kafka adapter against librdkafka's own in-process Kafka-protocol cluster
 //! (`MockCluster`). The platform's end-to-end run on a real broker is in the `tests` crate.
 
@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use duovarsity_common::events::embedded::{EmbeddedBus, EmbeddedSettings};
 use duovarsity_common::events::kafka::{KafkaBus, KafkaSettings};
-use duovarsity_common::events::memory::MemoryBus;
-use duovarsity_common::events::{EventBus, Outgoing, Record, Subscription};
+use duovarsity_common::events::{BusError, EventBus, Outgoing, Record, Subscription};
 
 fn event(topic: &str, key: &str, n: usize) -> Outgoing {
     Outgoing {
@@ -38,8 +38,11 @@ async fn drain(subscription: &mut Box<dyn Subscription>, idle: Duration) -> Vec<
 async fn contract(bus: &dyn EventBus, topic: &str, idle: Duration) {
     let reader_group = format!("{topic}.reader");
     let audit_group = format!("{topic}.audit");
-    // Per-key order, headers kept.
+    // Per-key order, headers kept. Both groups exist before the records: a group that
+    // joins later starts at the oldest kept record, and the embedded bus keeps only what
+    // some known group has not read yet.
     let mut reader = bus.subscribe(topic, &reader_group).await.unwrap();
+    let mut audit = bus.subscribe(topic, &audit_group).await.unwrap();
     for n in 0..20 {
         bus.publish(event(topic, &format!("k{}", n % 3), n))
             .await
@@ -105,7 +108,6 @@ async fn contract(bus: &dyn EventBus, topic: &str, idle: Duration) {
     );
 
     // Another group sees everything, independently.
-    let mut audit = bus.subscribe(topic, &audit_group).await.unwrap();
     assert_eq!(drain(&mut audit, idle).await.len(), 20);
 
     // Replay from an offset.
@@ -184,9 +186,20 @@ async fn members_split_partitions(
     }
 }
 
+async fn embedded(dir: &tempfile::TempDir, max_bytes: u64) -> EmbeddedBus {
+    let settings = EmbeddedSettings {
+        partitions: 4,
+        max_bytes,
+    };
+    EmbeddedBus::open(&dir.path().join("bus.db"), settings)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn the_in_process_bus_keeps_the_contract() {
-    let bus = MemoryBus::new(4, 10_000);
+async fn the_embedded_bus_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(&dir, 1 << 20).await;
     contract(&bus, "orders.v1", Duration::from_millis(100)).await;
     members_split_partitions(
         &bus,
@@ -217,21 +230,169 @@ async fn kafka_group_members_split_partitions() {
 }
 
 #[tokio::test]
-async fn the_in_process_bus_keeps_memory_bounded() {
-    let bus = MemoryBus::new(1, 5);
-    let mut late = bus.subscribe("bounded.v1", "late").await.unwrap();
-    for n in 0..12 {
-        bus.publish(event("bounded.v1", "k", n)).await.unwrap();
+async fn the_embedded_bus_keeps_acknowledged_records_and_commits_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(&dir, 1 << 20).await;
+    let mut reader = bus.subscribe("kept.v1", "reader").await.unwrap();
+    for n in 0..30 {
+        bus.publish(event("kept.v1", &format!("k{}", n % 5), n))
+            .await
+            .unwrap();
     }
-    // Only the newest five are kept; a slow consumer skips to the oldest kept record.
-    let first = next(&mut late).await;
-    assert_eq!(first.offset, 7);
-    assert_eq!(first.payload, Bytes::from("k:7"));
+    let first: Vec<Record> = drain(&mut reader, Duration::from_millis(100)).await;
+    assert_eq!(first.len(), 30);
+    for record in &first[..10] {
+        reader.commit(record).await.unwrap();
+    }
+    drop(reader);
+    // A crash: the process's memory is gone (no close, no flush of the last commits).
+    drop(bus);
+    let bus = embedded(&dir, 1 << 20).await;
+    let mut after_crash = bus.subscribe("kept.v1", "reader").await.unwrap();
+    let again = drain(&mut after_crash, Duration::from_millis(100)).await;
+    assert!(
+        (20..=30).contains(&again.len()),
+        "every record not known to be committed comes again, nothing is lost: {}",
+        again.len()
+    );
+    let mut payloads: Vec<Bytes> = again.iter().map(|r| r.payload.clone()).collect();
+    payloads.extend(first[..10].iter().map(|r| r.payload.clone()));
+    let distinct: HashSet<Bytes> = payloads.into_iter().collect();
+    assert_eq!(distinct.len(), 30);
+
+    // A clean stop writes every commit: after it, nothing comes again but the new record.
+    for record in &again {
+        after_crash.commit(record).await.unwrap();
+    }
+    drop(after_crash);
+    bus.publish(event("kept.v1", "k0", 30)).await.unwrap();
+    bus.close().await;
+    let bus = embedded(&dir, 1 << 20).await;
+    let mut after_stop = bus.subscribe("kept.v1", "reader").await.unwrap();
+    let backlog = drain(&mut after_stop, Duration::from_millis(100)).await;
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|r| r.payload.clone())
+            .collect::<Vec<_>>(),
+        vec![Bytes::from("k0:30")]
+    );
+    let last = &backlog[0];
+    assert_eq!(
+        last.offset,
+        first
+            .iter()
+            .filter(|r| r.partition == last.partition)
+            .count() as u64
+    );
+}
+
+#[tokio::test]
+async fn a_full_embedded_bus_refuses_new_records_instead_of_dropping_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each record is 4 bytes of key, 3 KiB of payload and ~80 bytes of headers.
+    let max_bytes = 64 * 1024;
+    let bus = embedded(&dir, max_bytes).await;
+    let mut slow = bus.subscribe("full.v1", "slow").await.unwrap();
+    let record = |n: usize| Outgoing {
+        payload: Bytes::from(format!("{n:>3072}")),
+        ..event("full.v1", &format!("k{}", n % 7), n)
+    };
+    let batch: Vec<Outgoing> = (0..40).map(record).collect();
+    let (accepted, error) = bus.publish_all(&batch).await;
+    assert!(
+        (15..40).contains(&accepted),
+        "as many as fit are stored: {accepted}"
+    );
+    assert!(
+        matches!(error, Some(BusError::Full { limit, .. }) if limit == max_bytes),
+        "{error:?}"
+    );
+    assert!(matches!(
+        bus.publish(record(99)).await,
+        Err(BusError::Full { .. })
+    ));
+    assert!(bus.retained_bytes() <= max_bytes);
+
+    // Every stored record is still there for the slow group, in full.
+    let stored = drain(&mut slow, Duration::from_millis(100)).await;
+    assert_eq!(stored.len(), accepted);
+    let mut numbers: Vec<usize> = stored
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).trim().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..accepted).collect::<Vec<_>>());
+
+    // Once the group commits, the space comes back and the rest is accepted.
+    for record in &stored {
+        slow.commit(record).await.unwrap();
+    }
+    bus.flush().await.unwrap();
+    assert_eq!(bus.retained_bytes(), 0);
+    let (rest, error) = bus.publish_all(&batch[accepted..]).await;
+    assert_eq!((rest, error.is_none()), (40 - accepted, true));
+}
+
+/// Resident memory of this process, from /proc (Linux).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_gets_every_one_of_100_000_events_once_in_bounded_memory() {
+    const EVENTS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(&dir, 1 << 30).await;
+    // The group is known, then held back while everything is published.
+    let mut slow = bus.subscribe("burst.v1", "slow").await.unwrap();
+    let before = resident_bytes();
+    for start in (0..EVENTS).step_by(1000) {
+        let batch: Vec<Outgoing> = (start..start + 1000)
+            .map(|n| Outgoing {
+                payload: Bytes::from(format!("{n:>1024}")),
+                ..event("burst.v1", &format!("learner-{}", n % 97), n)
+            })
+            .collect();
+        assert_eq!(bus.publish_all(&batch).await.0, 1000);
+    }
+    let published = resident_bytes().saturating_sub(before);
+    // ~100 MiB of records went through; the bus keeps them in its file, not in memory.
+    assert!(
+        published < 48 << 20,
+        "memory grew by {} MiB while 100 MiB were published",
+        published >> 20
+    );
+
+    let mut seen = vec![false; EVENTS];
+    for _ in 0..EVENTS {
+        let record = next(&mut slow).await;
+        let n: usize = String::from_utf8_lossy(&record.payload)
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!seen[n], "event {n} delivered twice");
+        seen[n] = true;
+        slow.commit(&record).await.unwrap();
+    }
+    assert!(seen.iter().all(|s| *s));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), slow.next())
+            .await
+            .is_err(),
+        "nothing after the last event"
+    );
+    bus.flush().await.unwrap();
+    assert_eq!(bus.retained_bytes(), 0, "read by every group: deleted");
 }
 
 #[tokio::test]
 async fn a_waiting_consumer_wakes_on_publish() {
-    let bus = MemoryBus::new(2, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(&dir, 1 << 20).await;
     let mut consumer = bus.subscribe("wake.v1", "g").await.unwrap();
     let publisher = bus.clone();
     let waiter = tokio::spawn(async move { next(&mut consumer).await });

@@ -10,14 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use duovarsity_common::db::{Database, Migrations};
-use duovarsity_common::events::memory::MemoryBus;
+use duovarsity_common::events::embedded::EmbeddedBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{BusError, Delivered, EventBus, Outgoing, Subscription};
 use duovarsity_testkit::TempPostgres;
 
 /// A bus that can be switched off, like a broker going down.
 struct FlakyBus {
-    inner: MemoryBus,
+    inner: EmbeddedBus,
     down: AtomicBool,
 }
 
@@ -65,8 +65,9 @@ async fn enqueue_committed(db: &Database, outbox: &Outbox, n: usize) {
 }
 
 async fn suite(db: Database) {
+    let (inner, _bus_dir) = duovarsity_testkit::embedded_bus(2).await;
     let bus = Arc::new(FlakyBus {
-        inner: MemoryBus::new(2, 1000),
+        inner,
         down: AtomicBool::new(false),
     });
     let outbox = Outbox::new("test_outbox");
@@ -149,7 +150,8 @@ async fn two_postgres_relays_never_publish_the_same_row() {
     for n in 0..300 {
         enqueue_committed(&db, &outbox, n).await;
     }
-    let bus = Arc::new(MemoryBus::new(1, 10_000));
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    let bus = Arc::new(bus);
     let relays = (0..2).map(|_| {
         let relay = outbox.relay(db.clone(), bus.clone());
         tokio::spawn(async move {

@@ -25,12 +25,26 @@ pub const TEST_PASSWORD: &str = "correct-horse-battery";
 /// The variable naming a PostgreSQL server for tests (a URL to any existing database).
 pub const POSTGRES_URL_VAR: &str = "DUOVARSITY_TEST_POSTGRES_URL";
 
-/// A platform running in this test process.
+/// A platform running in this test process. It derefs to the [`Api`] of its gateway.
 pub struct TestPlatform {
     platform: Option<Platform>,
     http: Option<SocketAddr>,
     grpc: Option<SocketAddr>,
     data_dir: TempDir,
+    api: Api,
+}
+
+impl std::ops::Deref for TestPlatform {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A client of one gateway's REST API (in this process or another).
+pub struct Api {
+    base: String,
     pub client: reqwest::Client,
 }
 
@@ -64,16 +78,13 @@ impl TestPlatform {
         let platform = Platform::start(config, component)
             .await
             .expect("the platform starts");
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client");
+        let http = platform.http_addr();
         let started = Self {
-            http: platform.http_addr(),
+            http,
             grpc: platform.grpc_addr(),
             platform: Some(platform),
             data_dir,
-            client,
+            api: Api::new(&http.map_or_else(String::new, |addr| format!("http://{addr}"))),
         };
         started.wait_until_ready().await;
         started
@@ -108,25 +119,48 @@ impl TestPlatform {
         panic!("the platform did not become ready within 5 s");
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!(
-            "http://{}{path}",
-            self.http.expect("this platform runs the gateway")
-        )
-    }
-
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.expect("this platform runs gRPC services")
     }
 
     /// The platform's event bus (subscribe to see what services publish).
     pub fn bus(&self) -> std::sync::Arc<dyn duovarsity_common::events::EventBus> {
-        self.platform.as_ref().expect("the platform runs").bus()
+        self.platform
+            .as_ref()
+            .expect("the platform runs")
+            .bus()
+            .expect("the platform runs services")
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
+    }
+
+    /// Stops and drains, failing the test if a server failed.
+    pub async fn stop(mut self) {
+        if let Some(platform) = self.platform.take() {
+            platform.stop().await.expect("the platform stops cleanly");
+        }
+    }
+}
+
+impl Api {
+    /// A client of the gateway at `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client");
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+        }
+    }
+
+    /// The gateway's base URL + `path`.
+    pub fn url(&self, path: &str) -> String {
+        assert!(!self.base.is_empty(), "this platform runs no gateway");
+        format!("{}{path}", self.base)
     }
 
     /// One JSON call through the gateway: the status and the parsed body (Null if none).
@@ -247,13 +281,6 @@ impl TestPlatform {
             .await;
         assert!(status.is_success(), "enroll in {course_id}: {body}");
         body
-    }
-
-    /// Stops and drains, failing the test if a server failed.
-    pub async fn stop(mut self) {
-        if let Some(platform) = self.platform.take() {
-            platform.stop().await.expect("the platform stops cleanly");
-        }
     }
 }
 
@@ -407,6 +434,136 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A PostgreSQL server of one test's own (the installed PostgreSQL binaries), in a
+/// temporary directory, on a free port of 127.0.0.1, that the test may stop and start
+/// again to play an outage. Trust authentication; the database `postgres`.
+pub struct PrivatePostgres {
+    dir: TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+    running: bool,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/test-services.sh)")
+            .filter_map(Result::ok)
+            .map(|version| version.path().join("bin"))
+            .filter(|bin| bin.join("pg_ctl").exists())
+            .max()
+            .expect("a PostgreSQL version with pg_ctl");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self {
+            dir,
+            bin,
+            port,
+            running: false,
+        };
+        server.own_directory();
+        let data = server.data_dir();
+        server.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`): connections drop, nothing
+    /// answers on the port.
+    pub fn stop(&mut self) {
+        if self.running {
+            let data = self.data_dir();
+            self.run("pg_ctl", &["stop", "-D", &data, "-m", "immediate", "-w"]);
+            self.running = false;
+        }
+    }
+
+    /// Starts it (again) on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let data = self.data_dir();
+        let log = self.dir.path().join("server.log").display().to_string();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &["start", "-D", &data, "-l", &log, "-w", "-o", &options],
+        );
+        self.running = true;
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// PostgreSQL refuses to run as root: as root, the directory goes to `postgres`.
+    fn own_directory(&self) {
+        if !running_as_root() {
+            return;
+        }
+        let ids = |flag: &str| -> u32 {
+            let output = std::process::Command::new("id")
+                .args([flag, "postgres"])
+                .output()
+                .expect("id");
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .expect("the postgres system user exists")
+        };
+        std::os::unix::fs::chown(self.dir.path(), Some(ids("-u")), Some(ids("-g")))
+            .expect("giving the directory to postgres");
+    }
+
+    /// Runs one PostgreSQL program (as `postgres` when this process is root).
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = if running_as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command
+            .args(args)
+            .output()
+            .expect("running a PostgreSQL program");
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The Kafka-protocol broker for tests (`DUOVARSITY_TEST_KAFKA_BROKERS`, exported by the
 /// test setup, which runs tansu).
 pub fn kafka_brokers() -> String {
@@ -492,4 +649,23 @@ impl TempPostgres {
             pool.close().await;
         }
     }
+}
+
+/// An embedded event bus in a temporary directory, removed with the returned guard.
+pub async fn embedded_bus(
+    partitions: u32,
+) -> (
+    duovarsity_common::events::embedded::EmbeddedBus,
+    tempfile::TempDir,
+) {
+    use duovarsity_common::events::embedded::{EmbeddedBus, EmbeddedSettings};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let settings = EmbeddedSettings {
+        partitions,
+        ..EmbeddedSettings::default()
+    };
+    let bus = EmbeddedBus::open(&dir.path().join("bus.db"), settings)
+        .await
+        .expect("an embedded bus");
+    (bus, dir)
 }

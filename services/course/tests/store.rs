@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use duovarsity_common::db::Database;
-use duovarsity_common::events::memory::MemoryBus;
 use duovarsity_common::events::{Event, EventBus, PendingEvent, pending_event};
 use duovarsity_course::store::ProgressEvents;
 use duovarsity_course::store::{
@@ -58,7 +57,8 @@ fn progress_events() -> ProgressEvents {
 
 /// How many events of each type the store wrote to its outbox (published through a relay).
 async fn outbox_types(store: &CourseStore) -> std::collections::HashMap<String, usize> {
-    let bus = Arc::new(MemoryBus::new(1, 10_000));
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    let bus = Arc::new(bus);
     let mut subscription = bus.subscribe(TOPIC, "count").await.unwrap();
     let relay = store.outbox().relay(store.database().clone(), bus.clone());
     let mut published = 0;

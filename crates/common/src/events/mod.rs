@@ -1,6 +1,7 @@
 //! The event bus: Kafka-like topics, keys, partitions, consumer groups and offsets behind
 //! one trait, so services publish and consume the same way in embedded mode (the
-//! in-process [`memory::MemoryBus`]) and in production (Kafka, [`kafka::KafkaBus`]).
+//! durable [`embedded::EmbeddedBus`], one SQLite file) and in production (Kafka,
+//! [`kafka::KafkaBus`]).
 //!
 //! Semantics every implementation keeps (checked by the shared contract suite in
 //! `tests/event_bus.rs`):
@@ -14,8 +15,8 @@
 
 pub mod catalog;
 pub mod consumer;
+pub mod embedded;
 pub mod kafka;
-pub mod memory;
 pub mod outbox;
 pub mod schema;
 
@@ -61,6 +62,11 @@ pub enum BusError {
     InvalidName(String),
     #[error("partition {0} is not assigned to this subscription")]
     NotAssigned(u32),
+    #[error(
+        "the event bus is full: {retained} of {limit} bytes are kept for consumer groups that \
+         have not caught up; publishing resumes as they commit"
+    )]
+    Full { retained: u64, limit: u64 },
 }
 
 #[async_trait]
@@ -81,6 +87,10 @@ pub trait EventBus: Send + Sync {
 
     /// Joins `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Writes what is held in memory (commits) and releases the bus; called once at
+    /// shutdown, after every producer and consumer stopped.
+    async fn close(&self) {}
 }
 
 #[async_trait]
