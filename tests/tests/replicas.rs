@@ -1,5 +1,6 @@
-//! The two-level cache against a real Redis: replicas converge after a write, and a
-//! stampede of misses makes one load.
+//! Several replicas and what they share, against real PostgreSQL and Redis servers:
+//! replicas converge after a write, a stampede of misses makes one load, and an outage of
+//! Redis or PostgreSQL degrades service (fast answers, fast 503s) until it comes back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,9 @@ use duovarsity::Component;
 use duovarsity_common::cache::{CacheHub, CacheSettings};
 use duovarsity_proto::course::GetCourseRequest;
 use duovarsity_proto::course::course_service_client::CourseServiceClient;
-use duovarsity_testkit::{TEST_PASSWORD, TempPostgres, TestPlatform, redis_url};
+use duovarsity_testkit::{
+    PrivatePostgres, PrivateRedis, TEST_PASSWORD, TempPostgres, TestPlatform, redis_url,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -29,74 +32,272 @@ async fn title_at(replica: &TestPlatform, course_id: &str, token: &str) -> Strin
     outline.course.unwrap().title
 }
 
-#[tokio::test]
-async fn an_update_through_one_replica_reaches_every_replica() {
-    let database = TempPostgres::create().await;
-    let redis = redis_url();
-    let user = TestPlatform::start_with(
-        Component::Service("user"),
-        &[
-            ("DUOVARSITY_DATABASE_URL", &database.url),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
-            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
-        ],
-    )
-    .await;
-    let user_url = format!("http://{}", user.grpc_addr());
-    let course_settings = [
-        ("DUOVARSITY_DATABASE_URL", database.url.as_str()),
-        ("DUOVARSITY_REDIS_URL", redis.as_str()),
-        ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
-    ];
-    let replica_a = TestPlatform::start_with(Component::Service("course"), &course_settings).await;
-    let replica_b = TestPlatform::start_with(Component::Service("course"), &course_settings).await;
-    let course_url = format!("http://{}", replica_a.grpc_addr());
-    let gateway = TestPlatform::start_with(
-        Component::Gateway,
-        &[
-            ("DUOVARSITY_USER_SERVICE_URL", &user_url),
-            ("DUOVARSITY_COURSE_SERVICE_URL", &course_url),
-        ],
-    )
-    .await;
+/// A user service, two course replicas on one database and one Redis, and a gateway in
+/// front of replica A.
+struct Replicas {
+    user: TestPlatform,
+    a: TestPlatform,
+    b: TestPlatform,
+    gateway: TestPlatform,
+}
 
-    let (_, admin) = gateway.sign_in("admin@example.com").await;
-    let (status, course) = gateway
-        .call(Method::POST, "/v1/courses", Some(&admin), Some(json!({"slug": "cached", "title": "Before", "level": "LEVEL_BEGINNER", "language": "en"})))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{course}");
-    let id = course["id"].as_str().unwrap().to_string();
-    // Both replicas now hold the outline in L1 (and it is in L2).
-    assert_eq!(title_at(&replica_a, &id, &admin).await, "Before");
-    assert_eq!(title_at(&replica_b, &id, &admin).await, "Before");
-
-    let (status, _) = gateway
-        .call(
-            Method::PATCH,
-            &format!("/v1/courses/{id}"),
-            Some(&admin),
-            Some(json!({"title": "After"})),
+impl Replicas {
+    async fn start(database_url: &str, redis: &str, extra: &[(&str, &str)]) -> Self {
+        let user = TestPlatform::start_with(
+            Component::Service("user"),
+            &[
+                ("DUOVARSITY_DATABASE_URL", database_url),
+                ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+                ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+            ],
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+        let user_url = format!("http://{}", user.grpc_addr());
+        let mut course_settings = vec![
+            ("DUOVARSITY_DATABASE_URL", database_url),
+            ("DUOVARSITY_REDIS_URL", redis),
+            ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
+        ];
+        course_settings.extend_from_slice(extra);
+        let a = TestPlatform::start_with(Component::Service("course"), &course_settings).await;
+        let b = TestPlatform::start_with(Component::Service("course"), &course_settings).await;
+        let course_url = format!("http://{}", a.grpc_addr());
+        let gateway = TestPlatform::start_with(
+            Component::Gateway,
+            &[
+                ("DUOVARSITY_USER_SERVICE_URL", &user_url),
+                ("DUOVARSITY_COURSE_SERVICE_URL", &course_url),
+            ],
+        )
+        .await;
+        Self {
+            user,
+            a,
+            b,
+            gateway,
+        }
+    }
+
+    /// A draft course titled `title`, through the gateway; its id.
+    async fn course(&self, admin: &str, slug: &str, title: &str) -> String {
+        let body =
+            json!({"slug": slug, "title": title, "level": "LEVEL_BEGINNER", "language": "en"});
+        let (status, course) = self
+            .gateway
+            .call(Method::POST, "/v1/courses", Some(admin), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{course}");
+        course["id"].as_str().unwrap().to_string()
+    }
+
+    /// Renames a course through the gateway (replica A).
+    async fn rename(&self, admin: &str, id: &str, title: &str) {
+        let (status, body) = self
+            .gateway
+            .call(
+                Method::PATCH,
+                &format!("/v1/courses/{id}"),
+                Some(admin),
+                Some(json!({"title": title})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    async fn stop(self) {
+        self.gateway.stop().await;
+        self.a.stop().await;
+        self.b.stop().await;
+        self.user.stop().await;
+    }
+}
+
+/// Waits until `replica` serves `title`, failing the test after `within`.
+async fn converges(replica: &TestPlatform, id: &str, admin: &str, title: &str, within: Duration) {
     let started = Instant::now();
     loop {
-        if title_at(&replica_b, &id, &admin).await == "After" {
-            break;
+        if title_at(replica, id, admin).await == title {
+            return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "replica B still serves the old title after 1 s (L1 TTL is 10 s)"
+            started.elapsed() < within,
+            "still the old title after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(title_at(&replica_a, &id, &admin).await, "After");
+}
 
-    gateway.stop().await;
-    replica_a.stop().await;
-    replica_b.stop().await;
-    user.stop().await;
+#[tokio::test]
+async fn an_update_through_one_replica_reaches_every_replica() {
+    let database = TempPostgres::create().await;
+    let r = Replicas::start(&database.url, &redis_url(), &[]).await;
+    let (_, admin) = r.gateway.sign_in("admin@example.com").await;
+    let id = r.course(&admin, "cached", "Before").await;
+    // Both replicas now hold the outline in L1 (and it is in L2).
+    assert_eq!(title_at(&r.a, &id, &admin).await, "Before");
+    assert_eq!(title_at(&r.b, &id, &admin).await, "Before");
+
+    r.rename(&admin, &id, "After").await;
+    // Through Redis invalidation, well within the L1 TTL (10 s).
+    converges(&r.b, &id, &admin, "After", Duration::from_secs(1)).await;
+    assert_eq!(title_at(&r.a, &id, &admin).await, "After");
+
+    r.stop().await;
     database.drop_database().await;
+}
+
+/// Reads a course on `replica` over one gRPC connection until `stop`; the slowest read.
+async fn read_load(
+    replica: std::net::SocketAddr,
+    id: String,
+    token: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, Duration) {
+    let mut client = CourseServiceClient::connect(format!("http://{replica}"))
+        .await
+        .unwrap();
+    let (mut reads, mut slowest) = (0, Duration::ZERO);
+    while !stop.load(Ordering::SeqCst) {
+        let mut request = tonic::Request::new(GetCourseRequest { id: id.clone() });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let started = Instant::now();
+        let answer = client.get_course(request).await;
+        assert!(answer.is_ok(), "a read failed: {answer:?}");
+        slowest = slowest.max(started.elapsed());
+        reads += 1;
+    }
+    (reads, slowest)
+}
+
+/// Redis stopped under read load: no read waits longer than the Redis deadline plus a
+/// store read, every read answers, an update made meanwhile reaches the other replica
+/// within the L1 TTL (no invalidation can travel), and once Redis is back invalidation
+/// works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_keep_answering_through_a_redis_outage_and_converge_after_it() {
+    let database = TempPostgres::create().await;
+    let mut redis = PrivateRedis::start();
+    let ttl = Duration::from_secs(2);
+    let r = Replicas::start(
+        &database.url,
+        &redis.url(),
+        &[("DUOVARSITY_CACHE_L1_TTL_SECS", "2")],
+    )
+    .await;
+    let (_, admin) = r.gateway.sign_in("admin@example.com").await;
+    let id = r.course(&admin, "outage", "Before").await;
+    assert_eq!(title_at(&r.b, &id, &admin).await, "Before");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [r.a.grpc_addr(), r.b.grpc_addr()]
+        .into_iter()
+        .map(|replica| tokio::spawn(read_load(replica, id.clone(), admin.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.rename(&admin, &id, "During").await;
+    converges(&r.b, &id, &admin, "During", ttl + Duration::from_secs(1)).await;
+
+    redis.restart();
+    // Once the replicas' subscriptions are back, an update travels by invalidation again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.rename(&admin, &id, "After").await;
+    converges(&r.b, &id, &admin, "After", ttl).await;
+    stop.store(true, Ordering::SeqCst);
+    for replica in load {
+        let (reads, slowest) = replica.await.unwrap();
+        assert!(reads > 10, "{reads} reads");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a read waited {slowest:?} (the Redis deadline is 250 ms)"
+        );
+    }
+    r.stop().await;
+    database.drop_database().await;
+}
+
+/// PostgreSQL stopped: requests that need it fail fast with 503 and Retry-After, readiness
+/// says so, and the same processes serve again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_fails_fast_and_recovers_without_a_restart() {
+    let mut postgres = PrivatePostgres::start();
+    let p = TestPlatform::start_with_admin(
+        Component::All,
+        &[("DUOVARSITY_DATABASE_URL", &postgres.url())],
+    )
+    .await;
+    let (_, admin) = p.sign_in("admin@example.com").await;
+    let (status, _) = p.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    postgres.stop();
+    let body =
+        json!({"slug": "down", "title": "Down", "level": "LEVEL_BEGINNER", "language": "en"});
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = p
+            .client
+            .post(p.url("/v1/courses"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "{:?}",
+            response.headers()
+        );
+        assert!(
+            waited < Duration::from_secs(3),
+            "a request waited {waited:?}"
+        );
+    }
+    // Readiness probes rerun every 5 s.
+    readiness_becomes(&p, StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)).await;
+
+    postgres.restart();
+    let started = Instant::now();
+    loop {
+        let (status, course) = p
+            .call(
+                Method::POST,
+                "/v1/courses",
+                Some(&admin),
+                Some(body.clone()),
+            )
+            .await;
+        if status == StatusCode::OK {
+            assert_eq!(course["title"], "Down");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{course}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no recovery within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    readiness_becomes(&p, StatusCode::OK, Duration::from_secs(10)).await;
+    p.stop().await;
+}
+
+/// Waits until `/readyz` answers `status`, failing the test after `within`.
+async fn readiness_becomes(p: &TestPlatform, status: StatusCode, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let (now, body) = p.call(Method::GET, "/readyz", None, None).await;
+        if now == status {
+            return;
+        }
+        assert!(started.elapsed() < within, "/readyz is still {now}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@
 //! - Redis is an accelerator, never a dependency of a read: every Redis call has a deadline
 //!   (`redis_deadline`), and after a failure the caches leave Redis alone for
 //!   `redis_retry_after` — a miss loads from the store, an invalidation reaches this
-//!   process's L1 and other replicas converge within the L1 TTL. The outage is logged once
+//!   process's L1 and other replicas converge within the L1 TTL. Invalidations that could
+//!   not be sent are kept (up to 10,000) and sent when the subscription is back, so an L2
+//!   entry that outlived the outage is not served stale. The outage is logged once
 //!   when it starts and once when Redis answers again (the connection reconnects by
 //!   itself), and counted in `redis_unavailable_total{op}`.
 //! - Metrics: `cache_requests_total{cache, result="hit"|"miss"}` (L1) and
@@ -23,16 +25,22 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::Error;
+use crate::pubsub::{REDIS_DEADLINE, RedisLink};
 
 /// The Redis channel carrying invalidated keys as `<cache>\n<key>`.
 const INVALIDATION_CHANNEL: &str = "duovarsity:cache:invalidate";
+/// Invalidations kept while Redis is unreachable, sent once it is back (beyond this many,
+/// the rest rely on the TTLs alone).
+const MAX_UNSENT: usize = 10_000;
+
+/// Invalidation messages (`<cache>\n<key>`) that did not reach Redis yet.
+type Unsent = Arc<Mutex<std::collections::HashSet<String>>>;
 
 /// Settings shared by every cache of a process.
 #[derive(Debug, Clone)]
@@ -55,7 +63,7 @@ impl Default for CacheSettings {
             l1_ttl: Duration::from_secs(10),
             l1_capacity: 10_000,
             l2_ttl: Duration::from_secs(300),
-            redis_deadline: Duration::from_millis(250),
+            redis_deadline: REDIS_DEADLINE,
             redis_retry_after: Duration::from_secs(5),
         }
     }
@@ -66,32 +74,27 @@ impl Default for CacheSettings {
 #[derive(Clone)]
 pub struct CacheHub {
     settings: CacheSettings,
-    redis: Option<L2>,
+    redis: Option<RedisLink>,
     caches: Arc<Mutex<HashMap<&'static str, Cache>>>,
     subscriber: Option<Arc<tokio::task::JoinHandle<()>>>,
+    unsent: Unsent,
 }
 
 impl CacheHub {
     /// Connects to Redis when configured and starts listening for invalidations.
     pub async fn connect(settings: CacheSettings) -> Result<Self, redis::RedisError> {
         let caches: Arc<Mutex<HashMap<&'static str, Cache>>> = Arc::default();
+        let unsent = Unsent::default();
         let (redis, subscriber) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;
-                let manager = ConnectionManager::new_with_config(
+                let manager = RedisLink::connect(
                     client.clone(),
-                    ConnectionManagerConfig::new()
-                        .set_response_timeout(settings.redis_deadline)
-                        .set_connection_timeout(settings.redis_deadline)
-                        .set_number_of_retries(1),
+                    settings.redis_deadline,
+                    settings.redis_retry_after,
+                    "caches serve from L1 and the store, and other replicas converge within the L1 TTL",
                 )
                 .await?;
-                let manager = L2 {
-                    redis: manager,
-                    deadline: settings.redis_deadline,
-                    retry_after: settings.redis_retry_after,
-                    down_until: Arc::new(Mutex::new(None)),
-                };
                 // Subscribed before serving, so no invalidation after start is missed.
                 let on_message = {
                     let caches = caches.clone();
@@ -105,7 +108,7 @@ impl CacheHub {
                     }
                 };
                 let on_gap = {
-                    let caches = caches.clone();
+                    let (caches, link, unsent) = (caches.clone(), manager.clone(), unsent.clone());
                     move || {
                         tracing::warn!(
                             "cache invalidations may have been missed; dropping every L1 entry"
@@ -114,6 +117,8 @@ impl CacheHub {
                             cache.invalidations.fetch_add(1, Ordering::SeqCst);
                             cache.l1.invalidate_all();
                         }
+                        // Ours that did not get out: other replicas and L2 learn them now.
+                        tokio::spawn(send_unsent(link.clone(), unsent.clone()));
                     }
                 };
                 let task =
@@ -127,6 +132,7 @@ impl CacheHub {
             redis,
             caches,
             subscriber,
+            unsent,
         })
     }
 
@@ -137,6 +143,7 @@ impl CacheHub {
             redis: None,
             caches: Arc::default(),
             subscriber: None,
+            unsent: Unsent::default(),
         }
     }
 
@@ -154,6 +161,7 @@ impl CacheHub {
                 redis: self.redis.clone(),
                 l2_ttl: self.settings.l2_ttl,
                 invalidations: Arc::new(AtomicU64::new(0)),
+                unsent: self.unsent.clone(),
             })
             .clone()
     }
@@ -171,19 +179,7 @@ impl CacheHub {
     /// Whether Redis answers (readiness), or true without Redis.
     pub async fn ping(&self) -> Result<(), String> {
         match &self.redis {
-            Some(l2) => {
-                let mut redis = l2.redis.clone();
-                match tokio::time::timeout(
-                    l2.deadline,
-                    redis::cmd("PING").query_async::<String>(&mut redis),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(error)) => Err(format!("redis: {error}")),
-                    Err(_) => Err(format!("redis: no answer within {:?}", l2.deadline)),
-                }
-            }
+            Some(link) => link.ping().await,
             None => Ok(()),
         }
     }
@@ -220,9 +216,10 @@ async fn apply_invalidation(caches: &Mutex<HashMap<&'static str, Cache>>, payloa
 pub struct Cache {
     name: &'static str,
     l1: moka::future::Cache<String, Bytes>,
-    redis: Option<L2>,
+    redis: Option<RedisLink>,
     l2_ttl: Duration,
     invalidations: Arc<AtomicU64>,
+    unsent: Unsent,
 }
 
 impl Cache {
@@ -261,7 +258,7 @@ impl Cache {
     {
         let l2_key = self.l2_key(key);
         if let Some(l2) = &self.redis {
-            let mut redis = l2.redis.clone();
+            let mut redis = l2.connection();
             let result = match l2
                 .call("get", redis.get::<_, Option<Vec<u8>>>(&l2_key))
                 .await
@@ -278,7 +275,7 @@ impl Cache {
         if let Some(l2) = &self.redis
             && self.invalidations.load(Ordering::SeqCst) == seen
         {
-            let mut redis = l2.redis.clone();
+            let mut redis = l2.connection();
             let ttl = self.l2_ttl.as_secs().max(1);
             l2.call(
                 "set",
@@ -294,79 +291,66 @@ impl Cache {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.l1.invalidate(key).await;
         if let Some(l2) = &self.redis {
-            let mut redis = l2.redis.clone();
             let message = format!("{}\n{key}", self.name);
-            let reached = async {
-                redis.del::<_, ()>(self.l2_key(key)).await?;
-                redis
-                    .publish::<_, _, ()>(INVALIDATION_CHANNEL, message)
-                    .await
-            };
-            // Unreached, other replicas converge within their L1 TTL (and the L2 entry
-            // expires with its own TTL).
-            l2.call("invalidate", reached).await;
+            if !send_invalidation(l2, &message).await {
+                // Sent when Redis is back; until then other replicas converge within their
+                // L1 TTL.
+                let mut unsent = self.unsent.lock().expect("unsent invalidations lock");
+                if unsent.len() < MAX_UNSENT {
+                    unsent.insert(message);
+                } else {
+                    metrics::counter!("cache_invalidations_lost_total", "cache" => self.name)
+                        .increment(1);
+                }
+            }
         }
     }
 
     fn l2_key(&self, key: &str) -> String {
-        format!("duovarsity:cache:{}:{key}", self.name)
+        l2_key(self.name, key)
+    }
+}
+
+fn l2_key(cache: &str, key: &str) -> String {
+    format!("duovarsity:cache:{cache}:{key}")
+}
+
+/// Deletes the L2 entry of an invalidation (`<cache>\n<key>`) and tells the other
+/// replicas; false when Redis was not reached.
+async fn send_invalidation(link: &RedisLink, message: &str) -> bool {
+    let Some((cache, key)) = message.split_once('\n') else {
+        return true;
+    };
+    let mut redis = link.connection();
+    let reached = async {
+        redis.del::<_, ()>(l2_key(cache, key)).await?;
+        redis
+            .publish::<_, _, ()>(INVALIDATION_CHANNEL, message)
+            .await
+    };
+    link.call("invalidate", reached).await.is_some()
+}
+
+/// Sends the invalidations that did not reach Redis while it was down.
+async fn send_unsent(link: RedisLink, unsent: Unsent) {
+    let pending: Vec<String> = unsent
+        .lock()
+        .expect("unsent invalidations lock")
+        .drain()
+        .collect();
+    for (index, message) in pending.iter().enumerate() {
+        if !send_invalidation(&link, message).await {
+            // Down again: keep the rest for the next time it comes back.
+            let mut unsent = unsent.lock().expect("unsent invalidations lock");
+            unsent.extend(pending[index..].iter().cloned());
+            return;
+        }
     }
 }
 
 fn l2_hit(cache: &'static str, bytes: Vec<u8>) -> Bytes {
     metrics::counter!("cache_l2_requests_total", "cache" => cache, "result" => "hit").increment(1);
     Bytes::from(bytes)
-}
-
-/// Redis behind a deadline, left alone for a while after it fails.
-#[derive(Clone)]
-struct L2 {
-    redis: ConnectionManager,
-    deadline: Duration,
-    retry_after: Duration,
-    /// Set while Redis is considered down: until when to leave it alone.
-    down_until: Arc<Mutex<Option<Instant>>>,
-}
-
-impl L2 {
-    /// Runs one Redis call within the deadline; `None` when Redis is down, failed or slow.
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Option<T> {
-        let now = Instant::now();
-        if self
-            .down_until
-            .lock()
-            .expect("redis state lock")
-            .is_some_and(|until| now < until)
-        {
-            return None;
-        }
-        let outcome = match tokio::time::timeout(self.deadline, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.deadline)),
-        };
-        let mut down_until = self.down_until.lock().expect("redis state lock");
-        match outcome {
-            Ok(value) => {
-                if down_until.take().is_some() {
-                    tracing::info!("Redis answers again; caches use it");
-                }
-                Some(value)
-            }
-            Err(error) => {
-                metrics::counter!("redis_unavailable_total", "op" => op).increment(1);
-                if down_until.is_none() {
-                    tracing::warn!(%error, op, retry_after = ?self.retry_after, "Redis is unavailable; caches serve from L1 and the store, and other replicas converge within the L1 TTL");
-                }
-                *down_until = Some(Instant::now() + self.retry_after);
-                None
-            }
-        }
-    }
 }
 
 /// Errors shared between single-flight waiters are re-created for each of them.

@@ -109,8 +109,13 @@ pub struct Database {
     reader: AnyPool,
 }
 
-/// How long a request waits for a pooled connection before failing with UNAVAILABLE.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection before failing with UNAVAILABLE. On
+/// SQLite that is the queue for its one writer, which a burst of writes may fill for a
+/// while. On PostgreSQL it is also how long a request waits while the server is down (the
+/// pool keeps trying to connect until then), so it is short: the request fails fast with
+/// 503 and Retry-After, and the pool reconnects once the server is back.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A service's database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +309,7 @@ impl Database {
 async fn sqlite_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
         .after_connect(|connection, _meta| {
             Box::pin(async move {
                 connection
@@ -323,7 +328,7 @@ async fn sqlite_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::E
 async fn postgres_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
         .connect(url)
         .await
 }

@@ -3,7 +3,8 @@
 //! violations, `ErrorInfo` with a stable reason, `RetryInfo`), and the gateway turns that
 //! status into an HTTP problem. Storage errors are translated at the boundary
 //! ([`From<sqlx::Error>`]): a missing row is `NotFound`, a unique violation `AlreadyExists`,
-//! an exhausted pool `Unavailable`, anything else `Internal`, logged once where it happens.
+//! an unreachable database (no connection in time, a broken one, a server shutting down)
+//! `Unavailable` with a retry delay, anything else `Internal`, logged once where it happens.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -169,15 +170,28 @@ impl From<sqlx::Error> for Error {
                 reason: "ALREADY_EXISTS",
                 message: "a record with the same key already exists".to_string(),
             },
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %error, "database pool unavailable");
+            _ if database_unreachable(&error) => {
+                tracing::warn!(error = %error, "database unavailable");
                 Self::Unavailable {
-                    message: "the database is busy; retry shortly".to_string(),
+                    message: "the database is unavailable; retry shortly".to_string(),
                     retry_after: Some(Duration::from_secs(1)),
                 }
             }
             _ => Self::internal("database error", &error),
         }
+    }
+}
+
+/// Whether `error` says the database cannot be reached (now), rather than that the query is
+/// wrong: no connection within the pool's acquire timeout, a broken connection, or a
+/// PostgreSQL server that is shutting down or starting (SQLSTATE classes 08 and 57P).
+fn database_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

@@ -427,9 +427,10 @@ impl NotificationService for Notifications {
             self.live
                 .connections(&user_id)
                 .await
-                .map_err(|error| Error::Unavailable {
-                    message: format!("presence is unavailable: {error}"),
-                    retry_after: Some(std::time::Duration::from_secs(1)),
+                .ok_or_else(|| Error::Unavailable {
+                    message: "presence across replicas is unavailable while Redis is down"
+                        .to_string(),
+                    retry_after: Some(std::time::Duration::from_secs(5)),
                 })?;
         let connections = i32::try_from(connections).unwrap_or(i32::MAX);
         Ok(Response::new(Presence {

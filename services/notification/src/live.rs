@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use duovarsity_common::pubsub::{REDIS_DEADLINE, RedisLink};
 use duovarsity_proto::notification::LessonProgress;
 use prost::Message as _;
 use redis::AsyncCommands as _;
-use redis::aio::ConnectionManager;
 use tokio::sync::{broadcast, mpsc};
 
 const CHANNEL: &str = "duovarsity:notification:wake";
@@ -64,7 +64,7 @@ const SIGNALS_PER_STREAM: usize = 16;
 struct Shared {
     /// Tells this replica's own messages apart when they come back from the channel.
     origin: [u8; 16],
-    connection: ConnectionManager,
+    link: RedisLink,
     /// Presence changes, applied to Redis in order by one task (which cleans up and ends
     /// when this sender is dropped).
     presence: mpsc::UnboundedSender<(String, i64)>,
@@ -93,7 +93,13 @@ impl LiveHub {
     /// `per_user` streams per user on this replica.
     pub async fn connect(url: &str, per_user: u32) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let connection = ConnectionManager::new(client.clone()).await?;
+        let link = RedisLink::connect(
+            client.clone(),
+            REDIS_DEADLINE,
+            Duration::from_secs(5),
+            "live streams are woken on this replica only (others reread on their safety poll) and presence is unavailable",
+        )
+        .await?;
         let users = Users::default();
         let origin = uuid::Uuid::now_v7().into_bytes();
         let on_message = {
@@ -113,14 +119,14 @@ impl LiveHub {
         let follower =
             duovarsity_common::pubsub::follow(client, CHANNEL, on_message, on_gap).await?;
         let (presence, updates) = mpsc::unbounded_channel();
-        tokio::spawn(write_presence(connection.clone(), updates));
+        tokio::spawn(write_presence(link.clone(), updates));
         Ok(Self {
             inner: Arc::new(Inner {
                 users,
                 per_user,
                 redis: Some(Shared {
                     origin,
-                    connection,
+                    link,
                     presence,
                     follower,
                 }),
@@ -175,30 +181,38 @@ impl LiveHub {
             .map(|shared| encode(&shared.origin, user, &signal));
         signal_streams(&self.inner.users, Some(user), signal);
         if let (Some(shared), Some(message)) = (&self.inner.redis, message) {
-            let mut connection = shared.connection.clone();
-            if let Err(error) = connection.publish::<_, _, ()>(CHANNEL, message).await {
-                // Other replicas' streams still reread on their safety poll.
-                tracing::warn!(%error, "publishing a live signal failed");
-            }
+            // Unreached, other replicas' streams still reread on their safety poll.
+            let mut connection = shared.link.connection();
+            shared
+                .link
+                .call(
+                    "live_publish",
+                    connection.publish::<_, _, ()>(CHANNEL, message),
+                )
+                .await;
         }
     }
 
-    /// How many live streams `user` has (on every replica when Redis is shared).
-    pub async fn connections(&self, user: &str) -> Result<i64, redis::RedisError> {
+    /// How many live streams `user` has (on every replica when Redis is shared); `None`
+    /// while Redis, which holds the other replicas' counts, is unavailable.
+    pub async fn connections(&self, user: &str) -> Option<i64> {
         let Some(shared) = &self.inner.redis else {
-            return Ok(self.local_connections(user));
+            return Some(self.local_connections(user));
         };
-        let mut connection = shared.connection.clone();
-        let now = now_secs();
-        let replicas: Vec<String> = connection
-            .zrangebyscore(REPLICAS, now - PRESENCE_TTL.as_secs_f64(), "+inf")
-            .await?;
-        let mut pipe = redis::pipe();
-        for replica in &replicas {
-            pipe.hget(presence_key(replica), user);
-        }
-        let counts: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;
-        Ok(counts.into_iter().flatten().filter(|n| *n > 0).sum())
+        let mut connection = shared.link.connection();
+        let count = async {
+            let now = now_secs();
+            let replicas: Vec<String> = connection
+                .zrangebyscore(REPLICAS, now - PRESENCE_TTL.as_secs_f64(), "+inf")
+                .await?;
+            let mut pipe = redis::pipe();
+            for replica in &replicas {
+                pipe.hget(presence_key(replica), user);
+            }
+            let counts: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;
+            Ok(counts.into_iter().flatten().filter(|n| *n > 0).sum())
+        };
+        shared.link.call("presence_read", count).await
     }
 
     fn local_connections(&self, user: &str) -> i64 {
@@ -314,45 +328,35 @@ fn now_secs() -> f64 {
 
 /// Applies presence changes in order to this replica's hash, and keeps the hash and the
 /// replica's entry in the replica set fresh.
-async fn write_presence(
-    mut connection: ConnectionManager,
-    mut updates: mpsc::UnboundedReceiver<(String, i64)>,
-) {
+async fn write_presence(link: RedisLink, mut updates: mpsc::UnboundedReceiver<(String, i64)>) {
     let replica = uuid::Uuid::now_v7().to_string();
     let key = presence_key(&replica);
     let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+    let mut connection = link.connection();
     loop {
         tokio::select! {
             update = updates.recv() => {
                 let Some((user, delta)) = update else { break };
-                let result: Result<i64, _> = connection.hincr(&key, &user, delta).await;
-                match result {
-                    Ok(count) if count <= 0 => {
-                        let _: Result<(), _> = connection.hdel(&key, &user).await;
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "updating presence in Redis failed"),
+                let count: Option<i64> = link.call("presence_write", connection.hincr(&key, &user, delta)).await;
+                if count.is_some_and(|count| count <= 0) {
+                    link.call("presence_write", connection.hdel::<_, _, ()>(&key, &user)).await;
                 }
             }
             _ = refresh.tick() => {
-                let result: Result<(), _> = redis::pipe()
+                let mut keepalive = redis::pipe();
+                keepalive
                     .expire(&key, PRESENCE_TTL.as_secs() as i64)
                     .ignore()
                     .zadd(REPLICAS, &replica, now_secs())
                     .ignore()
                     .zrembyscore(REPLICAS, "-inf", now_secs() - PRESENCE_TTL.as_secs_f64())
-                    .ignore()
-                    .query_async(&mut connection)
-                    .await;
-                if let Err(error) = result {
-                    tracing::warn!(%error, "refreshing presence in Redis failed");
-                }
+                    .ignore();
+                link.call("presence_write", keepalive.query_async::<()>(&mut connection)).await;
             }
         }
     }
-    let _: Result<(), _> = redis::pipe()
-        .del(&key)
-        .zrem(REPLICAS, &replica)
-        .query_async(&mut connection)
+    let mut cleanup = redis::pipe();
+    cleanup.del(&key).zrem(REPLICAS, &replica);
+    link.call("presence_write", cleanup.query_async::<()>(&mut connection))
         .await;
 }
