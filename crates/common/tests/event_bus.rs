@@ -288,6 +288,25 @@ async fn the_embedded_bus_keeps_acknowledged_records_and_commits_across_restarts
 }
 
 #[tokio::test]
+async fn one_embedded_bus_file_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(&dir, 1 << 20).await;
+    let settings = EmbeddedSettings {
+        partitions: 4,
+        max_bytes: 1 << 20,
+    };
+    let second = EmbeddedBus::open(&dir.path().join("bus.db"), settings).await;
+    let Err(BusError::Unavailable(message)) = second else {
+        panic!("a second bus opened the same file");
+    };
+    assert!(message.contains("in use"), "{message}");
+    drop(bus);
+    EmbeddedBus::open(&dir.path().join("bus.db"), settings)
+        .await
+        .expect("free again once the first is gone");
+}
+
+#[tokio::test]
 async fn a_full_embedded_bus_refuses_new_records_instead_of_dropping_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     // Each record is 4 bytes of key, 3 KiB of payload and ~80 bytes of headers.

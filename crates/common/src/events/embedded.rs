@@ -105,6 +105,8 @@ pub struct EmbeddedBus {
 }
 
 struct Shared {
+    /// Held (locked) until the bus is closed or dropped: one process per file.
+    lock: Mutex<Option<std::fs::File>>,
     /// One connection: SQLite has one writer, and offsets are assigned in write order.
     writer: SqlitePool,
     reader: SqlitePool,
@@ -151,6 +153,7 @@ impl EmbeddedBus {
     /// Opens (or creates) the bus file at `path` and starts writing commits and applying
     /// retention in the background until the last handle is dropped.
     pub async fn open(path: &Path, settings: EmbeddedSettings) -> Result<Self, BusError> {
+        let lock = lock(path).await?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -193,6 +196,7 @@ impl EmbeddedBus {
             .await
             .map_err(|error| BusError::Unavailable(format!("{}: {error}", path.display())))?;
         let shared = Arc::new(Shared {
+            lock: Mutex::new(Some(lock)),
             writer,
             reader,
             state: Mutex::new(state),
@@ -216,6 +220,28 @@ impl EmbeddedBus {
         self.shared.flush().await.map_err(unavailable)?;
         self.shared.apply_retention().await.map_err(unavailable)
     }
+}
+
+/// Locks `<path>.lock`: offsets are assigned in memory, so two processes (or two buses in
+/// one process) on one file would hand out the same offsets. Waits up to a second for a
+/// bus of this process that is being dropped (its background task may be finishing a
+/// flush).
+async fn lock(path: &Path) -> Result<std::fs::File, BusError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::File::create(&name).map_err(|error| {
+        BusError::Unavailable(format!("creating {}: {error}", Path::new(&name).display()))
+    })?;
+    for _ in 0..100 {
+        if file.try_lock().is_ok() {
+            return Ok(file);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(BusError::Unavailable(format!(
+        "{} is in use by another bus (one process per data directory; across processes use Kafka)",
+        path.display()
+    )))
 }
 
 /// The file's state at open: partition ends, group offsets, the bytes kept.
@@ -642,6 +668,7 @@ impl EventBus for EmbeddedBus {
         }
         self.shared.writer.close().await;
         self.shared.reader.close().await;
+        self.shared.lock.lock().expect("bus file lock").take();
     }
 }
 
