@@ -413,10 +413,7 @@ async fn a_redis_outage_degrades_to_the_store_and_recovers() {
         started.elapsed() < Duration::from_secs(2),
         "invalidation hung"
     );
-    assert!(
-        hub.ping().await.is_err(),
-        "readiness tells that Redis is down"
-    );
+    assert!(hub.ping().await.is_err(), "a ping tells that Redis is down");
 
     redis.restart();
     // Back without a restart of the hub: a later miss is written to the new Redis.

@@ -166,17 +166,7 @@ impl CacheHub {
             .clone()
     }
 
-    /// A readiness probe: passes while Redis answers (always without Redis). The hub
-    /// lives as long as the probe.
-    pub fn probe(&self) -> crate::grpc::Probe {
-        let hub = self.clone();
-        std::sync::Arc::new(move || {
-            let hub = hub.clone();
-            Box::pin(async move { hub.ping().await })
-        })
-    }
-
-    /// Whether Redis answers (readiness), or true without Redis.
+    /// Whether Redis answers now (diagnostics), or true without Redis.
     pub async fn ping(&self) -> Result<(), String> {
         match &self.redis {
             Some(link) => link.ping().await,

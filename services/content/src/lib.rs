@@ -58,7 +58,8 @@ pub enum StartError {
 pub struct ContentModule {
     db: Database,
     contents: Contents,
-    caches: CacheHub,
+    /// Held for its invalidation subscriber, which stops with the last handle.
+    _caches: CacheHub,
 }
 
 impl ContentModule {
@@ -82,7 +83,7 @@ impl ContentModule {
         Ok(Self {
             db,
             contents,
-            caches: caches.clone(),
+            _caches: caches.clone(),
         })
     }
 
@@ -115,8 +116,11 @@ impl ServiceModule for ContentModule {
         )
     }
 
+    /// The database only: Redis is not needed to answer (the caches fall back to L1 and
+    /// the database), and failing readiness on every replica while Redis is down would turn
+    /// a cache outage into an outage.
     fn probes(&self) -> Vec<Probe> {
-        vec![self.db.probe(SERVICE), self.caches.probe()]
+        vec![self.db.probe(SERVICE)]
     }
 
     async fn close(&self) {
