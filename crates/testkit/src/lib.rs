@@ -6,6 +6,8 @@
 //! a message saying how to get one, rather than silently passing.
 #![forbid(unsafe_code)]
 
+pub mod razorpay;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;

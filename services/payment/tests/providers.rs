@@ -1,0 +1,137 @@
+//! The provider clients against mock servers that speak each provider's API and sign as
+//! it does (`duovarsity_testkit::razorpay`).
+
+use std::time::Duration;
+
+use duovarsity_payment::provider::{OrderRequest, Provider, ProviderError, Settlement};
+use duovarsity_payment::razorpay::{Razorpay, RazorpaySettings};
+use duovarsity_payment::signature;
+use duovarsity_testkit::razorpay::{FEE_BPS, MockRazorpay};
+
+fn client(mock: &MockRazorpay, key_secret: &str) -> Razorpay {
+    Razorpay::new(RazorpaySettings {
+        base_url: mock.url(),
+        key_id: mock.key_id.clone(),
+        key_secret: key_secret.to_string(),
+        deadline: Duration::from_secs(2),
+    })
+    .unwrap()
+}
+
+fn order(reference: &str, amount: i64) -> OrderRequest {
+    OrderRequest {
+        reference: reference.to_string(),
+        amount,
+        currency: "INR".to_string(),
+    }
+}
+
+#[tokio::test]
+async fn razorpay_orders_payments_and_refunds() {
+    let mock = MockRazorpay::start().await;
+    let razorpay = client(&mock, &mock.key_secret);
+
+    let created = razorpay
+        .create_order(&order("ord-1", 49_900))
+        .await
+        .unwrap();
+    assert!(created.id.starts_with("order_"), "{created:?}");
+    assert_eq!(created.client_secret, None);
+    let stored = mock.order(&created.id).unwrap();
+    assert_eq!(
+        (stored["amount"].as_i64(), stored["receipt"].as_str()),
+        (Some(49_900), Some("ord-1"))
+    );
+    assert_eq!(mock.calls("create_order"), 1);
+    assert_eq!(
+        razorpay.settlement(&created.id).await.unwrap(),
+        Settlement::Open
+    );
+
+    // A failed attempt leaves the order open; the next attempt pays it.
+    let failed = mock.fail(&created.id);
+    assert_eq!(
+        razorpay.settlement(&created.id).await.unwrap(),
+        Settlement::Open
+    );
+    let paid = mock.pay(&created.id);
+    // What the checkout hands the client verifies against the order id we stored...
+    signature::verify_razorpay_payment(
+        mock.key_secret.as_bytes(),
+        &created.id,
+        &paid.payment_id,
+        &paid.signature,
+    )
+    .unwrap();
+    // ...and the webhooks verify over their raw bodies.
+    for webhook in [&failed, &paid.webhook] {
+        signature::verify_razorpay_webhook(
+            mock.webhook_secret.as_bytes(),
+            &webhook.body,
+            &webhook.signature,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        razorpay.settlement(&created.id).await.unwrap(),
+        Settlement::Captured {
+            payment_id: paid.payment_id.clone(),
+            amount: 49_900,
+            fee: 49_900 * FEE_BPS / 10_000,
+        }
+    );
+
+    let first = razorpay
+        .refund(&paid.payment_id, 10_000, "ref-1")
+        .await
+        .unwrap();
+    assert_eq!(first.amount, 10_000);
+    assert!(first.id.starts_with("rfnd_"));
+    let too_much = razorpay.refund(&paid.payment_id, 40_000, "ref-2").await;
+    assert!(
+        matches!(&too_much, Err(ProviderError::Rejected(m)) if m.contains("greater than amount captured")),
+        "{too_much:?}"
+    );
+}
+
+#[tokio::test]
+async fn razorpay_errors_say_whether_to_retry() {
+    let mock = MockRazorpay::start().await;
+    let wrong_key = client(&mock, "not-the-secret");
+    let refused = wrong_key.create_order(&order("ord-2", 10_000)).await;
+    assert!(
+        matches!(&refused, Err(ProviderError::Rejected(m)) if m.contains("Authentication failed")),
+        "{refused:?}"
+    );
+    let razorpay = client(&mock, &mock.key_secret);
+    let too_small = razorpay.create_order(&order("ord-3", 50)).await;
+    assert!(
+        matches!(too_small, Err(ProviderError::Rejected(_))),
+        "{too_small:?}"
+    );
+
+    mock.set_down(true);
+    let down = razorpay.create_order(&order("ord-4", 10_000)).await;
+    assert!(
+        matches!(down, Err(ProviderError::Unavailable(_))),
+        "{down:?}"
+    );
+    mock.set_down(false);
+    assert!(razorpay.create_order(&order("ord-4", 10_000)).await.is_ok());
+
+    // Nobody listening: no answer, so nothing was decided.
+    let url = mock.url();
+    drop(mock);
+    let gone = Razorpay::new(RazorpaySettings {
+        base_url: url,
+        key_id: "k".into(),
+        key_secret: "s".into(),
+        deadline: Duration::from_millis(500),
+    })
+    .unwrap();
+    let unreachable = gone.create_order(&order("ord-5", 10_000)).await;
+    assert!(
+        matches!(unreachable, Err(ProviderError::Unavailable(_))),
+        "{unreachable:?}"
+    );
+}
