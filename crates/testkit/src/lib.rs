@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod razorpay;
+pub mod stripe;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -6,8 +6,8 @@
 //!   instructor payable, platform revenue).
 //! - [`state`]: the forward-only order state machine; a late or out-of-order provider
 //!   event never moves an order backwards.
-//! - [`provider`]: what the service asks of a payment provider; [`razorpay`] is the
-//!   Razorpay client (Orders, Payments, Refunds over HTTP).
+//! - [`provider`]: what the service asks of a payment provider; [`razorpay`] and
+//!   [`stripe`] are the HTTP clients of the two providers' APIs.
 //! - [`signature`]: the providers' HMAC schemes (Razorpay payment and webhook signatures,
 //!   Stripe's `Stripe-Signature` with its replay window), checked in constant time.
 //!
@@ -20,3 +20,4 @@ pub mod provider;
 pub mod razorpay;
 pub mod signature;
 pub mod state;
+pub mod stripe;

@@ -1,12 +1,14 @@
 //! The provider clients against mock servers that speak each provider's API and sign as
-//! it does (`duovarsity_testkit::razorpay`).
+//! it does (`duovarsity_testkit::razorpay`, `duovarsity_testkit::stripe`).
 
 use std::time::Duration;
 
 use duovarsity_payment::provider::{OrderRequest, Provider, ProviderError, Settlement};
 use duovarsity_payment::razorpay::{Razorpay, RazorpaySettings};
 use duovarsity_payment::signature;
+use duovarsity_payment::stripe::{Stripe, StripeSettings};
 use duovarsity_testkit::razorpay::{FEE_BPS, MockRazorpay};
+use duovarsity_testkit::stripe::{MockStripe, fee as stripe_fee};
 
 fn client(mock: &MockRazorpay, key_secret: &str) -> Razorpay {
     Razorpay::new(RazorpaySettings {
@@ -133,5 +135,89 @@ async fn razorpay_errors_say_whether_to_retry() {
     assert!(
         matches!(unreachable, Err(ProviderError::Unavailable(_))),
         "{unreachable:?}"
+    );
+}
+
+fn stripe(mock: &MockStripe) -> Stripe {
+    Stripe::new(StripeSettings {
+        base_url: mock.url(),
+        secret_key: mock.secret_key.clone(),
+        deadline: Duration::from_secs(2),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn stripe_payment_intents_are_idempotent_and_refundable() {
+    let mock = MockStripe::start().await;
+    let stripe = stripe(&mock);
+    let request = OrderRequest {
+        currency: "USD".to_string(),
+        ..order("ord-10", 4_900)
+    };
+    let created = stripe.create_order(&request).await.unwrap();
+    assert!(created.id.starts_with("pi_"), "{created:?}");
+    assert!(
+        created
+            .client_secret
+            .as_deref()
+            .is_some_and(|s| s.starts_with(&created.id))
+    );
+    // A retried create (same order) is the same intent: Stripe's idempotency key.
+    assert_eq!(stripe.create_order(&request).await.unwrap(), created);
+    assert_eq!((mock.calls("create_intent"), mock.intents()), (2, 1));
+    // The same order for another amount reuses the key with other parameters: refused.
+    let changed = stripe
+        .create_order(&OrderRequest {
+            amount: 9_900,
+            ..request.clone()
+        })
+        .await;
+    assert!(
+        matches!(&changed, Err(ProviderError::Rejected(m)) if m.contains("same parameters")),
+        "{changed:?}"
+    );
+
+    assert_eq!(
+        stripe.settlement(&created.id).await.unwrap(),
+        Settlement::Open
+    );
+    let now = 1_700_000_000;
+    let webhook = mock.succeed(&created.id, now);
+    signature::verify_stripe_webhook(
+        mock.webhook_secret.as_bytes(),
+        &webhook.body,
+        &webhook.signature,
+        now + 5,
+        300,
+    )
+    .unwrap();
+    assert_eq!(
+        stripe.settlement(&created.id).await.unwrap(),
+        Settlement::Captured {
+            payment_id: created.id.clone(),
+            amount: 4_900,
+            fee: stripe_fee(4_900),
+        }
+    );
+
+    let refund = stripe.refund(&created.id, 1_000, "refund-1").await.unwrap();
+    assert_eq!(refund.amount, 1_000);
+    // Retried with its key: the same refund, not a second one.
+    assert_eq!(
+        stripe.refund(&created.id, 1_000, "refund-1").await.unwrap(),
+        refund
+    );
+    let too_much = stripe.refund(&created.id, 4_000, "refund-2").await;
+    assert!(
+        matches!(too_much, Err(ProviderError::Rejected(_))),
+        "{too_much:?}"
+    );
+
+    mock.set_down(true);
+    let down = stripe.settlement(&created.id).await;
+    assert!(
+        matches!(down, Err(ProviderError::Unavailable(_))),
+        "{down:?}"
     );
 }

@@ -1,0 +1,186 @@
+//! Stripe's REST API (PaymentIntents, Refunds): form-encoded requests with the secret key
+//! as a bearer token, and an `Idempotency-Key` on every create, so a retried call is the
+//! same call to Stripe. The base URL is configurable (`https://api.stripe.com` in
+//! production, a mock server in tests).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::provider::{
+    OrderRequest, Provider, ProviderError, ProviderOrder, ProviderRefund, Settlement, answer,
+    no_answer,
+};
+
+#[derive(Clone)]
+pub struct StripeSettings {
+    /// For example `https://api.stripe.com` (the client appends `/v1/...`).
+    pub base_url: String,
+    pub secret_key: String,
+    /// The longest one call may take.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("base_url", &self.base_url)
+            .field("secret_key", &"***")
+            .finish()
+    }
+}
+
+pub struct Stripe {
+    settings: StripeSettings,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct PaymentIntent {
+    id: String,
+    status: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    amount_received: i64,
+    #[serde(default)]
+    latest_charge: Option<Charge>,
+}
+
+#[derive(Deserialize)]
+struct Charge {
+    #[serde(default)]
+    balance_transaction: Option<BalanceTransaction>,
+}
+
+#[derive(Deserialize)]
+struct BalanceTransaction {
+    fee: i64,
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    id: String,
+    amount: i64,
+}
+
+/// Stripe's error body: `{"error": {"type": …, "message": …}}`.
+fn describe(body: &serde_json::Value) -> Option<String> {
+    body["error"]["message"].as_str().map(str::to_string)
+}
+
+impl Stripe {
+    pub fn new(settings: StripeSettings) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.deadline)
+            .build()
+            .map_err(no_answer)?;
+        Ok(Self { settings, http })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.settings.base_url.trim_end_matches('/'))
+    }
+
+    /// A form-encoded POST with an idempotency key.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &[(&str, String)],
+        idempotency_key: &str,
+    ) -> Result<T, ProviderError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.settings.secret_key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("idempotency-key", idempotency_key)
+            .body(body)
+            .send()
+            .await
+            .map_err(no_answer)?;
+        answer(response, describe).await
+    }
+}
+
+#[async_trait]
+impl Provider for Stripe {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    async fn create_order(&self, request: &OrderRequest) -> Result<ProviderOrder, ProviderError> {
+        let form = [
+            ("amount", request.amount.to_string()),
+            ("currency", request.currency.to_lowercase()),
+            ("metadata[duovarsity_order]", request.reference.clone()),
+            ("automatic_payment_methods[enabled]", "true".to_string()),
+        ];
+        let key = format!("order-{}", request.reference);
+        let intent: PaymentIntent = self.post("/payment_intents", &form, &key).await?;
+        let client_secret = intent.client_secret.ok_or_else(|| {
+            ProviderError::Unavailable("a payment intent without a client secret".to_string())
+        })?;
+        Ok(ProviderOrder {
+            id: intent.id,
+            client_secret: Some(client_secret),
+        })
+    }
+
+    async fn settlement(&self, order_id: &str) -> Result<Settlement, ProviderError> {
+        let response = self
+            .http
+            .get(self.url(&format!("/payment_intents/{order_id}")))
+            .query(&[("expand[]", "latest_charge.balance_transaction")])
+            .bearer_auth(&self.settings.secret_key)
+            .send()
+            .await
+            .map_err(no_answer)?;
+        let intent: PaymentIntent = answer(response, describe).await?;
+        Ok(match intent.status.as_str() {
+            "succeeded" => Settlement::Captured {
+                fee: intent
+                    .latest_charge
+                    .and_then(|charge| charge.balance_transaction)
+                    .map_or(0, |transaction| transaction.fee),
+                payment_id: intent.id,
+                amount: intent.amount_received,
+            },
+            "requires_capture" => Settlement::Authorized {
+                payment_id: intent.id,
+            },
+            "canceled" => Settlement::Failed,
+            "requires_payment_method"
+            | "requires_confirmation"
+            | "requires_action"
+            | "processing" => Settlement::Open,
+            other => {
+                return Err(ProviderError::Unavailable(format!(
+                    "a payment intent in an unknown status {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// `payment_id` is the payment intent's id.
+    async fn refund(
+        &self,
+        payment_id: &str,
+        amount: i64,
+        idempotency_key: &str,
+    ) -> Result<ProviderRefund, ProviderError> {
+        let form = [
+            ("payment_intent", payment_id.to_string()),
+            ("amount", amount.to_string()),
+        ];
+        let refund: Refund = self.post("/refunds", &form, idempotency_key).await?;
+        Ok(ProviderRefund {
+            id: refund.id,
+            amount: refund.amount,
+        })
+    }
+}
