@@ -444,3 +444,40 @@ async fn a_redis_outage_degrades_to_the_store_and_recovers() {
     }
     assert!(hub.ping().await.is_ok());
 }
+
+/// A course service that accepts connections and never answers: the content service's
+/// access check gives up at its deadline with UNAVAILABLE instead of hanging the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_course_service_costs_a_read_its_deadline_not_a_hang() {
+    use duovarsity_proto::content::GetLessonContentRequest;
+    use duovarsity_proto::content::content_service_client::ContentServiceClient;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+    let content = TestPlatform::start_with(
+        Component::Service("content"),
+        &[("DUOVARSITY_COURSE_SERVICE_URL", &url)],
+    )
+    .await;
+    let mut client = ContentServiceClient::connect(format!("http://{}", content.grpc_addr()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let request = GetLessonContentRequest {
+        lesson_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let status = client.get_lesson_content(request).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        waited < Duration::from_secs(6),
+        "the read waited {waited:?}"
+    );
+    held.abort();
+    content.stop().await;
+}

@@ -272,11 +272,13 @@ impl RemoteJwks {
         Self { channel }
     }
 
-    /// A lazily connected channel to the first of `urls`.
+    /// A lazily connected channel to the first of `urls`; a fetch that gets no answer
+    /// within 3 s fails.
     pub fn connect(urls: &[String]) -> Result<Self, tonic::transport::Error> {
         let url = urls.first().cloned().unwrap_or_default();
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(url)?.connect_timeout(Duration::from_secs(3));
+        let endpoint = tonic::transport::Endpoint::from_shared(url)?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(3));
         Ok(Self::new(endpoint.connect_lazy()))
     }
 }

@@ -55,6 +55,11 @@ pub enum StartError {
     CourseService(#[from] tonic::transport::Error),
 }
 
+/// How long the access check may wait for a connection to the course service, and for
+/// its answer: past that a read fails with UNAVAILABLE instead of hanging.
+const COURSE_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+const COURSE_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct ContentModule {
     db: Database,
     contents: Contents,
@@ -71,7 +76,10 @@ impl ContentModule {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let courses = tonic::transport::Endpoint::from_shared(course_url)?.connect_lazy();
+        let courses = tonic::transport::Endpoint::from_shared(course_url)?
+            .connect_timeout(COURSE_CONNECT_DEADLINE)
+            .timeout(COURSE_CALL_DEADLINE)
+            .connect_lazy();
         let contents = Contents {
             store: Arc::new(ContentStore::new(db.clone())),
             media,
