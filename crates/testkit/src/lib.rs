@@ -9,6 +9,39 @@
 pub mod razorpay;
 pub mod stripe;
 
+/// An HTTP server of a test's own (a provider mock) on a free port of 127.0.0.1, stopped
+/// when dropped.
+pub struct MockServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockServer {
+    pub async fn serve(router: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("the mock serves");
+        });
+        Self { addr, task }
+    }
+
+    /// The base URL to configure (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;

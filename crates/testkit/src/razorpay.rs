@@ -5,7 +5,6 @@
 //! the service's own code.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -19,9 +18,8 @@ use serde_json::{Value, json};
 pub const FEE_BPS: i64 = 200;
 
 pub struct MockRazorpay {
-    addr: SocketAddr,
+    server: crate::MockServer,
     state: Arc<Mutex<Books>>,
-    task: tokio::task::JoinHandle<()>,
     pub key_id: String,
     pub key_secret: String,
     pub webhook_secret: String,
@@ -193,19 +191,9 @@ impl MockRazorpay {
             .route("/v1/orders/{id}/payments", get(order_payments))
             .route("/v1/payments/{id}/refund", post(refund))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free port");
-        let addr = listener.local_addr().expect("its address");
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .await
-                .expect("the mock serves");
-        });
         Self {
-            addr,
+            server: crate::MockServer::serve(router).await,
             state,
-            task,
             key_id,
             key_secret,
             webhook_secret: format!("whsec_{suffix}"),
@@ -214,7 +202,7 @@ impl MockRazorpay {
 
     /// The base URL to configure (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many calls an endpoint (`create_order`, `order_payments`, `refund`) received.
@@ -306,11 +294,5 @@ impl MockRazorpay {
             body,
             event_id,
         }
-    }
-}
-
-impl Drop for MockRazorpay {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -6,7 +6,6 @@
 //! signs them (`Stripe-Signature: t=…,v1=…`), with `ring`, independently of the service.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -23,9 +22,8 @@ pub fn fee(amount: i64) -> i64 {
 }
 
 pub struct MockStripe {
-    addr: SocketAddr,
+    server: crate::MockServer,
     state: Arc<Mutex<Books>>,
-    task: tokio::task::JoinHandle<()>,
     pub secret_key: String,
     pub webhook_secret: String,
 }
@@ -233,19 +231,9 @@ impl MockStripe {
             .route("/v1/payment_intents/{id}", get(get_intent))
             .route("/v1/refunds", post(create_refund))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free port");
-        let addr = listener.local_addr().expect("its address");
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .await
-                .expect("the mock serves");
-        });
         Self {
-            addr,
+            server: crate::MockServer::serve(router).await,
             state,
-            task,
             secret_key,
             webhook_secret: format!("whsec_{suffix}"),
         }
@@ -253,7 +241,7 @@ impl MockStripe {
 
     /// The base URL to configure (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Calls an endpoint (`create_intent`, `get_intent`, `create_refund`) received,
@@ -304,11 +292,5 @@ impl MockStripe {
             signature: format!("t={timestamp},v1={v1}"),
             event_id,
         }
-    }
-}
-
-impl Drop for MockStripe {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

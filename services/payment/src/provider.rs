@@ -81,6 +81,33 @@ pub trait Provider: Send + Sync {
     ) -> Result<ProviderRefund, ProviderError>;
 }
 
+/// A provider's HTTP API: its base URL (the client appends `/v1/...`) and a client whose
+/// every call has the deadline.
+pub(crate) struct Api {
+    base_url: String,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Api {
+    pub(crate) fn new(
+        base_url: &str,
+        deadline: std::time::Duration,
+    ) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(deadline)
+            .build()
+            .map_err(no_answer)?;
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base_url)
+    }
+}
+
 /// Maps a transport error: no answer means nothing was decided.
 pub(crate) fn no_answer(error: reqwest::Error) -> ProviderError {
     ProviderError::Unavailable(error.without_url().to_string())

@@ -5,38 +5,29 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use duovarsity_common::secret::Secret;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::provider::{
-    OrderRequest, Provider, ProviderError, ProviderOrder, ProviderRefund, Settlement, answer,
+    Api, OrderRequest, Provider, ProviderError, ProviderOrder, ProviderRefund, Settlement, answer,
     no_answer,
 };
 
 /// Where and as whom to call Razorpay.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RazorpaySettings {
     /// For example `https://api.razorpay.com` (the client appends `/v1/...`).
     pub base_url: String,
     pub key_id: String,
-    pub key_secret: String,
+    pub key_secret: Secret<String>,
     /// The longest one call may take.
     pub deadline: Duration,
 }
 
-impl std::fmt::Debug for RazorpaySettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RazorpaySettings")
-            .field("base_url", &self.base_url)
-            .field("key_id", &self.key_id)
-            .field("key_secret", &"***")
-            .finish()
-    }
-}
-
 pub struct Razorpay {
     settings: RazorpaySettings,
-    http: reqwest::Client,
+    api: Api,
 }
 
 #[derive(Deserialize)]
@@ -71,21 +62,18 @@ fn describe(body: &serde_json::Value) -> Option<String> {
 
 impl Razorpay {
     pub fn new(settings: RazorpaySettings) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.deadline)
-            .build()
-            .map_err(no_answer)?;
-        Ok(Self { settings, http })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1{path}", self.settings.base_url.trim_end_matches('/'))
+        let api = Api::new(&settings.base_url, settings.deadline)?;
+        Ok(Self { settings, api })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .basic_auth(&self.settings.key_id, Some(&self.settings.key_secret))
+        self.api
+            .http
+            .request(method, self.api.url(path))
+            .basic_auth(
+                &self.settings.key_id,
+                Some(self.settings.key_secret.expose()),
+            )
     }
 }
 

@@ -6,34 +6,27 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use duovarsity_common::secret::Secret;
 use serde::Deserialize;
 
 use crate::provider::{
-    OrderRequest, Provider, ProviderError, ProviderOrder, ProviderRefund, Settlement, answer,
+    Api, OrderRequest, Provider, ProviderError, ProviderOrder, ProviderRefund, Settlement, answer,
     no_answer,
 };
 
-#[derive(Clone)]
+/// Where and as whom to call Stripe.
+#[derive(Debug, Clone)]
 pub struct StripeSettings {
     /// For example `https://api.stripe.com` (the client appends `/v1/...`).
     pub base_url: String,
-    pub secret_key: String,
+    pub secret_key: Secret<String>,
     /// The longest one call may take.
     pub deadline: Duration,
 }
 
-impl std::fmt::Debug for StripeSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeSettings")
-            .field("base_url", &self.base_url)
-            .field("secret_key", &"***")
-            .finish()
-    }
-}
-
 pub struct Stripe {
     settings: StripeSettings,
-    http: reqwest::Client,
+    api: Api,
 }
 
 #[derive(Deserialize)]
@@ -72,15 +65,8 @@ fn describe(body: &serde_json::Value) -> Option<String> {
 
 impl Stripe {
     pub fn new(settings: StripeSettings) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.deadline)
-            .build()
-            .map_err(no_answer)?;
-        Ok(Self { settings, http })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1{path}", self.settings.base_url.trim_end_matches('/'))
+        let api = Api::new(&settings.base_url, settings.deadline)?;
+        Ok(Self { settings, api })
     }
 
     /// A form-encoded POST with an idempotency key.
@@ -94,9 +80,10 @@ impl Stripe {
             .extend_pairs(form)
             .finish();
         let response = self
+            .api
             .http
-            .post(self.url(path))
-            .bearer_auth(&self.settings.secret_key)
+            .post(self.api.url(path))
+            .bearer_auth(self.settings.secret_key.expose())
             .header("content-type", "application/x-www-form-urlencoded")
             .header("idempotency-key", idempotency_key)
             .body(body)
@@ -133,10 +120,11 @@ impl Provider for Stripe {
 
     async fn settlement(&self, order_id: &str) -> Result<Settlement, ProviderError> {
         let response = self
+            .api
             .http
-            .get(self.url(&format!("/payment_intents/{order_id}")))
+            .get(self.api.url(&format!("/payment_intents/{order_id}")))
             .query(&[("expand[]", "latest_charge.balance_transaction")])
-            .bearer_auth(&self.settings.secret_key)
+            .bearer_auth(self.settings.secret_key.expose())
             .send()
             .await
             .map_err(no_answer)?;

@@ -14,7 +14,7 @@ fn client(mock: &MockRazorpay, key_secret: &str) -> Razorpay {
     Razorpay::new(RazorpaySettings {
         base_url: mock.url(),
         key_id: mock.key_id.clone(),
-        key_secret: key_secret.to_string(),
+        key_secret: key_secret.to_string().into(),
         deadline: Duration::from_secs(2),
     })
     .unwrap()
@@ -127,7 +127,7 @@ async fn razorpay_errors_say_whether_to_retry() {
     let gone = Razorpay::new(RazorpaySettings {
         base_url: url,
         key_id: "k".into(),
-        key_secret: "s".into(),
+        key_secret: "s".to_string().into(),
         deadline: Duration::from_millis(500),
     })
     .unwrap();
@@ -141,7 +141,7 @@ async fn razorpay_errors_say_whether_to_retry() {
 fn stripe(mock: &MockStripe) -> Stripe {
     Stripe::new(StripeSettings {
         base_url: mock.url(),
-        secret_key: mock.secret_key.clone(),
+        secret_key: mock.secret_key.clone().into(),
         deadline: Duration::from_secs(2),
     })
     .unwrap()
