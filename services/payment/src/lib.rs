@@ -8,16 +8,27 @@
 //!   event never moves an order backwards.
 //! - [`provider`]: what the service asks of a payment provider; [`razorpay`] and
 //!   [`stripe`] are the HTTP clients of the two providers' APIs.
+//! - [`idempotency`]: Stripe's `Idempotency-Key` semantics over a table, atomic across
+//!   replicas (first runs, same replays, different is refused, duplicates wait).
 //! - [`signature`]: the providers' HMAC schemes (Razorpay payment and webhook signatures,
 //!   Stripe's `Stripe-Signature` with its replay window), checked in constant time.
 //!
-//! The service around it (module, gRPC API, store, provider clients, webhooks, saga) is
-//! issue 9's remaining work; see docs/adding-a-service.md for how it joins the platform.
+//! The crate is not in the platform's module table yet: it has no gRPC API, orders,
+//! webhooks or saga so far (docs/adding-a-service.md is how it will join).
 #![forbid(unsafe_code)]
 
+pub mod idempotency;
 pub mod ledger;
 pub mod provider;
 pub mod razorpay;
 pub mod signature;
 pub mod state;
 pub mod stripe;
+
+/// The payment service's schema (version range 5000).
+pub fn migrations() -> duovarsity_common::db::Migrations {
+    duovarsity_common::db::Migrations::new(
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+}
