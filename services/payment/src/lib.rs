@@ -8,6 +8,7 @@
 //!   event never moves an order backwards.
 //! - [`provider`]: what the service asks of a payment provider; [`razorpay`] and
 //!   [`stripe`] are the HTTP clients of the two providers' APIs.
+//! - [`store`]: the SQL (ledger rows, balances as sums of postings).
 //! - [`idempotency`]: Stripe's `Idempotency-Key` semantics over a table, atomic across
 //!   replicas (first runs, same replays, different is refused, duplicates wait).
 //! - [`signature`]: the providers' HMAC schemes (Razorpay payment and webhook signatures,
@@ -23,6 +24,7 @@ pub mod provider;
 pub mod razorpay;
 pub mod signature;
 pub mod state;
+pub mod store;
 pub mod stripe;
 
 /// The payment service's schema (version range 5000).

@@ -1,4 +1,5 @@
-//! Idempotency keys on SQLite and PostgreSQL: one suite, both backends.
+//! The payment store on SQLite and PostgreSQL, one suite for both: idempotency keys, and
+//! the ledger summing to zero over random captures and refunds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,7 +8,10 @@ use std::time::Duration;
 use duovarsity_common::Error;
 use duovarsity_common::db::Database;
 use duovarsity_payment::idempotency::{Claim, Idempotency, fingerprint};
+use duovarsity_payment::ledger::{Sale, balances};
+use duovarsity_payment::store;
 use duovarsity_testkit::TempPostgres;
+use rand::{Rng, SeedableRng};
 
 async fn open(url: &str) -> Database {
     let db = Database::connect(url, None, 16).await.unwrap();
@@ -16,6 +20,79 @@ async fn open(url: &str) -> Database {
 }
 
 async fn suite(db: Database) {
+    idempotency_keys(db.clone()).await;
+    ledger(db).await;
+}
+
+/// Property: random captures and partial refunds of several sales, recorded with some
+/// applied twice, leave every currency summing to zero, balances equal to the postings'
+/// sums, and instructor earnings a query over them.
+async fn ledger(db: Database) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut expected = Vec::new();
+    for n in 0..40 {
+        let sale = Sale {
+            learner: format!("learner-{}", n % 7),
+            instructor: format!("teacher-{}", n % 3),
+            course: format!("course-{}", n % 5),
+            provider: ["razorpay", "stripe"][n % 2].to_string(),
+            currency: "INR".to_string(),
+            instructor_share_bps: rng.gen_range(5_000..=9_000),
+        };
+        let captured = rng.gen_range(100..100_000);
+        let mut steps = vec![(
+            "capture".to_string(),
+            sale.capture(captured, rng.gen_range(0..captured / 10))
+                .unwrap(),
+        )];
+        let mut refunded = 0;
+        while refunded < captured && rng.gen_bool(0.4) {
+            let part = rng.gen_range(1..=captured - refunded);
+            steps.push((
+                format!("refund-{refunded}"),
+                sale.refund(captured, refunded, part).unwrap(),
+            ));
+            refunded += part;
+        }
+        for (kind, transaction) in steps {
+            let reference = format!("order-{n}");
+            let mut tx = db.writer().begin().await.unwrap();
+            assert!(
+                store::ledger::record(&mut tx, &kind, &reference, &transaction)
+                    .await
+                    .unwrap()
+            );
+            // A duplicate (a webhook delivered twice) posts nothing.
+            assert!(
+                !store::ledger::record(&mut tx, &kind, &reference, &transaction)
+                    .await
+                    .unwrap()
+            );
+            tx.commit().await.unwrap();
+            expected.push(transaction);
+        }
+    }
+    assert_eq!(store::ledger::imbalance(&db).await.unwrap(), vec![]);
+    let stored = store::ledger::balances(&db, "INR").await.unwrap();
+    let computed: std::collections::BTreeMap<String, i64> = balances(&expected)
+        .into_iter()
+        .map(|(account, balance)| (account.to_string(), balance))
+        .collect();
+    assert_eq!(stored, computed);
+    let earnings = store::ledger::instructor_earnings(&db, "teacher-0", "INR")
+        .await
+        .unwrap();
+    assert!(!earnings.is_empty());
+    for (course, earned) in earnings {
+        assert!(earned >= 0);
+        assert_eq!(
+            -computed[&format!("instructor_payable:teacher-0:{course}")],
+            earned
+        );
+    }
+}
+
+async fn idempotency_keys(db: Database) {
     let keys = Idempotency::new(db.clone());
     let checkout = fingerprint("Checkout", b"course-1");
 
@@ -85,7 +162,7 @@ async fn suite(db: Database) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_on_sqlite() {
+async fn the_store_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!(
         "sqlite://{}?mode=rwc",
@@ -95,7 +172,7 @@ async fn idempotency_keys_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_on_postgres() {
+async fn the_store_on_postgres() {
     let database = TempPostgres::create().await;
     suite(open(&database.url).await).await;
     database.drop_database().await;
