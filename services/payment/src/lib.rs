@@ -8,6 +8,8 @@
 //!   event never moves an order backwards.
 //! - [`provider`]: what the service asks of a payment provider; [`razorpay`] and
 //!   [`stripe`] are the HTTP clients of the two providers' APIs.
+//! - [`orders`]: applying a provider's event to an order exactly once in effect (event
+//!   ids remembered, forward-only moves, the ledger posted in the same transaction).
 //! - [`store`]: the SQL (ledger rows, balances as sums of postings).
 //! - [`idempotency`]: Stripe's `Idempotency-Key` semantics over a table, atomic across
 //!   replicas (first runs, same replays, different is refused, duplicates wait).
@@ -20,6 +22,7 @@
 
 pub mod idempotency;
 pub mod ledger;
+pub mod orders;
 pub mod provider;
 pub mod razorpay;
 pub mod signature;

@@ -9,7 +9,10 @@ use duovarsity_common::Error;
 use duovarsity_common::db::Database;
 use duovarsity_payment::idempotency::{Claim, Idempotency, fingerprint};
 use duovarsity_payment::ledger::{Sale, balances};
+use duovarsity_payment::orders::{self, Applied, EventKind, ProviderEvent};
+use duovarsity_payment::state::OrderState;
 use duovarsity_payment::store;
+use duovarsity_payment::store::orders::OrderRow;
 use duovarsity_testkit::TempPostgres;
 use rand::{Rng, SeedableRng};
 
@@ -21,7 +24,141 @@ async fn open(url: &str) -> Database {
 
 async fn suite(db: Database) {
     idempotency_keys(db.clone()).await;
-    ledger(db).await;
+    ledger(db.clone()).await;
+    orders(db).await;
+}
+
+fn order(id: &str, provider_order_id: &str) -> OrderRow {
+    OrderRow {
+        id: id.to_string(),
+        learner_id: "learner-9".to_string(),
+        course_id: format!("course-of-{id}"),
+        instructor_id: "teacher-9".to_string(),
+        amount_minor: 49_900,
+        currency: "INR".to_string(),
+        instructor_share_bps: 7_000,
+        provider: "razorpay".to_string(),
+        provider_order_id: Some(provider_order_id.to_string()),
+        state: OrderState::Created,
+        payment_id: None,
+        captured_minor: 0,
+        refunded_minor: 0,
+    }
+}
+
+fn event(event_id: &str, provider_order_id: &str, kind: EventKind) -> ProviderEvent {
+    ProviderEvent {
+        provider: "razorpay".to_string(),
+        event_id: event_id.to_string(),
+        provider_order_id: provider_order_id.to_string(),
+        kind,
+    }
+}
+
+fn captured(amount: i64) -> EventKind {
+    EventKind::Captured {
+        payment_id: "pay_1".to_string(),
+        amount,
+        fee: amount / 50,
+    }
+}
+
+fn refunded(refund_id: &str, amount: i64) -> EventKind {
+    EventKind::Refunded {
+        refund_id: refund_id.to_string(),
+        amount,
+    }
+}
+
+/// Provider events, delivered twice, late and out of order, move orders only forward and
+/// post to the ledger once.
+async fn orders(db: Database) {
+    let mut tx = db.writer().begin().await.unwrap();
+    for (id, provider_order) in [("o-1", "order_A"), ("o-2", "order_B"), ("o-3", "order_C")] {
+        store::orders::insert(&mut tx, &order(id, provider_order))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let apply = |e: ProviderEvent| {
+        let db = db.clone();
+        async move { orders::apply(&db, &e).await }
+    };
+    use OrderState::*;
+    let steps = [
+        (
+            event("e1", "order_A", EventKind::AttemptFailed),
+            Applied::Moved(Failed),
+        ),
+        (
+            event("e2", "order_A", captured(49_900)),
+            Applied::Moved(Captured),
+        ),
+        (event("e2", "order_A", captured(49_900)), Applied::Duplicate),
+        (
+            event("e3", "order_A", captured(49_900)),
+            Applied::Stale(Captured),
+        ),
+        (
+            event(
+                "e4",
+                "order_A",
+                EventKind::Authorized {
+                    payment_id: "pay_1".into(),
+                },
+            ),
+            Applied::Stale(Captured),
+        ),
+        (
+            event("e5", "order_A", refunded("rfnd_1", 10_000)),
+            Applied::Moved(PartiallyRefunded),
+        ),
+        (
+            event("e7", "order_A", refunded("rfnd_2", 39_900)),
+            Applied::Moved(Refunded),
+        ),
+        (event("e8", "order_Z", captured(100)), Applied::UnknownOrder),
+        (
+            event("e9", "order_B", refunded("rfnd_3", 100)),
+            Applied::Refused(Created),
+        ),
+    ];
+    for (index, (event, expected)) in steps.into_iter().enumerate() {
+        if index == 6 {
+            // More than is left of the capture is refused, and changes nothing.
+            let too_much = apply(self::event("e6", "order_A", refunded("rfnd_x", 50_000))).await;
+            assert!(
+                matches!(too_much, Err(Error::InvalidArgument(_))),
+                "{too_much:?}"
+            );
+        }
+        assert_eq!(apply(event.clone()).await.unwrap(), expected, "{event:?}");
+    }
+    let balances = store::ledger::balances(&db, "INR").await.unwrap();
+    assert_eq!(
+        balances["instructor_payable:teacher-9:course-of-o-1"], 0,
+        "fully refunded"
+    );
+
+    // Twenty deliveries of one capture under different event ids, at once: one applies.
+    let racing = (0..20).map(|n| apply(event(&format!("race-{n}"), "order_C", captured(49_900))));
+    let outcomes = futures::future::join_all(racing).await;
+    let moved = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Applied::Moved(Captured))))
+        .count();
+    assert_eq!(moved, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Applied::Moved(_) | Applied::Stale(_))))
+    );
+    let balances = store::ledger::balances(&db, "INR").await.unwrap();
+    assert_eq!(
+        balances["instructor_payable:teacher-9:course-of-o-3"], -34_930,
+        "posted once"
+    );
+    assert_eq!(store::ledger::imbalance(&db).await.unwrap(), vec![]);
 }
 
 /// Property: random captures and partial refunds of several sales, recorded with some

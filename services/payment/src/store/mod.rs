@@ -2,3 +2,4 @@
 //! in the domain modules ([`crate::ledger`], [`crate::state`]); this only stores.
 
 pub mod ledger;
+pub mod orders;
