@@ -276,7 +276,9 @@ impl MockStripe {
         intent["amount_received"] = json!(amount);
         intent["latest_charge"] =
             json!({"id": charge, "balance_transaction": {"fee": fee(amount)}});
-        let intent = intent.clone();
+        // In events, as in unexpanded API answers, the charge is its id.
+        let mut intent = intent.clone();
+        intent["latest_charge"] = json!(charge);
         drop(books);
         let body = serde_json::to_vec(&json!({
             "id": event_id, "object": "event", "type": "payment_intent.succeeded",

@@ -10,6 +10,7 @@
 //!   [`stripe`] are the HTTP clients of the two providers' APIs.
 //! - [`orders`]: applying a provider's event to an order exactly once in effect (event
 //!   ids remembered, forward-only moves, the ledger posted in the same transaction).
+//! - [`webhooks`]: provider webhooks, signature first, to provider events.
 //! - [`store`]: the SQL (ledger rows, balances as sums of postings).
 //! - [`idempotency`]: Stripe's `Idempotency-Key` semantics over a table, atomic across
 //!   replicas (first runs, same replays, different is refused, duplicates wait).
@@ -29,6 +30,7 @@ pub mod signature;
 pub mod state;
 pub mod store;
 pub mod stripe;
+pub mod webhooks;
 
 /// The payment service's schema (version range 5000).
 pub fn migrations() -> duovarsity_common::db::Migrations {

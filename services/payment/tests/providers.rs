@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use duovarsity_payment::orders::EventKind;
 use duovarsity_payment::provider::{OrderRequest, Provider, ProviderError, Settlement};
 use duovarsity_payment::razorpay::{Razorpay, RazorpaySettings};
-use duovarsity_payment::signature;
 use duovarsity_payment::stripe::{Stripe, StripeSettings};
+use duovarsity_payment::{signature, webhooks};
 use duovarsity_testkit::razorpay::{FEE_BPS, MockRazorpay};
 use duovarsity_testkit::stripe::{MockStripe, fee as stripe_fee};
 
@@ -219,5 +220,101 @@ async fn stripe_payment_intents_are_idempotent_and_refundable() {
     assert!(
         matches!(down, Err(ProviderError::Unavailable(_))),
         "{down:?}"
+    );
+}
+
+#[tokio::test]
+async fn razorpay_webhooks_become_order_events_after_their_signature() {
+    let mock = MockRazorpay::start().await;
+    let razorpay = client(&mock, &mock.key_secret);
+    let created = razorpay
+        .create_order(&order("ord-20", 20_000))
+        .await
+        .unwrap();
+    let secret = mock.webhook_secret.as_bytes();
+
+    let failed = mock.fail(&created.id);
+    let notice = webhooks::razorpay(secret, &failed.body, &failed.signature, &failed.event_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.event.kind, EventKind::AttemptFailed);
+    assert_eq!(notice.event.provider_order_id, created.id);
+
+    let paid = mock.pay(&created.id);
+    let webhook = &paid.webhook;
+    let notice = webhooks::razorpay(secret, &webhook.body, &webhook.signature, &webhook.event_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        notice.event.kind,
+        EventKind::Captured {
+            payment_id: paid.payment_id.clone(),
+            amount: 20_000,
+            fee: 20_000 * FEE_BPS / 10_000,
+        }
+    );
+    assert_eq!(notice.event.event_id, webhook.event_id);
+
+    // A bad signature, or a body changed after signing: refused.
+    let mut tampered = webhook.body.clone();
+    tampered[10] ^= 1;
+    assert!(webhooks::razorpay(secret, &tampered, &webhook.signature, "e").is_err());
+    assert!(webhooks::razorpay(b"other", &webhook.body, &webhook.signature, "e").is_err());
+
+    // A refund, in Razorpay's format; and an event about something else: acknowledged only.
+    let refund = serde_json::to_vec(&serde_json::json!({
+        "entity": "event", "event": "refund.processed", "contains": ["refund", "payment"],
+        "payload": {
+            "refund": {"entity": {"id": "rfnd_1", "amount": 5_000, "payment_id": paid.payment_id}},
+            "payment": {"entity": {"id": paid.payment_id, "order_id": created.id}},
+        },
+    }))
+    .unwrap();
+    let notice = webhooks::razorpay(secret, &refund, &signature::sign(secret, &refund), "e2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        notice.event.kind,
+        EventKind::Refunded {
+            refund_id: "rfnd_1".into(),
+            amount: 5_000
+        }
+    );
+    let other = br#"{"event":"order.notification","payload":{}}"#;
+    assert_eq!(
+        webhooks::razorpay(secret, other, &signature::sign(secret, other), "e3"),
+        Ok(None)
+    );
+}
+
+#[tokio::test]
+async fn stripe_webhooks_check_the_replay_window_and_leave_the_fee_to_the_api() {
+    let mock = MockStripe::start().await;
+    let stripe = stripe(&mock);
+    let request = OrderRequest {
+        currency: "USD".to_string(),
+        ..order("ord-21", 4_900)
+    };
+    let created = stripe.create_order(&request).await.unwrap();
+    let now = 1_700_000_000;
+    let webhook = mock.succeed(&created.id, now);
+    let secret = mock.webhook_secret.as_bytes();
+    let notice = webhooks::stripe(secret, &webhook.body, &webhook.signature, now + 1, 300)
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.event.event_id, webhook.event_id);
+    assert_eq!(notice.event.provider_order_id, created.id);
+    assert!(
+        !notice.fee_known,
+        "Stripe's event names the charge, not its fee"
+    );
+    let Settlement::Captured { fee, .. } = stripe.settlement(&created.id).await.unwrap() else {
+        panic!("the intent succeeded");
+    };
+    assert_eq!(fee, stripe_fee(4_900));
+    let replayed = webhooks::stripe(secret, &webhook.body, &webhook.signature, now + 600, 300);
+    assert!(
+        matches!(replayed, Err(webhooks::WebhookError::Signature(_))),
+        "{replayed:?}"
     );
 }
