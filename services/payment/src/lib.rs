@@ -32,10 +32,22 @@ pub mod store;
 pub mod stripe;
 pub mod webhooks;
 
-/// The payment service's schema (version range 5000).
+/// The payment service's schema (version range 5000): one SQL file per migration for
+/// both backends, `{bytes}` standing for the binary column type.
 pub fn migrations() -> duovarsity_common::db::Migrations {
-    duovarsity_common::db::Migrations::new(
-        sqlx::migrate!("./migrations/sqlite"),
-        sqlx::migrate!("./migrations/postgres"),
-    )
+    use duovarsity_common::db::Backend;
+    let bytes = |backend| match backend {
+        Backend::Sqlite => "BLOB",
+        Backend::Postgres => "BYTEA",
+    };
+    duovarsity_common::db::Migrations::default()
+        .with(5001, "idempotency", move |backend| {
+            include_str!("../migrations/5001_idempotency.sql").replace("{bytes}", bytes(backend))
+        })
+        .with(5002, "ledger", |_| {
+            include_str!("../migrations/5002_ledger.sql").to_string()
+        })
+        .with(5003, "orders", |_| {
+            include_str!("../migrations/5003_orders.sql").to_string()
+        })
 }
