@@ -29,9 +29,9 @@
 //! committed offsets. Records are read from the file in batches, so memory does not grow
 //! with the backlog.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,10 +42,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
 
+mod subscription;
+mod upkeep;
+
 use super::{
     BusError, Delivered, EventBus, Outgoing, Record, Subscription, partition_for, valid_name,
 };
 use crate::db::now_millis;
+use subscription::EmbeddedSubscription;
+use upkeep::keep_up;
 
 /// How often committed offsets are written to the file.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -293,68 +298,6 @@ async fn load(writer: &SqlitePool, partitions: u32) -> Result<State, String> {
     Ok(state)
 }
 
-/// Deletes the records of `topic` that match `condition` (parameters from `$2`); says how
-/// many bytes that freed.
-async fn delete(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    topic: &str,
-    condition: &str,
-    values: &[i64],
-) -> Result<i64, sqlx::Error> {
-    let clause = format!("FROM bus_records WHERE topic = $1 AND {condition}");
-    let sum = format!("SELECT COALESCE(SUM(size), 0) {clause}");
-    let mut size = sqlx::query_scalar::<_, i64>(&sum).bind(topic);
-    for value in values {
-        size = size.bind(*value);
-    }
-    let size = size.fetch_one(&mut **tx).await?;
-    if size > 0 {
-        let sql = format!("DELETE {clause}");
-        let mut delete = sqlx::query(&sql).bind(topic);
-        for value in values {
-            delete = delete.bind(*value);
-        }
-        delete.execute(&mut **tx).await?;
-    }
-    Ok(size)
-}
-
-/// While the bus is in use: writes commits every [`FLUSH_EVERY`]; once a second applies
-/// retention (when commits moved) and checkpoints the WAL into the file.
-async fn keep_up(shared: Weak<Shared>) {
-    let mut ticks: u64 = 0;
-    let mut moved = false;
-    loop {
-        tokio::time::sleep(FLUSH_EVERY).await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        ticks += 1;
-        match shared.flush().await {
-            Ok(flushed) => moved |= flushed,
-            Err(error) => {
-                tracing::warn!(%error, "event bus: writing consumer offsets failed; retrying");
-            }
-        }
-        if !ticks.is_multiple_of(FLUSHES_PER_CLEANUP) {
-            continue;
-        }
-        // Age-based retention of unread topics needs no commit to trigger it.
-        if moved || ticks.is_multiple_of(60 * FLUSHES_PER_CLEANUP) {
-            match shared.apply_retention().await {
-                Ok(()) => moved = false,
-                Err(error) => tracing::warn!(%error, "event bus: retention failed; retrying"),
-            }
-        }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&shared.reader)
-            .await
-        {
-            tracing::warn!(%error, "event bus: checkpoint failed; retrying");
-        }
-    }
-}
-
 fn unavailable(error: sqlx::Error) -> BusError {
     BusError::Unavailable(format!("the embedded bus file: {error}"))
 }
@@ -456,125 +399,6 @@ impl Shared {
         tx.commit().await
     }
 
-    /// Writes the commits not yet in the file; says whether there were any.
-    async fn flush(&self) -> Result<bool, sqlx::Error> {
-        let pending: Vec<(GroupTopic, Vec<u64>)> = {
-            let mut state = self.lock();
-            let dirty: Vec<GroupTopic> = state.dirty.drain().collect();
-            dirty
-                .into_iter()
-                .filter_map(|key| {
-                    let offsets = state.committed.get(&key)?.clone();
-                    Some((key, offsets))
-                })
-                .collect()
-        };
-        if pending.is_empty() {
-            return Ok(false);
-        }
-        let written = async {
-            let mut tx = self.writer.begin().await?;
-            for ((group, topic), offsets) in &pending {
-                for (partition, next) in offsets.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO bus_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-                    )
-                    .bind(group)
-                    .bind(topic)
-                    .bind(partition as i64)
-                    .bind(*next as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            tx.commit().await
-        }
-        .await;
-        let mut state = self.lock();
-        match written {
-            Ok(()) => {
-                for (key, offsets) in pending {
-                    state.stored.insert(key, offsets);
-                }
-                Ok(true)
-            }
-            Err(error) => {
-                state.dirty.extend(pending.into_iter().map(|(key, _)| key));
-                Err(error)
-            }
-        }
-    }
-
-    /// Deletes the records every known group has committed past (by the offsets in the
-    /// file), and records of unread topics older than [`UNREAD_RETENTION`].
-    async fn apply_retention(&self) -> Result<(), sqlx::Error> {
-        let partitions = self.settings.partitions as usize;
-        let plan: Vec<(String, Option<Ranges>)> = {
-            let state = self.lock();
-            state
-                .ends
-                .keys()
-                .map(|topic| {
-                    let floor = state
-                        .stored
-                        .iter()
-                        .filter(|((_, of), _)| of == topic)
-                        .map(|(_, offsets)| offsets.clone())
-                        .reduce(|low, offsets| {
-                            low.iter().zip(&offsets).map(|(a, b)| *a.min(b)).collect()
-                        });
-                    let cut = state.cut.get(topic);
-                    let ranges = floor.map(|floor| {
-                        (0..partitions)
-                            .map(|p| (cut.map_or(0, |cut| cut[p]), floor[p]))
-                            .collect()
-                    });
-                    (topic.clone(), ranges)
-                })
-                .collect()
-        };
-        let oldest_unread = now_millis() - UNREAD_RETENTION.as_millis() as i64;
-        let mut tx = self.writer.begin().await?;
-        let mut freed: i64 = 0;
-        for (topic, ranges) in &plan {
-            match ranges {
-                Some(ranges) => {
-                    for (partition, (from, below)) in ranges.iter().enumerate() {
-                        if from >= below {
-                            continue;
-                        }
-                        let range = "partition = $2 AND record_offset >= $3 AND record_offset < $4";
-                        let values = [partition as i64, *from as i64, *below as i64];
-                        freed += delete(&mut tx, topic, range, &values).await?;
-                    }
-                }
-                None => {
-                    freed += delete(&mut tx, topic, "published_at < $2", &[oldest_unread]).await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        let retained = {
-            let mut state = self.lock();
-            for (topic, ranges) in plan {
-                if let Some(ranges) = ranges {
-                    let below = ranges
-                        .iter()
-                        .map(|(from, below)| *from.max(below))
-                        .collect();
-                    state.cut.insert(topic, below);
-                }
-            }
-            state.retained_bytes = state.retained_bytes.saturating_sub(freed as u64);
-            state.retained_bytes
-        };
-        if freed > 0 {
-            self.record_size(retained);
-        }
-        Ok(())
-    }
-
     /// Up to [`READ_BATCH`] records of one partition from `from`, below `end`.
     async fn read(
         &self,
@@ -651,15 +475,11 @@ impl EventBus for EmbeddedBus {
             member
         };
         self.shared.changed.notify_waiters();
-        Ok(Box::new(EmbeddedSubscription {
-            shared: self.shared.clone(),
+        Ok(Box::new(EmbeddedSubscription::new(
+            self.shared.clone(),
             key,
             member,
-            positions: HashMap::new(),
-            assigned: Vec::new(),
-            cursor: 0,
-            buffer: VecDeque::new(),
-        }))
+        )))
     }
 
     async fn close(&self) {
@@ -669,143 +489,5 @@ impl EventBus for EmbeddedBus {
         self.shared.writer.close().await;
         self.shared.reader.close().await;
         self.shared.lock.lock().expect("bus file lock").take();
-    }
-}
-
-struct EmbeddedSubscription {
-    shared: Arc<Shared>,
-    /// (group, topic)
-    key: GroupTopic,
-    member: u64,
-    /// Next offset to read per assigned partition (this member's own progress).
-    positions: HashMap<u32, u64>,
-    assigned: Vec<u32>,
-    /// Round-robin start, so one busy partition does not starve the others.
-    cursor: usize,
-    /// Records read from the file and not yet handed out, of one partition, in order.
-    buffer: VecDeque<Record>,
-}
-
-impl EmbeddedSubscription {
-    /// Recomputes this member's partitions; newly gained ones start at the committed offset.
-    fn rebalance(&mut self, state: &State) {
-        let members = state.members.get(&self.key).cloned().unwrap_or_default();
-        let Some(index) = members.iter().position(|m| *m == self.member) else {
-            self.assigned.clear();
-            self.buffer.clear();
-            return;
-        };
-        let assigned: Vec<u32> = (0..self.shared.settings.partitions)
-            .filter(|p| *p as usize % members.len() == index)
-            .collect();
-        if assigned != self.assigned {
-            self.positions.clear();
-            self.buffer.clear();
-            let committed = state.committed.get(&self.key);
-            for partition in &assigned {
-                let next = committed.map_or(0, |offsets| offsets[*partition as usize]);
-                self.positions.insert(*partition, next);
-            }
-            self.assigned = assigned;
-        }
-    }
-
-    /// The next assigned partition with records to read: (partition, from, end).
-    fn due(&mut self, state: &State) -> Option<(u32, u64, u64)> {
-        let ends = state.ends.get(&self.key.1)?;
-        let count = self.assigned.len();
-        (0..count).find_map(|step| {
-            let partition = self.assigned[(self.cursor + step) % count];
-            let from = self.positions.get(&partition).copied().unwrap_or(0);
-            let end = ends[partition as usize];
-            (from < end).then(|| {
-                self.cursor = (self.cursor + step + 1) % count;
-                (partition, from, end)
-            })
-        })
-    }
-}
-
-#[async_trait]
-impl Subscription for EmbeddedSubscription {
-    async fn next(&mut self) -> Result<Record, BusError> {
-        let shared = self.shared.clone();
-        loop {
-            // Register for wake-ups before looking, so a publish in between is not missed.
-            let changed = shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let due = {
-                let state = shared.lock();
-                self.rebalance(&state);
-                if let Some(record) = self.buffer.pop_front() {
-                    self.positions.insert(record.partition, record.offset + 1);
-                    return Ok(record);
-                }
-                self.due(&state)
-            };
-            let Some((partition, from, end)) = due else {
-                changed.await;
-                continue;
-            };
-            let records = shared.read(&self.key.1, partition, from, end).await?;
-            if records.is_empty() {
-                // Deleted by retention (a seek before the oldest kept record): skip ahead.
-                self.positions.insert(partition, end);
-            }
-            self.buffer.extend(records);
-        }
-    }
-
-    async fn commit(&mut self, record: &Record) -> Result<(), BusError> {
-        if !self.assigned.contains(&record.partition) {
-            return Err(BusError::NotAssigned(record.partition));
-        }
-        let mut state = self.shared.lock();
-        let partition = record.partition as usize;
-        let Some(offsets) = state.committed.get_mut(&self.key) else {
-            return Err(BusError::NotAssigned(record.partition));
-        };
-        offsets[partition] = offsets[partition].max(record.offset + 1);
-        let committed = offsets[partition];
-        state.dirty.insert(self.key.clone());
-        // As Kafka defines it: records in the partition after the group's commit.
-        let end = state
-            .ends
-            .get(&self.key.1)
-            .map_or(0, |ends| ends[partition]);
-        metrics::gauge!(
-            "events_consumer_lag",
-            "topic" => self.key.1.clone(),
-            "partition" => record.partition.to_string(),
-            "group" => self.key.0.clone(),
-        )
-        .set(end.saturating_sub(committed) as f64);
-        Ok(())
-    }
-
-    async fn seek(&mut self, partition: u32, offset: u64) -> Result<(), BusError> {
-        {
-            let shared = self.shared.clone();
-            let state = shared.lock();
-            self.rebalance(&state);
-        }
-        if !self.assigned.contains(&partition) {
-            return Err(BusError::NotAssigned(partition));
-        }
-        self.buffer.clear();
-        self.positions.insert(partition, offset);
-        Ok(())
-    }
-}
-
-impl Drop for EmbeddedSubscription {
-    fn drop(&mut self) {
-        if let Ok(mut state) = self.shared.state.lock()
-            && let Some(members) = state.members.get_mut(&self.key)
-        {
-            members.retain(|m| *m != self.member);
-        }
-        self.shared.changed.notify_waiters();
     }
 }
