@@ -52,7 +52,16 @@ const PLATFORM_PACKAGE: &str = "duovarsity.";
 /// How often an unknown `kid` may trigger a JWKS refetch.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Request headers forwarded to services as gRPC metadata.
-const FORWARDED_HEADERS: [&str; 3] = ["authorization", "x-request-id", "accept-language"];
+const FORWARDED_HEADERS: [&str; 7] = [
+    "authorization",
+    "x-request-id",
+    "accept-language",
+    // Payments: Stripe-style idempotency, and the providers' webhook signatures.
+    "idempotency-key",
+    "x-razorpay-signature",
+    "x-razorpay-event-id",
+    "stripe-signature",
+];
 
 /// The gateway failed to start.
 #[derive(Debug, thiserror::Error)]

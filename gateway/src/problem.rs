@@ -59,6 +59,11 @@ impl Problem {
         let mut problem = Self::new(http_status(status.code()), status.code(), status.message());
         if let Some(info) = details.error_info() {
             problem.reason = Some(info.reason.clone());
+            // Stripe's answer to a key reused with another request: the request is well
+            // formed but cannot be processed under that key.
+            if info.reason == IDEMPOTENCY_KEY_REUSED {
+                problem.status = StatusCode::UNPROCESSABLE_ENTITY;
+            }
         }
         if let Some(bad_request) = details.bad_request() {
             problem.errors = bad_request
@@ -80,6 +85,9 @@ impl Problem {
         problem
     }
 }
+
+/// The reason of a reused `Idempotency-Key` (payment service), answered with 422.
+pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 
 /// gRPC code to HTTP status.
 pub fn http_status(code: Code) -> StatusCode {

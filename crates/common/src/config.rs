@@ -41,6 +41,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who takes payments at checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProvider {
+    Razorpay,
+    Stripe,
+}
+
 /// Every setting of the platform. Field docs are the reference table in the README.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,6 +129,39 @@ pub struct Config {
     /// Prepended to every topic and consumer group name, so several environments can
     /// share one cluster.
     pub kafka_topic_prefix: String,
+    /// `razorpay` or `stripe`: the provider that takes payments at checkout. Webhooks of
+    /// every configured provider are accepted.
+    pub payment_provider: PaymentProvider,
+    /// Razorpay's API base URL (`https://api.razorpay.com`). Unset: the built-in sandbox,
+    /// which `duovarsity up` serves under `/sandbox` (Razorpay test mode, no account).
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub razorpay_api_url: Option<String>,
+    /// Razorpay key id (public, given to Razorpay Checkout); needed with the API URL.
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub razorpay_key_id: Option<String>,
+    /// Razorpay key secret: API calls and payment signatures. The sandbox generates one in
+    /// `data_dir` when unset.
+    pub razorpay_key_secret: Option<Secret<String>>,
+    /// Secret of Razorpay webhooks (`X-Razorpay-Signature`). The sandbox generates one in
+    /// `data_dir` (`razorpay-webhook-secret`) when unset.
+    pub razorpay_webhook_secret: Option<Secret<String>>,
+    /// Stripe's API base URL.
+    pub stripe_api_url: String,
+    /// Stripe secret key (`sk_...`). Unset: Stripe is off.
+    pub stripe_secret_key: Option<Secret<String>>,
+    /// Signing secret of the Stripe webhook endpoint (`whsec_...`); needed with the key.
+    pub stripe_webhook_secret: Option<Secret<String>>,
+    /// How old a Stripe webhook's signed timestamp may be, in seconds (replay window).
+    pub stripe_webhook_tolerance_secs: u64,
+    /// Days after capture during which a learner may refund their own order.
+    pub payment_refund_window_days: u32,
+    /// The instructor's share of a sale, in basis points (7000 = 70 %).
+    pub payment_instructor_share_bps: u32,
+    /// Orders unpaid for this long are checked with the provider by the reconciliation
+    /// job (a missed webhook), in seconds.
+    pub payment_reconcile_after_secs: u64,
+    /// Orders unpaid for this long expire (abandoned checkouts), in seconds.
+    pub payment_order_ttl_secs: u64,
     /// How long an in-process (L1) cache entry lives, in seconds: the staleness bound if a
     /// replica misses an invalidation message.
     pub cache_l1_ttl_secs: u64,
@@ -169,6 +210,19 @@ impl Default for Config {
             kafka_partitions: 6,
             kafka_replication: 1,
             kafka_topic_prefix: String::new(),
+            payment_provider: PaymentProvider::Razorpay,
+            razorpay_api_url: None,
+            razorpay_key_id: None,
+            razorpay_key_secret: None,
+            razorpay_webhook_secret: None,
+            stripe_api_url: "https://api.stripe.com".to_string(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_webhook_tolerance_secs: 300,
+            payment_refund_window_days: 14,
+            payment_instructor_share_bps: 7_000,
+            payment_reconcile_after_secs: 600,
+            payment_order_ttl_secs: 2 * 60 * 60,
             cache_l1_ttl_secs: 10,
             cache_l1_capacity: 10_000,
             cors_allowed_origins: Vec::new(),
@@ -232,6 +286,77 @@ impl Config {
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn validate_payments(&self) -> Result<(), ConfigError> {
+        if self.razorpay_api_url.is_some()
+            && (self.razorpay_key_id.is_none()
+                || self.razorpay_key_secret.is_none()
+                || self.razorpay_webhook_secret.is_none())
+        {
+            return Err(ConfigError::setting(
+                "razorpay_api_url",
+                "a real Razorpay needs DUOVARSITY_RAZORPAY_KEY_ID, DUOVARSITY_RAZORPAY_KEY_SECRET and DUOVARSITY_RAZORPAY_WEBHOOK_SECRET too (unset it for the built-in sandbox)",
+            ));
+        }
+        for (key, url) in [
+            ("razorpay_api_url", self.razorpay_api_url.as_deref()),
+            ("stripe_api_url", Some(self.stripe_api_url.as_str())),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::setting(
+                    key,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.stripe_secret_key.is_some() != self.stripe_webhook_secret.is_some() {
+            return Err(ConfigError::setting(
+                "stripe_webhook_secret",
+                "DUOVARSITY_STRIPE_SECRET_KEY and DUOVARSITY_STRIPE_WEBHOOK_SECRET go together",
+            ));
+        }
+        if self.payment_provider == PaymentProvider::Stripe && self.stripe_secret_key.is_none() {
+            return Err(ConfigError::setting(
+                "payment_provider",
+                "stripe needs DUOVARSITY_STRIPE_SECRET_KEY and DUOVARSITY_STRIPE_WEBHOOK_SECRET",
+            ));
+        }
+        if !(1..=3600).contains(&self.stripe_webhook_tolerance_secs) {
+            return Err(ConfigError::setting(
+                "stripe_webhook_tolerance_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.payment_refund_window_days > 3650 {
+            return Err(ConfigError::setting(
+                "payment_refund_window_days",
+                "must be at most 3650",
+            ));
+        }
+        if self.payment_instructor_share_bps > 10_000 {
+            return Err(ConfigError::setting(
+                "payment_instructor_share_bps",
+                "must be between 0 and 10000",
+            ));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.payment_reconcile_after_secs) {
+            return Err(ConfigError::setting(
+                "payment_reconcile_after_secs",
+                "must be between 1 and 604800",
+            ));
+        }
+        if self.payment_order_ttl_secs <= self.payment_reconcile_after_secs
+            || self.payment_order_ttl_secs > 30 * 24 * 3600
+        {
+            return Err(ConfigError::setting(
+                "payment_order_ttl_secs",
+                "must be longer than DUOVARSITY_PAYMENT_RECONCILE_AFTER_SECS and at most 30 days",
+            ));
+        }
+        Ok(())
     }
 
     /// Range and consistency checks that types alone cannot express.
@@ -402,6 +527,7 @@ impl Config {
                 "may hold only letters, digits, '.', '_' and '-'",
             ));
         }
+        self.validate_payments()?;
         if self.cache_l1_capacity == 0 {
             return Err(ConfigError::setting(
                 "cache_l1_capacity",

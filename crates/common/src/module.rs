@@ -32,6 +32,9 @@ pub type BackgroundTask = BoxFuture<'static, ()>;
 pub struct ServiceContext {
     pub config: Config,
     pub bus: Arc<dyn EventBus>,
+    /// The gateway runs in this process on `config.http_addr` and serves the modules'
+    /// [`ServiceModule::http_routes`] (`duovarsity up`).
+    pub with_gateway: bool,
     caches: OnceCell<CacheHub>,
 }
 
@@ -40,8 +43,15 @@ impl ServiceContext {
         Self {
             config,
             bus,
+            with_gateway: false,
             caches: OnceCell::new(),
         }
+    }
+
+    /// The context of a process whose gateway serves the modules' HTTP routes.
+    pub fn with_gateway(mut self) -> Self {
+        self.with_gateway = true;
+        self
     }
 
     /// The process's two-level cache hub, connected (to Redis when configured) the first
@@ -99,6 +109,13 @@ pub trait ServiceModule: Send + Sync + 'static {
         None
     }
 
+    /// Plain HTTP routes the module serves on the gateway's listener when the whole
+    /// platform runs in one process (the payment sandbox's API and checkout page); a
+    /// service running alone serves none.
+    fn http_routes(&self) -> Option<axum::Router> {
+        None
+    }
+
     /// Releases its connections after the server has drained.
     async fn close(&self);
 }
@@ -114,6 +131,7 @@ pub trait RunningModule: Send + Sync {
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask>;
     fn local_keys(&self) -> Option<Arc<dyn KeySource>>;
+    fn http_routes(&self) -> Option<axum::Router>;
     async fn close(&self);
 }
 
@@ -134,6 +152,9 @@ impl<M: ServiceModule> RunningModule for M {
     }
     fn local_keys(&self) -> Option<Arc<dyn KeySource>> {
         ServiceModule::local_keys(self)
+    }
+    fn http_routes(&self) -> Option<axum::Router> {
+        ServiceModule::http_routes(self)
     }
     async fn close(&self) {
         ServiceModule::close(self).await;

@@ -83,6 +83,20 @@ impl Courses {
         enrollment_to_proto(&self.store.enroll(&enrollment, &created).await?)
     }
 
+    pub async fn get_my_enrollment(
+        &self,
+        claims: &Claims,
+        request: GetMyEnrollmentRequest,
+    ) -> Result<Enrollment, Error> {
+        let course_id = valid_id("course_id", &request.course_id)?;
+        let enrollment = self
+            .store
+            .enrollment(course_id, &claims.sub)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("enrollment in course {course_id}")))?;
+        enrollment_to_proto(&enrollment)
+    }
+
     pub async fn list_my_enrollments(
         &self,
         claims: &Claims,
@@ -176,15 +190,17 @@ impl Courses {
             return Err(Error::not_found(format!("lesson {lesson_id}")));
         }
         let status = status_name(course.status)?;
-        let enrolled = status == "archived" && self.is_enrolled(claims, &course.id).await?;
+        let paid = course.price.is_some();
+        let needs_enrollment = status == "archived" || (paid && status == "published");
+        let enrolled = needs_enrollment && self.is_enrolled(claims, &course.id).await?;
         let can_edit = claims
             .as_ref()
             .is_some_and(|c| crate::rules::can_edit(c, &course.instructor_id));
         Ok(LessonAccess {
             course_id: course.id.clone(),
-            can_read: can_view(claims, status, &course.instructor_id, enrolled),
+            can_read: can_read_lessons(claims, status, &course.instructor_id, paid, enrolled),
             can_edit,
-            public: status == "published",
+            public: status == "published" && !paid,
         })
     }
 }

@@ -185,6 +185,18 @@ impl CourseService for CourseGrpc {
         ))
     }
 
+    async fn get_my_enrollment(
+        &self,
+        request: Request<GetMyEnrollmentRequest>,
+    ) -> Result<Response<Enrollment>, Status> {
+        let claims = caller(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .get_my_enrollment(&claims, request.into_inner())
+                .await?,
+        ))
+    }
+
     async fn list_my_enrollments(
         &self,
         request: Request<ListMyEnrollmentsRequest>,

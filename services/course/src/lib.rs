@@ -15,6 +15,7 @@ mod catalog;
 mod convert;
 mod enrollment;
 pub mod grpc;
+pub mod payments;
 mod progress;
 pub mod rules;
 pub mod store;
@@ -27,6 +28,8 @@ use duovarsity_common::auth::Claims;
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::EventBus;
+use duovarsity_common::events::catalog::topics;
+use duovarsity_common::events::consumer::Consumer;
 use duovarsity_common::grpc::{GrpcServer, Probe};
 use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::{Config, Error};
@@ -107,14 +110,36 @@ impl ServiceModule for CourseModule {
         vec![self.db.probe(SERVICE)]
     }
 
-    /// Publishes this service's outbox.
+    /// Publishes this service's outbox, and applies payments to enrollments.
     fn background(
         &self,
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask> {
-        let relay = self.courses.store.outbox().relay(self.db.clone(), bus);
-        vec![Box::pin(relay.run(shutdown))]
+        let relay = self
+            .courses
+            .store
+            .outbox()
+            .relay(self.db.clone(), bus.clone());
+        let payments = Consumer::new(
+            self.db.clone(),
+            store::PROCESSED_TABLE,
+            bus,
+            topics::PAYMENT,
+            payments::GROUP,
+            payments::PaymentEvents {
+                store: self.courses.store.clone(),
+            },
+        );
+        let stop = shutdown.clone();
+        vec![
+            Box::pin(relay.run(shutdown)),
+            Box::pin(async move {
+                if let Err(error) = payments.run(stop).await {
+                    tracing::error!(%error, "course payment consumer stopped");
+                }
+            }),
+        ]
     }
 
     async fn close(&self) {
@@ -175,13 +200,15 @@ impl Courses {
         self.outlines.invalidate(course_id).await;
     }
 
+    /// Whether the caller's enrollment in the course grants access (active or completed;
+    /// not one waiting for payment, nor a cancelled or refunded one).
     async fn is_enrolled(&self, claims: Option<&Claims>, course_id: &str) -> Result<bool, Error> {
         match claims {
             Some(claims) => Ok(self
                 .store
                 .enrollment(course_id, &claims.sub)
                 .await?
-                .is_some()),
+                .is_some_and(|e| crate::rules::grants_access(&e.status))),
             None => Ok(false),
         }
     }

@@ -41,6 +41,29 @@ pub fn can_view(
     }
 }
 
+/// Whether the caller may read a lesson's published content. A free published course is
+/// open to everyone; a paid one, like an archived one, to learners whose enrollment grants
+/// access (`has_access`: active or completed), its instructor and admins.
+pub fn can_read_lessons(
+    claims: Option<&Claims>,
+    status: &str,
+    instructor_id: &str,
+    paid: bool,
+    has_access: bool,
+) -> bool {
+    let editor = claims.is_some_and(|c| can_edit(c, instructor_id));
+    match status {
+        "published" if !paid => true,
+        "published" | "archived" => has_access || editor,
+        _ => editor,
+    }
+}
+
+/// Enrollment states that grant access to a course's lessons.
+pub fn grants_access(enrollment_status: &str) -> bool {
+    matches!(enrollment_status, "active" | "completed")
+}
+
 pub fn check_slug(slug: &str) -> Option<FieldViolation> {
     let ok = (3..=80).contains(&slug.len())
         && slug.split('-').all(|part| {

@@ -28,7 +28,7 @@ use duovarsity_common::validate::page_token;
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::events::{
     EnrollmentCompleted, EnrollmentCreated, Envelope, LessonCompleted, LessonProgressed,
-    UserRegistered,
+    PaymentCaptured, PaymentRefunded, UserRegistered,
 };
 use duovarsity_proto::notification::notification_service_server::{
     NotificationService, NotificationServiceServer,
@@ -45,7 +45,12 @@ pub const SERVICE: &str = "notification";
 /// The consumer group of the notification service on every topic it reads.
 pub const GROUP: &str = "notification";
 /// The topics it consumes.
-pub const TOPICS: [&str; 3] = [topics::USER, topics::ENROLLMENT, topics::PROGRESS];
+pub const TOPICS: [&str; 4] = [
+    topics::USER,
+    topics::ENROLLMENT,
+    topics::PROGRESS,
+    topics::PAYMENT,
+];
 pub const PROCESSED_TABLE: &str = "notification_processed_events";
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +156,13 @@ struct EventHandler {
     live: LiveHub,
 }
 
+/// An amount for people: minor units with two decimals and the currency code
+/// (`499.00 INR`). Currencies without minor units are rare on the platform and read the
+/// same way.
+fn money(minor: i64, currency: &str) -> String {
+    format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
+}
+
 /// The user an event concerns.
 fn recipient_of(envelope: &Envelope) -> Option<String> {
     Some(match envelope.r#type.as_str() {
@@ -158,6 +170,8 @@ fn recipient_of(envelope: &Envelope) -> Option<String> {
         EnrollmentCreated::TYPE => decode::<EnrollmentCreated>(envelope).ok()?.learner_id,
         LessonCompleted::TYPE => decode::<LessonCompleted>(envelope).ok()?.learner_id,
         EnrollmentCompleted::TYPE => decode::<EnrollmentCompleted>(envelope).ok()?.learner_id,
+        PaymentCaptured::TYPE => decode::<PaymentCaptured>(envelope).ok()?.learner_id,
+        PaymentRefunded::TYPE => decode::<PaymentRefunded>(envelope).ok()?.learner_id,
         _ => return None,
     })
 }
@@ -239,6 +253,52 @@ impl Handler for EventHandler {
                         &done.learner_id,
                         "learning",
                         "Course completed: your certificate",
+                        &body,
+                        true,
+                        event,
+                    )
+                    .await
+            }
+            PaymentCaptured::TYPE => {
+                let paid: PaymentCaptured = decode(envelope)?;
+                let body = format!(
+                    "We received your payment of {}.\n\nOrder: {}\nCourse: {}\nPaid with: {}\n\nYour course is unlocked. Your receipts are at /v1/me/receipts.\n",
+                    money(paid.amount_minor, &paid.currency),
+                    paid.order_id,
+                    paid.course_id,
+                    paid.provider
+                );
+                store
+                    .notify(
+                        tx,
+                        &paid.learner_id,
+                        "billing",
+                        "Payment received: your receipt",
+                        &body,
+                        true,
+                        event,
+                    )
+                    .await
+            }
+            PaymentRefunded::TYPE => {
+                let refund: PaymentRefunded = decode(envelope)?;
+                let access = if refund.full {
+                    "The order is fully refunded, so your access to the course has ended."
+                } else {
+                    "Your access to the course is unchanged."
+                };
+                let body = format!(
+                    "We refunded {} of order {} (refunded so far: {}).\n\n{access}\n",
+                    money(refund.amount_minor, &refund.currency),
+                    refund.order_id,
+                    money(refund.refunded_total_minor, &refund.currency),
+                );
+                store
+                    .notify(
+                        tx,
+                        &refund.learner_id,
+                        "billing",
+                        "Refund issued",
                         &body,
                         true,
                         event,

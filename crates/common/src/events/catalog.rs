@@ -4,8 +4,9 @@
 //! one place and right in another.
 
 use duovarsity_proto::events::{
-    CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated, Envelope,
-    LessonCompleted, LessonProgressed, UserRegistered,
+    CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
+    EnrollmentRevoked, Envelope, LessonCompleted, LessonProgressed, PaymentCaptured,
+    PaymentRefunded, UserRegistered,
 };
 
 use crate::Error;
@@ -16,6 +17,7 @@ pub mod topics {
     pub const COURSE: &str = "course.v1";
     pub const ENROLLMENT: &str = "enrollment.v1";
     pub const PROGRESS: &str = "progress.v1";
+    pub const PAYMENT: &str = "payment.v1";
 }
 
 /// A payload of `duovarsity.events.v1` with the topic it travels on and its type name.
@@ -48,8 +50,11 @@ catalog! {
     EnrollmentCreated => topics::ENROLLMENT, "enrollment.created";
     EnrollmentActivated => topics::ENROLLMENT, "enrollment.activated";
     EnrollmentCompleted => topics::ENROLLMENT, "enrollment.completed";
+    EnrollmentRevoked => topics::ENROLLMENT, "enrollment.revoked";
     LessonProgressed => topics::PROGRESS, "progress.lesson_progressed";
     LessonCompleted => topics::PROGRESS, "progress.lesson_completed";
+    PaymentCaptured => topics::PAYMENT, "payment.captured";
+    PaymentRefunded => topics::PAYMENT, "payment.refunded";
 }
 
 /// The envelope's payload as `E`, refusing a payload of another type.
@@ -80,7 +85,10 @@ mod tests {
             EnrollmentCreated::FULL_NAME,
             EnrollmentActivated::FULL_NAME,
             EnrollmentCompleted::FULL_NAME,
+            EnrollmentRevoked::FULL_NAME,
             LessonProgressed::FULL_NAME,
+            PaymentCaptured::FULL_NAME,
+            PaymentRefunded::FULL_NAME,
             LessonCompleted::FULL_NAME,
         ] {
             assert!(pool.get_message_by_name(name).is_some(), "{name}");

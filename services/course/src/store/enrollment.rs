@@ -1,6 +1,7 @@
 //! Enrollments and their counts.
 
 use duovarsity_common::Error;
+use duovarsity_common::db::now_millis;
 use duovarsity_common::events::PendingEvent;
 use sqlx::Row;
 
@@ -93,6 +94,63 @@ impl CourseStore {
             .iter()
             .map(enrollment_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    /// In the consumer's transaction: moves the learner's enrollment in a course to `to`
+    /// if its status is one of `from` (creating it as `to` when `create` and there is
+    /// none), enqueues `event` for the enrollment after the move, and returns it. None:
+    /// nothing to move.
+    pub async fn move_enrollment(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        (course_id, learner_id): (&str, &str),
+        from: &[&str],
+        to: &str,
+        create: bool,
+        event: impl FnOnce(&EnrollmentRow) -> PendingEvent,
+    ) -> Result<Option<EnrollmentRow>, Error> {
+        let select = format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE course_id = $1 AND learner_id = $2"
+        );
+        let current = sqlx::query(&select)
+            .bind(course_id)
+            .bind(learner_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .as_ref()
+            .map(enrollment_from_row)
+            .transpose()?;
+        match current {
+            Some(row) if from.contains(&row.status.as_str()) => {
+                sqlx::query("UPDATE enrollments SET status = $1 WHERE id = $2 AND status = $3")
+                    .bind(to)
+                    .bind(&row.id)
+                    .bind(&row.status)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            None if create => {
+                sqlx::query(&format!(
+                    "INSERT INTO enrollments ({ENROLLMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL, NULL)"
+                ))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(course_id)
+                .bind(learner_id)
+                .bind(to)
+                .bind(now_millis())
+                .execute(&mut **tx)
+                .await?;
+            }
+            _ => return Ok(None),
+        }
+        let moved = sqlx::query(&select)
+            .bind(course_id)
+            .bind(learner_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let moved = enrollment_from_row(&moved)?;
+        self.outbox.enqueue_event(tx, &event(&moved)).await?;
+        Ok(Some(moved))
     }
 
     pub async fn enrollment_counts(&self, course_id: &str) -> Result<EnrollmentCounts, Error> {

@@ -27,7 +27,11 @@ pub fn migrations() -> Migrations {
         sqlx::migrate!("./migrations/postgres"),
     )
     .with_outbox(OUTBOX_TABLE, 2002)
+    .with_applied_events(PROCESSED_TABLE, 2003)
 }
+
+/// Events of other services the course service has applied (the payment saga).
+pub const PROCESSED_TABLE: &str = "course_processed_events";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CourseRow {
