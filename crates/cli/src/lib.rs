@@ -25,6 +25,7 @@ use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
 use duovarsity_gateway::Gateway;
 use duovarsity_notification::NotificationModule;
+use duovarsity_payment::PaymentModule;
 use duovarsity_proto::user::Role;
 use duovarsity_user::UserModule;
 use tokio::net::TcpListener;
@@ -42,6 +43,7 @@ pub const MODULES: &[ModuleEntry] = &[
     ModuleEntry::of::<CourseModule>(),
     ModuleEntry::of::<ContentModule>(),
     ModuleEntry::of::<NotificationModule>(),
+    ModuleEntry::of::<PaymentModule>(),
 ];
 
 /// The configuration names of [`MODULES`], in table order.
@@ -127,8 +129,23 @@ impl Platform {
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut tasks = JoinSet::new();
         let mut grpc_addr = None;
-        let mut http_addr = None;
         let mut modules = Vec::new();
+        // Bound first, so that the modules opened beside the gateway know its address
+        // (port 0 resolved) for the pages they serve on it.
+        let mut http_listener = None;
+        let mut http_addr = None;
+        if matches!(component, Component::All | Component::Gateway) {
+            let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+                format!(
+                    "binding HTTP on {} (DUOVARSITY_HTTP_ADDR)",
+                    config.http_addr
+                )
+            })?;
+            let addr = listener.local_addr()?;
+            config.http_addr = addr;
+            http_addr = Some(addr);
+            http_listener = Some(listener);
+        }
 
         if !entries.is_empty() {
             let listener = TcpListener::bind(config.grpc_addr).await.with_context(|| {
@@ -148,7 +165,10 @@ impl Platform {
             let bus = bus
                 .clone()
                 .context("a process that runs services has a bus")?;
-            let context = ServiceContext::new(config.clone(), bus.clone());
+            let mut context = ServiceContext::new(config.clone(), bus.clone());
+            if component == Component::All {
+                context = context.with_gateway();
+            }
             for entry in &entries {
                 let module = (entry.open)(&context)
                     .await
@@ -189,14 +209,15 @@ impl Platform {
         if matches!(component, Component::All | Component::Gateway) {
             let upstreams: Vec<Upstream> = MODULES.iter().map(Upstream::from).collect();
             let gateway = Gateway::new(&config, &upstreams).context("starting the gateway")?;
-            let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
-                format!(
-                    "binding HTTP on {} (DUOVARSITY_HTTP_ADDR)",
-                    config.http_addr
-                )
-            })?;
-            http_addr = Some(listener.local_addr()?);
-            let router = gateway.router(&config.cors_allowed_origins);
+            let listener = http_listener
+                .take()
+                .context("a process that runs the gateway has an HTTP listener")?;
+            let mut router = gateway.router(&config.cors_allowed_origins);
+            for module in &modules {
+                if let Some(routes) = module.http_routes() {
+                    router = router.merge(routes);
+                }
+            }
             let closing = shutdown.clone();
             let live = gateway.clone();
             tasks.spawn(async move {

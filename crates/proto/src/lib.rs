@@ -35,6 +35,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.notification.v1");
         }
     }
+    pub mod payment {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.payment.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("duovarsity.events.v1");
@@ -62,6 +67,7 @@ pub use duovarsity::content::v1 as content;
 pub use duovarsity::course::v1 as course;
 pub use duovarsity::events::v1 as events;
 pub use duovarsity::notification::v1 as notification;
+pub use duovarsity::payment::v1 as payment;
 pub use duovarsity::user::v1 as user;
 
 /// Every file under `proto/` plus its imports, encoded as a `google.protobuf.FileDescriptorSet`.

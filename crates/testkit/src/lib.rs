@@ -210,9 +210,24 @@ impl Api {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call_with(method, path, token, &[], body).await
+    }
+
+    /// [`Self::call`] with extra request headers (`Idempotency-Key`, ...).
+    pub async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
         let mut request = self.client.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.json(&body);
@@ -291,6 +306,40 @@ impl Api {
             course_id,
             lesson["id"].as_str().unwrap_or_default().to_string(),
         )
+    }
+
+    /// A published course priced `price_minor` of `currency`, owned by the holder of
+    /// `token`, whose one lesson has published content; returns (course id, lesson id).
+    pub async fn paid_course_with_lesson(
+        &self,
+        token: &str,
+        slug: &str,
+        price_minor: i64,
+        currency: &str,
+    ) -> (String, String) {
+        use reqwest::Method;
+        let (course_id, lesson_id) = self.course_with_lesson(token, slug).await;
+        let price =
+            serde_json::json!({"price": {"currency": currency, "amountMinor": price_minor}});
+        let steps = [
+            (Method::PATCH, format!("/v1/courses/{course_id}"), price),
+            (
+                Method::PUT,
+                format!("/v1/lessons/{lesson_id}/draft"),
+                serde_json::json!({"markdown": format!("# {slug}\n\nWhat the price pays for.")}),
+            ),
+            (
+                Method::POST,
+                format!("/v1/lessons/{lesson_id}/content:publish"),
+                serde_json::json!({}),
+            ),
+        ];
+        for (method, path, body) in steps {
+            let (status, answer) = self.call(method, &path, Some(token), Some(body)).await;
+            assert!(status.is_success(), "{path}: {answer}");
+        }
+        self.publish(token, &course_id).await;
+        (course_id, lesson_id)
     }
 
     /// Publishes a course as the holder of `token`, failing the test otherwise.

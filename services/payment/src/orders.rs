@@ -11,10 +11,14 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::db::Database;
+use duovarsity_common::events::outbox::Outbox;
+use duovarsity_common::events::{PendingEvent, pending_event};
+use duovarsity_proto::events::{PaymentCaptured, PaymentRefunded};
 
 use crate::ledger::Sale;
 use crate::state::{Event, OrderState, Step};
 use crate::store;
+use crate::store::ledger::Entry;
 use crate::store::orders::OrderRow;
 
 /// What a provider reported about one of its orders.
@@ -63,7 +67,13 @@ pub enum Applied {
 /// Compare-and-set attempts before giving up on an order that keeps changing.
 const ATTEMPTS: usize = 5;
 
-pub async fn apply(db: &Database, event: &ProviderEvent) -> Result<Applied, Error> {
+/// Applies `event`; a capture or a refund that moved the order also enqueues
+/// `payment.captured` or `payment.refunded` in `outbox`, in the same transaction.
+pub async fn apply(
+    db: &Database,
+    outbox: &Outbox,
+    event: &ProviderEvent,
+) -> Result<Applied, Error> {
     for _ in 0..ATTEMPTS {
         let mut tx = db.writer().begin().await?;
         if !store::orders::remember_event(&mut tx, &event.provider, &event.event_id).await? {
@@ -88,14 +98,52 @@ pub async fn apply(db: &Database, event: &ProviderEvent) -> Result<Applied, Erro
             // Another event moved the order meanwhile: read it again.
             continue;
         }
-        post_to_ledger(&mut tx, &order, &event.kind).await?;
+        if !post_to_ledger(&mut tx, &order, &event.kind).await? {
+            // The same money movement arrived under another event id (a refund we made,
+            // then its webhook): already applied, so nothing of this one is kept.
+            return Ok(Applied::Duplicate);
+        }
+        if let Some(news) = news(&order, &next, &event.kind) {
+            outbox.enqueue_event(&mut tx, &news).await?;
+        }
         tx.commit().await?;
+        outbox.wake();
         return Ok(Applied::Moved(next.state));
     }
     Err(Error::Unavailable {
         message: "the order kept changing; retry shortly".into(),
         retry_after: Some(std::time::Duration::from_secs(1)),
     })
+}
+
+/// The event other services hear about a move: a capture or a refund.
+fn news(order: &OrderRow, next: &OrderRow, kind: &EventKind) -> Option<PendingEvent> {
+    match kind {
+        EventKind::Captured { .. } => Some(pending_event(
+            &order.id,
+            &PaymentCaptured {
+                order_id: order.id.clone(),
+                course_id: order.course_id.clone(),
+                learner_id: order.learner_id.clone(),
+                currency: order.currency.clone(),
+                amount_minor: next.captured_minor,
+                provider: order.provider.clone(),
+            },
+        )),
+        EventKind::Refunded { amount, .. } => Some(pending_event(
+            &order.id,
+            &PaymentRefunded {
+                order_id: order.id.clone(),
+                course_id: order.course_id.clone(),
+                learner_id: order.learner_id.clone(),
+                currency: order.currency.clone(),
+                amount_minor: *amount,
+                refunded_total_minor: next.refunded_minor,
+                full: next.state == OrderState::Refunded,
+            },
+        )),
+        EventKind::AttemptFailed | EventKind::Authorized { .. } | EventKind::Expired => None,
+    }
 }
 
 fn state_event(order: &OrderRow, kind: &EventKind) -> Event {
@@ -123,6 +171,7 @@ fn moved(order: &OrderRow, state: OrderState, kind: &EventKind) -> OrderRow {
         } => {
             next.payment_id = Some(payment_id.clone());
             next.captured_minor = *amount;
+            next.captured_at = Some(duovarsity_common::db::now_millis());
         }
         EventKind::Refunded { amount, .. } => next.refunded_minor += amount,
         EventKind::AttemptFailed | EventKind::Expired => {}
@@ -141,24 +190,37 @@ fn sale(order: &OrderRow) -> Sale {
     }
 }
 
+/// Posts the money of a capture or a refund; false if that movement is already in the
+/// ledger.
 async fn post_to_ledger(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order: &OrderRow,
     kind: &EventKind,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let invalid = |error: crate::ledger::LedgerError| Error::invalid("amount", error.to_string());
     match kind {
         EventKind::Captured { amount, fee, .. } => {
             let transaction = sale(order).capture(*amount, *fee).map_err(invalid)?;
-            store::ledger::record(tx, "capture", &order.id, &transaction).await?;
+            let entry = Entry {
+                kind: "capture",
+                reference: &order.id,
+                order_id: &order.id,
+                amount: *amount,
+            };
+            store::ledger::record(tx, &entry, &transaction).await
         }
         EventKind::Refunded { refund_id, amount } => {
             let transaction = sale(order)
                 .refund(order.captured_minor, order.refunded_minor, *amount)
                 .map_err(invalid)?;
-            store::ledger::record(tx, "refund", refund_id, &transaction).await?;
+            let entry = Entry {
+                kind: "refund",
+                reference: refund_id,
+                order_id: &order.id,
+                amount: *amount,
+            };
+            store::ledger::record(tx, &entry, &transaction).await
         }
-        EventKind::AttemptFailed | EventKind::Authorized { .. } | EventKind::Expired => {}
+        EventKind::AttemptFailed | EventKind::Authorized { .. } | EventKind::Expired => Ok(true),
     }
-    Ok(())
 }

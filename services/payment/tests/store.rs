@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use duovarsity_common::Error;
 use duovarsity_common::db::Database;
+use duovarsity_common::events::outbox::Outbox;
 use duovarsity_payment::idempotency::{Claim, Idempotency, fingerprint};
 use duovarsity_payment::ledger::{Sale, balances};
 use duovarsity_payment::orders::{self, Applied, EventKind, ProviderEvent};
 use duovarsity_payment::state::OrderState;
 use duovarsity_payment::store;
+use duovarsity_payment::store::ledger::Entry;
 use duovarsity_payment::store::orders::OrderRow;
 use duovarsity_testkit::TempPostgres;
 use rand::{Rng, SeedableRng};
@@ -43,6 +45,10 @@ fn order(id: &str, provider_order_id: &str) -> OrderRow {
         payment_id: None,
         captured_minor: 0,
         refunded_minor: 0,
+        client_secret: None,
+        captured_at: None,
+        created_at: 1,
+        updated_at: 1,
     }
 }
 
@@ -80,9 +86,11 @@ async fn orders(db: Database) {
             .unwrap();
     }
     tx.commit().await.unwrap();
+    let outbox = Outbox::new(duovarsity_payment::OUTBOX_TABLE);
     let apply = |e: ProviderEvent| {
         let db = db.clone();
-        async move { orders::apply(&db, &e).await }
+        let outbox = outbox.clone();
+        async move { orders::apply(&db, &outbox, &e).await }
     };
     use OrderState::*;
     let steps = [
@@ -113,6 +121,11 @@ async fn orders(db: Database) {
             event("e5", "order_A", refunded("rfnd_1", 10_000)),
             Applied::Moved(PartiallyRefunded),
         ),
+        // The refund we applied, reported again under the provider's own event id.
+        (
+            event("e5-webhook", "order_A", refunded("rfnd_1", 10_000)),
+            Applied::Duplicate,
+        ),
         (
             event("e7", "order_A", refunded("rfnd_2", 39_900)),
             Applied::Moved(Refunded),
@@ -124,7 +137,7 @@ async fn orders(db: Database) {
         ),
     ];
     for (index, (event, expected)) in steps.into_iter().enumerate() {
-        if index == 6 {
+        if index == 7 {
             // More than is left of the capture is refused, and changes nothing.
             let too_much = apply(self::event("e6", "order_A", refunded("rfnd_x", 50_000))).await;
             assert!(
@@ -134,6 +147,12 @@ async fn orders(db: Database) {
         }
         assert_eq!(apply(event.clone()).await.unwrap(), expected, "{event:?}");
     }
+    // One payment.captured and two payment.refunded went to the outbox with the moves.
+    let news: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_outbox")
+        .fetch_one(db.writer())
+        .await
+        .unwrap();
+    assert_eq!(news, 3);
     let balances = store::ledger::balances(&db, "INR").await.unwrap();
     assert_eq!(
         balances["instructor_payable:teacher-9:course-of-o-1"], 0,
@@ -179,6 +198,7 @@ async fn ledger(db: Database) {
         let captured = rng.gen_range(100..100_000);
         let mut steps = vec![(
             "capture".to_string(),
+            captured,
             sale.capture(captured, rng.gen_range(0..captured / 10))
                 .unwrap(),
         )];
@@ -187,21 +207,28 @@ async fn ledger(db: Database) {
             let part = rng.gen_range(1..=captured - refunded);
             steps.push((
                 format!("refund-{refunded}"),
+                part,
                 sale.refund(captured, refunded, part).unwrap(),
             ));
             refunded += part;
         }
-        for (kind, transaction) in steps {
+        for (kind, amount, transaction) in steps {
             let reference = format!("order-{n}");
+            let entry = Entry {
+                kind: &kind,
+                reference: &reference,
+                order_id: &reference,
+                amount,
+            };
             let mut tx = db.writer().begin().await.unwrap();
             assert!(
-                store::ledger::record(&mut tx, &kind, &reference, &transaction)
+                store::ledger::record(&mut tx, &entry, &transaction)
                     .await
                     .unwrap()
             );
             // A duplicate (a webhook delivered twice) posts nothing.
             assert!(
-                !store::ledger::record(&mut tx, &kind, &reference, &transaction)
+                !store::ledger::record(&mut tx, &entry, &transaction)
                     .await
                     .unwrap()
             );

@@ -7,23 +7,36 @@ use sqlx::{Any, Row, Transaction as SqlTransaction};
 
 use crate::ledger::Transaction;
 
+/// What a ledger transaction is: its `kind` (`capture`, `refund`), the `reference` that
+/// makes it unique (the order for a capture, the provider's refund id for a refund), the
+/// order it belongs to and its gross amount.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub kind: &'a str,
+    pub reference: &'a str,
+    pub order_id: &'a str,
+    pub amount: i64,
+}
+
 /// Writes `transaction` as the `kind` (`capture`, `refund`, …) of `reference` (an order,
 /// a refund), in the caller's database transaction. Returns false, writing nothing, if
 /// that kind of that reference is already recorded: applying an event twice posts once.
 pub async fn record(
     tx: &mut SqlTransaction<'_, Any>,
-    kind: &str,
-    reference: &str,
+    entry: &Entry<'_>,
     transaction: &Transaction,
 ) -> Result<bool, Error> {
     let id = uuid::Uuid::now_v7().to_string();
     let inserted = sqlx::query(
-        "INSERT INTO payment_ledger_transactions (id, kind, reference, currency, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, reference) DO NOTHING",
+        "INSERT INTO payment_ledger_transactions \
+         (id, kind, reference, order_id, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, reference) DO NOTHING",
     )
     .bind(&id)
-    .bind(kind)
-    .bind(reference)
+    .bind(entry.kind)
+    .bind(entry.reference)
+    .bind(entry.order_id)
+    .bind(entry.amount)
     .bind(transaction.currency())
     .bind(now_millis())
     .execute(&mut **tx)
@@ -104,6 +117,89 @@ pub async fn instructor_earnings(
                 .unwrap_or_default()
                 .to_string();
             Ok((course, -balance))
+        })
+        .collect()
+}
+
+/// The balance of every account in every currency, by account.
+pub async fn all_balances(db: &Database) -> Result<Vec<(String, String, i64)>, Error> {
+    let rows = sqlx::query(
+        "SELECT account, currency, CAST(SUM(amount) AS BIGINT) AS balance \
+         FROM payment_ledger_postings GROUP BY account, currency ORDER BY account, currency",
+    )
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("account")?,
+                row.try_get("currency")?,
+                row.try_get("balance")?,
+            ))
+        })
+        .collect()
+}
+
+/// What a course has earned its instructor, per currency (net of refunds).
+pub async fn course_earnings(db: &Database, course_id: &str) -> Result<Vec<(String, i64)>, Error> {
+    let rows = sqlx::query(
+        "SELECT currency, CAST(SUM(amount) AS BIGINT) AS balance FROM payment_ledger_postings \
+         WHERE account LIKE $1 GROUP BY currency ORDER BY currency",
+    )
+    .bind(format!("instructor_payable:%:{course_id}"))
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let balance: i64 = row.try_get("balance")?;
+            Ok((row.try_get("currency")?, -balance))
+        })
+        .collect()
+}
+
+/// One payment or refund of a learner, read from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    pub id: String,
+    pub kind: String,
+    pub order_id: String,
+    pub course_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub provider: String,
+    pub at: i64,
+}
+
+/// A learner's payments and refunds, newest first, after the id `after`.
+pub async fn receipts(
+    db: &Database,
+    learner_id: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ReceiptRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT t.id, t.kind, t.order_id, o.course_id, t.amount, t.currency, o.provider, \
+         t.created_at FROM payment_ledger_transactions t \
+         JOIN payment_orders o ON o.id = t.order_id \
+         WHERE o.learner_id = $1 AND ($2 IS NULL OR t.id < $2) ORDER BY t.id DESC LIMIT $3",
+    )
+    .bind(learner_id)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReceiptRow {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                order_id: row.try_get("order_id")?,
+                course_id: row.try_get("course_id")?,
+                amount: row.try_get("amount")?,
+                currency: row.try_get("currency")?,
+                provider: row.try_get("provider")?,
+                at: row.try_get("created_at")?,
+            })
         })
         .collect()
 }

@@ -1,0 +1,546 @@
+//! The built-in Razorpay sandbox: what Razorpay's test mode does, served by the platform
+//! itself on the gateway's listener, so `duovarsity up` takes a paid enrollment end to
+//! end with no account anywhere.
+//!
+//! - The API under [`API_PREFIX`] speaks Razorpay's wire format with its basic auth:
+//!   `POST /v1/orders`, `GET /v1/orders/{id}/payments`, `POST /v1/payments/{id}/refund`.
+//!   The payment service's Razorpay client talks to it over HTTP exactly as it talks to
+//!   Razorpay.
+//! - A hosted checkout page at [`CHECKOUT_PAGE`]`{order_id}` lets a person pay or fail an
+//!   order in a browser (or with curl). Paying answers what Razorpay Checkout hands a
+//!   client (`razorpay_payment_id`, `razorpay_order_id`, `razorpay_signature`).
+//! - Every payment and refund is announced by a signed webhook (`X-Razorpay-Signature`,
+//!   `X-Razorpay-Event-Id`) sent to the platform's webhook endpoint, retried with backoff
+//!   like Razorpay retries, until it is acknowledged.
+//!
+//! The sandbox keeps its books in memory: a restart forgets its orders (the payment
+//! service's reconciliation then finds nothing paid, and the orders expire), which is
+//! what a sandbox may do and a real provider may not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use duovarsity_common::secret::Secret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::signature::sign;
+
+/// Where the sandbox's Razorpay API is served (the client appends `/v1/...`).
+pub const API_PREFIX: &str = "/sandbox/razorpay";
+/// The hosted checkout page, followed by a Razorpay order id.
+pub const CHECKOUT_PAGE: &str = "/sandbox/checkout/";
+/// What the sandbox keeps of a payment as its fee, in basis points (Razorpay's 2 %).
+pub const FEE_BPS: i64 = 200;
+/// Webhook deliveries per event before the sandbox gives up (Razorpay retries for a day;
+/// the reconciliation job covers what is never delivered).
+const DELIVERIES: u32 = 6;
+
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key_id: String,
+    key_secret: Secret<String>,
+    webhook_secret: Secret<String>,
+    webhook_url: String,
+    http: reqwest::Client,
+    books: Mutex<Books>,
+}
+
+#[derive(Default)]
+struct Books {
+    orders: HashMap<String, SandboxOrder>,
+    payments: HashMap<String, SandboxPayment>,
+}
+
+struct SandboxOrder {
+    amount: i64,
+    currency: String,
+    receipt: String,
+    created_at: i64,
+    payments: Vec<String>,
+}
+
+#[derive(Clone)]
+struct SandboxPayment {
+    id: String,
+    order_id: String,
+    amount: i64,
+    currency: String,
+    status: &'static str,
+    fee: i64,
+    refunded: i64,
+    created_at: i64,
+}
+
+impl SandboxPayment {
+    fn entity(&self) -> Value {
+        json!({
+            "id": self.id,
+            "entity": "payment",
+            "amount": self.amount,
+            "currency": self.currency,
+            "status": self.status,
+            "order_id": self.order_id,
+            "method": "card",
+            "captured": self.status == "captured",
+            "amount_refunded": self.refunded,
+            "fee": self.fee,
+            "tax": 0,
+            "created_at": self.created_at,
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// An id as Razorpay makes them: a prefix and 14 characters.
+fn new_id(prefix: &str) -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}_{}", &id[id.len() - 14..])
+}
+
+/// Razorpay's error body.
+fn refusal(status: StatusCode, description: &str) -> Response {
+    let body = json!({"error": {"code": "BAD_REQUEST_ERROR", "description": description}});
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct NewOrder {
+    amount: i64,
+    currency: String,
+    #[serde(default)]
+    receipt: String,
+}
+
+#[derive(Deserialize)]
+struct NewRefund {
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+/// The answer of a checkout page: HTML for a browser, JSON for `Accept: application/json`.
+fn page_or_json(headers: &HeaderMap, title: &str, html: String, value: Value) -> Response {
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        axum::Json(value).into_response()
+    } else {
+        Html(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+             <style>body{{font-family:sans-serif;max-width:36em;margin:3em auto}}\
+             code{{background:#eee;padding:0 .2em}}button{{font-size:1.1em;margin-right:1em}}</style>\
+             </head><body><p><strong>Razorpay sandbox</strong> (test mode: no money moves)</p>{html}</body></html>"
+        ))
+        .into_response()
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl Sandbox {
+    pub fn new(
+        key_id: String,
+        key_secret: Secret<String>,
+        webhook_secret: Secret<String>,
+        webhook_url: String,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                key_id,
+                key_secret,
+                webhook_secret,
+                webhook_url,
+                http,
+                books: Mutex::new(Books::default()),
+            }),
+        }
+    }
+
+    /// The API and the checkout pages, to be served on the gateway's listener.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&format!("{API_PREFIX}/v1/orders"), post(create_order))
+            .route(
+                &format!("{API_PREFIX}/v1/orders/{{id}}/payments"),
+                get(order_payments),
+            )
+            .route(
+                &format!("{API_PREFIX}/v1/payments/{{id}}/refund"),
+                post(refund),
+            )
+            .route(&format!("{CHECKOUT_PAGE}{{id}}"), get(checkout_page))
+            .route(&format!("{CHECKOUT_PAGE}{{id}}/pay"), post(pay))
+            .route(&format!("{CHECKOUT_PAGE}{{id}}/fail"), post(fail))
+            .with_state(self.clone())
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.inner
+            .books
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the request carries the key id and secret (Razorpay's basic auth).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        use base64::Engine as _;
+        let expected = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.inner.key_id,
+            self.inner.key_secret.expose()
+        ));
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "));
+        // Compared as HMAC tags, so the comparison takes the same time wherever they differ.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"sandbox basic auth");
+        let tag = ring::hmac::sign(&key, expected.as_bytes());
+        given.is_some_and(|given| ring::hmac::verify(&key, given.as_bytes(), tag.as_ref()).is_ok())
+    }
+
+    /// Sends a webhook as Razorpay does, in the background, retrying with backoff until
+    /// the platform acknowledges it with a 2xx.
+    fn announce(&self, event: &str, payload: Value) {
+        let body = json!({
+            "entity": "event",
+            "account_id": "acc_duovarsity_sandbox",
+            "event": event,
+            "contains": payload.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            "payload": payload,
+            "created_at": unix_now(),
+        })
+        .to_string();
+        let signature = sign(
+            self.inner.webhook_secret.expose().as_bytes(),
+            body.as_bytes(),
+        );
+        let event_id = new_id("evt");
+        let inner = self.inner.clone();
+        let event = event.to_string();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(500);
+            for attempt in 1..=DELIVERIES {
+                let sent = inner
+                    .http
+                    .post(&inner.webhook_url)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header("X-Razorpay-Signature", &signature)
+                    .header("X-Razorpay-Event-Id", &event_id)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(answer) if answer.status().is_success() => return,
+                    Ok(answer) => {
+                        tracing::warn!(%event, attempt, status = %answer.status(), "sandbox webhook refused")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%event, attempt, %error, "sandbox webhook not delivered")
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        });
+    }
+
+    /// Settles an order with a new payment: captured (`pay`) or failed.
+    fn attempt(
+        &self,
+        order_id: &str,
+        pay: bool,
+    ) -> Result<SandboxPayment, (StatusCode, &'static str)> {
+        let payment = {
+            let mut books = self.books();
+            let Some(order) = books.orders.get_mut(order_id) else {
+                return Err((StatusCode::NOT_FOUND, "The id provided does not exist"));
+            };
+            let payment = SandboxPayment {
+                id: new_id("pay"),
+                order_id: order_id.to_string(),
+                amount: order.amount,
+                currency: order.currency.clone(),
+                status: if pay { "captured" } else { "failed" },
+                fee: if pay {
+                    order.amount * FEE_BPS / 10_000
+                } else {
+                    0
+                },
+                refunded: 0,
+                created_at: unix_now(),
+            };
+            if pay
+                && books.orders[order_id].payments.iter().any(|id| {
+                    books
+                        .payments
+                        .get(id)
+                        .is_some_and(|p| p.status == "captured")
+                })
+            {
+                return Err((StatusCode::BAD_REQUEST, "Order has already been paid"));
+            }
+            books
+                .orders
+                .get_mut(order_id)
+                .expect("looked up above")
+                .payments
+                .push(payment.id.clone());
+            books.payments.insert(payment.id.clone(), payment.clone());
+            payment
+        };
+        let entity = json!({"payment": {"entity": payment.entity()}});
+        if pay {
+            let mut authorized = payment.entity();
+            authorized["status"] = json!("authorized");
+            authorized["captured"] = json!(false);
+            self.announce(
+                "payment.authorized",
+                json!({"payment": {"entity": authorized}}),
+            );
+            self.announce("payment.captured", entity);
+        } else {
+            self.announce("payment.failed", entity);
+        }
+        Ok(payment)
+    }
+}
+
+async fn create_order(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    axum::Json(order): axum::Json<NewOrder>,
+) -> Response {
+    if !sandbox.authorized(&headers) {
+        return refusal(StatusCode::UNAUTHORIZED, "Authentication failed");
+    }
+    if order.amount < 100 {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "The amount must be atleast INR 1.00",
+        );
+    }
+    if order.currency.len() != 3 || !order.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return refusal(StatusCode::BAD_REQUEST, "The currency provided is invalid");
+    }
+    let id = new_id("order");
+    let created_at = unix_now();
+    let body = json!({
+        "id": id,
+        "entity": "order",
+        "amount": order.amount,
+        "amount_paid": 0,
+        "amount_due": order.amount,
+        "currency": order.currency,
+        "receipt": order.receipt,
+        "status": "created",
+        "attempts": 0,
+        "created_at": created_at,
+    });
+    sandbox.books().orders.insert(
+        id,
+        SandboxOrder {
+            amount: order.amount,
+            currency: order.currency,
+            receipt: order.receipt,
+            created_at,
+            payments: Vec::new(),
+        },
+    );
+    axum::Json(body).into_response()
+}
+
+async fn order_payments(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Response {
+    if !sandbox.authorized(&headers) {
+        return refusal(StatusCode::UNAUTHORIZED, "Authentication failed");
+    }
+    let books = sandbox.books();
+    let Some(order) = books.orders.get(&order_id) else {
+        return refusal(StatusCode::BAD_REQUEST, "The id provided does not exist");
+    };
+    let items: Vec<Value> = order
+        .payments
+        .iter()
+        .filter_map(|id| books.payments.get(id))
+        .map(SandboxPayment::entity)
+        .collect();
+    axum::Json(json!({"entity": "collection", "count": items.len(), "items": items}))
+        .into_response()
+}
+
+async fn refund(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Path(payment_id): Path<String>,
+    axum::Json(request): axum::Json<NewRefund>,
+) -> Response {
+    if !sandbox.authorized(&headers) {
+        return refusal(StatusCode::UNAUTHORIZED, "Authentication failed");
+    }
+    let (payment, refund) = {
+        let mut books = sandbox.books();
+        let Some(payment) = books.payments.get_mut(&payment_id) else {
+            return refusal(StatusCode::BAD_REQUEST, "The id provided does not exist");
+        };
+        if payment.status != "captured" && payment.status != "refunded" {
+            return refusal(StatusCode::BAD_REQUEST, "The payment has not been captured");
+        }
+        let left = payment.amount - payment.refunded;
+        let amount = request.amount.unwrap_or(left);
+        if amount <= 0 || amount > left {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "The refund amount provided is greater than amount captured",
+            );
+        }
+        payment.refunded += amount;
+        if payment.refunded == payment.amount {
+            payment.status = "refunded";
+        }
+        let refund = json!({
+            "id": new_id("rfnd"),
+            "entity": "refund",
+            "amount": amount,
+            "currency": payment.currency,
+            "payment_id": payment.id,
+            "status": "processed",
+            "created_at": unix_now(),
+        });
+        (payment.clone(), refund)
+    };
+    sandbox.announce(
+        "refund.processed",
+        json!({"refund": {"entity": refund}, "payment": {"entity": payment.entity()}}),
+    );
+    axum::Json(refund).into_response()
+}
+
+async fn checkout_page(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Response {
+    let books = sandbox.books();
+    let Some(order) = books.orders.get(&order_id) else {
+        return (StatusCode::NOT_FOUND, Html("No such order in the sandbox.")).into_response();
+    };
+    let paid = order
+        .payments
+        .iter()
+        .any(|id| books.payments.get(id).is_some_and(|p| p.status != "failed"));
+    let amount = format!(
+        "{}.{:02} {}",
+        order.amount / 100,
+        order.amount % 100,
+        order.currency
+    );
+    let id = escape(&order_id);
+    let html = if paid {
+        format!("<h1>Order {id}</h1><p>This order is paid.</p>")
+    } else {
+        format!(
+            "<h1>Pay {amount}</h1><p>Order <code>{id}</code> (receipt <code>{}</code>), \
+             created at {}.</p>\
+             <form method=\"post\" action=\"{CHECKOUT_PAGE}{id}/pay\" style=\"display:inline\">\
+             <button>Pay {amount}</button></form>\
+             <form method=\"post\" action=\"{CHECKOUT_PAGE}{id}/fail\" style=\"display:inline\">\
+             <button>Fail the payment</button></form>",
+            escape(&order.receipt),
+            order.created_at
+        )
+    };
+    page_or_json(
+        &headers,
+        "Sandbox checkout",
+        html,
+        json!({"order_id": order_id, "amount": order.amount, "currency": order.currency, "paid": paid}),
+    )
+}
+
+async fn pay(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Response {
+    let payment = match sandbox.attempt(&order_id, true) {
+        Ok(payment) => payment,
+        Err((status, description)) => return refusal(status, description),
+    };
+    // What Razorpay Checkout hands the client: the signature binds the order and payment.
+    let signature = sign(
+        sandbox.inner.key_secret.expose().as_bytes(),
+        format!("{order_id}|{}", payment.id).as_bytes(),
+    );
+    let html = format!(
+        "<h1>Paid</h1><p>The payment went through; the platform hears of it by webhook and \
+         unlocks the course in a moment.</p><ul>\
+         <li>razorpay_payment_id: <code>{}</code></li>\
+         <li>razorpay_order_id: <code>{}</code></li>\
+         <li>razorpay_signature: <code>{signature}</code></li></ul>",
+        escape(&payment.id),
+        escape(&order_id)
+    );
+    page_or_json(
+        &headers,
+        "Paid",
+        html,
+        json!({
+            "razorpay_payment_id": payment.id,
+            "razorpay_order_id": order_id,
+            "razorpay_signature": signature,
+        }),
+    )
+}
+
+async fn fail(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Response {
+    let payment = match sandbox.attempt(&order_id, false) {
+        Ok(payment) => payment,
+        Err((status, description)) => return refusal(status, description),
+    };
+    let html = format!(
+        "<h1>Payment failed</h1><p>Payment <code>{}</code> failed. The order stays open: \
+         <a href=\"{CHECKOUT_PAGE}{}\">try again</a>.</p>",
+        escape(&payment.id),
+        escape(&order_id)
+    );
+    page_or_json(
+        &headers,
+        "Payment failed",
+        html,
+        json!({"error": {"code": "BAD_REQUEST_ERROR", "description": "Payment failed", "metadata": {"payment_id": payment.id, "order_id": order_id}}}),
+    )
+}
