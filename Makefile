@@ -40,3 +40,4 @@ bench:
 	scripts/bench-catalog.sh
 	scripts/bench-events.sh
 	scripts/bench-live.sh
+	scripts/bench-payments.sh

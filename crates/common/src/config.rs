@@ -18,6 +18,8 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use payments::PaymentProvider;
+
 use crate::secret::Secret;
 pub(crate) use sources::lenient_string;
 use sources::{
@@ -39,14 +41,6 @@ pub enum LogFormat {
     Auto,
     Text,
     Json,
-}
-
-/// Who takes payments at checkout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PaymentProvider {
-    Razorpay,
-    Stripe,
 }
 
 /// Every setting of the platform. Field docs are the reference table in the README.
@@ -286,77 +280,6 @@ impl Config {
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate()?;
         Ok(config)
-    }
-
-    fn validate_payments(&self) -> Result<(), ConfigError> {
-        if self.razorpay_api_url.is_some()
-            && (self.razorpay_key_id.is_none()
-                || self.razorpay_key_secret.is_none()
-                || self.razorpay_webhook_secret.is_none())
-        {
-            return Err(ConfigError::setting(
-                "razorpay_api_url",
-                "a real Razorpay needs DUOVARSITY_RAZORPAY_KEY_ID, DUOVARSITY_RAZORPAY_KEY_SECRET and DUOVARSITY_RAZORPAY_WEBHOOK_SECRET too (unset it for the built-in sandbox)",
-            ));
-        }
-        for (key, url) in [
-            ("razorpay_api_url", self.razorpay_api_url.as_deref()),
-            ("stripe_api_url", Some(self.stripe_api_url.as_str())),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(ConfigError::setting(
-                    key,
-                    "must be an http:// or https:// URL",
-                ));
-            }
-        }
-        if self.stripe_secret_key.is_some() != self.stripe_webhook_secret.is_some() {
-            return Err(ConfigError::setting(
-                "stripe_webhook_secret",
-                "DUOVARSITY_STRIPE_SECRET_KEY and DUOVARSITY_STRIPE_WEBHOOK_SECRET go together",
-            ));
-        }
-        if self.payment_provider == PaymentProvider::Stripe && self.stripe_secret_key.is_none() {
-            return Err(ConfigError::setting(
-                "payment_provider",
-                "stripe needs DUOVARSITY_STRIPE_SECRET_KEY and DUOVARSITY_STRIPE_WEBHOOK_SECRET",
-            ));
-        }
-        if !(1..=3600).contains(&self.stripe_webhook_tolerance_secs) {
-            return Err(ConfigError::setting(
-                "stripe_webhook_tolerance_secs",
-                "must be between 1 and 3600",
-            ));
-        }
-        if self.payment_refund_window_days > 3650 {
-            return Err(ConfigError::setting(
-                "payment_refund_window_days",
-                "must be at most 3650",
-            ));
-        }
-        if self.payment_instructor_share_bps > 10_000 {
-            return Err(ConfigError::setting(
-                "payment_instructor_share_bps",
-                "must be between 0 and 10000",
-            ));
-        }
-        if !(1..=7 * 24 * 3600).contains(&self.payment_reconcile_after_secs) {
-            return Err(ConfigError::setting(
-                "payment_reconcile_after_secs",
-                "must be between 1 and 604800",
-            ));
-        }
-        if self.payment_order_ttl_secs <= self.payment_reconcile_after_secs
-            || self.payment_order_ttl_secs > 30 * 24 * 3600
-        {
-            return Err(ConfigError::setting(
-                "payment_order_ttl_secs",
-                "must be longer than DUOVARSITY_PAYMENT_RECONCILE_AFTER_SECS and at most 30 days",
-            ));
-        }
-        Ok(())
     }
 
     /// Range and consistency checks that types alone cannot express.
@@ -704,6 +627,7 @@ impl fmt::Display for LogFormat {
     }
 }
 
+mod payments;
 mod sources;
 #[cfg(test)]
 mod tests;

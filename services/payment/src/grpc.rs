@@ -46,43 +46,48 @@ fn header<'a>(metadata: &'a MetadataMap, name: &str) -> Result<&'a str, Error> {
 }
 
 impl Payments {
-    /// Runs `run` once per `Idempotency-Key` of the caller (Stripe's semantics, see
-    /// [`crate::idempotency`]); without a key it simply runs.
+    /// Runs `run` with the caller, their credentials and the message, once per
+    /// `Idempotency-Key` of the caller (Stripe's semantics, see [`crate::idempotency`]);
+    /// without a key it simply runs.
     async fn once<Req, Resp, Fut>(
         &self,
         method: &str,
-        claims: &Claims,
-        key: Option<String>,
-        request: &Req,
-        run: impl FnOnce() -> Fut,
-    ) -> Result<Resp, Error>
+        request: Request<Req>,
+        run: impl FnOnce(Claims, Caller, Req) -> Fut,
+    ) -> Result<Response<Resp>, Status>
     where
         Req: Message,
         Resp: Message + Default,
         Fut: Future<Output = Result<Resp, Error>>,
     {
+        let claims = caller(&request)?.clone();
+        let key = idempotency_key(request.metadata())?;
+        let on_behalf = Caller::of(request.metadata());
+        let message = request.into_inner();
         let Some(key) = key else {
-            return run().await;
+            return Ok(Response::new(run(claims, on_behalf, message).await?));
         };
-        let print = fingerprint(method, &request.encode_to_vec());
-        match self.idempotency.claim(&claims.sub, &key, &print).await? {
+        let print = fingerprint(method, &message.encode_to_vec());
+        let scope = claims.sub.clone();
+        let answer = match self.idempotency.claim(&scope, &key, &print).await? {
             Claim::Replay(stored) => Resp::decode(stored.as_slice())
-                .map_err(|error| Error::internal("a stored idempotent answer", &error)),
-            Claim::First => match run().await {
+                .map_err(|error| Error::internal("a stored idempotent answer", &error))?,
+            Claim::First => match run(claims, on_behalf, message).await {
                 Ok(answer) => {
                     self.idempotency
-                        .complete(&claims.sub, &key, &answer.encode_to_vec())
+                        .complete(&scope, &key, &answer.encode_to_vec())
                         .await?;
-                    Ok(answer)
+                    answer
                 }
                 Err(error) => {
                     // Failures here change nothing (a refund the provider made is applied by
                     // its webhook), so a retry with the key runs again.
-                    self.idempotency.release(&claims.sub, &key).await?;
-                    Err(error)
+                    self.idempotency.release(&scope, &key).await?;
+                    return Err(error.into());
                 }
             },
-        }
+        };
+        Ok(Response::new(answer))
     }
 
     /// Applies a verified webhook's notice and says how it went.
@@ -106,7 +111,18 @@ impl Payments {
         let outcome = match crate::orders::apply(&self.db, &self.outbox, &notice.event).await? {
             Applied::Moved(_) => "verified",
             Applied::Duplicate => "duplicate",
-            Applied::Stale(_) | Applied::Refused(_) => "ignored",
+            Applied::Stale(_) => "ignored",
+            Applied::Refused(state) => {
+                // Ahead of the order (a refund before its capture arrived): not
+                // remembered, and not acknowledged, so the provider delivers it again.
+                self.webhook_outcome(&provider, "deferred");
+                return Err(Error::Unavailable {
+                    message: format!(
+                        "the order is {state} and cannot take this event yet; deliver it again later"
+                    ),
+                    retry_after: Some(std::time::Duration::from_secs(30)),
+                });
+            }
             Applied::UnknownOrder => {
                 self.webhook_outcome(&provider, "unknown_order");
                 // Not remembered: the provider retries, and an order stored meanwhile
@@ -161,33 +177,30 @@ fn unix_now() -> i64 {
 #[tonic::async_trait]
 impl PaymentService for PaymentGrpc {
     async fn checkout(&self, request: Request<CheckoutRequest>) -> Result<Response<Order>, Status> {
-        let claims = caller(&request)?.clone();
-        let key = idempotency_key(request.metadata())?;
-        let on_behalf = Caller::of(request.metadata());
-        let message = request.into_inner();
         let payments = &self.0;
-        let order = payments
-            .once("Checkout", &claims, key, &message, || {
-                payments.checkout(&claims, &on_behalf, &message.course_id)
-            })
-            .await?;
-        Ok(Response::new(order))
+        payments
+            .once(
+                "Checkout",
+                request,
+                |claims, on_behalf, message| async move {
+                    payments
+                        .checkout(&claims, &on_behalf, &message.course_id)
+                        .await
+                },
+            )
+            .await
     }
 
     async fn confirm_payment(
         &self,
         request: Request<ConfirmPaymentRequest>,
     ) -> Result<Response<Order>, Status> {
-        let claims = caller(&request)?.clone();
-        let key = idempotency_key(request.metadata())?;
-        let message = request.into_inner();
         let payments = &self.0;
-        let order = payments
-            .once("ConfirmPayment", &claims, key, &message, || {
-                payments.confirm(&claims, message.clone())
+        payments
+            .once("ConfirmPayment", request, |claims, _, message| async move {
+                payments.confirm(&claims, message).await
             })
-            .await?;
-        Ok(Response::new(order))
+            .await
     }
 
     async fn get_order(
@@ -213,16 +226,12 @@ impl PaymentService for PaymentGrpc {
         &self,
         request: Request<RefundOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        let claims = caller(&request)?.clone();
-        let key = idempotency_key(request.metadata())?;
-        let message = request.into_inner();
         let payments = &self.0;
-        let order = payments
-            .once("RefundOrder", &claims, key, &message, || {
-                payments.refund(&claims, message.clone())
+        payments
+            .once("RefundOrder", request, |claims, _, message| async move {
+                payments.refund(&claims, message).await
             })
-            .await?;
-        Ok(Response::new(order))
+            .await
     }
 
     async fn list_my_receipts(

@@ -160,3 +160,45 @@ fn secrets_do_not_leak_through_debug() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("hunter2"), "{debug}");
 }
+
+#[test]
+fn payment_providers_come_with_their_secrets() {
+    let refused = |pairs: &[(&str, &str)]| Config::from_sources(None, &env(pairs)).unwrap_err();
+    let err = refused(&[("DUOVARSITY_RAZORPAY_API_URL", "https://api.razorpay.com")]);
+    assert_eq!(err.source_name, "DUOVARSITY_RAZORPAY_API_URL");
+    assert!(
+        err.message.contains("DUOVARSITY_RAZORPAY_KEY_SECRET"),
+        "{err}"
+    );
+    let err = refused(&[("DUOVARSITY_PAYMENT_PROVIDER", "stripe")]);
+    assert_eq!(err.source_name, "DUOVARSITY_PAYMENT_PROVIDER");
+    let err = refused(&[("DUOVARSITY_STRIPE_SECRET_KEY", "sk_test_1")]);
+    assert_eq!(err.source_name, "DUOVARSITY_STRIPE_WEBHOOK_SECRET");
+    let err = refused(&[("DUOVARSITY_PAYMENT_PROVIDER", "paypal")]);
+    assert!(
+        err.to_string().contains("DUOVARSITY_PAYMENT_PROVIDER"),
+        "{err}"
+    );
+    let err = refused(&[
+        ("DUOVARSITY_PAYMENT_RECONCILE_AFTER_SECS", "600"),
+        ("DUOVARSITY_PAYMENT_ORDER_TTL_SECS", "60"),
+    ]);
+    assert_eq!(err.source_name, "DUOVARSITY_PAYMENT_ORDER_TTL_SECS");
+    let stripe = Config::from_sources(
+        None,
+        &env(&[
+            ("DUOVARSITY_PAYMENT_PROVIDER", "stripe"),
+            ("DUOVARSITY_STRIPE_SECRET_KEY", "sk_test_1"),
+            ("DUOVARSITY_STRIPE_WEBHOOK_SECRET", "whsec_1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        stripe.payment_provider,
+        crate::config::PaymentProvider::Stripe
+    );
+    assert!(
+        !format!("{stripe:?}").contains("sk_test_1"),
+        "secrets stay masked"
+    );
+}

@@ -1,334 +1,13 @@
-//! Paid enrollment through the gateway: checkout, the providers (the built-in sandbox,
-//! and the testkit's Razorpay and Stripe API servers), webhooks, refunds, reconciliation,
-//! and the saga to access on the embedded bus and on Kafka.
+//! The payment service against the testkit's Razorpay and Stripe API servers: one key,
+//! one order; the provider down; webhooks verified, deduplicated and forward-only;
+//! Stripe's replay window; reconciliation and expiry.
 
-use std::time::Duration;
-
-use duovarsity::Component;
 use duovarsity_testkit::razorpay::MockRazorpay;
 use duovarsity_testkit::stripe::MockStripe;
-use duovarsity_testkit::{TEST_ADMIN, TestPlatform, kafka_brokers};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Polls `check` every 100 ms for up to 15 s until it gives a value.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..150 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not happen within 15 s");
-}
-
-/// A platform with an admin who owns one published paid course (and its lesson).
-struct Shop {
-    p: TestPlatform,
-    admin: String,
-}
-
-impl Shop {
-    async fn start(settings: &[(&str, &str)]) -> Self {
-        let p = TestPlatform::start_with_admin(Component::All, settings).await;
-        let (_, admin) = p.sign_in(TEST_ADMIN).await;
-        Self { p, admin }
-    }
-
-    /// A paid course (USD 49.00) and a learner enrolled in it, waiting for payment:
-    /// (course id, lesson id, learner token).
-    async fn pending_learner(&self, slug: &str) -> (String, String, String) {
-        let (course, lesson) = self
-            .p
-            .paid_course_with_lesson(&self.admin, slug, 4900, "USD")
-            .await;
-        let (_, learner) = self.p.sign_up(&format!("{slug}@example.com")).await;
-        let enrollment = self.p.enroll(&learner, &course).await;
-        assert_eq!(enrollment["status"], "ENROLLMENT_STATUS_PENDING_PAYMENT");
-        (course, lesson, learner)
-    }
-
-    async fn checkout(&self, token: &str, course: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
-        self.p
-            .call_with(
-                Method::POST,
-                &format!("/v1/courses/{course}/checkout"),
-                Some(token),
-                &headers,
-                Some(json!({})),
-            )
-            .await
-    }
-
-    async fn order(&self, token: &str, order_id: &str) -> Value {
-        let (status, order) = self
-            .p
-            .call(
-                Method::GET,
-                &format!("/v1/orders/{order_id}"),
-                Some(token),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{order}");
-        order
-    }
-
-    async fn enrollment_status(&self, token: &str, course: &str) -> String {
-        let (_, enrollment) = self
-            .p
-            .call(
-                Method::GET,
-                &format!("/v1/courses/{course}/enrollment"),
-                Some(token),
-                None,
-            )
-            .await;
-        enrollment["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    async fn wait_for_enrollment(&self, token: &str, course: &str, status: &str) {
-        eventually(&format!("enrollment {status}"), || async {
-            (self.enrollment_status(token, course).await == status).then_some(())
-        })
-        .await;
-    }
-
-    async fn lesson_status(&self, token: Option<&str>, lesson: &str) -> StatusCode {
-        self.p
-            .call(
-                Method::GET,
-                &format!("/v1/lessons/{lesson}/content"),
-                token,
-                None,
-            )
-            .await
-            .0
-    }
-
-    /// The ledger as an admin sees it: every currency's sum must be zero.
-    async fn assert_ledger_balances(&self) -> Value {
-        let (status, ledger) = self
-            .p
-            .call(Method::GET, "/v1/payments/ledger", Some(&self.admin), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{ledger}");
-        for sum in ledger["imbalance"].as_array().unwrap() {
-            assert_eq!(sum["amountMinor"], "0", "{ledger}");
-        }
-        ledger
-    }
-
-    async fn post_webhook(
-        &self,
-        provider: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (StatusCode, Value) {
-        let mut request = reqwest::Client::new()
-            .post(self.p.url(&format!("/v1/payments/webhooks/{provider}")))
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
-fn balance(ledger: &Value, account: &str) -> i64 {
-    ledger["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["account"] == account)
-        .map_or(0, |a| {
-            a["balance"]["amountMinor"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-}
-
-/// The saga on whichever bus `shop` runs: pay in the sandbox's checkout page, the
-/// enrollment becomes active and the private lesson readable; a full refund revokes it.
-async fn saga(shop: &Shop) {
-    let (course, lesson, learner) = shop.pending_learner("saga-course").await;
-    // Paid content is private: not for anonymous readers, nor for a pending enrollment.
-    assert_eq!(
-        shop.lesson_status(None, &lesson).await,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        shop.lesson_status(Some(&learner), &lesson).await,
-        StatusCode::NOT_FOUND
-    );
-
-    let (status, order) = shop.checkout(&learner, &course, None).await;
-    assert_eq!(status, StatusCode::OK, "{order}");
-    assert_eq!(
-        order["amount"],
-        json!({"currency": "USD", "amountMinor": "4900"})
-    );
-    let order_id = order["id"].as_str().unwrap().to_string();
-    let page = order["payWith"]["razorpay"]["checkoutUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let html = reqwest::get(&page).await.unwrap().text().await.unwrap();
-    assert!(html.contains("Pay 49.00 USD"), "{html}");
-    let paid: Value = reqwest::Client::new()
-        .post(format!("{page}/pay"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(paid["razorpay_signature"].is_string(), "{paid}");
-
-    // The sandbox's webhook captures the order; payment.captured activates the enrollment.
-    shop.wait_for_enrollment(&learner, &course, "ENROLLMENT_STATUS_ACTIVE")
-        .await;
-    assert_eq!(
-        shop.order(&learner, &order_id).await["state"],
-        "ORDER_STATE_CAPTURED"
-    );
-    let content = shop
-        .p
-        .call_with(
-            Method::GET,
-            &format!("/v1/lessons/{lesson}/content"),
-            Some(&learner),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(content.0, StatusCode::OK, "{}", content.1);
-    let cache = reqwest::Client::new()
-        .get(shop.p.url(&format!("/v1/lessons/{lesson}/content")))
-        .bearer_auth(&learner)
-        .send()
-        .await
-        .unwrap();
-    let control = cache.headers()["cache-control"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        control.contains("private"),
-        "paid content is private: {control}"
-    );
-    // Confirming with Checkout's answer changes nothing more.
-    let (status, confirmed) = shop
-        .p
-        .call(
-            Method::POST,
-            &format!("/v1/orders/{order_id}:confirm"),
-            Some(&learner),
-            Some(json!({"razorpayPaymentId": paid["razorpay_payment_id"], "razorpaySignature": paid["razorpay_signature"]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{confirmed}");
-    assert_eq!(confirmed["capturedMinor"], "4900");
-
-    // A full refund by the learner, inside the window: access ends.
-    let (status, refunded) = shop
-        .p
-        .call(
-            Method::POST,
-            &format!("/v1/orders/{order_id}:refund"),
-            Some(&learner),
-            Some(json!({"reason": "changed my mind"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{refunded}");
-    assert_eq!(refunded["state"], "ORDER_STATE_REFUNDED");
-    shop.wait_for_enrollment(&learner, &course, "ENROLLMENT_STATUS_CANCELLED")
-        .await;
-    assert_eq!(
-        shop.lesson_status(Some(&learner), &lesson).await,
-        StatusCode::NOT_FOUND
-    );
-
-    // Receipts: the payment and the refund; billing notices for both.
-    let (_, receipts) = shop
-        .p
-        .call(Method::GET, "/v1/me/receipts", Some(&learner), None)
-        .await;
-    let kinds: Vec<&str> = receipts["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        ["RECEIPT_KIND_REFUND", "RECEIPT_KIND_PAYMENT"],
-        "{receipts}"
-    );
-    let titles: Vec<String> = eventually("billing notices", || async {
-        let (_, inbox) = shop
-            .p
-            .call(Method::GET, "/v1/notifications", Some(&learner), None)
-            .await;
-        let titles: Vec<String> = inbox["notifications"]
-            .as_array()?
-            .iter()
-            .filter(|n| n["category"] == "CATEGORY_BILLING")
-            .map(|n| n["title"].as_str().unwrap_or_default().to_string())
-            .collect();
-        (titles.len() == 2).then_some(titles)
-    })
-    .await;
-    assert_eq!(titles, ["Refund issued", "Payment received: your receipt"]);
-
-    // The instructor earned nothing in the end, and the ledger balances.
-    let (status, earnings) = shop
-        .p
-        .call(
-            Method::GET,
-            &format!("/v1/courses/{course}/earnings"),
-            Some(&shop.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{earnings}");
-    assert_eq!(earnings["earned"][0]["amountMinor"], "0", "{earnings}");
-    shop.assert_ledger_balances().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paid_enrollment_saga_in_the_sandbox_on_the_embedded_bus() {
-    let shop = Shop::start(&[]).await;
-    saga(&shop).await;
-    shop.p.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paid_enrollment_saga_in_the_sandbox_on_kafka() {
-    let brokers = kafka_brokers();
-    let prefix = format!("pay{}.", uuid::Uuid::now_v7().simple());
-    let shop = Shop::start(&[
-        ("DUOVARSITY_KAFKA_BROKERS", brokers.as_str()),
-        ("DUOVARSITY_KAFKA_TOPIC_PREFIX", prefix.as_str()),
-    ])
-    .await;
-    saga(&shop).await;
-    shop.p.stop().await;
-}
+use crate::{Shop, balance, eventually};
 
 /// Settings that point the platform at the testkit's Razorpay.
 fn razorpay_settings(mock: &MockRazorpay) -> Vec<(&'static str, String)> {
@@ -570,6 +249,15 @@ async fn razorpay_webhooks_are_verified_deduplicated_and_forward_only() {
     shop.p.stop().await;
 }
 
+/// Delivers a Stripe webhook as Stripe does; the status and the acknowledged outcome.
+async fn stripe_webhook(
+    shop: &Shop,
+    webhook: &duovarsity_testkit::stripe::Webhook,
+) -> (StatusCode, Value) {
+    let headers = [("stripe-signature", webhook.signature.as_str())];
+    shop.post_webhook("stripe", &headers, &webhook.body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_payments_check_signatures_and_the_replay_window() {
     let mock = MockStripe::start().await;
@@ -600,13 +288,7 @@ async fn stripe_payments_check_signatures_and_the_replay_window() {
         .as_secs() as i64;
     // Signed ten minutes ago: outside the 5-minute window, refused as a replay.
     let stale = mock.succeed(&intent, now - 600);
-    let (status, problem) = shop
-        .post_webhook(
-            "stripe",
-            &[("stripe-signature", &stale.signature)],
-            &stale.body,
-        )
-        .await;
+    let (status, problem) = stripe_webhook(&shop, &stale).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     assert_eq!(
         shop.order(&learner, order["id"].as_str().unwrap()).await["state"],
@@ -614,25 +296,13 @@ async fn stripe_payments_check_signatures_and_the_replay_window() {
     );
 
     let fresh = mock.succeed(&intent, now);
-    let (status, ack) = shop
-        .post_webhook(
-            "stripe",
-            &[("stripe-signature", &fresh.signature)],
-            &fresh.body,
-        )
-        .await;
+    let (status, ack) = stripe_webhook(&shop, &fresh).await;
     assert_eq!(
         (status, ack["outcome"].as_str()),
         (StatusCode::OK, Some("verified")),
         "{ack}"
     );
-    let (status, ack) = shop
-        .post_webhook(
-            "stripe",
-            &[("stripe-signature", &fresh.signature)],
-            &fresh.body,
-        )
-        .await;
+    let (status, ack) = stripe_webhook(&shop, &fresh).await;
     assert_eq!(
         (status, ack["outcome"].as_str()),
         (StatusCode::OK, Some("duplicate"))
@@ -653,24 +323,12 @@ async fn stripe_payments_check_signatures_and_the_replay_window() {
     // A partial refund keeps access; Stripe got an idempotency key.
     let order_id = order["id"].as_str().unwrap();
     let (status, refunded) = shop
-        .p
-        .call(
-            Method::POST,
-            &format!("/v1/orders/{order_id}:refund"),
-            Some(&learner),
-            Some(json!({"amountMinor": 1000})),
-        )
+        .refund(&learner, order_id, json!({"amountMinor": 1000}))
         .await;
     assert_eq!(status, StatusCode::OK, "{refunded}");
     assert_eq!(refunded["state"], "ORDER_STATE_PARTIALLY_REFUNDED");
     let (status, problem) = shop
-        .p
-        .call(
-            Method::POST,
-            &format!("/v1/orders/{order_id}:refund"),
-            Some(&learner),
-            Some(json!({"amountMinor": 9000})),
-        )
+        .refund(&learner, order_id, json!({"amountMinor": 9000}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(
@@ -717,17 +375,10 @@ async fn reconciliation_applies_missed_webhooks_and_expires_abandoned_orders() {
     assert_ne!(again["id"], abandoned["id"]);
 
     // With a refund window of 0 days the learner may not refund; an admin may.
-    let path = format!("/v1/orders/{order_id}:refund");
-    let (status, problem) = shop
-        .p
-        .call(Method::POST, &path, Some(&payer), Some(json!({})))
-        .await;
+    let (status, problem) = shop.refund(&payer, order_id, json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(problem["reason"], "REFUND_WINDOW_CLOSED");
-    let (status, refunded) = shop
-        .p
-        .call(Method::POST, &path, Some(&shop.admin), Some(json!({})))
-        .await;
+    let (status, refunded) = shop.refund(&shop.admin, order_id, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{refunded}");
     assert_eq!(refunded["state"], "ORDER_STATE_REFUNDED");
     shop.wait_for_enrollment(&payer, &paid_course, "ENROLLMENT_STATUS_CANCELLED")
