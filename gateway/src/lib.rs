@@ -15,6 +15,7 @@ pub mod live;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+mod sse;
 pub mod template;
 pub mod transcode;
 pub mod upstream;
@@ -67,7 +68,7 @@ const FORWARDED_HEADERS: [&str; 7] = [
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("routes: {0}")]
-    Routes(#[from] template::TemplateError),
+    Routes(#[from] routes::RouteError),
     #[error("no service module serves {0} (is its module in the CLI's table?)")]
     Unserved(String),
     #[error("upstream {service}: {source}")]
@@ -409,6 +410,20 @@ async fn call(
     }
     telemetry::inject_trace(&tracing::Span::current(), &mut forwarded);
     let service = route.method.parent_service().full_name().to_string();
+    if let Some(switch) = sse::requested(route, &message) {
+        let (metadata, stream) = gateway
+            .upstreams
+            .server_streaming(
+                &service,
+                &switch.grpc_path,
+                MetadataMap::from_headers(forwarded),
+                gateway.request_timeout,
+                message,
+            )
+            .await
+            .map_err(|status| Problem::from_status(&status))?;
+        return sse::response(switch.method.output(), &metadata, stream).await;
+    }
     let (metadata, reply) = gateway
         .upstreams
         .unary(
@@ -461,6 +476,9 @@ async fn call(
     };
     if let Some(etag) = etag {
         response.headers_mut().insert(header::ETAG, etag);
+    }
+    for (name, value) in sse::passed_headers(&metadata) {
+        response.headers_mut().insert(name, value);
     }
     if let Some(cache_control) = cache_control {
         response

@@ -2,7 +2,7 @@
 //! `google.api.http` binding (including `additional_bindings`). Adding an annotated RPC to
 //! a proto makes it reachable here with no gateway code.
 
-use duovarsity_proto::duovarsity::options::v1::Access;
+use duovarsity_proto::duovarsity::options::v1::{Access, Stream};
 use duovarsity_proto::google::api::HttpRule;
 use duovarsity_proto::google::api::http_rule::Pattern;
 use duovarsity_proto::method_option;
@@ -34,6 +34,26 @@ pub struct Route {
     /// `/package.Service/Method`.
     pub grpc_path: String,
     pub access: Access,
+    /// The server-streaming sibling the request switches to (`duovarsity.options.v1.stream`).
+    pub stream: Option<StreamSwitch>,
+}
+
+/// When the bool field `when_field` of the request is true, `method` (server-streaming,
+/// same service) answers instead, as server-sent events.
+#[derive(Debug, Clone)]
+pub struct StreamSwitch {
+    pub when_field: String,
+    pub method: MethodDescriptor,
+    pub grpc_path: String,
+}
+
+/// Why the routing table cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    Template(#[from] TemplateError),
+    #[error("{method}: the stream option {message}")]
+    Stream { method: String, message: String },
 }
 
 /// Every route, most specific first.
@@ -50,8 +70,44 @@ pub enum Lookup<'a> {
     NotFound,
 }
 
+/// The method's stream option, checked: the field is a bool of the request and the
+/// sibling streams from the server with the same input.
+fn stream_switch(
+    service: &prost_reflect::ServiceDescriptor,
+    method: &MethodDescriptor,
+) -> Result<Option<StreamSwitch>, RouteError> {
+    let Some(option) = method_option::<Stream>(method, "duovarsity.options.v1.stream") else {
+        return Ok(None);
+    };
+    let fail = |message: &str| RouteError::Stream {
+        method: method.full_name().to_string(),
+        message: message.to_string(),
+    };
+    let is_bool = method
+        .input()
+        .get_field_by_name(&option.when_field)
+        .is_some_and(|f| matches!(f.kind(), prost_reflect::Kind::Bool));
+    if !is_bool {
+        return Err(fail("names no bool field of the request"));
+    }
+    let sibling = service
+        .methods()
+        .find(|m| m.name() == option.method)
+        .ok_or_else(|| fail("names no method of the service"))?;
+    if !sibling.is_server_streaming() || sibling.input() != method.input() {
+        return Err(fail(
+            "must name a server-streaming method with the same request",
+        ));
+    }
+    Ok(Some(StreamSwitch {
+        when_field: option.when_field,
+        grpc_path: format!("/{}/{}", service.full_name(), sibling.name()),
+        method: sibling,
+    }))
+}
+
 impl RouteTable {
-    pub fn from_pool(pool: &DescriptorPool) -> Result<Self, TemplateError> {
+    pub fn from_pool(pool: &DescriptorPool) -> Result<Self, RouteError> {
         let mut routes = Vec::new();
         for service in pool.services() {
             for method in service.methods() {
@@ -61,6 +117,7 @@ impl RouteTable {
                 let access = method_option::<Access>(&method, "duovarsity.options.v1.access")
                     .unwrap_or_default();
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
+                let stream = stream_switch(&service, &method)?;
                 let mut bindings = vec![rule.clone()];
                 bindings.extend(rule.additional_bindings.iter().cloned());
                 for binding in bindings {
@@ -80,6 +137,7 @@ impl RouteTable {
                         method: method.clone(),
                         grpc_path: grpc_path.clone(),
                         access: access.clone(),
+                        stream: stream.clone(),
                     });
                 }
             }

@@ -94,6 +94,42 @@ impl Upstreams {
         Ok((metadata, body))
     }
 
+    /// One server-streaming call: the response metadata and the stream of encoded
+    /// messages.
+    pub async fn server_streaming(
+        &self,
+        service: &str,
+        path: &str,
+        metadata: MetadataMap,
+        timeout: Duration,
+        message: Vec<u8>,
+    ) -> Result<(MetadataMap, tonic::Streaming<Bytes>), Status> {
+        let channel = self.channel(service).ok_or_else(|| {
+            Status::unimplemented(format!("no upstream is configured for {service}"))
+        })?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("{service} is unreachable: {e}")))?;
+        let path = http::uri::PathAndQuery::try_from(path)
+            .map_err(|_| Status::internal("invalid method path"))?;
+        let mut request = tonic::Request::new(Bytes::from(message));
+        *request.metadata_mut() = metadata;
+        request.set_timeout(timeout);
+        let response = grpc
+            .server_streaming(request, path, RawCodec)
+            .await
+            .map_err(|status| {
+                if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+                    Status::unavailable(format!("{service} is unreachable"))
+                } else {
+                    status
+                }
+            })?;
+        let (metadata, stream, _) = response.into_parts();
+        Ok((metadata, stream))
+    }
+
     /// Whether every upstream reports SERVING; the failures otherwise.
     pub async fn check_health(&self) -> Result<(), Vec<String>> {
         let mut failures = Vec::new();

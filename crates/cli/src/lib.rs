@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use duovarsity_ai_routing::AiRoutingModule;
 use duovarsity_common::Config;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier};
 use duovarsity_common::db::Database;
@@ -44,6 +45,7 @@ pub const MODULES: &[ModuleEntry] = &[
     ModuleEntry::of::<ContentModule>(),
     ModuleEntry::of::<NotificationModule>(),
     ModuleEntry::of::<PaymentModule>(),
+    ModuleEntry::of::<AiRoutingModule>(),
 ];
 
 /// The configuration names of [`MODULES`], in table order.

@@ -156,6 +156,9 @@ pub struct Config {
     pub payment_reconcile_after_secs: u64,
     /// Orders unpaid for this long expire (abandoned checkouts), in seconds.
     pub payment_order_ttl_secs: u64,
+    /// The AI-routing service's model catalog and policy (TOML); reloaded when it changes
+    /// or on SIGHUP. Unset: the built-in catalog (every model on the offline sandbox).
+    pub ai_catalog_file: Option<PathBuf>,
     /// How long an in-process (L1) cache entry lives, in seconds: the staleness bound if a
     /// replica misses an invalidation message.
     pub cache_l1_ttl_secs: u64,
@@ -204,6 +207,7 @@ impl Default for Config {
             kafka_partitions: 6,
             kafka_replication: 1,
             kafka_topic_prefix: String::new(),
+            ai_catalog_file: None,
             payment_provider: PaymentProvider::Razorpay,
             razorpay_api_url: None,
             razorpay_key_id: None,

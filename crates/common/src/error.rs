@@ -62,6 +62,7 @@ pub enum Error {
     },
     #[error("{message}")]
     ResourceExhausted {
+        reason: &'static str,
         message: String,
         retry_after: Option<Duration>,
     },
@@ -127,8 +128,8 @@ impl Error {
             Self::AlreadyExists { reason, .. }
             | Self::Unauthenticated { reason, .. }
             | Self::PermissionDenied { reason, .. }
-            | Self::FailedPrecondition { reason, .. } => reason,
-            Self::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
+            | Self::FailedPrecondition { reason, .. }
+            | Self::ResourceExhausted { reason, .. } => reason,
             Self::Unavailable { .. } => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -223,6 +224,7 @@ mod tests {
     #[test]
     fn retry_advice_travels_with_overload() {
         let status = Status::from(Error::ResourceExhausted {
+            reason: "RESOURCE_EXHAUSTED",
             message: "slow down".into(),
             retry_after: Some(Duration::from_secs(3)),
         });

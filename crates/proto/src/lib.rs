@@ -35,6 +35,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.notification.v1");
         }
     }
+    pub mod ai {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.ai.v1");
+        }
+    }
     pub mod payment {
         pub mod v1 {
             tonic::include_proto!("duovarsity.payment.v1");
@@ -63,6 +68,7 @@ pub mod google {
     }
 }
 
+pub use duovarsity::ai::v1 as ai;
 pub use duovarsity::content::v1 as content;
 pub use duovarsity::course::v1 as course;
 pub use duovarsity::events::v1 as events;

@@ -145,6 +145,7 @@ impl LiveHub {
             });
             if streams.count >= self.inner.per_user {
                 return Err(duovarsity_common::Error::ResourceExhausted {
+                    reason: "RESOURCE_EXHAUSTED",
                     message: format!(
                         "this account already has {} live connections open; close one first",
                         self.inner.per_user

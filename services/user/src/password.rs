@@ -125,6 +125,7 @@ async fn bounded<T: Send + 'static>(
         .admitted
         .try_acquire()
         .map_err(|_| Error::ResourceExhausted {
+            reason: "RESOURCE_EXHAUSTED",
             message: "too many sign-ins are in progress; retry shortly".into(),
             retry_after: Some(Duration::from_secs(1)),
         })?;

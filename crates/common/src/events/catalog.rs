@@ -4,7 +4,7 @@
 //! one place and right in another.
 
 use duovarsity_proto::events::{
-    CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
+    AiUsage, CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
     EnrollmentRevoked, Envelope, LessonCompleted, LessonProgressed, PaymentCaptured,
     PaymentRefunded, UserRegistered,
 };
@@ -18,6 +18,7 @@ pub mod topics {
     pub const ENROLLMENT: &str = "enrollment.v1";
     pub const PROGRESS: &str = "progress.v1";
     pub const PAYMENT: &str = "payment.v1";
+    pub const AI: &str = "ai.v1";
 }
 
 /// A payload of `duovarsity.events.v1` with the topic it travels on and its type name.
@@ -55,6 +56,7 @@ catalog! {
     LessonCompleted => topics::PROGRESS, "progress.lesson_completed";
     PaymentCaptured => topics::PAYMENT, "payment.captured";
     PaymentRefunded => topics::PAYMENT, "payment.refunded";
+    AiUsage => topics::AI, "ai.usage";
 }
 
 /// The envelope's payload as `E`, refusing a payload of another type.

@@ -1,0 +1,275 @@
+//! Model provider APIs of a test's own, on free ports of 127.0.0.1: an OpenAI-compatible
+//! `POST /v1/chat/completions` ([`MockLlm::openai`]) and Anthropic's `POST /v1/messages`
+//! ([`MockLlm::anthropic`]), both streaming as their providers do, with controls a test
+//! uses to make them slow, failing, rate limited, or break after the first chunk.
+//!
+//! Every answer has exactly `completion_tokens` words (a token each in the reported
+//! usage, capped by the request's max tokens), so tests can compute costs exactly.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// What the next calls do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Answer,
+    /// HTTP 503 at once.
+    Down,
+    /// HTTP 429 at once.
+    RateLimited,
+    /// The first chunk, then the connection ends mid-answer.
+    BreakAfterFirstChunk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+struct Controls {
+    dialect: Dialect,
+    key: String,
+    behaviour: Behaviour,
+    latency: Duration,
+    completion_tokens: u32,
+    requests: Vec<Value>,
+}
+
+pub struct MockLlm {
+    server: crate::MockServer,
+    controls: Arc<Mutex<Controls>>,
+    /// The API key it expects (`Authorization: Bearer` or `x-api-key`).
+    pub key: String,
+}
+
+type Shared = Arc<Mutex<Controls>>;
+
+fn words(model: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            if n == 0 {
+                format!("{model}:")
+            } else {
+                format!("w{n}")
+            }
+        })
+        .collect()
+}
+
+fn sse(events: Vec<String>, cut: bool) -> Response {
+    let mut body: String = events.concat();
+    if cut {
+        // Only the first event, and the stream ends without its terminator.
+        body = events.into_iter().next().unwrap_or_default();
+    }
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        "content-type",
+        "text/event-stream".parse().expect("a header"),
+    );
+    response
+}
+
+async fn answer(
+    State(controls): State<Shared>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
+    let (dialect, behaviour, latency, tokens, key) = {
+        let mut c = controls.lock().expect("mock llm lock");
+        c.requests.push(request.clone());
+        (
+            c.dialect,
+            c.behaviour,
+            c.latency,
+            c.completion_tokens,
+            c.key.clone(),
+        )
+    };
+    let presented = match dialect {
+        Dialect::OpenAi => headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string),
+        Dialect::Anthropic => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    if presented.as_deref() != Some(key.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "bad key"}})),
+        )
+            .into_response();
+    }
+    tokio::time::sleep(latency).await;
+    match behaviour {
+        Behaviour::Down => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": {"message": "overloaded"}})),
+            )
+                .into_response();
+        }
+        Behaviour::RateLimited => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": {"message": "rate limited"}})),
+            )
+                .into_response();
+        }
+        Behaviour::Answer | Behaviour::BreakAfterFirstChunk => {}
+    }
+    let model = request["model"].as_str().unwrap_or("model").to_string();
+    let cap = request["max_tokens"].as_u64().unwrap_or(u64::from(tokens)) as u32;
+    let count = tokens.min(cap) as usize;
+    let finish = if count < tokens as usize {
+        "length"
+    } else {
+        "stop"
+    };
+    let prompt_tokens = request["messages"].as_array().map_or(0, Vec::len) * 10;
+    let text = words(&model, count);
+    let cut = behaviour == Behaviour::BreakAfterFirstChunk;
+    match dialect {
+        Dialect::OpenAi => {
+            let chunk = |delta: Value, finish: Value, usage: Value| {
+                format!(
+                    "data: {}\n\n",
+                    json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": usage})
+                )
+            };
+            let mut events: Vec<String> = text
+                .iter()
+                .enumerate()
+                .map(|(n, word)| {
+                    let content = if n == 0 {
+                        word.clone()
+                    } else {
+                        format!(" {word}")
+                    };
+                    chunk(json!({"content": content}), Value::Null, Value::Null)
+                })
+                .collect();
+            events.push(chunk(json!({}), json!(finish), Value::Null));
+            events.push(format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model, "choices": [],
+                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}})
+            ));
+            events.push("data: [DONE]\n\n".to_string());
+            sse(events, cut)
+        }
+        Dialect::Anthropic => {
+            let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+            let mut events = vec![event(
+                "message_start",
+                json!({"type": "message_start", "message": {"model": model, "usage": {"input_tokens": prompt_tokens, "output_tokens": 1}}}),
+            )];
+            for (n, word) in text.iter().enumerate() {
+                let piece = if n == 0 {
+                    word.clone()
+                } else {
+                    format!(" {word}")
+                };
+                events.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+                ));
+            }
+            let reason = if finish == "length" {
+                "max_tokens"
+            } else {
+                "end_turn"
+            };
+            events.push(event(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": reason}, "usage": {"output_tokens": count}}),
+            ));
+            events.push(event("message_stop", json!({"type": "message_stop"})));
+            if cut {
+                events.remove(0);
+            }
+            sse(events, cut)
+        }
+    }
+}
+
+impl MockLlm {
+    async fn start(dialect: Dialect, path: &str) -> Self {
+        let key = format!("sk-mock-{}", uuid::Uuid::now_v7().simple());
+        let controls = Arc::new(Mutex::new(Controls {
+            dialect,
+            key: key.clone(),
+            behaviour: Behaviour::Answer,
+            latency: Duration::ZERO,
+            completion_tokens: 10,
+            requests: Vec::new(),
+        }));
+        let router = Router::new()
+            .route(path, post(answer))
+            .with_state(controls.clone());
+        Self {
+            server: crate::MockServer::serve(router).await,
+            controls,
+            key,
+        }
+    }
+
+    /// An OpenAI-compatible server; its base URL for the catalog is [`Self::url`] + `/v1`.
+    pub async fn openai() -> Self {
+        Self::start(Dialect::OpenAi, "/v1/chat/completions").await
+    }
+
+    /// Anthropic's Messages API; its base URL for the catalog is [`Self::url`].
+    pub async fn anthropic() -> Self {
+        Self::start(Dialect::Anthropic, "/v1/messages").await
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        self.controls.lock().expect("mock llm lock").behaviour = behaviour;
+    }
+
+    /// Waits this long before answering (the first byte).
+    pub fn set_latency(&self, latency: Duration) {
+        self.controls.lock().expect("mock llm lock").latency = latency;
+    }
+
+    /// Words (and completion tokens) per answer, before the request's max tokens.
+    pub fn set_completion_tokens(&self, tokens: u32) {
+        self.controls
+            .lock()
+            .expect("mock llm lock")
+            .completion_tokens = tokens;
+    }
+
+    /// How many requests it received.
+    pub fn calls(&self) -> usize {
+        self.controls.lock().expect("mock llm lock").requests.len()
+    }
+
+    /// The request bodies it received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.controls
+            .lock()
+            .expect("mock llm lock")
+            .requests
+            .clone()
+    }
+}

@@ -1,0 +1,274 @@
+//! Daily cost budgets that hold across replicas: each learner's by tier, and the whole
+//! platform's. A request reserves its worst-case cost on both before the provider is
+//! called; the reservation is settled to the actual cost afterwards, or released if the
+//! call failed. A reservation that does not fit is refused whole, so the spend never
+//! passes either limit, however many requests race on however many replicas.
+//!
+//! Two stores, one contract: [`SqlBudgets`] (a conditional update per counter in one
+//! transaction, on the service's SQLite or PostgreSQL) and [`RedisBudgets`] (one Lua
+//! script per operation, atomic in Redis) when Redis is configured.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use duovarsity_common::Error;
+use duovarsity_common::db::Database;
+use duovarsity_common::pubsub::RedisLink;
+
+/// The platform-wide counter's scope.
+pub const PLATFORM: &str = "platform";
+
+/// The UTC day (days since the epoch) and when it ends.
+pub fn today() -> (i64, SystemTime) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let day = (now.as_secs() / 86_400) as i64;
+    (
+        day,
+        UNIX_EPOCH + Duration::from_secs((day as u64 + 1) * 86_400),
+    )
+}
+
+/// A held reservation: `amount` nano-USD on `user` and the platform, on `day`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub user: String,
+    pub day: i64,
+    pub amount: i64,
+}
+
+/// Which limit a reservation did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    User,
+    Platform,
+}
+
+#[async_trait]
+pub trait Budgets: Send + Sync {
+    /// Reserves `amount` against `user_limit` and `platform_limit` (nano-USD per day).
+    async fn reserve(
+        &self,
+        user: &str,
+        amount: i64,
+        user_limit: i64,
+        platform_limit: i64,
+    ) -> Result<Result<Reservation, Exhausted>, Error>;
+
+    /// Replaces the reservation by the actual cost (0 releases it).
+    async fn settle(&self, reservation: &Reservation, actual: i64) -> Result<(), Error>;
+
+    /// What `user` has spent (and holds reserved) today.
+    async fn spent(&self, user: &str) -> Result<i64, Error>;
+}
+
+pub struct SqlBudgets {
+    db: Database,
+}
+
+impl SqlBudgets {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+/// Adds `amount` to (scope, day) if the result stays within `limit`: whether it did.
+async fn add_within(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    scope: &str,
+    day: i64,
+    amount: i64,
+    limit: i64,
+) -> Result<bool, Error> {
+    sqlx::query(
+        "INSERT INTO ai_budget_spend (scope, day, spent_nano) VALUES ($1, $2, 0) \
+         ON CONFLICT (scope, day) DO NOTHING",
+    )
+    .bind(scope)
+    .bind(day)
+    .execute(&mut **tx)
+    .await?;
+    let changed = sqlx::query(
+        "UPDATE ai_budget_spend SET spent_nano = spent_nano + $1 \
+         WHERE scope = $2 AND day = $3 AND spent_nano + $1 <= $4",
+    )
+    .bind(amount)
+    .bind(scope)
+    .bind(day)
+    .bind(limit)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+#[async_trait]
+impl Budgets for SqlBudgets {
+    async fn reserve(
+        &self,
+        user: &str,
+        amount: i64,
+        user_limit: i64,
+        platform_limit: i64,
+    ) -> Result<Result<Reservation, Exhausted>, Error> {
+        let (day, _) = today();
+        let mut tx = self.db.writer().begin().await?;
+        if !add_within(&mut tx, user, day, amount, user_limit).await? {
+            return Ok(Err(Exhausted::User));
+        }
+        if !add_within(&mut tx, PLATFORM, day, amount, platform_limit).await? {
+            return Ok(Err(Exhausted::Platform));
+        }
+        tx.commit().await?;
+        Ok(Ok(Reservation {
+            user: user.to_string(),
+            day,
+            amount,
+        }))
+    }
+
+    async fn settle(&self, reservation: &Reservation, actual: i64) -> Result<(), Error> {
+        let delta = actual - reservation.amount;
+        let mut tx = self.db.writer().begin().await?;
+        for scope in [reservation.user.as_str(), PLATFORM] {
+            sqlx::query(
+                "UPDATE ai_budget_spend SET spent_nano = spent_nano + $1 WHERE scope = $2 AND day = $3",
+            )
+            .bind(delta)
+            .bind(scope)
+            .bind(reservation.day)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn spent(&self, user: &str) -> Result<i64, Error> {
+        let (day, _) = today();
+        let spent: Option<i64> = sqlx::query_scalar(
+            "SELECT spent_nano FROM ai_budget_spend WHERE scope = $1 AND day = $2",
+        )
+        .bind(user)
+        .bind(day)
+        .fetch_optional(self.db.writer())
+        .await?;
+        Ok(spent.unwrap_or(0))
+    }
+}
+
+/// Reserves on both counters or neither: returns {1} or {0, which}.
+const RESERVE: &str = r"
+local user = tonumber(redis.call('GET', KEYS[1]) or '0')
+local platform = tonumber(redis.call('GET', KEYS[2]) or '0')
+local amount = tonumber(ARGV[1])
+if user + amount > tonumber(ARGV[2]) then return {0, 1} end
+if platform + amount > tonumber(ARGV[3]) then return {0, 2} end
+redis.call('INCRBY', KEYS[1], amount)
+redis.call('INCRBY', KEYS[2], amount)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {1, 0}
+";
+
+/// Moves both counters by the settlement's difference.
+const SETTLE: &str = r"
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[2], ARGV[1])
+return 1
+";
+
+pub struct RedisBudgets {
+    link: RedisLink,
+    reserve: redis::Script,
+    settle: redis::Script,
+}
+
+impl RedisBudgets {
+    pub fn new(link: RedisLink) -> Self {
+        Self {
+            link,
+            reserve: redis::Script::new(RESERVE),
+            settle: redis::Script::new(SETTLE),
+        }
+    }
+
+    fn key(scope: &str, day: i64) -> String {
+        format!("duovarsity:ai:budget:{day}:{scope}")
+    }
+}
+
+fn redis_down() -> Error {
+    Error::Unavailable {
+        message: "budgets cannot be checked right now (Redis); retry shortly".into(),
+        retry_after: Some(Duration::from_secs(1)),
+    }
+}
+
+#[async_trait]
+impl Budgets for RedisBudgets {
+    async fn reserve(
+        &self,
+        user: &str,
+        amount: i64,
+        user_limit: i64,
+        platform_limit: i64,
+    ) -> Result<Result<Reservation, Exhausted>, Error> {
+        let (day, _) = today();
+        let mut connection = self.link.connection();
+        let mut invocation = self.reserve.prepare_invoke();
+        invocation
+            .key(Self::key(user, day))
+            .key(Self::key(PLATFORM, day))
+            .arg(amount)
+            .arg(user_limit)
+            .arg(platform_limit)
+            .arg(2 * 86_400);
+        let answer: Vec<i64> = self
+            .link
+            .call(
+                "ai_budget_reserve",
+                invocation.invoke_async(&mut connection),
+            )
+            .await
+            .ok_or_else(redis_down)?;
+        Ok(match answer.as_slice() {
+            [1, ..] => Ok(Reservation {
+                user: user.to_string(),
+                day,
+                amount,
+            }),
+            [0, 1] => Err(Exhausted::User),
+            _ => Err(Exhausted::Platform),
+        })
+    }
+
+    async fn settle(&self, reservation: &Reservation, actual: i64) -> Result<(), Error> {
+        let mut connection = self.link.connection();
+        let mut invocation = self.settle.prepare_invoke();
+        invocation
+            .key(Self::key(&reservation.user, reservation.day))
+            .key(Self::key(PLATFORM, reservation.day))
+            .arg(actual - reservation.amount);
+        self.link
+            .call::<i64>("ai_budget_settle", invocation.invoke_async(&mut connection))
+            .await
+            .ok_or_else(redis_down)?;
+        Ok(())
+    }
+
+    async fn spent(&self, user: &str) -> Result<i64, Error> {
+        let (day, _) = today();
+        let mut connection = self.link.connection();
+        let spent: Option<i64> = self
+            .link
+            .call(
+                "ai_budget_spent",
+                redis::AsyncCommands::get(&mut connection, Self::key(user, day)),
+            )
+            .await
+            .ok_or_else(redis_down)?;
+        Ok(spent.unwrap_or(0))
+    }
+}

@@ -1,0 +1,164 @@
+//! The AI-routing service (`duovarsity.ai.v1.AiRoutingService`): an OpenAI-compatible
+//! model router for the platform's learning tasks (hints, explanations, grading, tutoring
+//! chat).
+//!
+//! Rooms: [`grpc`] holds the handlers; [`routing`] is the request path (plan, cache,
+//! budget, attempts with fallback, settlement, usage); the rules live in [`policy`]
+//! (which models, in which order), [`budget`] (daily budgets that hold across replicas),
+//! [`caching`] (what is shared, under which key), [`breaker`] and [`limits`] (provider
+//! health and per-minute limits); [`catalog`] reads and validates the model catalog,
+//! [`reload`] swaps it at run time; [`providers`] are the streaming HTTP clients (OpenAI
+//! and compatible servers, Azure OpenAI, Anthropic) and the offline sandbox model;
+//! [`usage`] records what each request cost; `convert` maps the OpenAI-shaped protobuf.
+#![forbid(unsafe_code)]
+
+pub mod breaker;
+pub mod budget;
+pub mod caching;
+pub mod catalog;
+mod convert;
+pub mod grpc;
+pub mod limits;
+pub mod policy;
+pub mod providers;
+pub mod reload;
+pub mod routing;
+pub mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duovarsity_common::Config;
+use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::events::EventBus;
+use duovarsity_common::events::outbox::Outbox;
+use duovarsity_common::grpc::{GrpcServer, Probe};
+use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::pubsub::RedisLink;
+use duovarsity_proto::ai::ai_routing_service_server::AiRoutingServiceServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::{Budgets, RedisBudgets, SqlBudgets};
+use crate::reload::CatalogHandle;
+use crate::routing::Router;
+
+pub const SERVICE: &str = "ai-routing";
+pub const OUTBOX_TABLE: &str = "ai_outbox";
+/// The cache of whole answers, keyed by [`caching::key`].
+pub const ANSWER_CACHE: &str = "ai_answer";
+
+/// The service's schema (version range 6000), one SQL file per migration for both
+/// backends.
+pub fn migrations() -> Migrations {
+    Migrations::default()
+        .with(6001, "usage", |_| {
+            include_str!("../migrations/6001_usage.sql").to_string()
+        })
+        .with(6002, "budgets", |_| {
+            include_str!("../migrations/6002_budgets.sql").to_string()
+        })
+        .with_outbox(OUTBOX_TABLE, 6003)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("AI-routing database: {0}")]
+    Database(#[from] duovarsity_common::db::OpenError),
+    #[error("DUOVARSITY_AI_CATALOG_FILE: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("DUOVARSITY_REDIS_URL (AI budgets): {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+pub struct AiRoutingModule {
+    db: Database,
+    router: Router,
+}
+
+impl AiRoutingModule {
+    pub async fn open(
+        config: &Config,
+        caches: &duovarsity_common::cache::CacheHub,
+    ) -> Result<Self, StartError> {
+        let db = Database::open(config, SERVICE, migrations()).await?;
+        // Connections to providers are reused; each call's deadlines come from the policy.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let catalog = CatalogHandle::load(config.ai_catalog_file.clone(), http)?;
+        let budgets: Arc<dyn Budgets> = match &config.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.expose().as_str())?;
+                let link = RedisLink::connect(
+                    client,
+                    duovarsity_common::pubsub::REDIS_DEADLINE,
+                    Duration::from_secs(1),
+                    "AI requests that need a budget answer 503",
+                )
+                .await?;
+                Arc::new(RedisBudgets::new(link))
+            }
+            None => Arc::new(SqlBudgets::new(db.clone())),
+        };
+        let router = Router {
+            catalog,
+            breakers: Arc::default(),
+            limits: Arc::default(),
+            budgets,
+            cache: caches.cache(ANSWER_CACHE),
+            db: db.clone(),
+            outbox: Outbox::new(OUTBOX_TABLE),
+        };
+        Ok(Self { db, router })
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+#[async_trait]
+impl ServiceModule for AiRoutingModule {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.ai.v1.AiRoutingService"];
+
+    fn migrations() -> Migrations {
+        migrations()
+    }
+
+    async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
+        let caches = context.caches().await?;
+        Ok(Self::open(&context.config, &caches).await?)
+    }
+
+    fn register(&self, server: GrpcServer) -> GrpcServer {
+        server.add_service(AiRoutingServiceServer::new(grpc::AiGrpc(
+            self.router.clone(),
+        )))
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.db.probe(SERVICE)]
+    }
+
+    /// Publishes usage events and watches the catalog file.
+    fn background(
+        &self,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Vec<BackgroundTask> {
+        let relay = self.router.outbox.relay(self.db.clone(), bus);
+        vec![
+            Box::pin(relay.run(shutdown.clone())),
+            Box::pin(self.router.catalog.clone().watch(shutdown)),
+        ]
+    }
+
+    async fn close(&self) {
+        self.db.close().await;
+    }
+}

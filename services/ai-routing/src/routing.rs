@@ -1,0 +1,594 @@
+//! The router: from a chat request to an answer, correct where proxies usually fail.
+//!
+//! 1. The plan ([`crate::policy`]) from the catalog in force, the caller's tier, the task
+//!    and whether the caller is throttled (past `throttle_at` of the day's budget).
+//! 2. Cacheable requests ([`crate::caching`]) go through the two-level cache: concurrent
+//!    identical misses make one call, and a hit costs nothing (no budget is touched).
+//! 3. Otherwise the worst-case cost over the plan is reserved on the caller's and the
+//!    platform's budgets ([`crate::budget`]) before any provider is called.
+//! 4. The plan's models are tried in order, at most `max_attempts`: a model whose breaker
+//!    is open or that is over its per-minute limits is skipped; an error, a 429 or no
+//!    first token within `first_token_timeout` moves to the next one. Once a token has
+//!    been received the answer belongs to that model: a later error ends the answer with
+//!    an error, never a silent switch.
+//! 5. The reservation is settled to the actual cost (released to nothing on failure),
+//!    and the usage is recorded with an `ai.usage` event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use duovarsity_common::Error;
+use duovarsity_common::cache::Cache;
+use duovarsity_common::db::Database;
+use duovarsity_common::events::outbox::Outbox;
+use duovarsity_proto::ai::ChatCompletionRequest;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::Breakers;
+use crate::budget::{Budgets, Exhausted, Reservation, today};
+use crate::catalog::ModelSpec;
+use crate::convert::prompt_of;
+use crate::limits::Limits;
+use crate::policy::{Plan, plan};
+use crate::providers::{CallError, Piece, Pieces, Prompt, Tokens};
+use crate::reload::{CatalogHandle, Live};
+use crate::usage::{self, UsageRow};
+
+/// Who asks.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub tier: String,
+}
+
+/// A whole answer (what the cache stores).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub model: String,
+    pub provider: String,
+    pub text: String,
+    pub finish_reason: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    #[serde(skip)]
+    pub cached: bool,
+}
+
+/// A streamed answer: the model that answers and its pieces.
+pub struct Opened {
+    pub model: String,
+    pub cached: bool,
+    pub pieces: BoxStream<'static, Result<Piece, Error>>,
+}
+
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) catalog: CatalogHandle,
+    pub(crate) breakers: Arc<Breakers>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) budgets: Arc<dyn Budgets>,
+    pub(crate) cache: Cache,
+    pub(crate) db: Database,
+    pub(crate) outbox: Outbox,
+}
+
+/// One request, ready to run.
+struct Prepared {
+    live: Arc<Live>,
+    plan: Plan,
+    prompt: Prompt,
+    key: Option<String>,
+    started: Instant,
+    caller: Caller,
+}
+
+fn exhausted(scope: Exhausted) -> Error {
+    let (_, resets) = today();
+    let resets_at = humantime_utc(resets);
+    let (label, message) = match scope {
+        Exhausted::User => (
+            "user",
+            format!("your AI budget for today is spent; it resets at {resets_at}"),
+        ),
+        Exhausted::Platform => (
+            "platform",
+            format!("the platform's AI budget for today is spent; it resets at {resets_at}"),
+        ),
+    };
+    metrics::counter!("ai_budget_refusals_total", "scope" => label).increment(1);
+    let wait = resets
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Error::ResourceExhausted {
+        reason: "BUDGET_EXCEEDED",
+        message,
+        retry_after: Some(wait.max(Duration::from_secs(1))),
+    }
+}
+
+/// RFC 3339 of a UTC instant, to the second.
+pub fn humantime_utc(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let timestamp = prost_types::Timestamp {
+        seconds: secs as i64,
+        nanos: 0,
+    };
+    timestamp.to_string()
+}
+
+/// An answer that failed after its first token.
+fn interrupted(model: &str, error: CallError) -> Error {
+    Error::Unavailable {
+        message: format!("{model} failed while answering: {error}"),
+        retry_after: Some(Duration::from_secs(1)),
+    }
+}
+
+fn no_answer(last: Option<CallError>) -> Error {
+    tracing::warn!(error = ?last, "no model of the plan could answer");
+    Error::Unavailable {
+        message: "no model could answer right now; retry shortly".into(),
+        retry_after: Some(Duration::from_secs(2)),
+    }
+}
+
+/// The tokens of an answer: the provider's counts, or an estimate if it gave none.
+fn tokens_of(usage: Option<Tokens>, prompt: &Prompt, text: &str) -> Tokens {
+    usage.unwrap_or(Tokens {
+        prompt: prompt.estimated_tokens(),
+        completion: u32::try_from(text.len() / 4 + 1).unwrap_or(u32::MAX),
+    })
+}
+
+impl Router {
+    fn prepare(
+        &self,
+        caller: &Caller,
+        request: &ChatCompletionRequest,
+        throttled: bool,
+    ) -> Result<Prepared, Error> {
+        let live = self.catalog.current();
+        let catalog = &live.catalog;
+        let task = request.task.clone().filter(|t| !t.kind.is_empty());
+        let breakers = &self.breakers;
+        let plan = plan(
+            catalog,
+            &caller.tier,
+            &request.model,
+            task.as_ref().map(|t| t.kind.as_str()),
+            throttled,
+            |m| breakers.healthy(&m.provider),
+        )?;
+        let task_policy = &catalog.tasks[&plan.task];
+        let prompt = prompt_of(request, task_policy.max_tokens)?;
+        let key = crate::caching::key(
+            &plan.models[0].name,
+            &prompt,
+            task.as_ref(),
+            task_policy.cacheable,
+        );
+        Ok(Prepared {
+            live: live.clone(),
+            plan,
+            prompt,
+            key,
+            started: Instant::now(),
+            caller: caller.clone(),
+        })
+    }
+
+    /// Whether the caller is past the throttle share of the day's budget.
+    async fn throttled(&self, caller: &Caller) -> Result<bool, Error> {
+        let live = self.catalog.current();
+        let limit = live
+            .catalog
+            .daily_budget
+            .get(&caller.tier)
+            .copied()
+            .unwrap_or(0);
+        let spent = self.budgets.spent(&caller.user).await?;
+        Ok(spent as f64 >= live.catalog.throttle_at * limit as f64)
+    }
+
+    fn max_tokens(prompt: &Prompt, model: &ModelSpec) -> u32 {
+        prompt.max_tokens.min(model.max_output_tokens)
+    }
+
+    async fn reserve(&self, prepared: &Prepared) -> Result<Reservation, Error> {
+        let catalog = &prepared.live.catalog;
+        let estimate = prepared.prompt.estimated_tokens();
+        let worst = prepared
+            .plan
+            .models
+            .iter()
+            .map(|m| m.cost(estimate, Self::max_tokens(&prepared.prompt, m)))
+            .max()
+            .unwrap_or(0);
+        let user_limit = catalog
+            .daily_budget
+            .get(&prepared.caller.tier)
+            .copied()
+            .unwrap_or(0);
+        self.budgets
+            .reserve(
+                &prepared.caller.user,
+                worst,
+                user_limit,
+                catalog.platform_daily_budget,
+            )
+            .await?
+            .map_err(exhausted)
+    }
+
+    /// Tries the plan's models until one gives a first piece: that model and its stream.
+    async fn attempt(&self, prepared: &Prepared) -> Result<(ModelSpec, Piece, Pieces), Error> {
+        let catalog = &prepared.live.catalog;
+        let mut last = None;
+        for model in &prepared.plan.models {
+            let Some(client) = prepared.live.clients.get(&model.provider) else {
+                continue;
+            };
+            let mut prompt = prepared.prompt.clone();
+            prompt.max_tokens = Self::max_tokens(&prompt, model);
+            let worst = prompt.estimated_tokens().saturating_add(prompt.max_tokens);
+            if !self.limits.take(
+                &model.name,
+                model.requests_per_minute,
+                model.tokens_per_minute,
+                worst,
+            ) {
+                metrics::counter!("ai_requests_total", "model" => model.name.clone(), "provider" => model.provider.clone(), "outcome" => "rate_limited_locally").increment(1);
+                continue;
+            }
+            if !self.breakers.admit(&model.provider) {
+                continue;
+            }
+            let opened = tokio::time::timeout(catalog.first_token_timeout, async {
+                let mut pieces = client.open(&model.upstream_model, &prompt).await?;
+                match pieces.next().await {
+                    Some(Ok(first)) => Ok((first, pieces)),
+                    Some(Err(error)) => Err(error),
+                    None => Err(CallError::Unavailable("an empty answer".into())),
+                }
+            })
+            .await
+            .unwrap_or_else(|_| Err(CallError::Timeout("no first token in time".into())));
+            match opened {
+                Ok((first, rest)) => return Ok((model.clone(), first, rest)),
+                Err(CallError::Rejected(detail)) => {
+                    self.breakers
+                        .record(&model.provider, true, &catalog.breaker);
+                    return Err(Error::FailedPrecondition {
+                        reason: "PROVIDER_REJECTED",
+                        message: format!("{} refused the request: {detail}", model.name),
+                    });
+                }
+                Err(error) => {
+                    let outcome = match error {
+                        CallError::RateLimited(_) => "rate_limited",
+                        CallError::Timeout(_) => "timeout",
+                        _ => "error",
+                    };
+                    metrics::counter!("ai_requests_total", "model" => model.name.clone(), "provider" => model.provider.clone(), "outcome" => outcome).increment(1);
+                    tracing::warn!(model = %model.name, %error, "falling back");
+                    self.breakers
+                        .record(&model.provider, false, &catalog.breaker);
+                    last = Some(error);
+                }
+            }
+        }
+        Err(no_answer(last))
+    }
+
+    /// Records a finished answer: breaker, budget, metrics, usage row and event.
+    async fn finish(
+        &self,
+        prepared: &Prepared,
+        reservation: Option<&Reservation>,
+        answer: &Answer,
+        model: Option<&ModelSpec>,
+    ) {
+        let cost = model.map_or(0, |m| {
+            m.cost(answer.prompt_tokens, answer.completion_tokens)
+        });
+        if let Some(reservation) = reservation
+            && let Err(error) = self.budgets.settle(reservation, cost).await
+        {
+            tracing::error!(%error, "settling an AI budget reservation failed; it stays reserved");
+        }
+        let outcome = if answer.cached { "cache_hit" } else { "ok" };
+        metrics::counter!("ai_requests_total", "model" => answer.model.clone(), "provider" => answer.provider.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "prompt")
+            .increment(u64::from(answer.prompt_tokens));
+        metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "completion").increment(u64::from(answer.completion_tokens));
+        metrics::counter!("ai_cost_nano_usd_total", "model" => answer.model.clone())
+            .increment(cost.max(0) as u64);
+        let row = UsageRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: prepared.caller.user.clone(),
+            model: answer.model.clone(),
+            provider: answer.provider.clone(),
+            task: prepared.plan.task.clone(),
+            prompt_tokens: answer.prompt_tokens,
+            completion_tokens: answer.completion_tokens,
+            cost_nano: cost,
+            cached: answer.cached,
+            latency_ms: u32::try_from(prepared.started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            created_at: usage::now(),
+        };
+        if let Err(error) = usage::record(&self.db, &self.outbox, &row).await {
+            tracing::error!(%error, "recording AI usage failed");
+        }
+    }
+
+    /// Calls the plan and collects the whole answer (within `total_timeout`).
+    async fn call(&self, prepared: &Prepared) -> Result<Answer, Error> {
+        let reservation = self.reserve(prepared).await?;
+        let called = tokio::time::timeout(prepared.live.catalog.total_timeout, async {
+            let (model, first, mut rest) = self.attempt(prepared).await.map_err(|e| (None, e))?;
+            let mut text = String::new();
+            let mut piece = Some(Ok(first));
+            while let Some(next) = piece {
+                match next {
+                    Ok(Piece::Text(more)) => text.push_str(&more),
+                    Ok(Piece::End {
+                        finish_reason,
+                        usage,
+                    }) => {
+                        let tokens = tokens_of(usage, &prepared.prompt, &text);
+                        return Ok((model, text, finish_reason, tokens));
+                    }
+                    Err(error) => {
+                        let error = interrupted(&model.name, error);
+                        return Err((Some(model), error));
+                    }
+                }
+                piece = rest.next().await;
+            }
+            let error = CallError::Unavailable("the answer ended early".into());
+            Err((Some(model.clone()), interrupted(&model.name, error)))
+        })
+        .await;
+        let breaker = &prepared.live.catalog.breaker;
+        match called {
+            Ok(Ok((model, text, finish_reason, tokens))) => {
+                self.breakers.record(&model.provider, true, breaker);
+                let answer = Answer {
+                    model: model.name.clone(),
+                    provider: model.provider.clone(),
+                    text,
+                    finish_reason,
+                    prompt_tokens: tokens.prompt,
+                    completion_tokens: tokens.completion,
+                    cached: false,
+                };
+                self.finish(prepared, Some(&reservation), &answer, Some(&model))
+                    .await;
+                Ok(answer)
+            }
+            Ok(Err((model, error))) => {
+                if let Some(model) = model {
+                    self.breakers.record(&model.provider, false, breaker);
+                }
+                self.release(&reservation).await;
+                Err(error)
+            }
+            Err(_) => {
+                self.release(&reservation).await;
+                Err(Error::Unavailable {
+                    message: "the answer took longer than the policy's total timeout".into(),
+                    retry_after: Some(Duration::from_secs(1)),
+                })
+            }
+        }
+    }
+
+    async fn release(&self, reservation: &Reservation) {
+        if let Err(error) = self.budgets.settle(reservation, 0).await {
+            tracing::error!(%error, "releasing an AI budget reservation failed");
+        }
+    }
+
+    /// The answer through the cache when the request is cacheable.
+    async fn answer(&self, prepared: &Prepared) -> Result<Answer, Error> {
+        let Some(key) = &prepared.key else {
+            return self.call(prepared).await;
+        };
+        let ran = AtomicBool::new(false);
+        let bytes = self
+            .cache
+            .get_or_load(key, || async {
+                ran.store(true, Ordering::SeqCst);
+                let answer = self.call(prepared).await?;
+                serde_json::to_vec(&answer)
+                    .map(Bytes::from)
+                    .map_err(|error| Error::internal("encoding an AI answer", &error))
+            })
+            .await?;
+        let hit = !ran.load(Ordering::SeqCst);
+        metrics::counter!("ai_cache_requests_total", "result" => if hit { "hit" } else { "miss" })
+            .increment(1);
+        let mut answer: Answer = serde_json::from_slice(&bytes)
+            .map_err(|error| Error::internal("decoding a cached AI answer", &error))?;
+        if hit {
+            answer.cached = true;
+            self.finish(prepared, None, &answer, None).await;
+        }
+        Ok(answer)
+    }
+
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        request: &ChatCompletionRequest,
+    ) -> Result<Answer, Error> {
+        let throttled = self.throttled(caller).await?;
+        let prepared = self.prepare(caller, request, throttled)?;
+        self.answer(&prepared).await
+    }
+
+    /// The answer as a stream. Cacheable requests are answered whole through the cache
+    /// and then streamed; the others stream from the provider as it answers.
+    pub async fn stream(
+        &self,
+        caller: &Caller,
+        request: &ChatCompletionRequest,
+    ) -> Result<Opened, Error> {
+        let throttled = self.throttled(caller).await?;
+        let prepared = self.prepare(caller, request, throttled)?;
+        if prepared.key.is_some() {
+            let answer = self.answer(&prepared).await?;
+            let words: Vec<Result<Piece, Error>> = split(&answer.text)
+                .into_iter()
+                .map(|text| Ok(Piece::Text(text)))
+                .chain([Ok(Piece::End {
+                    finish_reason: answer.finish_reason.clone(),
+                    usage: Some(Tokens {
+                        prompt: answer.prompt_tokens,
+                        completion: answer.completion_tokens,
+                    }),
+                })])
+                .collect();
+            return Ok(Opened {
+                model: answer.model,
+                cached: answer.cached,
+                pieces: futures::stream::iter(words).boxed(),
+            });
+        }
+        let reservation = self.reserve(&prepared).await?;
+        let (model, first, rest) = match self.attempt(&prepared).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                self.release(&reservation).await;
+                return Err(error);
+            }
+        };
+        let name = model.name.clone();
+        let tail = Tail {
+            router: self.clone(),
+            prepared,
+            reservation,
+            model,
+            text: String::new(),
+            first: Some(first),
+            rest,
+        };
+        let deadline = tail.prepared.live.catalog.total_timeout;
+        let pieces = futures::stream::unfold(Some(tail), move |state| async move {
+            let mut tail = state?;
+            let next = match tail.first.take() {
+                Some(first) => Some(Ok(first)),
+                None => match tokio::time::timeout_at(
+                    tokio::time::Instant::from_std(tail.prepared.started + deadline),
+                    tail.rest.next(),
+                )
+                .await
+                {
+                    Ok(next) => next,
+                    Err(_) => Some(Err(CallError::Timeout("the answer took too long".into()))),
+                },
+            };
+            match next {
+                Some(Ok(Piece::Text(text))) => {
+                    tail.text.push_str(&text);
+                    Some((Ok(Piece::Text(text)), Some(tail)))
+                }
+                Some(Ok(Piece::End {
+                    finish_reason,
+                    usage,
+                })) => {
+                    tail.ended(&finish_reason, usage).await;
+                    Some((
+                        Ok(Piece::End {
+                            finish_reason,
+                            usage,
+                        }),
+                        None,
+                    ))
+                }
+                Some(Err(error)) => Some((Err(tail.failed(error).await), None)),
+                None => Some((
+                    Err(tail
+                        .failed(CallError::Unavailable("the answer ended early".into()))
+                        .await),
+                    None,
+                )),
+            }
+        });
+        Ok(Opened {
+            model: name,
+            cached: false,
+            pieces: pieces.boxed(),
+        })
+    }
+}
+
+/// The rest of a streamed provider answer, with what must happen when it ends.
+struct Tail {
+    router: Router,
+    prepared: Prepared,
+    reservation: Reservation,
+    model: ModelSpec,
+    text: String,
+    first: Option<Piece>,
+    rest: Pieces,
+}
+
+impl Tail {
+    async fn ended(&mut self, finish_reason: &str, usage: Option<Tokens>) {
+        let router = &self.router;
+        router.breakers.record(
+            &self.model.provider,
+            true,
+            &self.prepared.live.catalog.breaker,
+        );
+        let tokens = tokens_of(usage, &self.prepared.prompt, &self.text);
+        let answer = Answer {
+            model: self.model.name.clone(),
+            provider: self.model.provider.clone(),
+            text: self.text.clone(),
+            finish_reason: finish_reason.to_string(),
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            cached: false,
+        };
+        router
+            .finish(
+                &self.prepared,
+                Some(&self.reservation),
+                &answer,
+                Some(&self.model),
+            )
+            .await;
+    }
+
+    /// After the first token: the answer ends with an error; what was produced is paid.
+    async fn failed(&mut self, error: CallError) -> Error {
+        let router = &self.router;
+        router.breakers.record(
+            &self.model.provider,
+            false,
+            &self.prepared.live.catalog.breaker,
+        );
+        let tokens = tokens_of(None, &self.prepared.prompt, &self.text);
+        let cost = self.model.cost(tokens.prompt, tokens.completion);
+        if let Err(settle) = router.budgets.settle(&self.reservation, cost).await {
+            tracing::error!(error = %settle, "settling an interrupted AI answer failed");
+        }
+        metrics::counter!("ai_requests_total", "model" => self.model.name.clone(), "provider" => self.model.provider.clone(), "outcome" => "interrupted").increment(1);
+        interrupted(&self.model.name, error)
+    }
+}
+
+/// A cached answer in a few pieces, as a stream would bring it.
+fn split(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    words.chunks(8).map(|chunk| chunk.concat()).collect()
+}

@@ -1,0 +1,179 @@
+//! Budgets that hold across replicas: two AI-routing services share Redis, behind one
+//! gateway that balances between them.
+
+use duovarsity::Component;
+use duovarsity_testkit::llm::{Behaviour, MockLlm};
+use duovarsity_testkit::{TEST_PASSWORD, TestPlatform, redis_url};
+use reqwest::{Method, StatusCode};
+
+use crate::{ask, chat};
+
+/// One model whose every answer costs exactly 10,000 nano-USD (10 output tokens at
+/// 1 USD per million, free input), and a daily budget of ten such answers.
+fn catalog(mock: &MockLlm, key_file: &std::path::Path) -> String {
+    format!(
+        r#"
+[providers.only]
+kind = "openai"
+base_url = "{url}/v1"
+api_key_file = "{key}"
+
+[[models]]
+name = "metered"
+provider = "only"
+upstream_model = "metered-1"
+input_usd_per_mtok = 0.0
+output_usd_per_mtok = 1.0
+quality = 80
+requests_per_minute = 100000
+tokens_per_minute = 100000000
+context_window = 8000
+max_output_tokens = 10
+tiers = ["free", "standard", "premium"]
+
+[policy]
+default_model = "metered"
+max_attempts = 1
+first_token_timeout_ms = 5000
+total_timeout_ms = 10000
+
+[policy.tasks.hint]
+cacheable = false
+max_tokens = 10
+floor = {{ free = 0, standard = 0, premium = 0 }}
+
+[policy.tasks.explanation]
+cacheable = false
+max_tokens = 10
+floor = {{ free = 0, standard = 0, premium = 0 }}
+
+[policy.tasks.grading]
+cacheable = false
+max_tokens = 10
+floor = {{ free = 0, standard = 0, premium = 0 }}
+
+[policy.tasks.chat]
+cacheable = false
+max_tokens = 10
+floor = {{ free = 0, standard = 0, premium = 0 }}
+
+[budgets]
+daily_usd = {{ free = 0.0001, standard = 0.0001, premium = 0.0001 }}
+platform_daily_usd = 100000.0
+throttle_at = 1.0
+
+[breaker]
+consecutive_failures = 1000
+failure_rate = 1.0
+window = 1000
+open_secs = 1
+"#,
+        url = mock.url(),
+        key = key_file.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_on_two_replicas_spend_exactly_the_budget() {
+    let mock = MockLlm::openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, &mock.key).unwrap();
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(&file, catalog(&mock, &key_file)).unwrap();
+    let redis = redis_url();
+    let file_setting = file.display().to_string();
+
+    let user = TestPlatform::start_with(
+        Component::Service("user"),
+        &[
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+            ("DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD", TEST_PASSWORD),
+        ],
+    )
+    .await;
+    let user_url = format!("http://{}", user.grpc_addr());
+    let replica = || {
+        let settings = [
+            ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
+            ("DUOVARSITY_REDIS_URL", redis.as_str()),
+            ("DUOVARSITY_AI_CATALOG_FILE", file_setting.as_str()),
+        ];
+        async move { TestPlatform::start_with(Component::Service("ai-routing"), &settings).await }
+    };
+    let (a, b) = (replica().await, replica().await);
+    let both = format!("http://{},http://{}", a.grpc_addr(), b.grpc_addr());
+    let gateway = TestPlatform::start_with(
+        Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
+            ("DUOVARSITY_AI_ROUTING_SERVICE_URL", both.as_str()),
+        ],
+    )
+    .await;
+    let (_, learner) = gateway.sign_up("budget@example.com").await;
+
+    // Failed calls release what they reserved.
+    mock.set(Behaviour::Down);
+    for _ in 0..5 {
+        let (status, _, _, _) = chat(&gateway, &learner, ask("metered", "fail")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (_, usage) = gateway
+        .call(Method::GET, "/v1/ai/usage", Some(&learner), None)
+        .await;
+    assert_eq!(usage["spent_usd"], 0.0, "{usage}");
+
+    // Fifty at once against a budget of ten: exactly ten answer, the rest are 429.
+    mock.set(Behaviour::Answer);
+    let answers = futures::future::join_all(
+        (0..50).map(|n| chat(&gateway, &learner, ask("metered", &format!("question {n}")))),
+    )
+    .await;
+    let ok = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(
+        (ok, refused.len()),
+        (10, 40),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        refused[0].3["reason"], "BUDGET_EXCEEDED",
+        "{}",
+        refused[0].3
+    );
+    assert!(
+        refused[0].3["detail"]
+            .as_str()
+            .unwrap()
+            .contains("resets at")
+    );
+    let (_, usage) = gateway
+        .call(Method::GET, "/v1/ai/usage", Some(&learner), None)
+        .await;
+    assert_eq!(
+        usage["spent_usd"], 0.0001,
+        "never more than the budget: {usage}"
+    );
+    assert_eq!(usage["budget_usd"], 0.0001);
+    // Spent is spent: one more is refused on either replica.
+    for _ in 0..2 {
+        assert_eq!(
+            chat(&gateway, &learner, ask("metered", "more")).await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(
+        mock.calls(),
+        5 + 10,
+        "refused requests never reach the provider"
+    );
+    gateway.stop().await;
+    a.stop().await;
+    b.stop().await;
+    user.stop().await;
+}

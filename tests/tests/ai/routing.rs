@@ -1,0 +1,332 @@
+//! Routing, reload, caching, breakers and streaming on one platform over the mocks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use duovarsity_testkit::TestPlatform;
+use duovarsity_testkit::llm::{Behaviour, MockLlm};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{ask, catalog, chat, learner_of_tier, platform, stream, wait_until, write_keys};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+    keys: PathBuf,
+    primary: MockLlm,
+    backup: MockLlm,
+    claude: MockLlm,
+    p: TestPlatform,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, backup, claude) = (
+            MockLlm::openai().await,
+            MockLlm::openai().await,
+            MockLlm::anthropic().await,
+        );
+        let keys = dir.path().to_path_buf();
+        write_keys(&keys, [&primary, &backup, &claude]);
+        let file = dir.path().join("catalog.toml");
+        std::fs::write(&file, catalog(&keys, &primary, &backup, &claude, "model-a")).unwrap();
+        let p = platform(&file, &[]).await;
+        Self {
+            _dir: dir,
+            file,
+            keys,
+            primary,
+            backup,
+            claude,
+            p,
+        }
+    }
+
+    fn rewrite(&self, default_model: &str) {
+        let text = catalog(
+            &self.keys,
+            &self.primary,
+            &self.backup,
+            &self.claude,
+            default_model,
+        );
+        std::fs::write(&self.file, text).unwrap();
+    }
+}
+
+async fn metrics(p: &TestPlatform) -> String {
+    reqwest::get(p.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_follows_tier_task_and_floor_and_the_catalog_reloads_live() {
+    let s = Setup::start().await;
+    let free = learner_of_tier(&s.p, "free@example.com", "TIER_FREE").await;
+    let premium = learner_of_tier(&s.p, "premium@example.com", "TIER_PREMIUM").await;
+
+    // Free, chat: the cheapest model over the floor. Premium: the best.
+    let (status, model, cache, body) = chat(&s.p, &free, ask("auto", "what is a closure?")).await;
+    assert_eq!(
+        (status, model.as_str(), cache.as_str()),
+        (StatusCode::OK, "model-a", "miss"),
+        "{body}"
+    );
+    assert_eq!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        10
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 10);
+    let (_, model, _, _) = chat(&s.p, &premium, ask("auto", "what is a closure?")).await;
+    assert_eq!(model, "model-premium");
+    // A task alias: grading's floor (75) still admits model-a for free learners.
+    let (_, model, _, _) = chat(&s.p, &free, ask("grading", "grade: fn main() {}")).await;
+    assert_eq!(model, "model-a");
+    // An explicit model outside the tier is refused; an unknown one is not found.
+    let (status, _, _, problem) = chat(&s.p, &free, ask("model-premium", "hi")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(problem["reason"], "MODEL_NOT_IN_TIER");
+    let (status, _, _, _) = chat(&s.p, &free, ask("gpt-9", "hi")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Anthropic, translated: the answer and its usage in OpenAI's shape.
+    let (status, model, _, body) = chat(&s.p, &free, ask("model-claude", "hi")).await;
+    assert_eq!(
+        (status, model.as_str()),
+        (StatusCode::OK, "model-claude"),
+        "{body}"
+    );
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("up-model-claude:")
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 10);
+    assert_eq!(body["usage"]["prompt_tokens"], 10);
+    let claude_request = &s.claude.requests()[0];
+    assert_eq!(claude_request["messages"][0]["role"], "user");
+
+    // The models list shows what the tier may name.
+    let (_, models) =
+        s.p.call(Method::GET, "/v1/ai/models", Some(&free), None)
+            .await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"model-a") && !ids.contains(&"model-premium"),
+        "{ids:?}"
+    );
+
+    // A new default model without a restart; then a broken file changes nothing.
+    let (_, model, _, _) = chat(&s.p, &free, ask("default", "hello")).await;
+    assert_eq!(model, "model-a");
+    s.rewrite("model-b");
+    wait_until("the new default model", || async {
+        chat(&s.p, &free, ask("default", "hello")).await.1 == "model-b"
+    })
+    .await;
+    std::fs::write(&s.file, "[policy]\ndefault_model = 3\n").unwrap();
+    wait_until("the refused reload to be counted", || async {
+        metrics(&s.p)
+            .await
+            .contains("ai_catalog_reloads_total{outcome=\"refused\"}")
+    })
+    .await;
+    assert_eq!(
+        chat(&s.p, &free, ask("default", "hello")).await.1,
+        "model-b"
+    );
+    s.p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_cost_nothing_and_every_parameter_changes_the_key() {
+    let s = Setup::start().await;
+    let learner = learner_of_tier(&s.p, "cache@example.com", "TIER_FREE").await;
+    let mut exact = ask("model-a", "define recursion");
+    exact["temperature"] = json!(0);
+    let (_, _, cache, _) = chat(&s.p, &learner, exact.clone()).await;
+    assert_eq!(cache, "miss");
+    let (_, _, cache, body) = chat(&s.p, &learner, exact.clone()).await;
+    assert_eq!(cache, "hit", "{body}");
+    assert_eq!(body["cached"], true);
+    assert_eq!(s.primary.calls(), 1, "one provider call for two answers");
+    for (field, value) in [
+        ("max_tokens", json!(5)),
+        ("top_p", json!(0.5)),
+        ("seed", json!(7)),
+        ("stop", json!(["\n"])),
+        ("presence_penalty", json!(0.2)),
+        ("response_format", json!({"type": "json_object"})),
+    ] {
+        let mut changed = exact.clone();
+        changed[field] = value;
+        assert_eq!(chat(&s.p, &learner, changed).await.2, "miss", "{field}");
+    }
+    // A warm request is never cached.
+    let mut warm = exact.clone();
+    warm["temperature"] = json!(0.8);
+    assert_eq!(chat(&s.p, &learner, warm.clone()).await.2, "miss");
+    assert_eq!(chat(&s.p, &learner, warm).await.2, "miss");
+    // A hint is keyed by its context: another learner's wording of the same exercise hits.
+    let hint = |question: &str| {
+        json!({"model": "hint", "messages": [{"role": "user", "content": question}],
+               "task": {"kind": "hint", "lesson_id": "lesson-7", "exercise_id": "ex-2", "hint_level": 1}})
+    };
+    assert_eq!(chat(&s.p, &learner, hint("I am stuck")).await.2, "miss");
+    let other = learner_of_tier(&s.p, "cache-2@example.com", "TIER_FREE").await;
+    assert_eq!(
+        chat(&s.p, &other, hint("no idea where to start")).await.2,
+        "hit"
+    );
+    // The hit cost nothing: usage says so.
+    let (_, usage) =
+        s.p.call(Method::GET, "/v1/ai/usage", Some(&other), None)
+            .await;
+    assert_eq!(usage["recent"][0]["cached"], true, "{usage}");
+    assert_eq!(usage["recent"][0]["cost_usd"], 0.0);
+    assert_eq!(usage["spent_usd"], 0.0);
+    assert_eq!(usage["cache_hits_today"], "1");
+    s.p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it() {
+    let s = Setup::start().await;
+    let learner = learner_of_tier(&s.p, "breaker@example.com", "TIER_FREE").await;
+    s.primary.set(Behaviour::Down);
+    for _ in 0..2 {
+        let (status, model, _, body) = chat(&s.p, &learner, ask("auto", "hi")).await;
+        assert_eq!(
+            (status, model.as_str()),
+            (StatusCode::OK, "model-b"),
+            "{body}"
+        );
+    }
+    // Two failures in a row opened primary's breaker: it is no longer called.
+    let called = s.primary.calls();
+    let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
+    assert_eq!(model, "model-b");
+    assert_eq!(s.primary.calls(), called, "an open breaker is not called");
+    assert!(
+        metrics(&s.p)
+            .await
+            .contains("ai_breaker_state{provider=\"primary\"} 2")
+    );
+    // Rate limited (429) counts as a reason to fall back too.
+    s.primary.set(Behaviour::Answer);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // After open_secs a probe goes through; it succeeds and the breaker closes.
+    let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
+    assert_eq!(model, "model-a");
+    assert!(
+        metrics(&s.p)
+            .await
+            .contains("ai_breaker_state{provider=\"primary\"} 0")
+    );
+    s.backup.set(Behaviour::RateLimited);
+    s.primary.set(Behaviour::RateLimited);
+    let (status, _, _, problem) = chat(&s.p, &learner, ask("auto", "hi")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    s.p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_with_done_or_with_an_error_never_a_silent_switch() {
+    let s = Setup::start().await;
+    let learner = learner_of_tier(&s.p, "stream@example.com", "TIER_FREE").await;
+    let (status, model, events) = stream(&s.p, &learner, ask("auto", "stream please")).await;
+    assert_eq!((status, model.as_str()), (StatusCode::OK, "model-a"));
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["usage"]["completion_tokens"], 10);
+
+    // Broken after the first chunk: the stream ends with an error event, no fallback.
+    s.primary.set(Behaviour::BreakAfterFirstChunk);
+    let (status, _, events) = stream(&s.p, &learner, ask("auto", "stream again")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(events[0].contains("chat.completion.chunk"), "{events:?}");
+    let error: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model-a"),
+        "{error}"
+    );
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    assert_eq!(s.backup.calls(), 0, "no silent switch to another model");
+    // Refused before any output: a plain problem response, not a stream.
+    let (status, _, events) = stream(&s.p, &learner, ask("model-premium", "x")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{events:?}");
+    s.p.stop().await;
+}
+
+/// The official `openai` Python package against the gateway on the built-in sandbox:
+/// a completion (with the router's headers) and a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_works_unchanged() {
+    let p = TestPlatform::start().await;
+    let (_, token) = p.sign_up("openai-client@example.com").await;
+    let script = r#"
+import os, openai
+client = openai.OpenAI(base_url=os.environ["BASE"], api_key=os.environ["TOKEN"])
+raw = client.chat.completions.with_raw_response.create(
+    model="hint", messages=[{"role": "user", "content": "my loop never ends"}],
+    extra_body={"task": {"kind": "hint", "lesson_id": "l-1", "hint_level": 1}})
+answer = raw.parse()
+print("model", raw.headers["x-duovarsity-model"], raw.headers["x-duovarsity-cache"], answer.model)
+print("usage", answer.usage.prompt_tokens > 0, answer.usage.completion_tokens > 0)
+print("text", "sandbox model" in answer.choices[0].message.content)
+parts = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+    model="auto", messages=[{"role": "user", "content": "explain recursion"}], stream=True) if c.choices]
+print("stream", len(parts) > 1, "sandbox model" in "".join(parts))
+print("models", "auto" in [m.id for m in client.models.list().data])
+"#;
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("BASE", p.url("/v1/ai"))
+        .env("TOKEN", &token)
+        .output()
+        .expect("python3 runs (scripts/test-deps.sh installs the openai package)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "model tutor-local miss tutor-local",
+            "usage True True",
+            "text True",
+            "stream True True",
+            "models True",
+        ]
+    );
+    p.stop().await;
+}
