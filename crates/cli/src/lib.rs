@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod seed;
+pub mod warm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -57,6 +57,22 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// AI-routing tasks against the running platform.
+    Ai {
+        #[command(subcommand)]
+        command: AiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AiCommand {
+    /// Pre-generate the shared hints and explanations of a course's lessons, for every
+    /// tier, so that learners find them cached.
+    Warm {
+        /// The course's id or slug.
+        #[arg(long)]
+        course: String,
+    },
 }
 
 /// `serve` runs the gateway, or a service of the module table.
@@ -196,6 +212,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 user.id,
                 Role::from(role)
             );
+            Ok(())
+        }
+        Command::Ai {
+            command: AiCommand::Warm { course },
+        } => {
+            let _telemetry = telemetry::init("duovarsity-ai", config.log_format);
+            let report = duovarsity::warm::warm(&config, &course).await?;
+            println!(
+                "{} lessons: {} answers generated, {} already cached, {} failed",
+                report.lessons, report.generated, report.cached, report.failed
+            );
+            if report.failed > 0 {
+                anyhow::bail!("{} answers could not be generated", report.failed);
+            }
             Ok(())
         }
         Command::Keys {

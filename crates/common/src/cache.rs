@@ -149,6 +149,17 @@ impl CacheHub {
 
     /// The cache called `name` (created on first use).
     pub fn cache(&self, name: &'static str) -> Cache {
+        self.cache_with_ttl(name, self.settings.l1_ttl, self.settings.l2_ttl)
+    }
+
+    /// A cache of values that never go stale under their key (content-addressed, such as
+    /// AI answers keyed by everything that shapes them): both levels keep an entry for
+    /// `ttl`, instead of the short L1 lifetime that bounds staleness elsewhere.
+    pub fn immutable_cache(&self, name: &'static str, ttl: Duration) -> Cache {
+        self.cache_with_ttl(name, ttl, ttl)
+    }
+
+    fn cache_with_ttl(&self, name: &'static str, l1_ttl: Duration, l2_ttl: Duration) -> Cache {
         let mut caches = self.caches.lock().expect("cache registry lock");
         caches
             .entry(name)
@@ -156,10 +167,10 @@ impl CacheHub {
                 name,
                 l1: moka::future::Cache::builder()
                     .max_capacity(self.settings.l1_capacity)
-                    .time_to_live(self.settings.l1_ttl)
+                    .time_to_live(l1_ttl)
                     .build(),
                 redis: self.redis.clone(),
-                l2_ttl: self.settings.l2_ttl,
+                l2_ttl,
                 invalidations: Arc::new(AtomicU64::new(0)),
                 unsent: self.unsent.clone(),
             })

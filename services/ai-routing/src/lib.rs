@@ -47,6 +47,9 @@ pub const SERVICE: &str = "ai-routing";
 pub const OUTBOX_TABLE: &str = "ai_outbox";
 /// The cache of whole answers, keyed by [`caching::key`].
 pub const ANSWER_CACHE: &str = "ai_answer";
+/// How long a cached answer is served (its key covers everything that shapes it, so it
+/// never goes stale; a day bounds how long an answer outlives a changed lesson).
+pub const ANSWER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The service's schema (version range 6000), one SQL file per migration for both
 /// backends.
@@ -109,7 +112,7 @@ impl AiRoutingModule {
             breakers: Arc::default(),
             limits: Arc::default(),
             budgets,
-            cache: caches.cache(ANSWER_CACHE),
+            cache: caches.immutable_cache(ANSWER_CACHE, ANSWER_TTL),
             db: db.clone(),
             outbox: Outbox::new(OUTBOX_TABLE),
         };

@@ -330,3 +330,42 @@ print("models", "auto" in [m.id for m in client.models.list().data])
     );
     p.stop().await;
 }
+
+/// `duovarsity ai warm` fills the cache with a course's hints and explanations: the
+/// first learner to ask already gets a cached answer, at no cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_a_course_makes_the_first_learner_hit_the_cache() {
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await;
+    let (_, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let (course, lesson) = p.course_with_lesson(&admin, "warm-course").await;
+    p.publish(&admin, &course).await;
+    let settings = std::collections::BTreeMap::from([
+        (
+            "DUOVARSITY_DATA_DIR".to_string(),
+            p.data_dir().display().to_string(),
+        ),
+        (
+            "DUOVARSITY_GRPC_ADDR".to_string(),
+            p.grpc_addr().to_string(),
+        ),
+    ]);
+    let config = duovarsity_common::Config::from_sources(None, &settings).unwrap();
+    let report = duovarsity::warm::warm(&config, "warm-course")
+        .await
+        .unwrap();
+    assert_eq!((report.lessons, report.failed), (1, 0), "{report:?}");
+    assert_eq!(
+        report.generated + report.cached,
+        12,
+        "4 tasks x 3 tiers: {report:?}"
+    );
+    let again = duovarsity::warm::warm(&config, &course).await.unwrap();
+    assert_eq!((again.generated, again.cached), (0, 12), "{again:?}");
+
+    let learner = learner_of_tier(&p, "warm-learner@example.com", "TIER_FREE").await;
+    let hint = json!({"model": "hint", "messages": [{"role": "user", "content": "help?"}],
+                      "task": {"kind": "hint", "lesson_id": lesson, "hint_level": 2}});
+    let (status, _, cache, body) = chat(&p, &learner, hint).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "hit"), "{body}");
+    p.stop().await;
+}
