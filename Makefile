@@ -41,3 +41,4 @@ bench:
 	scripts/bench-events.sh
 	scripts/bench-live.sh
 	scripts/bench-payments.sh
+	scripts/bench-ai.sh

@@ -4,9 +4,13 @@
 //! call failed. A reservation that does not fit is refused whole, so the spend never
 //! passes either limit, however many requests race on however many replicas.
 //!
-//! Two stores, one contract: [`SqlBudgets`] (a conditional update per counter in one
-//! transaction, on the service's SQLite or PostgreSQL) and [`RedisBudgets`] (one Lua
-//! script per operation, atomic in Redis) when Redis is configured.
+//! Three stores, one contract:
+//! - [`RedisBudgets`] when Redis is configured: one Lua script per operation, atomic in
+//!   Redis across any number of replicas;
+//! - [`SqlBudgets`] on PostgreSQL without Redis: a conditional update per counter in one
+//!   transaction, atomic across replicas that share the database;
+//! - [`MemoryBudgets`] in embedded mode (SQLite: one process): counters under a lock,
+//!   seeded at start from the day's recorded usage, so a restart keeps what was spent.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +65,93 @@ pub trait Budgets: Send + Sync {
 
     /// What `user` has spent (and holds reserved) today.
     async fn spent(&self, user: &str) -> Result<i64, Error>;
+}
+
+#[derive(Default)]
+pub struct MemoryBudgets {
+    spent: std::sync::Mutex<std::collections::HashMap<(String, i64), i64>>,
+}
+
+impl MemoryBudgets {
+    /// Counters holding today's recorded spend of every user and of the platform.
+    pub async fn seeded(db: &Database) -> Result<Self, Error> {
+        let (day, _) = today();
+        let recorded = crate::usage::spend_since(db, day * 86_400_000).await?;
+        let budgets = Self::default();
+        {
+            let mut spent = budgets
+                .spent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut platform = 0;
+            for (user, cost) in recorded {
+                platform += cost;
+                spent.insert((user, day), cost);
+            }
+            spent.insert((PLATFORM.to_string(), day), platform);
+        }
+        Ok(budgets)
+    }
+}
+
+#[async_trait]
+impl Budgets for MemoryBudgets {
+    async fn reserve(
+        &self,
+        user: &str,
+        amount: i64,
+        user_limit: i64,
+        platform_limit: i64,
+    ) -> Result<Result<Reservation, Exhausted>, Error> {
+        let (day, _) = today();
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = spent.get(&(user.to_string(), day)).copied().unwrap_or(0);
+        let all = spent
+            .get(&(PLATFORM.to_string(), day))
+            .copied()
+            .unwrap_or(0);
+        if mine + amount > user_limit {
+            return Ok(Err(Exhausted::User));
+        }
+        if all + amount > platform_limit {
+            return Ok(Err(Exhausted::Platform));
+        }
+        spent.insert((user.to_string(), day), mine + amount);
+        spent.insert((PLATFORM.to_string(), day), all + amount);
+        // Yesterday's counters are no longer needed.
+        spent.retain(|(_, d), _| *d >= day);
+        Ok(Ok(Reservation {
+            user: user.to_string(),
+            day,
+            amount,
+        }))
+    }
+
+    async fn settle(&self, reservation: &Reservation, actual: i64) -> Result<(), Error> {
+        let delta = actual - reservation.amount;
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for scope in [reservation.user.as_str(), PLATFORM] {
+            if let Some(value) = spent.get_mut(&(scope.to_string(), reservation.day)) {
+                *value += delta;
+            }
+        }
+        Ok(())
+    }
+
+    async fn spent(&self, user: &str) -> Result<i64, Error> {
+        let (day, _) = today();
+        let spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(spent.get(&(user.to_string(), day)).copied().unwrap_or(0))
+    }
 }
 
 pub struct SqlBudgets {

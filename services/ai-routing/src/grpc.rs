@@ -115,6 +115,7 @@ impl AiRoutingService for AiGrpc {
         let spent = router.budgets.spent(&who.user).await?;
         let (day, resets) = today();
         let since = day * 86_400_000;
+        router.usage.flush().await;
         let (requests, hits, recent) =
             crate::usage::of_user(&router.db, &who.user, since, 10).await?;
         Ok(Response::new(Usage {

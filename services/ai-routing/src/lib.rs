@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use duovarsity_common::Config;
-use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::db::{Backend, Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::grpc::{GrpcServer, Probe};
@@ -39,7 +39,7 @@ use duovarsity_common::pubsub::RedisLink;
 use duovarsity_proto::ai::ai_routing_service_server::AiRoutingServiceServer;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::{Budgets, RedisBudgets, SqlBudgets};
+use crate::budget::{Budgets, MemoryBudgets, RedisBudgets, SqlBudgets};
 use crate::reload::CatalogHandle;
 use crate::routing::Router;
 
@@ -72,6 +72,8 @@ pub enum StartError {
     Catalog(#[from] catalog::CatalogError),
     #[error("DUOVARSITY_REDIS_URL (AI budgets): {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("AI budgets: {0}")]
+    Budgets(#[from] duovarsity_common::Error),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -79,6 +81,9 @@ pub enum StartError {
 pub struct AiRoutingModule {
     db: Database,
     router: Router,
+    outbox: Outbox,
+    /// Taken by [`ServiceModule::background`], which runs it.
+    usage_task: std::sync::Mutex<Option<usage::UsageTask>>,
 }
 
 impl AiRoutingModule {
@@ -105,8 +110,11 @@ impl AiRoutingModule {
                 .await?;
                 Arc::new(RedisBudgets::new(link))
             }
+            None if db.backend() == Backend::Sqlite => Arc::new(MemoryBudgets::seeded(&db).await?),
             None => Arc::new(SqlBudgets::new(db.clone())),
         };
+        let outbox = Outbox::new(OUTBOX_TABLE);
+        let (usage, usage_task) = usage::UsageWriter::channel(db.clone(), outbox.clone());
         let router = Router {
             catalog,
             breakers: Arc::default(),
@@ -114,9 +122,14 @@ impl AiRoutingModule {
             budgets,
             cache: caches.immutable_cache(ANSWER_CACHE, ANSWER_TTL),
             db: db.clone(),
-            outbox: Outbox::new(OUTBOX_TABLE),
+            usage,
         };
-        Ok(Self { db, router })
+        Ok(Self {
+            db,
+            router,
+            outbox,
+            usage_task: std::sync::Mutex::new(Some(usage_task)),
+        })
     }
 
     pub fn router(&self) -> &Router {
@@ -148,17 +161,26 @@ impl ServiceModule for AiRoutingModule {
         vec![self.db.probe(SERVICE)]
     }
 
-    /// Publishes usage events and watches the catalog file.
+    /// Writes usage, publishes its events and watches the catalog file.
     fn background(
         &self,
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask> {
-        let relay = self.router.outbox.relay(self.db.clone(), bus);
-        vec![
+        let relay = self.outbox.relay(self.db.clone(), bus);
+        let mut tasks: Vec<BackgroundTask> = vec![
             Box::pin(relay.run(shutdown.clone())),
-            Box::pin(self.router.catalog.clone().watch(shutdown)),
-        ]
+            Box::pin(self.router.catalog.clone().watch(shutdown.clone())),
+        ];
+        let usage = self
+            .usage_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(usage) = usage {
+            tasks.push(Box::pin(usage.run(shutdown)));
+        }
+        tasks
     }
 
     async fn close(&self) {

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::cache::Cache;
 use duovarsity_common::db::Database;
-use duovarsity_common::events::outbox::Outbox;
 use duovarsity_proto::ai::ChatCompletionRequest;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -73,7 +72,7 @@ pub struct Router {
     pub(crate) budgets: Arc<dyn Budgets>,
     pub(crate) cache: Cache,
     pub(crate) db: Database,
-    pub(crate) outbox: Outbox,
+    pub(crate) usage: crate::usage::UsageWriter,
 }
 
 /// One request, ready to run.
@@ -287,14 +286,18 @@ impl Router {
         Err(no_answer(last))
     }
 
-    /// Records a finished answer: breaker, budget, metrics, usage row and event.
+    /// Records a finished answer: the router's own share of its latency (all of it but
+    /// `provider_time`), budget, metrics, usage row and event.
     async fn finish(
         &self,
         prepared: &Prepared,
         reservation: Option<&Reservation>,
         answer: &Answer,
         model: Option<&ModelSpec>,
+        provider_time: Duration,
     ) {
+        let added = prepared.started.elapsed().saturating_sub(provider_time);
+        metrics::histogram!("ai_router_added_seconds").record(added.as_secs_f64());
         let cost = model.map_or(0, |m| {
             m.cost(answer.prompt_tokens, answer.completion_tokens)
         });
@@ -323,14 +326,13 @@ impl Router {
             latency_ms: u32::try_from(prepared.started.elapsed().as_millis()).unwrap_or(u32::MAX),
             created_at: usage::now(),
         };
-        if let Err(error) = usage::record(&self.db, &self.outbox, &row).await {
-            tracing::error!(%error, "recording AI usage failed");
-        }
+        self.usage.record(row).await;
     }
 
     /// Calls the plan and collects the whole answer (within `total_timeout`).
     async fn call(&self, prepared: &Prepared) -> Result<Answer, Error> {
         let reservation = self.reserve(prepared).await?;
+        let provider_started = Instant::now();
         let called = tokio::time::timeout(prepared.live.catalog.total_timeout, async {
             let (model, first, mut rest) = self.attempt(prepared).await.map_err(|e| (None, e))?;
             let mut text = String::new();
@@ -369,8 +371,15 @@ impl Router {
                     completion_tokens: tokens.completion,
                     cached: false,
                 };
-                self.finish(prepared, Some(&reservation), &answer, Some(&model))
-                    .await;
+                let provider_time = provider_started.elapsed();
+                self.finish(
+                    prepared,
+                    Some(&reservation),
+                    &answer,
+                    Some(&model),
+                    provider_time,
+                )
+                .await;
                 Ok(answer)
             }
             Ok(Err((model, error))) => {
@@ -419,7 +428,8 @@ impl Router {
             .map_err(|error| Error::internal("decoding a cached AI answer", &error))?;
         if hit {
             answer.cached = true;
-            self.finish(prepared, None, &answer, None).await;
+            self.finish(prepared, None, &answer, None, Duration::ZERO)
+                .await;
         }
         Ok(answer)
     }
@@ -463,6 +473,7 @@ impl Router {
             });
         }
         let reservation = self.reserve(&prepared).await?;
+        let provider_started = Instant::now();
         let (model, first, rest) = match self.attempt(&prepared).await {
             Ok(opened) => opened,
             Err(error) => {
@@ -473,6 +484,7 @@ impl Router {
         let name = model.name.clone();
         let tail = Tail {
             router: self.clone(),
+            provider_started,
             prepared,
             reservation,
             model,
@@ -533,6 +545,8 @@ impl Router {
 /// The rest of a streamed provider answer, with what must happen when it ends.
 struct Tail {
     router: Router,
+    /// When the provider was first asked (its time is not the router's).
+    provider_started: Instant,
     prepared: Prepared,
     reservation: Reservation,
     model: ModelSpec,
@@ -565,6 +579,7 @@ impl Tail {
                 Some(&self.reservation),
                 &answer,
                 Some(&self.model),
+                self.provider_started.elapsed(),
             )
             .await;
     }

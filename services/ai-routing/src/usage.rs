@@ -1,5 +1,11 @@
 //! Usage, recorded durably: one row per request (tokens, cost, model, cache, latency) and
 //! an `ai.usage` event through the service's outbox, in one transaction.
+//!
+//! Off the request path: answers are not held back by a database write. The
+//! [`UsageWriter`] queues rows (bounded: a full queue makes requests wait rather than drop
+//! rows) and a background task writes them in batches, one transaction each, and drains
+//! the queue on shutdown. A crash loses at most the rows of the batch being written; a
+//! reader that needs its own latest rows calls [`UsageWriter::flush`] first.
 
 use duovarsity_common::Error;
 use duovarsity_common::db::{Database, now_millis};
@@ -23,8 +29,122 @@ pub struct UsageRow {
     pub created_at: i64,
 }
 
-pub async fn record(db: &Database, outbox: &Outbox, usage: &UsageRow) -> Result<(), Error> {
+/// Rows waiting to be written at most; past it, recording waits.
+const QUEUE: usize = 10_000;
+/// Rows per transaction at most.
+const BATCH: usize = 500;
+
+enum Item {
+    Row(Box<UsageRow>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct UsageWriter {
+    queue: tokio::sync::mpsc::Sender<Item>,
+}
+
+/// The writing side: run it until shutdown ([`UsageWriter::channel`]).
+pub struct UsageTask {
+    queue: tokio::sync::mpsc::Receiver<Item>,
+    db: Database,
+    outbox: Outbox,
+}
+
+impl UsageWriter {
+    pub fn channel(db: Database, outbox: Outbox) -> (Self, UsageTask) {
+        let (send, receive) = tokio::sync::mpsc::channel(QUEUE);
+        (
+            Self { queue: send },
+            UsageTask {
+                queue: receive,
+                db,
+                outbox,
+            },
+        )
+    }
+
+    /// Queues a row (waits only while the queue is full).
+    pub async fn record(&self, row: UsageRow) {
+        if self.queue.send(Item::Row(Box::new(row))).await.is_err() {
+            tracing::error!("the usage writer has stopped; a usage row is lost");
+        }
+    }
+
+    /// Returns once every row queued before it is written.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.queue.send(Item::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+impl UsageTask {
+    /// Writes batches until `shutdown`, then what is still queued.
+    pub async fn run(mut self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                item = self.queue.recv() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+            };
+            self.write_batch(first).await;
+        }
+        self.queue.close();
+        while let Some(item) = self.queue.recv().await {
+            self.write_batch(item).await;
+        }
+    }
+
+    async fn write_batch(&mut self, first: Item) {
+        let mut rows = Vec::new();
+        let mut waiting = Vec::new();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Item::Row(row) => rows.push(*row),
+                Item::Flush(done) => waiting.push(done),
+            }
+            if rows.len() < BATCH {
+                next = self.queue.try_recv().ok();
+            }
+        }
+        // Retried while the database is unavailable: rows are not dropped.
+        let mut pause = std::time::Duration::from_millis(100);
+        while !rows.is_empty() {
+            match write(&self.db, &self.outbox, &rows).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, rows = rows.len(), "writing AI usage failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn write(db: &Database, outbox: &Outbox, rows: &[UsageRow]) -> Result<(), Error> {
     let mut tx = db.writer().begin().await?;
+    for usage in rows {
+        insert(&mut tx, outbox, usage).await?;
+    }
+    tx.commit().await?;
+    outbox.wake();
+    Ok(())
+}
+
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    outbox: &Outbox,
+    usage: &UsageRow,
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO ai_usage (id, user_id, model, provider, task, prompt_tokens, completion_tokens, \
          cost_nano, cached, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -40,7 +160,7 @@ pub async fn record(db: &Database, outbox: &Outbox, usage: &UsageRow) -> Result<
     .bind(i64::from(usage.cached))
     .bind(i64::from(usage.latency_ms))
     .bind(usage.created_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let event = pending_event(
         &usage.user_id,
@@ -57,10 +177,22 @@ pub async fn record(db: &Database, outbox: &Outbox, usage: &UsageRow) -> Result<
             latency_ms: i32::try_from(usage.latency_ms).unwrap_or(i32::MAX),
         },
     );
-    outbox.enqueue_event(&mut tx, &event).await?;
-    tx.commit().await?;
-    outbox.wake();
-    Ok(())
+    outbox.enqueue_event(tx, &event).await
+}
+
+/// Each user's cost since `since` (ms), and the sum of all of them.
+pub async fn spend_since(db: &Database, since: i64) -> Result<Vec<(String, i64)>, Error> {
+    let rows = sqlx::query(
+        "SELECT user_id, CAST(SUM(cost_nano) AS BIGINT) AS spent FROM ai_usage \
+         WHERE created_at >= $1 GROUP BY user_id",
+    )
+    .bind(since)
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("user_id")?, row.try_get("spent")?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::from)
 }
 
 /// A user's requests and cache hits since `since` (ms), and the latest `limit` rows.

@@ -177,3 +177,41 @@ async fn fifty_concurrent_requests_on_two_replicas_spend_exactly_the_budget() {
     b.stop().await;
     user.stop().await;
 }
+
+/// Embedded mode (one process, SQLite): the same exactness from in-process counters, and
+/// what was spent survives a restart (the counters start from the recorded usage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_budget_is_exact_and_survives_a_restart() {
+    let mock = MockLlm::openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, &mock.key).unwrap();
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(&file, catalog(&mock, &key_file)).unwrap();
+    let data = dir.path().join("data");
+    let settings = [
+        ("DUOVARSITY_AI_CATALOG_FILE", file.display().to_string()),
+        ("DUOVARSITY_DATA_DIR", data.display().to_string()),
+    ];
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = TestPlatform::start_with(Component::All, &settings).await;
+    let (_, learner) = p.sign_up("embedded-budget@example.com").await;
+    let answers = futures::future::join_all(
+        (0..30).map(|n| chat(&p, &learner, ask("metered", &format!("q{n}")))),
+    )
+    .await;
+    let ok = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
+    assert_eq!(ok, 10);
+    p.stop().await;
+
+    let p = TestPlatform::start_with(Component::All, &settings).await;
+    let (_, learner) = p.sign_in("embedded-budget@example.com").await;
+    let (status, _, _, problem) = chat(&p, &learner, ask("metered", "after restart")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    let (_, usage) = p
+        .call(Method::GET, "/v1/ai/usage", Some(&learner), None)
+        .await;
+    assert_eq!(usage["spent_usd"], 0.0001, "{usage}");
+    assert_eq!(usage["requests_today"], "10");
+    p.stop().await;
+}

@@ -208,6 +208,15 @@ async fn cache_hits_cost_nothing_and_every_parameter_changes_the_key() {
 async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it() {
     let s = Setup::start().await;
     let learner = learner_of_tier(&s.p, "breaker@example.com", "TIER_FREE").await;
+    // No first token within the policy's 2 s: the next model answers.
+    s.primary.set_latency(Duration::from_secs(3));
+    let (status, model, _, body) = chat(&s.p, &learner, ask("auto", "slow?")).await;
+    assert_eq!(
+        (status, model.as_str()),
+        (StatusCode::OK, "model-b"),
+        "{body}"
+    );
+    s.primary.set_latency(Duration::ZERO);
     s.primary.set(Behaviour::Down);
     for _ in 0..2 {
         let (status, model, _, body) = chat(&s.p, &learner, ask("auto", "hi")).await;
@@ -217,7 +226,7 @@ async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it
             "{body}"
         );
     }
-    // Two failures in a row opened primary's breaker: it is no longer called.
+    // Failures in a row opened primary's breaker: it is no longer called.
     let called = s.primary.calls();
     let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
     assert_eq!(model, "model-b");
@@ -227,7 +236,6 @@ async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it
             .await
             .contains("ai_breaker_state{provider=\"primary\"} 2")
     );
-    // Rate limited (429) counts as a reason to fall back too.
     s.primary.set(Behaviour::Answer);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // After open_secs a probe goes through; it succeeds and the breaker closes.
@@ -238,6 +246,7 @@ async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it
             .await
             .contains("ai_breaker_state{provider=\"primary\"} 0")
     );
+    // Rate limited (429) everywhere: a 503 after the bounded attempts, not a loop.
     s.backup.set(Behaviour::RateLimited);
     s.primary.set(Behaviour::RateLimited);
     let (status, _, _, problem) = chat(&s.p, &learner, ask("auto", "hi")).await;

@@ -104,10 +104,20 @@ pub fn client(spec: &ProviderSpec, http: &reqwest::Client) -> Arc<dyn ModelApi> 
 
 /// A transport error: nothing was answered.
 fn unreachable(error: reqwest::Error) -> CallError {
-    if error.is_timeout() {
-        CallError::Timeout(error.without_url().to_string())
+    // The cause chain says what went wrong ("error sending request" alone does not).
+    let timeout = error.is_timeout();
+    let error = error.without_url();
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if timeout {
+        CallError::Timeout(detail)
     } else {
-        CallError::Unavailable(error.without_url().to_string())
+        CallError::Unavailable(detail)
     }
 }
 

@@ -1,0 +1,302 @@
+//! The AI router's added latency, open loop: requests leave at a fixed rate (not when
+//! the previous one returned), and each latency is measured from its scheduled start,
+//! so a slow server cannot hide its queueing. The same load goes straight to a mock
+//! provider and through the gateway and router to it, side by side at each rate; the
+//! difference is what the platform adds. Then the highest rate of cache hits, closed
+//! loop.
+//!
+//! ```text
+//! cargo run --release -p duovarsity-tests --example ai_bench -- \
+//!     --catalog /tmp/catalog.toml --base http://127.0.0.1:18083
+//! ```
+//! It starts the mock and writes a catalog for it to `--catalog`, then waits for a
+//! platform at `--base` started with `DUOVARSITY_AI_CATALOG_FILE` set to that file
+//! (`scripts/bench-ai.sh` does both).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use duovarsity_testkit::llm::MockLlm;
+use serde_json::{Value, json};
+
+#[derive(clap::Parser)]
+struct Args {
+    #[arg(long)]
+    catalog: std::path::PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:18083")]
+    base: String,
+    /// Request rates to measure, per second.
+    #[arg(long, value_delimiter = ',', default_value = "500,2000")]
+    rates: Vec<u32>,
+    /// Seconds per rate and target.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Concurrent clients of the closed-loop cache-hit run.
+    #[arg(long, default_value_t = 64)]
+    hit_clients: usize,
+}
+
+fn catalog(mock: &MockLlm, key_file: &std::path::Path) -> String {
+    let tasks: String = ["hint", "explanation", "grading", "chat"]
+        .iter()
+        .map(|task| {
+            format!(
+                "[policy.tasks.{task}]\ncacheable = false\nmax_tokens = 16\nfloor = {{ free = 0, standard = 0, premium = 0 }}\n\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"[providers.mock]
+kind = "openai"
+base_url = "{url}/v1"
+api_key_file = "{key}"
+
+[[models]]
+name = "bench-model"
+provider = "mock"
+upstream_model = "bench-upstream"
+input_usd_per_mtok = 0.0
+output_usd_per_mtok = 0.0
+quality = 80
+requests_per_minute = 10000000
+tokens_per_minute = 1000000000
+context_window = 8000
+max_output_tokens = 64
+tiers = ["free", "standard", "premium"]
+
+[policy]
+default_model = "bench-model"
+max_attempts = 1
+first_token_timeout_ms = 10000
+total_timeout_ms = 20000
+
+{tasks}[budgets]
+daily_usd = {{ free = 1000.0, standard = 1000.0, premium = 1000.0 }}
+platform_daily_usd = 100000.0
+throttle_at = 1.0
+
+[breaker]
+consecutive_failures = 1000000
+failure_rate = 1.0
+window = 100
+open_secs = 1
+"#,
+        url = mock.url(),
+        key = key_file.display()
+    )
+}
+
+/// Sends `rate` requests a second for `seconds`, each at its scheduled time; the
+/// latencies from those times, sorted, and the failures.
+async fn open_loop(
+    client: &reqwest::Client,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    rate: u32,
+    seconds: u64,
+) -> (Vec<Duration>, usize) {
+    let total = u64::from(rate) * seconds;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let failures = Arc::new(Mutex::new(0usize));
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        let at = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(at).await;
+        let sent = request();
+        let (latencies, failures) = (latencies.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = match sent.send().await {
+                Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    if *failures.lock().unwrap() == 0 {
+                        eprintln!("first failure: {status} {body}");
+                    }
+                    false
+                }
+                Err(error) => {
+                    if *failures.lock().unwrap() == 0 {
+                        eprintln!("first failure: {error}");
+                    }
+                    false
+                }
+            };
+            if ok {
+                latencies.lock().unwrap().push(at.elapsed());
+            } else {
+                *failures.lock().unwrap() += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = client;
+    let mut latencies = Arc::try_unwrap(latencies).unwrap().into_inner().unwrap();
+    latencies.sort();
+    let failures = *failures.lock().unwrap();
+    (latencies, failures)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Args = clap::Parser::parse();
+    let mock = MockLlm::openai().await;
+    mock.set_completion_tokens(16);
+    let key_file = args.catalog.with_extension("key");
+    std::fs::write(&key_file, &mock.key).unwrap();
+    std::fs::write(&args.catalog, catalog(&mock, &key_file)).unwrap();
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ready = format!("{}/readyz", args.base);
+    let mut up = false;
+    for _ in 0..600 {
+        if client
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "no platform at {}", args.base);
+    let account = json!({"email": "ai-bench@example.com", "password": "correct-horse-battery", "displayName": "Bench"});
+    let _ = client
+        .post(format!("{}/v1/auth/register", args.base))
+        .json(&account)
+        .send()
+        .await;
+    let login: Value = client
+        .post(format!("{}/v1/auth/login", args.base))
+        .json(&json!({"email": account["email"], "password": account["password"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["accessToken"].as_str().expect("a token").to_string();
+
+    let body = json!({"model": "bench-model", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "one short answer, please"}]});
+    let direct = {
+        let (client, url, key, body) = (
+            client.clone(),
+            format!("{}/v1/chat/completions", mock.url()),
+            mock.key.clone(),
+            body.clone(),
+        );
+        move || client.post(&url).bearer_auth(&key).json(&body)
+    };
+    let routed = {
+        let (client, url, token, body) = (
+            client.clone(),
+            format!("{}/v1/ai/chat/completions", args.base),
+            token.clone(),
+            body.clone(),
+        );
+        move || client.post(&url).bearer_auth(&token).json(&body)
+    };
+    // Warm connections on both paths.
+    let _ = open_loop(&client, &direct, 200, 1).await;
+    let _ = open_loop(&client, &routed, 200, 1).await;
+    println!(
+        "== open loop, {} s per rate and path; latency from each request's scheduled start",
+        args.seconds
+    );
+    println!(
+        "{:>6}  {:>22}  {:>22}  {:>20}",
+        "rate/s", "direct p50 / p99 (ms)", "routed p50 / p99 (ms)", "added p50 / p99 (ms)"
+    );
+    for rate in &args.rates {
+        let (d, d_failed) = open_loop(&client, &direct, *rate, args.seconds).await;
+        let (r, r_failed) = open_loop(&client, &routed, *rate, args.seconds).await;
+        let (d50, d99, r50, r99) = (
+            percentile(&d, 0.5),
+            percentile(&d, 0.99),
+            percentile(&r, 0.5),
+            percentile(&r, 0.99),
+        );
+        println!(
+            "{rate:>6}  {:>10.2} / {:>8.2}  {:>10.2} / {:>8.2}  {:>8.2} / {:>8.2}   (failed: direct {d_failed}, routed {r_failed})",
+            ms(d50),
+            ms(d99),
+            ms(r50),
+            ms(r99),
+            ms(r50) - ms(d50),
+            ms(r99) - ms(d99)
+        );
+    }
+
+    // Cache hits, closed loop: the same deterministic request from many clients.
+    let mut cached = body.clone();
+    cached["temperature"] = json!(0);
+    let url = format!("{}/v1/ai/chat/completions", args.base);
+    let calls_before = mock.calls();
+    let _ = client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&cached)
+        .send()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let done = Arc::new(Mutex::new((0usize, 0usize)));
+    let workers: Vec<_> = (0..args.hit_clients)
+        .map(|_| {
+            let (client, url, token, cached, done) = (
+                client.clone(),
+                url.clone(),
+                token.clone(),
+                cached.clone(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let answer = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&cached)
+                        .send()
+                        .await;
+                    let hit = answer.is_ok_and(|a| {
+                        a.headers()
+                            .get("x-duovarsity-cache")
+                            .is_some_and(|v| v == "hit")
+                    });
+                    let mut done = done.lock().unwrap();
+                    if hit { done.0 += 1 } else { done.1 += 1 }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let (hits, other) = *done.lock().unwrap();
+    println!(
+        "== cache hits, closed loop, {} clients: {:.0} answers/s ({hits} hits, {other} other; provider calls during the run: {})",
+        args.hit_clients,
+        hits as f64 / args.seconds as f64,
+        mock.calls() - calls_before
+    );
+}
