@@ -53,15 +53,16 @@ impl Upstreams {
         self.channels.get(service).cloned()
     }
 
-    /// One unary call: `path` is `/package.Service/Method`.
-    pub async fn unary(
+    /// A ready client of `service` and the request for `path`, with `metadata` and
+    /// the deadline.
+    async fn prepare(
         &self,
         service: &str,
         path: &str,
         metadata: MetadataMap,
         timeout: Duration,
         message: Vec<u8>,
-    ) -> Result<(MetadataMap, Bytes), Status> {
+    ) -> Result<CallParts, Status> {
         let channel = self.channel(service).ok_or_else(|| {
             Status::unimplemented(format!("no upstream is configured for {service}"))
         })?;
@@ -78,18 +79,25 @@ impl Upstreams {
         let mut request = tonic::Request::new(Bytes::from(message));
         *request.metadata_mut() = metadata;
         request.set_timeout(timeout);
+        Ok((grpc, path, request))
+    }
+
+    /// One unary call: `path` is `/package.Service/Method`.
+    pub async fn unary(
+        &self,
+        service: &str,
+        path: &str,
+        metadata: MetadataMap,
+        timeout: Duration,
+        message: Vec<u8>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let (mut grpc, path, request) = self
+            .prepare(service, path, metadata, timeout, message)
+            .await?;
         let response = grpc
             .unary(request, path, RawCodec)
             .await
-            .map_err(|status| {
-                // A transport failure surfaces as UNKNOWN with a source; the client should see
-                // a retryable UNAVAILABLE instead.
-                if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
-                    Status::unavailable(format!("{service} is unreachable"))
-                } else {
-                    status
-                }
-            })?;
+            .map_err(|status| reachable(service, status))?;
         let (metadata, body, _) = response.into_parts();
         Ok((metadata, body))
     }
@@ -104,28 +112,13 @@ impl Upstreams {
         timeout: Duration,
         message: Vec<u8>,
     ) -> Result<(MetadataMap, tonic::Streaming<Bytes>), Status> {
-        let channel = self.channel(service).ok_or_else(|| {
-            Status::unimplemented(format!("no upstream is configured for {service}"))
-        })?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("{service} is unreachable: {e}")))?;
-        let path = http::uri::PathAndQuery::try_from(path)
-            .map_err(|_| Status::internal("invalid method path"))?;
-        let mut request = tonic::Request::new(Bytes::from(message));
-        *request.metadata_mut() = metadata;
-        request.set_timeout(timeout);
+        let (mut grpc, path, request) = self
+            .prepare(service, path, metadata, timeout, message)
+            .await?;
         let response = grpc
             .server_streaming(request, path, RawCodec)
             .await
-            .map_err(|status| {
-                if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
-                    Status::unavailable(format!("{service} is unreachable"))
-                } else {
-                    status
-                }
-            })?;
+            .map_err(|status| reachable(service, status))?;
         let (metadata, stream, _) = response.into_parts();
         Ok((metadata, stream))
     }
@@ -153,6 +146,23 @@ impl Upstreams {
         } else {
             Err(failures)
         }
+    }
+}
+
+/// A ready client, the method's path and the request.
+type CallParts = (
+    tonic::client::Grpc<Channel>,
+    http::uri::PathAndQuery,
+    tonic::Request<Bytes>,
+);
+
+/// A transport failure surfaces as UNKNOWN with a source; the client should see a
+/// retryable UNAVAILABLE instead.
+fn reachable(service: &str, status: Status) -> Status {
+    if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+        Status::unavailable(format!("{service} is unreachable"))
+    } else {
+        status
     }
 }
 

@@ -37,27 +37,7 @@ max_attempts = 1
 first_token_timeout_ms = 5000
 total_timeout_ms = 10000
 
-[policy.tasks.hint]
-cacheable = false
-max_tokens = 10
-floor = {{ free = 0, standard = 0, premium = 0 }}
-
-[policy.tasks.explanation]
-cacheable = false
-max_tokens = 10
-floor = {{ free = 0, standard = 0, premium = 0 }}
-
-[policy.tasks.grading]
-cacheable = false
-max_tokens = 10
-floor = {{ free = 0, standard = 0, premium = 0 }}
-
-[policy.tasks.chat]
-cacheable = false
-max_tokens = 10
-floor = {{ free = 0, standard = 0, premium = 0 }}
-
-[budgets]
+{tasks}[budgets]
 daily_usd = {{ free = 0.0001, standard = 0.0001, premium = 0.0001 }}
 platform_daily_usd = 100000.0
 throttle_at = 1.0
@@ -69,7 +49,13 @@ window = 1000
 open_secs = 1
 "#,
         url = mock.url(),
-        key = key_file.display()
+        key = key_file.display(),
+        tasks = ["hint", "explanation", "grading", "chat"]
+            .map(|task| format!(
+                "[policy.tasks.{task}]\ncacheable = false\nmax_tokens = 10\n\
+                 floor = {{ free = 0, standard = 0, premium = 0 }}\n\n"
+            ))
+            .concat()
     )
 }
 

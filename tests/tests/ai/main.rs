@@ -48,26 +48,7 @@ max_attempts = 3
 first_token_timeout_ms = 2000
 total_timeout_ms = 5000
 
-[policy.tasks.hint]
-cacheable = true
-max_tokens = 64
-floor = {{ free = 50, standard = 50, premium = 90 }}
-
-[policy.tasks.explanation]
-cacheable = true
-max_tokens = 64
-floor = {{ free = 50, standard = 50, premium = 90 }}
-
-[policy.tasks.grading]
-cacheable = false
-max_tokens = 64
-floor = {{ free = 75, standard = 75, premium = 90 }}
-
-[policy.tasks.chat]
-cacheable = false
-max_tokens = 64
-floor = {{ free = 50, standard = 50, premium = 90 }}
-
+{tasks}
 [budgets]
 daily_usd = {{ free = 1.0, standard = 1.0, premium = 1.0 }}
 platform_daily_usd = 1000.0
@@ -83,6 +64,13 @@ open_secs = 1
         backup = backup.url(),
         claude = claude.url(),
         keys = keys.display(),
+        tasks = [
+            tasks("hint", true, 50),
+            tasks("explanation", true, 50),
+            tasks("grading", false, 75),
+            tasks("chat", false, 50),
+        ]
+        .concat(),
         models = [
             model(
                 "model-a",
@@ -108,6 +96,15 @@ open_secs = 1
             ),
         ]
         .concat(),
+    )
+}
+
+/// One task's policy: answers of 64 tokens, `floor` for free and standard learners, 90
+/// for premium ones.
+pub fn tasks(task: &str, cacheable: bool, floor: u32) -> String {
+    format!(
+        "[policy.tasks.{task}]\ncacheable = {cacheable}\nmax_tokens = 64\n\
+         floor = {{ free = {floor}, standard = {floor}, premium = 90 }}\n\n"
     )
 }
 
