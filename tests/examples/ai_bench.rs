@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duovarsity_testkit::llm::MockLlm;
+use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
 use serde_json::{Value, json};
 
 #[derive(clap::Parser)]
@@ -34,56 +34,6 @@ struct Args {
     /// Concurrent clients of the closed-loop cache-hit run.
     #[arg(long, default_value_t = 64)]
     hit_clients: usize,
-}
-
-fn catalog(mock: &MockLlm, key_file: &std::path::Path) -> String {
-    let tasks: String = ["hint", "explanation", "grading", "chat"]
-        .iter()
-        .map(|task| {
-            format!(
-                "[policy.tasks.{task}]\ncacheable = false\nmax_tokens = 16\nfloor = {{ free = 0, standard = 0, premium = 0 }}\n\n"
-            )
-        })
-        .collect();
-    format!(
-        r#"[providers.mock]
-kind = "openai"
-base_url = "{url}/v1"
-api_key_file = "{key}"
-
-[[models]]
-name = "bench-model"
-provider = "mock"
-upstream_model = "bench-upstream"
-input_usd_per_mtok = 0.0
-output_usd_per_mtok = 0.0
-quality = 80
-requests_per_minute = 10000000
-tokens_per_minute = 1000000000
-context_window = 8000
-max_output_tokens = 64
-tiers = ["free", "standard", "premium"]
-
-[policy]
-default_model = "bench-model"
-max_attempts = 1
-first_token_timeout_ms = 10000
-total_timeout_ms = 20000
-
-{tasks}[budgets]
-daily_usd = {{ free = 1000.0, standard = 1000.0, premium = 1000.0 }}
-platform_daily_usd = 100000.0
-throttle_at = 1.0
-
-[breaker]
-consecutive_failures = 1000000
-failure_rate = 1.0
-window = 100
-open_secs = 1
-"#,
-        url = mock.url(),
-        key = key_file.display()
-    )
 }
 
 /// Sends `rate` requests a second for `seconds`, each at its scheduled time; the
@@ -158,7 +108,9 @@ async fn main() {
     mock.set_completion_tokens(16);
     let key_file = args.catalog.with_extension("key");
     std::fs::write(&key_file, &mock.key).unwrap();
-    std::fs::write(&args.catalog, catalog(&mock, &key_file)).unwrap();
+    // Free answers of 16 tokens and a budget no run can spend.
+    let catalog = one_model_catalog(&mock, &key_file, "bench-model", 0.0, 16, 1000.0);
+    std::fs::write(&args.catalog, catalog).unwrap();
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)

@@ -273,3 +273,65 @@ impl MockLlm {
             .clone()
     }
 }
+
+/// An AI catalog with one model, `name`, on `mock` (its key in `key_file`): free input,
+/// `output_usd_per_mtok` per million output tokens, answers capped at `max_tokens`, no
+/// quality floors, one attempt (no fallback), a breaker that never opens, and a daily
+/// budget of `daily_usd` for every tier. Costs are exact: every answer of the mock is
+/// `max_tokens` output tokens when its own count is at least that.
+pub fn one_model_catalog(
+    mock: &MockLlm,
+    key_file: &std::path::Path,
+    name: &str,
+    output_usd_per_mtok: f64,
+    max_tokens: u32,
+    daily_usd: f64,
+) -> String {
+    let tasks: String = ["hint", "explanation", "grading", "chat"]
+        .map(|task| {
+            format!(
+                "[policy.tasks.{task}]\ncacheable = false\nmax_tokens = {max_tokens}\n\
+                 floor = {{ free = 0, standard = 0, premium = 0 }}\n\n"
+            )
+        })
+        .concat();
+    format!(
+        r#"[providers.only]
+kind = "openai"
+base_url = "{url}/v1"
+api_key_file = "{key}"
+
+[[models]]
+name = "{name}"
+provider = "only"
+upstream_model = "{name}-upstream"
+input_usd_per_mtok = 0.0
+output_usd_per_mtok = {output_usd_per_mtok}
+quality = 80
+requests_per_minute = 10000000
+tokens_per_minute = 1000000000
+context_window = 8000
+max_output_tokens = {max_tokens}
+tiers = ["free", "standard", "premium"]
+
+[policy]
+default_model = "{name}"
+max_attempts = 1
+first_token_timeout_ms = 10000
+total_timeout_ms = 20000
+
+{tasks}[budgets]
+daily_usd = {{ free = {daily_usd}, standard = {daily_usd}, premium = {daily_usd} }}
+platform_daily_usd = 100000.0
+throttle_at = 1.0
+
+[breaker]
+consecutive_failures = 1000000
+failure_rate = 1.0
+window = 1000
+open_secs = 1
+"#,
+        url = mock.url(),
+        key = key_file.display(),
+    )
+}

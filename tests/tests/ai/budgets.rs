@@ -2,7 +2,7 @@
 //! gateway that balances between them.
 
 use duovarsity::Component;
-use duovarsity_testkit::llm::{Behaviour, MockLlm};
+use duovarsity_testkit::llm::{Behaviour, MockLlm, one_model_catalog};
 use duovarsity_testkit::{TEST_PASSWORD, TestPlatform, redis_url};
 use reqwest::{Method, StatusCode};
 
@@ -11,52 +11,7 @@ use crate::{ask, chat};
 /// One model whose every answer costs exactly 10,000 nano-USD (10 output tokens at
 /// 1 USD per million, free input), and a daily budget of ten such answers.
 fn catalog(mock: &MockLlm, key_file: &std::path::Path) -> String {
-    format!(
-        r#"
-[providers.only]
-kind = "openai"
-base_url = "{url}/v1"
-api_key_file = "{key}"
-
-[[models]]
-name = "metered"
-provider = "only"
-upstream_model = "metered-1"
-input_usd_per_mtok = 0.0
-output_usd_per_mtok = 1.0
-quality = 80
-requests_per_minute = 100000
-tokens_per_minute = 100000000
-context_window = 8000
-max_output_tokens = 10
-tiers = ["free", "standard", "premium"]
-
-[policy]
-default_model = "metered"
-max_attempts = 1
-first_token_timeout_ms = 5000
-total_timeout_ms = 10000
-
-{tasks}[budgets]
-daily_usd = {{ free = 0.0001, standard = 0.0001, premium = 0.0001 }}
-platform_daily_usd = 100000.0
-throttle_at = 1.0
-
-[breaker]
-consecutive_failures = 1000
-failure_rate = 1.0
-window = 1000
-open_secs = 1
-"#,
-        url = mock.url(),
-        key = key_file.display(),
-        tasks = ["hint", "explanation", "grading", "chat"]
-            .map(|task| format!(
-                "[policy.tasks.{task}]\ncacheable = false\nmax_tokens = 10\n\
-                 floor = {{ free = 0, standard = 0, premium = 0 }}\n\n"
-            ))
-            .concat()
-    )
+    one_model_catalog(mock, key_file, "metered", 1.0, 10, 0.0001)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

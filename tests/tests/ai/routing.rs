@@ -226,26 +226,18 @@ async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it
             "{body}"
         );
     }
-    // Failures in a row opened primary's breaker: it is no longer called.
+    // Failures in a row opened primary's breaker: it is no longer called. (Its gauge,
+    // ai_breaker_state, is process-wide and shared with the tests running beside this
+    // one, so the test asserts the behaviour.)
     let called = s.primary.calls();
     let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
     assert_eq!(model, "model-b");
     assert_eq!(s.primary.calls(), called, "an open breaker is not called");
-    assert!(
-        metrics(&s.p)
-            .await
-            .contains("ai_breaker_state{provider=\"primary\"} 2")
-    );
     s.primary.set(Behaviour::Answer);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // After open_secs a probe goes through; it succeeds and the breaker closes.
     let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
     assert_eq!(model, "model-a");
-    assert!(
-        metrics(&s.p)
-            .await
-            .contains("ai_breaker_state{provider=\"primary\"} 0")
-    );
     // Rate limited (429) everywhere: a 503 after the bounded attempts, not a loop.
     s.backup.set(Behaviour::RateLimited);
     s.primary.set(Behaviour::RateLimited);
