@@ -162,21 +162,15 @@ impl Gateway {
             .fallback(transcode_call)
             .with_state(self.clone())
             .layer(
-                TraceLayer::new_for_http().make_span_with(|request: &http::Request<Body>| {
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    let span = tracing::info_span!(
-                        "http",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = %request_id,
-                    );
-                    telemetry::continue_trace(&span, request.headers());
-                    span
-                }),
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &http::Request<Body>| {
+                        telemetry::spans::http_server(request)
+                    })
+                    .on_response(
+                        |response: &Response, _latency: Duration, span: &tracing::Span| {
+                            telemetry::spans::record_http_status(span, response.status());
+                        },
+                    ),
             )
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
@@ -299,6 +293,7 @@ async fn transcode_call(State(gateway): State<Arc<Gateway>>, request: Request) -
         }
         Lookup::Found(route, bindings) => {
             let label = route.template.to_string();
+            telemetry::spans::record_http_route(&method, &label);
             let response = match call(&gateway, route, &bindings, request).await {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),
@@ -408,7 +403,6 @@ async fn call(
             forwarded.insert(name, value.clone());
         }
     }
-    telemetry::inject_trace(&tracing::Span::current(), &mut forwarded);
     let service = route.method.parent_service().full_name().to_string();
     if let Some(switch) = sse::requested(route, &message) {
         let (metadata, stream) = gateway

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
+use duovarsity_common::telemetry::spans::GrpcClientTrace;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
@@ -68,7 +69,7 @@ impl Upstreams {
         })?;
         // Media bodies are larger than tonic's 4 MiB default; the gateway's own body limits
         // bound what reaches here.
-        let mut grpc = tonic::client::Grpc::new(channel)
+        let mut grpc = tonic::client::Grpc::new(GrpcClientTrace::new(channel))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         grpc.ready()
@@ -151,7 +152,7 @@ impl Upstreams {
 
 /// A ready client, the method's path and the request.
 type CallParts = (
-    tonic::client::Grpc<Channel>,
+    tonic::client::Grpc<GrpcClientTrace<Channel>>,
     http::uri::PathAndQuery,
     tonic::Request<Bytes>,
 );

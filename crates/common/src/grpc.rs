@@ -433,14 +433,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_string();
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let span = tracing::info_span!("grpc", method = %method, request_id = %request_id);
-        telemetry::continue_trace(&span, request.headers());
+        let span = telemetry::spans::grpc_server(&request);
         let started = Instant::now();
         let future = {
             let _entered = span.enter();
@@ -451,15 +444,10 @@ where
                 let result = future.await;
                 // Unary errors are trailers-only responses, so the status is in the headers.
                 let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(tonic::Code::from_i32)
-                        .unwrap_or(tonic::Code::Ok),
+                    Ok(response) => telemetry::spans::grpc_status_of(response),
                     Err(_) => tonic::Code::Unknown,
                 };
+                telemetry::spans::record_grpc_status(&tracing::Span::current(), code, true);
                 let elapsed = started.elapsed();
                 metrics::counter!("grpc_server_handled_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
                 metrics::histogram!("grpc_server_handling_seconds", "method" => method)

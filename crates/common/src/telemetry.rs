@@ -7,6 +7,12 @@
 //!   over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - Metrics: the `metrics` facade with a Prometheus recorder, rendered at `/metrics`.
 //!
+//! Resource attributes name the component (`service.name`: `gateway`, `user`, ... or
+//! `duovarsity` for the all-in-one process), `service.namespace`, `service.version`,
+//! `service.instance.id`, and the pod (`k8s.pod.name`, `k8s.namespace.name` from the
+//! `POD_NAME` and `POD_NAMESPACE` variables the chart sets); `OTEL_RESOURCE_ATTRIBUTES`
+//! adds more. Span names and attributes follow the semantic conventions ([`spans`]).
+//!
 //! Initialisation is idempotent: the first call in a process wins, later calls (tests that
 //! start several platforms) reuse it.
 
@@ -24,6 +30,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+
+pub mod spans;
 
 /// Keeps the trace exporter alive; dropping it flushes pending spans.
 pub struct TelemetryGuard {
@@ -45,11 +53,7 @@ pub fn init(service_name: &'static str, format: LogFormat) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let _ = metrics_handle();
 
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name(service_name)
-            .build(),
-    );
+    let mut builder = SdkTracerProvider::builder().with_resource(resource(service_name));
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
     if exporting {
         match opentelemetry_otlp::SpanExporter::builder()
@@ -75,6 +79,7 @@ pub fn init(service_name: &'static str, format: LogFormat) -> TelemetryGuard {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed()
     } else {
@@ -95,6 +100,31 @@ pub fn init(service_name: &'static str, format: LogFormat) -> TelemetryGuard {
     TelemetryGuard {
         provider: installed.then_some(provider),
     }
+}
+
+/// What every span of this process says about where it comes from.
+fn resource(service_name: &'static str) -> opentelemetry_sdk::Resource {
+    use opentelemetry::KeyValue;
+    let mut attributes = vec![
+        KeyValue::new("service.namespace", "duovarsity"),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", uuid::Uuid::now_v7().to_string()),
+    ];
+    for (variable, key) in [
+        ("POD_NAME", "k8s.pod.name"),
+        ("POD_NAMESPACE", "k8s.namespace.name"),
+        ("NODE_NAME", "k8s.node.name"),
+    ] {
+        if let Ok(value) = std::env::var(variable)
+            && !value.is_empty()
+        {
+            attributes.push(KeyValue::new(key, value));
+        }
+    }
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name)
+        .with_attributes(attributes)
+        .build()
 }
 
 /// The process-wide Prometheus recorder (installed on first use).

@@ -23,6 +23,7 @@ use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
 use duovarsity_common::grpc::{GrpcServer, Probe};
 use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
 use duovarsity_common::{Config, Error};
 use duovarsity_proto::content::content_service_server::{ContentService, ContentServiceServer};
 use duovarsity_proto::content::*;
@@ -33,7 +34,6 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::media::open_object_store;
@@ -76,10 +76,12 @@ impl ContentModule {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let courses = tonic::transport::Endpoint::from_shared(course_url)?
-            .connect_timeout(COURSE_CONNECT_DEADLINE)
-            .timeout(COURSE_CALL_DEADLINE)
-            .connect_lazy();
+        let courses = GrpcClientTrace::new(
+            tonic::transport::Endpoint::from_shared(course_url)?
+                .connect_timeout(COURSE_CONNECT_DEADLINE)
+                .timeout(COURSE_CALL_DEADLINE)
+                .connect_lazy(),
+        );
         let contents = Contents {
             store: Arc::new(ContentStore::new(db.clone())),
             media,
@@ -141,7 +143,7 @@ impl ServiceModule for ContentModule {
 pub struct Contents {
     store: Arc<ContentStore>,
     media: Arc<dyn ObjectStore>,
-    courses: Channel,
+    courses: TracedChannel,
     latest: Cache,
     versions: Cache,
     media_max_bytes: usize,

@@ -6,19 +6,19 @@
 use std::time::Duration;
 
 use duovarsity_common::Error;
+use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
 use duovarsity_proto::course::course_service_client::CourseServiceClient;
 use duovarsity_proto::course::{
     Course, Enrollment, EnrollmentStatus, GetCourseRequest, GetMyEnrollmentRequest,
 };
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
-use tonic::transport::Channel;
 
 const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 const CALL_DEADLINE: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct Courses {
-    channel: Channel,
+    channel: TracedChannel,
 }
 
 /// The caller's credentials, passed on to the course service.
@@ -51,10 +51,12 @@ fn unavailable(status: &tonic::Status) -> Error {
 
 impl Courses {
     pub fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-            .connect_timeout(CONNECT_DEADLINE)
-            .timeout(CALL_DEADLINE)
-            .connect_lazy();
+        let channel = GrpcClientTrace::new(
+            tonic::transport::Endpoint::from_shared(url.to_string())?
+                .connect_timeout(CONNECT_DEADLINE)
+                .timeout(CALL_DEADLINE)
+                .connect_lazy(),
+        );
         Ok(Self { channel })
     }
 

@@ -9,8 +9,10 @@ use duovarsity_common::Error;
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::PendingEvent;
 use duovarsity_common::events::outbox::Outbox;
+use duovarsity_common::telemetry::spans;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use tracing::Instrument as _;
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +187,7 @@ impl UserStore for SqlUserStore {
         let sql = format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         );
+        let span = spans::db_statement(&spans::db_system(&tx), "INSERT", "users");
         let result = sqlx::query(&sql)
             .bind(&user.id)
             .bind(&user.email)
@@ -197,6 +200,7 @@ impl UserStore for SqlUserStore {
             .bind(user.created_at)
             .bind(user.updated_at)
             .execute(&mut *tx)
+            .instrument(span)
             .await;
         match result {
             Ok(_) => {

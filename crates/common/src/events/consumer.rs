@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 use super::{EventBus, Outgoing, Record, Subscription};
 use crate::db::{Database, now_millis};
 use crate::error::Error;
+use crate::telemetry::spans;
 
 /// What a consumer does with one event, inside the transaction that records it.
 #[async_trait]
@@ -135,25 +136,14 @@ impl<H: Handler> Consumer<H> {
         subscription: &mut Box<dyn Subscription>,
         record: &Record,
     ) -> Outcome {
-        let span = tracing::info_span!(
-            "consume",
-            topic = %self.topic,
-            group = %self.group,
-            partition = record.partition,
-            offset = record.offset,
+        let span = crate::telemetry::spans::messaging_process(
+            self.bus.system(),
+            &self.topic,
+            &self.group,
+            record.partition as i32,
+            record.offset as i64,
+            record.header("traceparent").unwrap_or_default(),
         );
-        let mut trace = http::HeaderMap::new();
-        for (name, value) in &record.headers {
-            if matches!(name.as_str(), "traceparent" | "tracestate")
-                && let (Ok(name), Ok(value)) = (
-                    http::HeaderName::from_bytes(name.as_bytes()),
-                    http::HeaderValue::from_str(value),
-                )
-            {
-                trace.insert(name, value);
-            }
-        }
-        crate::telemetry::continue_trace(&span, &trace);
         self.process_in_span(subscription, record)
             .instrument(span)
             .await
@@ -212,6 +202,7 @@ impl<H: Handler> Consumer<H> {
 
     async fn apply_once(&self, envelope: &Envelope) -> Result<Outcome, Error> {
         let mut tx = self.db.writer().begin().await?;
+        let system = spans::db_system(&tx);
         let seen = sqlx::query(&format!(
             "SELECT 1 AS seen FROM {} WHERE consumer_group = $1 AND event_id = $2",
             self.processed_table
@@ -219,6 +210,7 @@ impl<H: Handler> Consumer<H> {
         .bind(&self.group)
         .bind(&envelope.event_id)
         .fetch_optional(&mut *tx)
+        .instrument(spans::db_statement(&system, "SELECT", self.processed_table))
         .await?;
         if seen.is_some() {
             return Ok(Outcome::Duplicate);
@@ -232,6 +224,7 @@ impl<H: Handler> Consumer<H> {
         .bind(&envelope.event_id)
         .bind(now_millis())
         .execute(&mut *tx)
+        .instrument(spans::db_statement(&system, "INSERT", self.processed_table))
         .await;
         match recorded {
             // Another member applied it concurrently: ours rolls back.

@@ -204,6 +204,10 @@ impl KafkaBus {
 
 #[async_trait]
 impl EventBus for KafkaBus {
+    fn system(&self) -> &'static str {
+        "kafka"
+    }
+
     async fn publish(&self, record: Outgoing) -> Result<Delivered, BusError> {
         let started = std::time::Instant::now();
         let delivered = self.enqueue(&record).await?.await?;

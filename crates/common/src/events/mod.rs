@@ -36,6 +36,28 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
 }
 
+impl Outgoing {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_in(&self.headers, name)
+    }
+
+    /// Replaces (or adds) header `name`; an empty value removes it.
+    pub fn set_header(&mut self, name: &str, value: String) {
+        self.headers.retain(|(key, _)| key != name);
+        if !value.is_empty() {
+            self.headers.push((name.to_string(), value));
+        }
+    }
+}
+
+fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
 /// A record as consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -45,6 +67,13 @@ pub struct Record {
     pub key: String,
     pub payload: Bytes,
     pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_in(&self.headers, name)
+    }
 }
 
 /// Where a published record landed.
@@ -71,6 +100,11 @@ pub enum BusError {
 
 #[async_trait]
 pub trait EventBus: Send + Sync {
+    /// The `messaging.system` of traces: `kafka`, or the embedded bus.
+    fn system(&self) -> &'static str {
+        "duovarsity_embedded"
+    }
+
     async fn publish(&self, record: Outgoing) -> Result<Delivered, BusError>;
 
     /// Publishes `records` in order and says how many leading ones were delivered, with

@@ -16,10 +16,12 @@ use bytes::Bytes;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{BusError, EventBus, Outgoing};
 use crate::db::{Backend, Database, now_millis};
 use crate::error::Error;
+use crate::telemetry::spans;
 
 /// How many rows one relay round publishes.
 const BATCH: i64 = 100;
@@ -62,6 +64,7 @@ impl Outbox {
     ) -> Result<(), Error> {
         let headers = serde_json::to_string(&event.headers)
             .map_err(|e| Error::internal("encoding event headers", &e))?;
+        let span = spans::db_statement(&spans::db_system(tx), "INSERT", self.table);
         sqlx::query(&format!(
             "INSERT INTO {} (id, topic, event_key, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             self.table
@@ -73,6 +76,7 @@ impl Outbox {
         .bind(headers)
         .bind(now_millis())
         .execute(&mut **tx)
+        .instrument(span)
         .await?;
         Ok(())
     }
@@ -173,8 +177,25 @@ impl OutboxRelay {
 
     async fn publish_all(&self, pending: &[Pending]) -> Published {
         let started = Instant::now();
-        let records: Vec<Outgoing> = pending.iter().map(|row| row.outgoing.clone()).collect();
+        // One producer span per event, continuing the trace it was written in; the record
+        // carries the producer span's context on, so consumers are its children.
+        let (records, spans): (Vec<Outgoing>, Vec<tracing::Span>) = pending
+            .iter()
+            .map(|row| {
+                let mut record = row.outgoing.clone();
+                let span = spans::messaging_publish(
+                    self.bus.system(),
+                    &record.topic,
+                    record.header("traceparent").unwrap_or_default(),
+                );
+                record.set_header("traceparent", spans::traceparent_of(&span));
+                (record, span)
+            })
+            .unzip();
         let (count, error) = self.bus.publish_all(&records).await;
+        for span in &spans[count..] {
+            spans::record_error(span);
+        }
         if count > 0 {
             metrics::histogram!("outbox_publish_seconds", "table" => self.table)
                 .record(started.elapsed().as_secs_f64() / count as f64);

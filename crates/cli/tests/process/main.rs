@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod traces;
+
 fn duovarsity() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_duovarsity"));
     // Only what the test sets: no DUOVARSITY_* from the caller's environment.
