@@ -2,7 +2,8 @@
 //! [`GrpcServer`], which adds what operators and the platform expect of any server:
 //!
 //! - `grpc.health.v1.Health`, reporting SERVING only while every readiness probe passes
-//!   (probes rerun every few seconds, so a lost database flips the status back);
+//!   (probes rerun every few seconds, so a lost database flips the status back), and
+//!   `liveness` SERVING while the process runs (for liveness probes);
 //! - server reflection v1 and v1alpha over the platform's descriptor set, so
 //!   `grpcurl -plaintext HOST:PORT list` works without proto files;
 //! - `GET /metrics` (Prometheus text) on the same port, over HTTP/1.1;
@@ -34,6 +35,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::auth::{AccessPolicy, TokenVerifier, authorize, bearer_token};
 use crate::telemetry;
+
+/// The health entry a liveness probe asks for (`grpc.health.v1` service `liveness`):
+/// SERVING while the server runs, whatever its dependencies say.
+pub const LIVENESS: &str = "liveness";
 
 /// A readiness check: `Ok` while a dependency answers.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -128,6 +133,11 @@ impl GrpcServer {
         }
         reporter
             .set_service_status("", ServingStatus::NotServing)
+            .await;
+        // Liveness says only that the process answers: a lost database must make a pod
+        // unready, not restart it.
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
             .await;
         let watcher = tokio::spawn(watch_readiness(
             reporter,
