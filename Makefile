@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/duovarsity-target
 
-.PHONY: run test lint fmt bench e2e test-services build release
+.PHONY: run test lint fmt bench e2e test-services build release helm
 
 ## Start the whole platform in one process (SQLite, in-process everything).
 run:
@@ -17,6 +17,12 @@ test:
 e2e:
 	scripts/test-deps.sh
 	eval "$$(scripts/test-services.sh)" && cargo test -p duovarsity-tests
+
+## The chart (lint, render, Kubernetes schemas, hardening), image, compose file and alert
+## rules, as the test suite checks them.
+helm:
+	scripts/test-deps.sh
+	cargo test -p duovarsity-tests --test deploy -- --skip dashboards
 
 ## Formatting and clippy, as CI runs them.
 lint:

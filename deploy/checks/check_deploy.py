@@ -215,6 +215,19 @@ class Chart(unittest.TestCase):
                             self.assertIn("secretKeyRef", env.get("valueFrom", {}), env)
             config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-config")
             self.assertFalse([k for k in config["data"] if "SECRET" in k or k.endswith("DATABASE_URL")])
+            # Each secret reaches only the components that use it; the database URL is
+            # required, so a missing key stops the pod instead of falling back to SQLite.
+            env = {
+                component_of(o): {e["name"]: e for e in pod["containers"][0].get("env", [])}
+                for o, pod in pod_specs(objects) if o["kind"] == "Deployment"
+            }
+            self.assertIn("DUOVARSITY_STRIPE_SECRET_KEY", env["payment"])
+            self.assertNotIn("DUOVARSITY_STRIPE_SECRET_KEY", env["user"])
+            self.assertNotIn("OPENAI_API_KEY", env["gateway"])
+            self.assertNotIn("DUOVARSITY_DATABASE_URL", env["gateway"])
+            for module in modules():
+                reference = env[module]["DUOVARSITY_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+                self.assertIs(reference["optional"], False)
 
     def test_only_the_gateway_is_reachable_from_outside(self):
         objects = manifests({})
@@ -303,6 +316,9 @@ class Image(unittest.TestCase):
         build = next(i for i, line in enumerate(text) if "cargo build --release --locked" in line)
         self.assertLess(cook, copy_all, "dependencies compile before the sources are copied")
         self.assertLess(copy_all, build)
+        # The distroless base has glibc and libgcc but no zlib: librdkafka's is linked in.
+        for step in (cook, build):
+            self.assertIn("--features static-zlib", text[step])
 
     def test_runtime_stage_is_minimal_non_root_and_needs_no_shell(self):
         last = len(self.commands) - self.commands[::-1].index(self.stages[-1]) - 1

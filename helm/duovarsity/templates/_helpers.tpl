@@ -60,3 +60,10 @@ allowPrivilegeEscalation: false
 runAsNonRoot: true
 capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/* The key of the database URL in the existing Secret. */}}
+{{- define "duovarsity.databaseUrlKey" -}}
+{{- range .Values.secrets.env -}}
+{{- if eq .name "DUOVARSITY_DATABASE_URL" }}{{ .key }}{{ end -}}
+{{- end -}}
+{{- end -}}
