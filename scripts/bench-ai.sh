@@ -19,7 +19,7 @@ catalog="$work/catalog.toml"
   --rates "${RATES:-500,2000}" --seconds "${SECONDS_PER_RATE:-8}" --hit-clients "${HIT_CLIENTS:-64}" &
 client=$!
 for _ in $(seq 1 100); do [ -s "$catalog" ] && break; sleep 0.1; done
-DUOVARSITY_AI_CATALOG_FILE="$catalog" DUOVARSITY_DATA_DIR="$work/data" \
+DUOVARSITY_AI_CATALOG_FILE="$catalog" DUOVARSITY_DATA_DIR="$work/data" DUOVARSITY_RATE_LIMITS_ENABLED=false \
   DUOVARSITY_HTTP_ADDR="127.0.0.1:$port" DUOVARSITY_GRPC_ADDR="127.0.0.1:${BENCH_GRPC_PORT:-15054}" \
   RUST_LOG=warn "$target/release/duovarsity" up >"$work/server.log" 2>&1 &
 server=$!

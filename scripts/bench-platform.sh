@@ -4,6 +4,8 @@
 # Sets `binary`, `base` (the gateway URL), `data`, `work` and `server` (the pid), stops
 # the server and removes the directories on exit, and returns once /readyz answers.
 # `--seed` loads the demo catalog first. DUOVARSITY_* variables set by the caller apply.
+# Rate limits are off unless the caller sets DUOVARSITY_RATE_LIMITS_ENABLED: the load
+# comes from one address and would measure the limiter's refusals.
 
 start_platform() {
   local http_port=$1 grpc_port=$2 seed=${3:-}
@@ -14,7 +16,8 @@ start_platform() {
   data=$(mktemp -d)
   work=$(mktemp -d)
   export DUOVARSITY_DATA_DIR="$data" DUOVARSITY_HTTP_ADDR="127.0.0.1:$http_port" \
-    DUOVARSITY_GRPC_ADDR="127.0.0.1:$grpc_port"
+    DUOVARSITY_GRPC_ADDR="127.0.0.1:$grpc_port" \
+    DUOVARSITY_RATE_LIMITS_ENABLED="${DUOVARSITY_RATE_LIMITS_ENABLED:-false}"
   if [ "$seed" = "--seed" ]; then
     "$binary" seed --demo >/dev/null 2>&1
   fi

@@ -14,6 +14,7 @@
 pub mod live;
 pub mod openapi;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 mod sse;
 pub mod template;
@@ -42,6 +43,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
+pub use crate::ratelimit::RateLimiter;
 use crate::routes::{BodyTarget, Lookup, RouteTable};
 use crate::transcode::RequestError;
 use crate::upstream::Upstreams;
@@ -148,8 +150,17 @@ impl Gateway {
         }))
     }
 
+    /// The verifier of access tokens (shared with the rate limiter).
+    pub fn verifier(&self) -> Arc<TokenVerifier> {
+        self.verifier.clone()
+    }
+
     /// The HTTP application with every layer.
-    pub fn router(self: &Arc<Self>, cors_allowed_origins: &[String]) -> Router {
+    pub fn router(
+        self: &Arc<Self>,
+        cors_allowed_origins: &[String],
+        limits: Option<Arc<RateLimiter>>,
+    ) -> Router {
         let mut router = Router::new()
             .route(
                 "/healthz",
@@ -160,7 +171,14 @@ impl Gateway {
             .route("/openapi.json", get(openapi_json))
             .route("/v1/ws", get(live::websocket))
             .fallback(transcode_call)
-            .with_state(self.clone())
+            .with_state(self.clone());
+        if let Some(limits) = limits {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                limits,
+                ratelimit::enforce,
+            ));
+        }
+        router = router
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|request: &http::Request<Body>| {
@@ -196,8 +214,12 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     let stop = shutdown.clone();
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    // The peer address is what anonymous calls are rate-limited by.
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::select! {
         result = server => result,
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -489,15 +489,7 @@ async fn jwks_openapi_and_health_are_served() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = get(&platform, "/readyz", None).await;
     assert_eq!(status, StatusCode::OK);
-    let metrics = platform
-        .client
-        .get(platform.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = platform.metrics().await;
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     platform.stop().await;
 }

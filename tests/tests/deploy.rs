@@ -304,15 +304,7 @@ async fn dashboards_and_alerts_use_only_metrics_the_platform_exports() {
     // writer run on their own tasks): scrape until everything is there or 20 s passed.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let missing = loop {
-        let scrape = p
-            .client
-            .get(p.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let scrape = p.metrics().await;
         let exported: BTreeSet<String> = scrape
             .lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())

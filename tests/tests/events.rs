@@ -98,12 +98,7 @@ async fn state_changes_publish_their_events() {
     assert!(completed.certificate_number.starts_with("DV-"));
 
     // The backbone reports on itself: outbox backlog and age, consumer lag and outcomes.
-    let metrics = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     for name in [
         "outbox_backlog{",
         "outbox_oldest_age_seconds{",

@@ -28,15 +28,7 @@ async fn in_flight_calls_finish_during_shutdown() {
     // gauge, or already answered), not after a guessed pause. This binary runs one
     // platform, so the metrics are its own; the sign-up above made one login already.
     loop {
-        let metrics = platform
-            .client
-            .get(platform.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = platform.metrics().await;
         let value = |line: &str| {
             line.rsplit_once(' ')
                 .and_then(|(_, value)| value.trim().parse::<f64>().ok())

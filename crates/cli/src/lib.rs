@@ -215,7 +215,14 @@ impl Platform {
             let listener = http_listener
                 .take()
                 .context("a process that runs the gateway has an HTTP listener")?;
-            let mut router = gateway.router(&config.cors_allowed_origins);
+            let limits = duovarsity_gateway::RateLimiter::start(
+                &config,
+                gateway.verifier(),
+                shutdown.clone(),
+            )
+            .await
+            .context("starting the gateway's rate limits")?;
+            let mut router = gateway.router(&config.cors_allowed_origins, limits);
             for module in &modules {
                 if let Some(routes) = module.http_routes() {
                     router = router.merge(routes);

@@ -19,6 +19,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use payments::PaymentProvider;
+pub use traffic::{RATE_CLASSES, Rate, RateError};
 
 use crate::secret::Secret;
 pub(crate) use sources::lenient_string;
@@ -167,6 +168,23 @@ pub struct Config {
     /// Origins allowed by CORS, comma-separated; `*` allows any. Empty: CORS off.
     #[serde(deserialize_with = "comma_list")]
     pub cors_allowed_origins: Vec<String>,
+    /// The gateway's rate-limit policy (TOML: limits per tier and route class), reloaded
+    /// when the file changes or on SIGHUP. Unset: the built-in policy.
+    pub rate_limits_file: Option<PathBuf>,
+    /// Overrides of single limits: `DUOVARSITY_RATE_LIMIT_<CLASS>=<n>/<s|m|h>` (classes:
+    /// ANONYMOUS, SIGN_IN, and `<TIER>_<READS|WRITES|AI>` for the tiers FREE, STANDARD,
+    /// PREMIUM and THROTTLED).
+    #[serde(deserialize_with = "service_url_map")]
+    pub rate_limit: BTreeMap<String, String>,
+    /// Whether the gateway enforces rate limits.
+    pub rate_limits_enabled: bool,
+    /// Proxies (IP addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` the
+    /// gateway believes when it keys anonymous calls by client address.
+    #[serde(deserialize_with = "comma_list")]
+    pub trusted_proxies: Vec<String>,
+    /// How many gateways share the limits: while Redis is unreachable, each enforces this
+    /// share of every limit on its own.
+    pub gateway_replicas: u32,
     /// Largest accepted request body at the gateway, in bytes.
     pub body_limit_bytes: usize,
     /// Deadline for one upstream call from the gateway, in milliseconds.
@@ -224,6 +242,11 @@ impl Default for Config {
             cache_l1_ttl_secs: 10,
             cache_l1_capacity: 10_000,
             cors_allowed_origins: Vec::new(),
+            rate_limits_file: None,
+            rate_limit: BTreeMap::new(),
+            rate_limits_enabled: true,
+            trusted_proxies: Vec::new(),
+            gateway_replicas: 1,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_secs: 20,
@@ -455,6 +478,7 @@ impl Config {
             ));
         }
         self.validate_payments()?;
+        self.validate_traffic()?;
         if self.cache_l1_capacity == 0 {
             return Err(ConfigError::setting(
                 "cache_l1_capacity",
@@ -635,3 +659,4 @@ mod payments;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod traffic;

@@ -12,6 +12,7 @@ pub mod events;
 pub mod grpc;
 pub mod module;
 pub mod pubsub;
+pub mod reload;
 pub mod secret;
 pub mod telemetry;
 pub mod validate;

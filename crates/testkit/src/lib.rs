@@ -110,6 +110,9 @@ impl TestPlatform {
             ("DUOVARSITY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("DUOVARSITY_GRPC_ADDR".into(), "127.0.0.1:0".into()),
             ("DUOVARSITY_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+            // Tests send many calls from one address and share one Redis server: the
+            // tests of rate limits turn them on with keys of their own.
+            ("DUOVARSITY_RATE_LIMITS_ENABLED".into(), "false".into()),
         ]);
         for (key, value) in settings {
             env.insert((*key).to_string(), (*value).to_string());
@@ -201,6 +204,18 @@ impl Api {
     pub fn url(&self, path: &str) -> String {
         assert!(!self.base.is_empty(), "this platform runs no gateway");
         format!("{}{path}", self.base)
+    }
+
+    /// The gateway's `/metrics` (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics has a body")
     }
 
     /// One JSON call through the gateway: the status and the parsed body (Null if none).

@@ -21,9 +21,15 @@ pub struct AiGrpc(pub Router);
 
 fn caller_of<T>(request: &Request<T>) -> Result<Caller, Error> {
     let claims = caller(request)?;
+    // A throttled learner (an admin's decision, enforced by the gateway's rate limits)
+    // gets the models and budget of the free tier.
+    let tier = match claims.tier.as_str() {
+        "throttled" => "free".to_string(),
+        tier => tier.to_string(),
+    };
     Ok(Caller {
         user: claims.sub.clone(),
-        tier: claims.tier.clone(),
+        tier,
     })
 }
 

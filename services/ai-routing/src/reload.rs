@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,10 +43,6 @@ fn read(file: Option<&PathBuf>) -> Result<Catalog, CatalogError> {
         None => BUILT_IN.to_string(),
     };
     Catalog::parse(&text, |name| std::env::var(name).ok())
-}
-
-fn modified(file: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(file).and_then(|m| m.modified()).ok()
 }
 
 impl CatalogHandle {
@@ -92,46 +87,10 @@ impl CatalogHandle {
 
     /// Reloads on file changes and SIGHUP until `shutdown`.
     pub async fn watch(self, shutdown: CancellationToken) {
-        let mut hangups = hangups();
-        let mut seen = self.file.as_ref().and_then(modified);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let now = self.file.as_ref().and_then(modified);
-                    if now != seen {
-                        seen = now;
-                        let _ = self.reload();
-                    }
-                }
-                Some(()) = next_hangup(&mut hangups) => {
-                    let _ = self.reload();
-                }
-            }
-        }
+        let file = self.file.clone();
+        duovarsity_common::reload::watch(file, shutdown, || {
+            let _ = self.reload();
+        })
+        .await;
     }
-}
-
-#[cfg(unix)]
-type Hangups = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangups = Option<()>;
-
-#[cfg(unix)]
-fn hangups() -> Hangups {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
-#[cfg(not(unix))]
-fn hangups() -> Hangups {
-    None
-}
-
-async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
-    #[cfg(unix)]
-    if let Some(signal) = hangups {
-        return signal.recv().await;
-    }
-    let _ = hangups;
-    std::future::pending().await
 }

@@ -332,6 +332,7 @@ fn tier_name(tier: Tier) -> &'static str {
     match tier {
         Tier::Premium => "premium",
         Tier::Standard => "standard",
+        Tier::Throttled => "throttled",
         Tier::Free | Tier::Unspecified => "free",
     }
 }
@@ -341,6 +342,7 @@ fn tier_from_name(name: &str) -> Result<Tier, Error> {
         "premium" => Ok(Tier::Premium),
         "standard" => Ok(Tier::Standard),
         "free" => Ok(Tier::Free),
+        "throttled" => Ok(Tier::Throttled),
         other => Err(unknown_stored("users.tier", other)),
     }
 }

@@ -56,15 +56,6 @@ impl Setup {
     }
 }
 
-async fn metrics(p: &TestPlatform) -> String {
-    reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_follows_tier_task_and_floor_and_the_catalog_reloads_live() {
     let s = Setup::start().await;
@@ -141,7 +132,7 @@ async fn routing_follows_tier_task_and_floor_and_the_catalog_reloads_live() {
     .await;
     std::fs::write(&s.file, "[policy]\ndefault_model = 3\n").unwrap();
     wait_until("the refused reload to be counted", || async {
-        metrics(&s.p)
+        s.p.metrics()
             .await
             .contains("ai_catalog_reloads_total{outcome=\"refused\"}")
     })

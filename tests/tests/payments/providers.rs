@@ -383,12 +383,7 @@ async fn reconciliation_applies_missed_webhooks_and_expires_abandoned_orders() {
     assert_eq!(refunded["state"], "ORDER_STATE_REFUNDED");
     shop.wait_for_enrollment(&payer, &paid_course, "ENROLLMENT_STATUS_CANCELLED")
         .await;
-    let metrics = reqwest::get(shop.p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = shop.p.metrics().await;
     assert!(
         metrics.contains("payment_reconciliation_fixes_total"),
         "missing fixes metric"

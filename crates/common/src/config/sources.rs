@@ -7,6 +7,9 @@ use figment::{Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
+/// Flat keys starting with this are rate-limit overrides (`rate_limit_anonymous`).
+const RATE_LIMIT_PREFIX: &str = "rate_limit_";
+
 use super::{
     CONFIG_FILE_VAR, ConfigError, ENV_PREFIX, SERVICE_URL_SUFFIX, TEST_ENV_PREFIX, env_var_name,
     service_url_key,
@@ -21,6 +24,7 @@ impl EnvVars {
     pub(super) fn from_map(env: &BTreeMap<String, String>) -> Self {
         let mut dict = Dict::new();
         let mut service_urls = Dict::new();
+        let mut rate_limits = Dict::new();
         for (name, value) in env.iter().filter(|(name, _)| {
             name.starts_with(ENV_PREFIX)
                 && !name.starts_with(TEST_ENV_PREFIX)
@@ -30,6 +34,11 @@ impl EnvVars {
             // `DUOVARSITY_<NAME>_SERVICE_URL` fills the `service_urls` map by service name.
             if let Some(service) = key.strip_suffix(SERVICE_URL_SUFFIX) {
                 service_urls.insert(service.to_string(), Value::from(value.as_str()));
+                continue;
+            }
+            // `DUOVARSITY_RATE_LIMIT_<CLASS>` fills the `rate_limit` map by class.
+            if let Some(class) = key.strip_prefix(RATE_LIMIT_PREFIX) {
+                rate_limits.insert(class.to_string(), Value::from(value.as_str()));
                 continue;
             }
             // Values are parsed the way figment parses its own env provider: numbers and
@@ -42,6 +51,9 @@ impl EnvVars {
         if !service_urls.is_empty() {
             dict.insert("service_urls".to_string(), Value::from(service_urls));
         }
+        if !rate_limits.is_empty() {
+            dict.insert("rate_limit".to_string(), Value::from(rate_limits));
+        }
         Self { dict }
     }
 }
@@ -50,6 +62,9 @@ impl Provider for EnvVars {
     fn metadata(&self) -> Metadata {
         Metadata::named("environment variable").interpolater(|_profile, keys| match keys {
             [map, service] if *map == "service_urls" => env_var_name(&service_url_key(service)),
+            [map, class] if *map == "rate_limit" => {
+                env_var_name(&format!("{RATE_LIMIT_PREFIX}{class}"))
+            }
             keys => env_var_name(&keys.join("_")),
         })
     }

@@ -1,0 +1,134 @@
+//! The gateway's traffic settings: rate-limit overrides are `<n>/<s|m|h>` for a known
+//! class, trusted proxies are addresses or CIDR blocks, and at least one gateway shares
+//! the limits.
+
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+/// The classes a `DUOVARSITY_RATE_LIMIT_<CLASS>` override may name (lower-case here).
+pub const RATE_CLASSES: &[&str] = &[
+    "anonymous",
+    "sign_in",
+    "free_reads",
+    "free_writes",
+    "free_ai",
+    "standard_reads",
+    "standard_writes",
+    "standard_ai",
+    "premium_reads",
+    "premium_writes",
+    "premium_ai",
+    "throttled_reads",
+    "throttled_writes",
+    "throttled_ai",
+];
+
+/// `count` requests per `period`; a fresh client may spend all of them at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub period: Duration,
+}
+
+/// Why a rate does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a rate: write <count>/<s|m|h>, for example 50/m")]
+pub struct RateError(pub String);
+
+impl std::str::FromStr for Rate {
+    type Err = RateError;
+
+    fn from_str(text: &str) -> Result<Self, RateError> {
+        let refuse = || RateError(text.to_string());
+        let (count, unit) = text.trim().split_once('/').ok_or_else(refuse)?;
+        let count: u64 = count.trim().parse().map_err(|_| refuse())?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(refuse()),
+        };
+        if count == 0 || count > 1_000_000 {
+            return Err(refuse());
+        }
+        Ok(Self { count, period })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.period.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl Config {
+    pub(super) fn validate_traffic(&self) -> Result<(), ConfigError> {
+        for (class, rate) in &self.rate_limit {
+            let key = format!("rate_limit_{class}");
+            if !RATE_CLASSES.contains(&class.as_str()) {
+                return Err(ConfigError::setting(
+                    &key,
+                    format!(
+                        "there is no rate-limit class {class:?} (classes: {})",
+                        RATE_CLASSES.join(", ")
+                    ),
+                ));
+            }
+            rate.parse::<Rate>()
+                .map_err(|error| ConfigError::setting(&key, error.to_string()))?;
+        }
+        for proxy in &self.trusted_proxies {
+            if proxy.parse::<ipnet::IpNet>().is_err() && proxy.parse::<std::net::IpAddr>().is_err()
+            {
+                return Err(ConfigError::setting(
+                    "trusted_proxies",
+                    format!("{proxy:?} is neither an IP address nor a CIDR block"),
+                ));
+            }
+        }
+        if self.gateway_replicas == 0 || self.gateway_replicas > 10_000 {
+            return Err(ConfigError::setting(
+                "gateway_replicas",
+                "must be between 1 and 10000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The trusted proxies as networks (validated at start).
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|proxy| {
+                proxy.parse::<ipnet::IpNet>().ok().or_else(|| {
+                    proxy
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(ipnet::IpNet::from)
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rate;
+    use std::time::Duration;
+
+    #[test]
+    fn rates_parse_and_print() {
+        let rate: Rate = "50/m".parse().unwrap();
+        assert_eq!((rate.count, rate.period), (50, Duration::from_secs(60)));
+        assert_eq!(rate.to_string(), "50/m");
+        for bad in ["50", "0/m", "x/m", "5/d", "/m", "5/"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The gateway's traffic rules: rate limits exact across gateways that share Redis, a
+//! local share when Redis is gone, a policy file reloaded at run time, and limits by the
+//! tier a token carries (an admin can throttle a learner).
+
+use std::time::Duration;
+
+use duovarsity::Component;
+use duovarsity_testkit::{PrivateRedis, TEST_ADMIN, TestPlatform};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A client address of this run's own (through a trusted proxy): runs and tests share
+/// nothing in Redis.
+fn fresh_address() -> String {
+    let id = uuid::Uuid::now_v7().as_u128();
+    format!("10.{}.{}.{}", (id >> 16) as u8, (id >> 8) as u8, id as u8)
+}
+
+struct Answer {
+    status: StatusCode,
+    policy: String,
+    state: String,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn get(gateway: &TestPlatform, path: &str, address: &str, token: Option<&str>) -> Answer {
+    let mut request = gateway
+        .client
+        .get(gateway.url(path))
+        .header("x-forwarded-for", address);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    Answer {
+        status: response.status(),
+        policy: header("ratelimit-policy").unwrap_or_default(),
+        state: header("ratelimit").unwrap_or_default(),
+        retry_after: header("retry-after"),
+        body: response.json().await.unwrap_or(Value::Null),
+    }
+}
+
+/// `count` anonymous GETs of the JWKS at once, alternating between `gateways`.
+async fn burst(gateways: &[&TestPlatform], count: usize, address: &str) -> Vec<Answer> {
+    futures::future::join_all((0..count).map(|n| {
+        get(
+            gateways[n % gateways.len()],
+            "/.well-known/jwks.json",
+            address,
+            None,
+        )
+    }))
+    .await
+}
+
+fn tally(answers: &[Answer]) -> (usize, usize, usize) {
+    let ok = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK)
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    (ok, limited, answers.len() - ok - limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_admit_exactly_the_limit_and_fall_back_without_redis() {
+    let mut redis = PrivateRedis::start();
+    let redis_url = redis.url();
+    let user = TestPlatform::start_with(Component::Service("user"), &[]).await;
+    let user_url = format!("http://{}", user.grpc_addr());
+    let gateway = || {
+        let settings = [
+            ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
+            ("DUOVARSITY_REDIS_URL", redis_url.as_str()),
+            ("DUOVARSITY_RATE_LIMITS_ENABLED", "true"),
+            ("DUOVARSITY_RATE_LIMIT_ANONYMOUS", "50/m"),
+            ("DUOVARSITY_TRUSTED_PROXIES", "127.0.0.1"),
+            ("DUOVARSITY_GATEWAY_REPLICAS", "2"),
+        ];
+        async move { TestPlatform::start_with(Component::Gateway, &settings).await }
+    };
+    let (a, b) = (gateway().await, gateway().await);
+
+    // 80 quick calls over both gateways: exactly 50 pass.
+    let answers = burst(&[&a, &b], 80, &fresh_address()).await;
+    assert_eq!(tally(&answers), (50, 30, 0));
+    for answer in &answers {
+        assert_eq!(answer.policy, "\"anonymous\";q=50;w=60");
+        assert!(
+            answer.state.starts_with("\"anonymous\";r="),
+            "{}",
+            answer.state
+        );
+    }
+    let refused = answers
+        .iter()
+        .find(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap();
+    assert!(
+        refused.state.starts_with("\"anonymous\";r=0;t="),
+        "{}",
+        refused.state
+    );
+    let wait: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!(
+        (1..=2).contains(&wait),
+        "one request frees up every 1.2 s: {wait}"
+    );
+    assert_eq!(refused.body["reason"], "RATE_LIMITED", "{}", refused.body);
+    assert_eq!(refused.body["status"], 429);
+    // Another client has its own allowance.
+    assert_eq!(tally(&burst(&[&a], 3, &fresh_address()).await), (3, 0, 0));
+
+    // Redis stopped: no 5xx; each gateway enforces half of the limit on its own.
+    redis.stop();
+    let address = fresh_address();
+    let answers = burst(&[&a, &b], 40, &address).await;
+    assert_eq!(
+        tally(&answers),
+        (40, 0, 0),
+        "20 per gateway, within its share of 25"
+    );
+    let answers = burst(&[&a], 10, &address).await;
+    let (ok, limited, failed) = tally(&answers);
+    // Gateway A spent 20 of its share of 25 (one more may have refilled meanwhile).
+    assert!(
+        (5..=6).contains(&ok) && ok + limited == 10 && failed == 0,
+        "{ok} {limited} {failed}"
+    );
+    assert!(a.metrics().await.contains("rate_limit_fallback_total"));
+
+    // Redis back: the shared count resumes.
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let address = fresh_address();
+    let mut answers = burst(&[&a, &b], 60, &address).await;
+    for _ in 0..20 {
+        if tally(&answers).0 <= 50 {
+            break;
+        }
+        // The link retries Redis a second after the failure; until then, local shares.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        answers = burst(&[&a, &b], 60, &fresh_address()).await;
+    }
+    assert_eq!(tally(&answers), (50, 10, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_file_reloads_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rate-limits.toml");
+    let policy = |anonymous: &str| {
+        include_str!("../../gateway/rate-limits.toml").replacen(
+            "anonymous = \"120/m\"",
+            &format!("anonymous = \"{anonymous}\""),
+            1,
+        )
+    };
+    std::fs::write(&file, policy("3/m")).unwrap();
+    let file_setting = file.display().to_string();
+    let p = TestPlatform::start_with(
+        Component::All,
+        &[
+            ("DUOVARSITY_RATE_LIMITS_ENABLED", "true"),
+            ("DUOVARSITY_RATE_LIMITS_FILE", file_setting.as_str()),
+            ("DUOVARSITY_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let address = fresh_address();
+    assert_eq!(tally(&burst(&[&p], 4, &address).await), (3, 1, 0));
+
+    std::fs::write(&file, policy("100/m")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(&p, "/.well-known/jwks.json", &fresh_address(), None).await;
+        if answer.policy == "\"anonymous\";q=100;w=60" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reloaded: {}",
+            answer.policy
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A broken file is refused and counted; the running policy stays.
+    std::fs::write(&file, "anonymous = \"lots\"\n").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !p
+        .metrics()
+        .await
+        .contains("rate_limit_reloads_total{outcome=\"refused\"}")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad file was not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = get(&p, "/.well-known/jwks.json", &fresh_address(), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.policy, "\"anonymous\";q=100;w=60");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_in_callers_are_limited_by_tier_and_an_admin_can_throttle_one() {
+    let p = TestPlatform::start_with_admin(
+        Component::All,
+        &[
+            ("DUOVARSITY_RATE_LIMITS_ENABLED", "true"),
+            ("DUOVARSITY_RATE_LIMIT_FREE_READS", "5/m"),
+            ("DUOVARSITY_RATE_LIMIT_THROTTLED_READS", "2/m"),
+        ],
+    )
+    .await;
+    let (id, token) = p.sign_up("limited@example.com").await;
+    let address = fresh_address();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let answer = get(&p, "/v1/users/me", &address, Some(&token)).await;
+        assert_eq!(answer.policy, "\"free.reads\";q=5;w=60");
+        statuses.push(answer.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS);
+    // Another learner is counted apart, even from the same address.
+    let (_, other) = p.sign_up("other@example.com").await;
+    assert_eq!(
+        get(&p, "/v1/users/me", &address, Some(&other)).await.status,
+        StatusCode::OK
+    );
+
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            &format!("/v1/users/{id}:setTier"),
+            Some(&admin),
+            Some(json!({"tier": "TIER_THROTTLED"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tier"], "TIER_THROTTLED");
+    // The next token carries the tier.
+    let (_, throttled) = p.sign_in("limited@example.com").await;
+    let answer = get(&p, "/v1/users/me", &address, Some(&throttled)).await;
+    assert_eq!(answer.policy, "\"throttled.reads\";q=2;w=60");
+    p.stop().await;
+}
