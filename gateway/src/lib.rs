@@ -11,6 +11,7 @@
 //! from configuration; and serves `/openapi.json`, `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod edge;
 pub mod live;
 pub mod openapi;
 pub mod problem;
@@ -34,7 +35,6 @@ use duovarsity_common::module::Upstream;
 use duovarsity_common::{Config, telemetry};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::MetadataMap;
@@ -42,6 +42,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use crate::edge::{EdgeLimits, run};
 use crate::problem::Problem;
 pub use crate::ratelimit::RateLimiter;
 use crate::routes::{BodyTarget, Lookup, RouteTable};
@@ -167,6 +168,7 @@ impl Gateway {
                 get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
             )
             .route("/readyz", get(ready))
+            .route("/status", get(status))
             .route("/metrics", get(|| async { telemetry::render_metrics() }))
             .route("/openapi.json", get(openapi_json))
             .route("/v1/ws", get(live::websocket))
@@ -203,29 +205,6 @@ impl Gateway {
     /// Closes every live (WebSocket) connection; called when shutdown starts.
     pub fn close_live_connections(&self) {
         self.live_shutdown.cancel();
-    }
-}
-
-/// Serves `router` until `shutdown`, then drains for at most `grace`.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let stop = shutdown.clone();
-    // The peer address is what anonymous calls are rate-limited by.
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await });
-    tokio::select! {
-        result = server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "HTTP requests still running after the grace period; stopping");
-            Ok(())
-        }
     }
 }
 
@@ -272,14 +251,33 @@ async fn openapi_json(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    match gateway.upstreams.check_health().await {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(failures) => (
+    // Routes are loaded before the listener opens; tokens need the signing keys. An
+    // upstream that is down does not make the gateway unready: its routes answer 503
+    // with retry advice while every other route keeps working (see /status).
+    if gateway.verifier.keys_known().await {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "not ready", "failures": failures})),
+            axum::Json(serde_json::json!({
+                "status": "not ready",
+                "reason": "the signing keys could not be fetched from the user service",
+            })),
         )
-            .into_response(),
+            .into_response()
     }
+}
+
+/// `/status`: readiness and each upstream's health (as `/readyz` does not depend on it).
+async fn status(State(gateway): State<Arc<Gateway>>) -> Response {
+    let upstreams = gateway.upstreams.health().await;
+    let keys = gateway.verifier.keys_known().await;
+    axum::Json(serde_json::json!({
+        "ready": keys,
+        "signingKeys": if keys { "known" } else { "unknown" },
+        "upstreams": upstreams,
+    }))
+    .into_response()
 }
 
 /// Every REST call: route, authorise, transcode, call, transcode back.

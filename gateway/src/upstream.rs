@@ -6,7 +6,7 @@
 //! power-of-two-choices balancer), which a single pinned HTTP/2 connection would not.
 //! Discovery of endpoints (DNS, EndpointSlices) plugs in here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -124,29 +124,31 @@ impl Upstreams {
         Ok((metadata, stream))
     }
 
-    /// Whether every upstream reports SERVING; the failures otherwise.
-    pub async fn check_health(&self) -> Result<(), Vec<String>> {
-        let mut failures = Vec::new();
-        for (service, channel) in &self.channels {
+    /// Each upstream's health (`SERVING`, or why not), checked at once with a 2 s
+    /// deadline; also published as `gateway_upstream_up{service}`.
+    pub async fn health(&self) -> BTreeMap<String, String> {
+        let checks = self.channels.iter().map(|(service, channel)| async move {
             let mut client = HealthClient::new(channel.clone());
             let request = tonic::Request::new(HealthCheckRequest {
                 service: service.clone(),
             });
             let answer = tokio::time::timeout(Duration::from_secs(2), client.check(request)).await;
-            match answer {
-                Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => {}
-                Ok(Ok(response)) => {
-                    failures.push(format!("{service}: status {}", response.get_ref().status))
-                }
-                Ok(Err(status)) => failures.push(format!("{service}: {}", status.message())),
-                Err(_) => failures.push(format!("{service}: health check timed out")),
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures)
-        }
+            let state = match answer {
+                Ok(Ok(response)) => match ServingStatus::try_from(response.get_ref().status) {
+                    Ok(status) => status.as_str_name().to_string(),
+                    Err(_) => format!("unknown status {}", response.get_ref().status),
+                },
+                Ok(Err(status)) => status.message().to_string(),
+                Err(_) => "health check timed out".to_string(),
+            };
+            let up = if state == "SERVING" { 1.0 } else { 0.0 };
+            metrics::gauge!("gateway_upstream_up", "service" => service.clone()).set(up);
+            (service.clone(), state)
+        });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect()
     }
 }
 

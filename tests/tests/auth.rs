@@ -534,8 +534,15 @@ async fn gateway_and_user_service_apart_on_postgres() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));
+    // The gateway itself stays ready (it knows the keys; other routes work), and its
+    // status names the upstream that is down.
     let (status, _) = get(&gateway, "/readyz", None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status, StatusCode::OK);
+    let (_, report) = get(&gateway, "/status", None).await;
+    assert_ne!(
+        report["upstreams"]["duovarsity.user.v1.UserService"], "SERVING",
+        "{report}"
+    );
 
     gateway.stop().await;
     database.drop_database().await;

@@ -1,6 +1,7 @@
 //! The gateway's traffic rules: rate limits exact across gateways that share Redis, a
 //! local share when Redis is gone, a policy file reloaded at run time, and limits by the
-//! tier a token carries (an admin can throttle a learner).
+//! tier a token carries (an admin can throttle a learner); and connection hygiene at the
+//! edge (slow headers cut off, a cap on connections).
 
 use std::time::Duration;
 
@@ -263,5 +264,59 @@ async fn signed_in_callers_are_limited_by_tier_and_an_admin_can_throttle_one() {
     let (_, throttled) = p.sign_in("limited@example.com").await;
     let answer = get(&p, "/v1/users/me", &address, Some(&throttled)).await;
     assert_eq!(answer.policy, "\"throttled.reads\";q=2;w=60");
+    p.stop().await;
+}
+
+/// Partial request headers (Slowloris) are cut off after the header timeout while normal
+/// traffic is served, and connections past the cap are closed at once and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_connections_past_the_cap_are_refused() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let p = TestPlatform::start_with(
+        Component::All,
+        &[
+            ("DUOVARSITY_HEADER_READ_TIMEOUT_MS", "1000"),
+            ("DUOVARSITY_MAX_CONNECTIONS", "60"),
+        ],
+    )
+    .await;
+    let addr = p.url("").trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /v1/courses HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Served meanwhile (20 connections of the cap remain).
+    let answer = p.client.get(p.url("/healthz")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    // Past the cap: 30 more connections, of which 20 fit and the rest are closed at once.
+    let mut extra = Vec::new();
+    for _ in 0..30 {
+        extra.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = tokio::time::Instant::now();
+    // Every slow connection is closed by the server within the timeout (plus slack).
+    for stream in &mut slow {
+        let mut byte = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("the server closes a connection whose headers never end");
+        // Closed (0 bytes), reset, or a 408 before closing.
+        if let Ok(n) = read {
+            assert!(n == 0 || String::from_utf8_lossy(&byte[..n]).starts_with("HTTP/1.1 408"));
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(p.metrics().await.contains("http_connections_refused_total"));
+    // Freed: normal calls go on.
+    let answer = p.client.get(p.url("/healthz")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    drop(extra);
     p.stop().await;
 }

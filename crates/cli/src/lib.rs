@@ -236,8 +236,13 @@ impl Platform {
                 Ok(())
             });
             let stop = shutdown.clone();
+            let limits = duovarsity_gateway::EdgeLimits {
+                header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+                max_connections: config.max_connections,
+                http2_max_streams: config.http2_max_streams,
+            };
             tasks.spawn(async move {
-                duovarsity_gateway::run(listener, router, stop, grace)
+                duovarsity_gateway::run(listener, router, stop, grace, limits)
                     .await
                     .context("HTTP server")
             });

@@ -185,6 +185,14 @@ pub struct Config {
     /// How many gateways share the limits: while Redis is unreachable, each enforces this
     /// share of every limit on its own.
     pub gateway_replicas: u32,
+    /// A client must send a request's headers within this many milliseconds (and a
+    /// keep-alive connection idle this long is closed).
+    pub header_read_timeout_ms: u64,
+    /// Connections the gateway holds at once (live WebSockets included); past it new ones
+    /// are closed at once and counted. Keep it below the process's file limit.
+    pub max_connections: usize,
+    /// Concurrent streams on one HTTP/2 connection to the gateway.
+    pub http2_max_streams: u32,
     /// Largest accepted request body at the gateway, in bytes.
     pub body_limit_bytes: usize,
     /// Deadline for one upstream call from the gateway, in milliseconds.
@@ -247,6 +255,9 @@ impl Default for Config {
             rate_limits_enabled: true,
             trusted_proxies: Vec::new(),
             gateway_replicas: 1,
+            header_read_timeout_ms: 10_000,
+            max_connections: 16_000,
+            http2_max_streams: 256,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_secs: 20,

@@ -44,7 +44,7 @@ const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Paths never limited: probes and scrapes, and webhooks that providers sign and retry.
 fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics")
         || path.starts_with("/v1/payments/webhooks/")
 }
 

@@ -56,6 +56,16 @@ impl TokenVerifier {
         Ok(claims)
     }
 
+    /// Whether signing keys are known, fetching them if none are (at most every
+    /// `min_refetch`).
+    pub async fn keys_known(&self) -> bool {
+        if !self.keys.read().await.is_empty() {
+            return true;
+        }
+        let _ = self.refetch().await;
+        !self.keys.read().await.is_empty()
+    }
+
     async fn verify_signature(&self, token: &str) -> Result<Claims, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             Error::unauthenticated("TOKEN_MALFORMED", "the access token is malformed")

@@ -1,6 +1,6 @@
 //! The gateway's traffic settings: rate-limit overrides are `<n>/<s|m|h>` for a known
-//! class, trusted proxies are addresses or CIDR blocks, and at least one gateway shares
-//! the limits.
+//! class, trusted proxies are addresses or CIDR blocks, at least one gateway shares the
+//! limits, and the listener's timeouts and caps are in range.
 
 use std::time::Duration;
 
@@ -91,6 +91,24 @@ impl Config {
                     format!("{proxy:?} is neither an IP address nor a CIDR block"),
                 ));
             }
+        }
+        if !(100..=300_000).contains(&self.header_read_timeout_ms) {
+            return Err(ConfigError::setting(
+                "header_read_timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(ConfigError::setting(
+                "max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.http2_max_streams) {
+            return Err(ConfigError::setting(
+                "http2_max_streams",
+                "must be between 1 and 10000",
+            ));
         }
         if self.gateway_replicas == 0 || self.gateway_replicas > 10_000 {
             return Err(ConfigError::setting(

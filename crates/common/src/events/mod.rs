@@ -42,11 +42,11 @@ impl Outgoing {
         header_in(&self.headers, name)
     }
 
-    /// Replaces (or adds) header `name`; an empty value removes it.
+    /// Replaces (or adds) header `name`, where it was (headers keep their order).
     pub fn set_header(&mut self, name: &str, value: String) {
-        self.headers.retain(|(key, _)| key != name);
-        if !value.is_empty() {
-            self.headers.push((name.to_string(), value));
+        match self.headers.iter_mut().find(|(key, _)| key == name) {
+            Some(slot) => slot.1 = value,
+            None => self.headers.push((name.to_string(), value)),
         }
     }
 }

@@ -188,7 +188,11 @@ impl OutboxRelay {
                     &record.topic,
                     record.header("traceparent").unwrap_or_default(),
                 );
-                record.set_header("traceparent", spans::traceparent_of(&span));
+                // Untraced (no exporter in this process): the stored context travels on.
+                let traceparent = spans::traceparent_of(&span);
+                if !traceparent.is_empty() {
+                    record.set_header("traceparent", traceparent);
+                }
                 (record, span)
             })
             .unzip();

@@ -24,7 +24,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Paths polled by probes and scrapers: untraced, or every probe would start a trace.
 pub fn is_probe_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.")
+    matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics")
+        || path.starts_with("/grpc.health.v1.")
 }
 
 /// The server span of one HTTP request. The route is not known until the request is
