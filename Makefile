@@ -48,3 +48,4 @@ bench:
 	scripts/bench-live.sh
 	scripts/bench-payments.sh
 	scripts/bench-ai.sh
+	scripts/bench-limits.sh

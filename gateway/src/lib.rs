@@ -11,6 +11,7 @@
 //! from configuration; and serves `/openapi.json`, `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod edge;
 pub mod live;
 pub mod openapi;
@@ -271,11 +272,24 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
 /// `/status`: readiness and each upstream's health (as `/readyz` does not depend on it).
 async fn status(State(gateway): State<Arc<Gateway>>) -> Response {
     let upstreams = gateway.upstreams.health().await;
+    let endpoints: serde_json::Map<String, serde_json::Value> = gateway
+        .upstreams
+        .endpoints()
+        .into_iter()
+        .map(|(service, states)| {
+            let states = states
+                .into_iter()
+                .map(|(url, ejected)| serde_json::json!({"url": url, "ejected": ejected}))
+                .collect();
+            (service, serde_json::Value::Array(states))
+        })
+        .collect();
     let keys = gateway.verifier.keys_known().await;
     axum::Json(serde_json::json!({
         "ready": keys,
         "signingKeys": if keys { "known" } else { "unknown" },
         "upstreams": upstreams,
+        "endpoints": endpoints,
     }))
     .into_response()
 }
@@ -446,6 +460,7 @@ async fn call(
             MetadataMap::from_headers(forwarded),
             gateway.request_timeout,
             message,
+            route.idempotent,
         )
         .await
         .map_err(|status| Problem::from_status(&status))?;

@@ -36,6 +36,22 @@ pub struct Route {
     pub access: Access,
     /// The server-streaming sibling the request switches to (`duovarsity.options.v1.stream`).
     pub stream: Option<StreamSwitch>,
+    /// The proto marks the method `NO_SIDE_EFFECTS` or `IDEMPOTENT`: a call that failed to
+    /// reach a replica may be sent to another.
+    pub idempotent: bool,
+}
+
+/// Whether `method`'s `idempotency_level` option allows a retry.
+fn idempotent(method: &MethodDescriptor) -> bool {
+    use prost_reflect::Value;
+    // google.protobuf.MethodOptions.IdempotencyLevel: 1 NO_SIDE_EFFECTS, 2 IDEMPOTENT.
+    matches!(
+        method
+            .options()
+            .get_field_by_name("idempotency_level")
+            .as_deref(),
+        Some(Value::EnumNumber(1 | 2))
+    )
 }
 
 /// When the bool field `when_field` of the request is true, `method` (server-streaming,
@@ -138,6 +154,7 @@ impl RouteTable {
                         grpc_path: grpc_path.clone(),
                         access: access.clone(),
                         stream: stream.clone(),
+                        idempotent: idempotent(&method),
                     });
                 }
             }

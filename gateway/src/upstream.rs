@@ -1,13 +1,17 @@
 //! Calls to the gRPC services, by full service name, with messages as raw bytes: the
 //! gateway transcodes with descriptors and never needs the generated types.
 //!
-//! Each upstream is a tonic `Channel` (HTTP/2, lazily connected). A service may be given a
-//! static list of endpoints; the channel then spreads calls over them per request (tower's
-//! power-of-two-choices balancer), which a single pinned HTTP/2 connection would not.
-//! Discovery of endpoints (DNS, EndpointSlices) plugs in here.
+//! Each upstream is a pool of endpoints, one lazily connected HTTP/2 channel each, and
+//! calls are balanced per request with outlier ejection ([`crate::balance`]); a single
+//! pinned HTTP/2 connection would not spread load. A call of a method the proto marks
+//! idempotent that fails to reach a replica (transport error or UNAVAILABLE) is sent once
+//! more, to another endpoint, within the remaining deadline and a retry budget
+//! ([`RetryBudget`]). Discovery (DNS, EndpointSlices) would plug in here; today endpoints
+//! are the static list of `DUOVARSITY_<NAME>_SERVICE_URL`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use duovarsity_common::telemetry::spans::GrpcClientTrace;
@@ -19,13 +23,66 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::balance::{EndpointState, Pool};
+
 /// The largest message the gateway sends or accepts upstream.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 
-/// The channels of every upstream service, keyed by full service name.
+/// Retries spend from a budget that calls fill: a fifth of a retry per call, plus a floor
+/// of ten per second, at most a hundred saved. A failing upstream therefore sees at most
+/// about 20 % more calls, never a retry storm.
+pub struct RetryBudget {
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+const RETRY_RATIO: f64 = 0.2;
+const RETRY_FLOOR_PER_SEC: f64 = 10.0;
+const RETRY_MAX_SAVED: f64 = 100.0;
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new((RETRY_FLOOR_PER_SEC, Instant::now())),
+        }
+    }
+}
+
+impl RetryBudget {
+    fn update(&self, change: impl FnOnce(&mut f64) -> bool) -> bool {
+        let mut state = self.state.lock().expect("retry budget lock");
+        let (tokens, at) = &mut *state;
+        *tokens = (*tokens + at.elapsed().as_secs_f64() * RETRY_FLOOR_PER_SEC).min(RETRY_MAX_SAVED);
+        *at = Instant::now();
+        change(tokens)
+    }
+
+    fn deposit(&self) {
+        self.update(|tokens| {
+            *tokens = (*tokens + RETRY_RATIO).min(RETRY_MAX_SAVED);
+            true
+        });
+    }
+
+    fn withdraw(&self) -> bool {
+        self.update(|tokens| {
+            if *tokens >= 1.0 {
+                *tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// The upstream services, keyed by full service name.
 #[derive(Clone, Default)]
 pub struct Upstreams {
+    /// Balanced channels for long-lived users (the JWKS fetcher, live streams).
     channels: HashMap<String, Channel>,
+    /// Endpoint pools for request traffic.
+    pools: HashMap<String, Arc<Pool>>,
+    budget: Arc<RetryBudget>,
 }
 
 impl Upstreams {
@@ -44,9 +101,16 @@ impl Upstreams {
         }
         let channel = match endpoints.as_slice() {
             [single] => single.connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
+            _ => Channel::balance_list(endpoints.clone().into_iter()),
         };
         self.channels.insert(service.to_string(), channel);
+        let states = urls
+            .iter()
+            .zip(endpoints)
+            .map(|(url, endpoint)| EndpointState::new(url.clone(), endpoint.connect_lazy()))
+            .collect();
+        self.pools
+            .insert(service.to_string(), Arc::new(Pool::new(service, states)));
         Ok(())
     }
 
@@ -54,19 +118,16 @@ impl Upstreams {
         self.channels.get(service).cloned()
     }
 
-    /// A ready client of `service` and the request for `path`, with `metadata` and
-    /// the deadline.
+    /// A ready client on `channel` and the request for `path`, with `metadata` and the
+    /// deadline.
     async fn prepare(
-        &self,
+        channel: Channel,
         service: &str,
         path: &str,
         metadata: MetadataMap,
         timeout: Duration,
-        message: Vec<u8>,
+        message: Bytes,
     ) -> Result<CallParts, Status> {
-        let channel = self.channel(service).ok_or_else(|| {
-            Status::unimplemented(format!("no upstream is configured for {service}"))
-        })?;
         // Media bodies are larger than tonic's 4 MiB default; the gateway's own body limits
         // bound what reaches here.
         let mut grpc = tonic::client::Grpc::new(GrpcClientTrace::new(channel))
@@ -77,13 +138,20 @@ impl Upstreams {
             .map_err(|e| Status::unavailable(format!("{service} is unreachable: {e}")))?;
         let path = http::uri::PathAndQuery::try_from(path)
             .map_err(|_| Status::internal("invalid method path"))?;
-        let mut request = tonic::Request::new(Bytes::from(message));
+        let mut request = tonic::Request::new(message);
         *request.metadata_mut() = metadata;
         request.set_timeout(timeout);
         Ok((grpc, path, request))
     }
 
-    /// One unary call: `path` is `/package.Service/Method`.
+    fn pool(&self, service: &str) -> Result<&Arc<Pool>, Status> {
+        self.pools.get(service).ok_or_else(|| {
+            Status::unimplemented(format!("no upstream is configured for {service}"))
+        })
+    }
+
+    /// One unary call: `path` is `/package.Service/Method`. An `idempotent` call that
+    /// cannot reach its replica is retried once on another, within `timeout` overall.
     pub async fn unary(
         &self,
         service: &str,
@@ -91,16 +159,57 @@ impl Upstreams {
         metadata: MetadataMap,
         timeout: Duration,
         message: Vec<u8>,
+        idempotent: bool,
     ) -> Result<(MetadataMap, Bytes), Status> {
-        let (mut grpc, path, request) = self
-            .prepare(service, path, metadata, timeout, message)
-            .await?;
-        let response = grpc
-            .unary(request, path, RawCodec)
-            .await
-            .map_err(|status| reachable(service, status))?;
-        let (metadata, body, _) = response.into_parts();
-        Ok((metadata, body))
+        let pool = self.pool(service)?;
+        let started = Instant::now();
+        let message = Bytes::from(message);
+        let mut avoid: Option<String> = None;
+        loop {
+            let call = pool.pick(avoid.as_deref());
+            let left = timeout.saturating_sub(started.elapsed());
+            let answer = async {
+                let (mut grpc, path, request) = Self::prepare(
+                    call.channel(),
+                    service,
+                    path,
+                    metadata.clone(),
+                    left,
+                    message.clone(),
+                )
+                .await?;
+                grpc.unary(request, path, RawCodec)
+                    .await
+                    .map_err(|status| reachable(service, status))
+            }
+            .await;
+            match answer {
+                Ok(response) => {
+                    call.finish(false);
+                    self.budget.deposit();
+                    let (metadata, body, _) = response.into_parts();
+                    return Ok((metadata, body));
+                }
+                Err(status) => {
+                    let unreached = status.code() == Code::Unavailable;
+                    let url = call.url().to_string();
+                    call.finish(unreached);
+                    let retry = unreached
+                        && idempotent
+                        && avoid.is_none()
+                        && pool.len() > 1
+                        && started.elapsed() < timeout
+                        && self.budget.withdraw();
+                    if !retry {
+                        return Err(status);
+                    }
+                    metrics::counter!("gateway_retries_total", "service" => service.to_string())
+                        .increment(1);
+                    tracing::debug!(service, endpoint = %url, "retrying an idempotent call on another endpoint");
+                    avoid = Some(url);
+                }
+            }
+        }
     }
 
     /// One server-streaming call: the response metadata and the stream of encoded
@@ -113,15 +222,38 @@ impl Upstreams {
         timeout: Duration,
         message: Vec<u8>,
     ) -> Result<(MetadataMap, tonic::Streaming<Bytes>), Status> {
-        let (mut grpc, path, request) = self
-            .prepare(service, path, metadata, timeout, message)
+        let pool = self.pool(service)?;
+        let call = pool.pick(None);
+        let answer = async {
+            let (mut grpc, path, request) = Self::prepare(
+                call.channel(),
+                service,
+                path,
+                metadata,
+                timeout,
+                Bytes::from(message),
+            )
             .await?;
-        let response = grpc
-            .server_streaming(request, path, RawCodec)
-            .await
-            .map_err(|status| reachable(service, status))?;
-        let (metadata, stream, _) = response.into_parts();
+            grpc.server_streaming(request, path, RawCodec)
+                .await
+                .map_err(|status| reachable(service, status))
+        }
+        .await;
+        call.finish(
+            answer
+                .as_ref()
+                .is_err_and(|s| s.code() == Code::Unavailable),
+        );
+        let (metadata, stream, _) = answer?.into_parts();
         Ok((metadata, stream))
+    }
+
+    /// Each upstream's endpoints and whether they are ejected now.
+    pub fn endpoints(&self) -> BTreeMap<String, Vec<(String, bool)>> {
+        self.pools
+            .iter()
+            .map(|(service, pool)| (service.clone(), pool.states()))
+            .collect()
     }
 
     /// Each upstream's health (`SERVING`, or why not), checked at once with a 2 s

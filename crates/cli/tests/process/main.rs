@@ -2,9 +2,10 @@
 //! names the variable; SIGTERM stops a running platform cleanly.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod failover;
 mod traces;
 
 fn duovarsity() -> Command {
@@ -445,4 +446,79 @@ async fn events_survive_sigkill_and_are_applied_once() {
     assert!(completions > 0, "no lesson was completed before a kill");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A `duovarsity serve` child, killed when dropped, with its log file.
+pub struct Served {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+    pub grpc: Option<String>,
+    pub http: Option<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `duovarsity serve <component>` as `name` (its directory under `data`), exporting JSON
+/// logs and traces as the environment says, once it announces its addresses.
+pub fn serve(
+    name: &str,
+    component: &str,
+    data: &std::path::Path,
+    env: &[(&str, String)],
+) -> Served {
+    let dir = data.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log.jsonl");
+    let mut command = duovarsity();
+    command
+        .env("DUOVARSITY_DATA_DIR", &dir)
+        .env("DUOVARSITY_HTTP_ADDR", "127.0.0.1:0")
+        .env("DUOVARSITY_GRPC_ADDR", "127.0.0.1:0")
+        .env("DUOVARSITY_LOG_FORMAT", "json")
+        .env("POD_NAME", format!("{name}-0"))
+        .env("RUST_LOG", "info,duovarsity_common=debug")
+        // Export within a fraction of a second rather than the default 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .args(["serve", component])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut grpc, mut http) = (None, None);
+    let started = Instant::now();
+    let mut line = String::new();
+    while !line.contains("Press Ctrl-C") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "{component} exited before listening; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://") || word.contains("127.0.0.1:"))
+            .map(|word| word.trim_start_matches("http://").to_string());
+        if line.starts_with("gRPC") {
+            grpc = url.map(|addr| format!("http://{addr}"));
+        } else if line.starts_with("REST") {
+            http = url.map(|addr| format!("http://{addr}"));
+        }
+    }
+    Served {
+        child,
+        log,
+        grpc,
+        http,
+    }
 }

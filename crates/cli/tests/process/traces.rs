@@ -4,8 +4,6 @@
 //! `TraceService` receiver (the collector's protocol, served by this test with tonic).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
-use super::duovarsity;
+use super::serve;
 
 /// One exported span with its resource's attributes.
 #[derive(Clone, Debug)]
@@ -103,74 +101,6 @@ impl TraceService for Receiver {
     }
 }
 
-/// A `duovarsity serve` child, killed when dropped, with its log file.
-struct Served {
-    child: Child,
-    log: std::path::PathBuf,
-    grpc: Option<String>,
-    http: Option<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(component: &str, data: &std::path::Path, env: &[(&str, String)]) -> Served {
-    let dir = data.join(component);
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("log.jsonl");
-    let mut command = duovarsity();
-    command
-        .env("DUOVARSITY_DATA_DIR", &dir)
-        .env("DUOVARSITY_HTTP_ADDR", "127.0.0.1:0")
-        .env("DUOVARSITY_GRPC_ADDR", "127.0.0.1:0")
-        .env("DUOVARSITY_LOG_FORMAT", "json")
-        .env("POD_NAME", format!("{component}-0"))
-        .env("RUST_LOG", "info,duovarsity_common=debug")
-        // Export within a fraction of a second rather than the default 5 s.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command
-        .args(["serve", component])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut grpc, mut http) = (None, None);
-    let started = Instant::now();
-    let mut line = String::new();
-    while !line.contains("Press Ctrl-C") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "{component} exited before listening; its log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(started.elapsed() < Duration::from_secs(60));
-        let url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://") || word.contains("127.0.0.1:"))
-            .map(|word| word.trim_start_matches("http://").to_string());
-        if line.starts_with("gRPC") {
-            grpc = url.map(|addr| format!("http://{addr}"));
-        } else if line.starts_with("REST") {
-            http = url.map(|addr| format!("http://{addr}"));
-        }
-    }
-    Served {
-        child,
-        log,
-        grpc,
-        http,
-    }
-}
-
 /// The spans of `trace` as an indented tree, roots first (for the failure message and
 /// the operator's eye).
 fn tree(spans: &[Exported]) -> String {
@@ -231,17 +161,17 @@ async fn a_sign_up_is_one_trace_from_the_gateway_through_kafka_to_every_consumer
         ),
         ("DUOVARSITY_KAFKA_TOPIC_PREFIX", prefix),
     ];
-    let user = serve("user", data.path(), &shared);
+    let user = serve("user", "user", data.path(), &shared);
     let user_url = user.grpc.clone().expect("the user service announces gRPC");
     let mut with_user = shared.clone();
     with_user.push(("DUOVARSITY_USER_SERVICE_URL", user_url.clone()));
-    let notification = serve("notification", data.path(), &with_user);
+    let notification = serve("notification", "notification", data.path(), &with_user);
     let mut gateway_env = with_user.clone();
     gateway_env.push((
         "DUOVARSITY_NOTIFICATION_SERVICE_URL",
         notification.grpc.clone().unwrap(),
     ));
-    let gateway = serve("gateway", data.path(), &gateway_env);
+    let gateway = serve("gateway", "gateway", data.path(), &gateway_env);
     let base = gateway.http.clone().expect("the gateway announces REST");
 
     let request_id = "trace-test-request-1";
