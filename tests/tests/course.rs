@@ -692,3 +692,45 @@ async fn the_catalog_filters_and_pages_stably_under_inserts() {
     assert_eq!(seen, expected);
     p.stop().await;
 }
+
+/// Slugs resolve through a cache; renaming one drops the old name at once.
+#[tokio::test]
+async fn a_renamed_slug_resolves_and_the_old_one_is_gone() {
+    let p = platform().await;
+    let (_, teacher) = instructor(&p, "slugs@example.com").await;
+    let (id, _) = course_with_lessons(&p, &teacher, "old-name", 1, None).await;
+    publish(&p, &teacher, &id).await;
+    for _ in 0..2 {
+        let (status, body) = p
+            .call(Method::GET, "/v1/courses/old-name", None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["course"]["id"], id.as_str());
+    }
+    let (status, body) = p
+        .call(
+            Method::PATCH,
+            &format!("/v1/courses/{id}"),
+            Some(&teacher),
+            Some(json!({"slug": "new-name"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = p
+        .call(Method::GET, "/v1/courses/old-name", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = p
+        .call(Method::GET, "/v1/courses/new-name", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["course"]["id"], id.as_str());
+    // A new course may take the freed name.
+    let (other, _) = course_with_lessons(&p, &teacher, "old-name", 1, None).await;
+    publish(&p, &teacher, &other).await;
+    let (_, body) = p
+        .call(Method::GET, "/v1/courses/old-name", None, None)
+        .await;
+    assert_eq!(body["course"]["id"], other.as_str());
+    p.stop().await;
+}

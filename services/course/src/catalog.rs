@@ -269,6 +269,9 @@ impl Courses {
         self.store
             .update_course(&course.id, &patch, now_millis())
             .await?;
+        if patch.slug.is_some() {
+            self.slugs.invalidate(&course.slug).await;
+        }
         self.changed(&course.id).await;
         course_to_proto(&self.course_row(&course.id).await?)
     }
@@ -305,7 +308,7 @@ impl Courses {
         let id = if uuid::Uuid::parse_str(&key).is_ok() {
             key.clone()
         } else {
-            self.course_row(&key).await?.id
+            self.course_id_for_slug(&key).await?
         };
         let outline = self.outline(&id).await?;
         let course = outline

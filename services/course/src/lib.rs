@@ -48,6 +48,9 @@ const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const OUTLINE_CACHE: &str = "course_outline";
 /// Which course a lesson belongs to (never changes), keyed by lesson id.
 pub const LESSON_COURSE_CACHE: &str = "lesson_course";
+/// Course slug to id: public course pages are asked for by slug, and resolving it must
+/// not cost a database read per request. Dropped when a course's slug changes.
+pub const SLUG_CACHE: &str = "course_slug";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,6 +73,7 @@ impl CourseModule {
             store: Arc::new(CourseStore::new(db.clone())),
             outlines: caches.cache(OUTLINE_CACHE),
             lesson_courses: caches.cache(LESSON_COURSE_CACHE),
+            slugs: caches.cache(SLUG_CACHE),
         };
         Ok(Self {
             db,
@@ -153,6 +157,7 @@ pub struct Courses {
     store: Arc<CourseStore>,
     outlines: Cache,
     lesson_courses: Cache,
+    slugs: Cache,
 }
 
 impl Courses {
@@ -194,6 +199,19 @@ impl Courses {
             })
             .await?;
         CourseOutline::decode(bytes).map_err(|e| Error::internal("decoding a cached outline", &e))
+    }
+
+    /// The id of the course with `slug` (NOT_FOUND is not remembered: a course may take
+    /// the slug later).
+    async fn course_id_for_slug(&self, slug: &str) -> Result<String, Error> {
+        let bytes = self
+            .slugs
+            .get_or_load(slug, || async {
+                Ok(Bytes::from(self.course_row(slug).await?.id))
+            })
+            .await?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| Error::internal("decoding a cached course id", &e))
     }
 
     async fn changed(&self, course_id: &str) {
