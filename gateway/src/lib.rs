@@ -23,6 +23,7 @@ pub mod template;
 pub mod transcode;
 pub mod upstream;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,8 @@ pub enum StartError {
     Routes(#[from] routes::RouteError),
     #[error("no service module serves {0} (is its module in the CLI's table?)")]
     Unserved(String),
+    #[error(transparent)]
+    Config(#[from] duovarsity_common::config::ConfigError),
     #[error("upstream {service}: {source}")]
     Upstream {
         service: String,
@@ -93,6 +96,8 @@ pub struct Gateway {
     /// For routes whose body is a raw `google.api.HttpBody` (media uploads).
     media_body_limit: usize,
     request_timeout: Duration,
+    /// Deadlines by `package.Service/Method` or `package.Service` (`DUOVARSITY_ROUTE_TIMEOUTS`).
+    route_timeouts: HashMap<String, Duration>,
     /// Cancelled when the gateway shuts down: live connections close instead of holding
     /// the drain open.
     live_shutdown: CancellationToken,
@@ -149,6 +154,11 @@ impl Gateway {
             live_shutdown: CancellationToken::new(),
             live_ping: Duration::from_secs(config.live_ping_secs),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            route_timeouts: config
+                .route_timeouts()
+                .map_err(StartError::Config)?
+                .into_iter()
+                .collect(),
         }))
     }
 
@@ -203,6 +213,20 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The deadline of a call to `grpc_path` (`/package.Service/Method`): its own, its
+    /// service's, or the default.
+    fn deadline(&self, grpc_path: &str) -> Duration {
+        let method = grpc_path.trim_start_matches('/');
+        let service = method
+            .split_once('/')
+            .map_or(method, |(service, _)| service);
+        self.route_timeouts
+            .get(method)
+            .or_else(|| self.route_timeouts.get(service))
+            .copied()
+            .unwrap_or(self.request_timeout)
+    }
+
     /// Closes every live (WebSocket) connection; called when shutdown starts.
     pub fn close_live_connections(&self) {
         self.live_shutdown.cancel();
@@ -445,7 +469,7 @@ async fn call(
                 &service,
                 &switch.grpc_path,
                 MetadataMap::from_headers(forwarded),
-                gateway.request_timeout,
+                gateway.deadline(&switch.grpc_path),
                 message,
             )
             .await
@@ -458,7 +482,7 @@ async fn call(
             &service,
             &route.grpc_path,
             MetadataMap::from_headers(forwarded),
-            gateway.request_timeout,
+            gateway.deadline(&route.grpc_path),
             message,
             route.idempotent,
         )

@@ -168,7 +168,7 @@ impl Upstreams {
         loop {
             let call = pool.pick(avoid.as_deref());
             let left = timeout.saturating_sub(started.elapsed());
-            let answer = async {
+            let attempt = async {
                 let (mut grpc, path, request) = Self::prepare(
                     call.channel(),
                     service,
@@ -181,8 +181,15 @@ impl Upstreams {
                 grpc.unary(request, path, RawCodec)
                     .await
                     .map_err(|status| reachable(service, status))
-            }
-            .await;
+            };
+            // The server honours grpc-timeout; this bounds a server that does not answer.
+            let answer = tokio::time::timeout(left, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(format!(
+                        "{service} did not answer in time"
+                    )))
+                });
             match answer {
                 Ok(response) => {
                     call.finish(false);
@@ -191,6 +198,15 @@ impl Upstreams {
                     return Ok((metadata, body));
                 }
                 Err(status) => {
+                    // tonic servers answer an expired grpc-timeout with CANCELLED: to the
+                    // client it is the deadline that passed.
+                    let status = if status.code() == Code::Cancelled
+                        && started.elapsed() + Duration::from_millis(20) >= timeout
+                    {
+                        Status::deadline_exceeded(format!("{service} did not answer in time"))
+                    } else {
+                        status
+                    };
                     let unreached = status.code() == Code::Unavailable;
                     let url = call.url().to_string();
                     call.finish(unreached);

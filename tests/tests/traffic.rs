@@ -320,3 +320,57 @@ async fn slow_headers_are_cut_off_and_connections_past_the_cap_are_refused() {
     drop(extra);
     p.stop().await;
 }
+
+/// A method's own deadline (`DUOVARSITY_ROUTE_TIMEOUTS`) goes upstream as `grpc-timeout`;
+/// past it the caller gets 504 problem+json, and other routes keep the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_deadline_exceeded_is_a_504_problem() {
+    use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
+
+    let mock = MockLlm::openai().await;
+    mock.set_latency(Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, &mock.key).unwrap();
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(
+        &file,
+        one_model_catalog(&mock, &key_file, "slow", 1.0, 10, 10.0),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let p = TestPlatform::start_with(
+        Component::All,
+        &[
+            ("DUOVARSITY_AI_CATALOG_FILE", file.as_str()),
+            (
+                "DUOVARSITY_ROUTE_TIMEOUTS",
+                "duovarsity.ai.v1.AiRoutingService=300,duovarsity.user.v1.UserService/GetJwks=5000",
+            ),
+        ],
+    )
+    .await;
+    let (_, token) = p.sign_up("deadline@example.com").await;
+    let started = std::time::Instant::now();
+    let (status, body) = p
+        .call(
+            Method::POST,
+            "/v1/ai/chat/completions",
+            Some(&token),
+            Some(json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["code"], "DEADLINE_EXCEEDED", "{body}");
+    assert_eq!(body["status"], 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _) = p
+        .call(Method::GET, "/v1/users/me", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    p.stop().await;
+}

@@ -197,6 +197,11 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// Deadline for one upstream call from the gateway, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Deadlines of particular methods or services, comma-separated
+    /// `<package.Service>[/<Method>]=<ms>` (a method's entry wins over its service's);
+    /// the others get `request_timeout_ms`. Sent upstream as `grpc-timeout`.
+    #[serde(deserialize_with = "comma_list")]
+    pub route_timeouts: Vec<String>,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
     /// `auto`, `text` or `json`.
@@ -260,6 +265,7 @@ impl Default for Config {
             http2_max_streams: 256,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
+            route_timeouts: Vec::new(),
             shutdown_grace_secs: 20,
             log_format: LogFormat::Auto,
         }

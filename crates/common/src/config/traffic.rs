@@ -110,6 +110,7 @@ impl Config {
                 "must be between 1 and 10000",
             ));
         }
+        self.route_timeouts()?;
         if self.gateway_replicas == 0 || self.gateway_replicas > 10_000 {
             return Err(ConfigError::setting(
                 "gateway_replicas",
@@ -117,6 +118,28 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `route_timeouts` parsed: (`package.Service` or `package.Service/Method`, deadline).
+    pub fn route_timeouts(&self) -> Result<Vec<(String, Duration)>, ConfigError> {
+        self.route_timeouts
+            .iter()
+            .map(|entry| {
+                let refuse = || {
+                    ConfigError::setting(
+                        "route_timeouts",
+                        format!("{entry:?} is not <package.Service>[/<Method>]=<milliseconds>"),
+                    )
+                };
+                let (route, ms) = entry.split_once('=').ok_or_else(refuse)?;
+                let ms: u64 = ms.trim().parse().map_err(|_| refuse())?;
+                let route = route.trim();
+                if ms == 0 || !route.contains('.') || route.starts_with('/') {
+                    return Err(refuse());
+                }
+                Ok((route.to_string(), Duration::from_millis(ms)))
+            })
+            .collect()
     }
 
     /// The trusted proxies as networks (validated at start).
