@@ -128,15 +128,7 @@ async fn reads_survive_a_replica_killed_under_load_and_writes_say_when_they_fail
         "the dead endpoint is ejected after a few failures: {writes:?}"
     );
     // The gateway ejected the dead endpoint (and lists both in its status).
-    let metrics = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains(
             "gateway_endpoint_ejections_total{service=\"duovarsity.course.v1.CourseService\"}"
