@@ -186,6 +186,14 @@ impl Pool {
         }
     }
 
+    /// Calls in flight on every endpoint.
+    pub fn in_flight(&self) -> usize {
+        self.endpoints
+            .iter()
+            .map(|e| e.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Each endpoint with whether it is ejected now (for `/status`).
     pub fn states(&self) -> Vec<(String, bool)> {
         let now = Instant::now();

@@ -49,7 +49,7 @@ use crate::problem::Problem;
 pub use crate::ratelimit::RateLimiter;
 use crate::routes::{BodyTarget, Lookup, RouteTable};
 use crate::transcode::RequestError;
-use crate::upstream::Upstreams;
+use crate::upstream::{Priority, Upstreams};
 
 /// The full name of the user service, whose JWKS verifies tokens.
 pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
@@ -143,6 +143,7 @@ impl Gateway {
             Arc::new(RemoteJwks::new(user_channel)),
             JWKS_MIN_REFETCH,
         ));
+        upstreams.set_max_in_flight(config.upstream_max_in_flight);
         let openapi = openapi::document(&table).to_string();
         Ok(Arc::new(Self {
             table,
@@ -418,9 +419,24 @@ async fn call(
 ) -> Result<Response, Problem> {
     let (parts, body) = request.into_parts();
     let bearer = bearer_token(parts.headers.get(header::AUTHORIZATION));
-    authorize(Some(&route.access), bearer, &gateway.verifier)
+    let claims = authorize(Some(&route.access), bearer, &gateway.verifier)
         .await
         .map_err(|error| Problem::from_status(&tonic::Status::from(error)))?;
+    let service = route.method.parent_service().full_name().to_string();
+    let priority = Priority::of(
+        claims.as_ref().map(|c| c.tier.as_str()),
+        claims.as_ref().map(|c| c.role.as_str()),
+    );
+    if !gateway.upstreams.admit(&service, priority) {
+        let mut problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "the service is at capacity; retry shortly",
+        )
+        .with_reason("OVERLOADED");
+        problem.retry_after_secs = Some(1);
+        return Err(problem);
+    }
 
     let raw_body = transcode::takes_raw_body(route);
     let limit = if raw_body {
@@ -461,7 +477,6 @@ async fn call(
             forwarded.insert(name, value.clone());
         }
     }
-    let service = route.method.parent_service().full_name().to_string();
     if let Some(switch) = sse::requested(route, &message) {
         let (metadata, stream) = gateway
             .upstreams

@@ -75,6 +75,53 @@ impl RetryBudget {
     }
 }
 
+/// Who is shed first when an upstream is overloaded: each priority may use a share of the
+/// upstream's calls in flight (`DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT`), so lower tiers are
+/// refused while premium learners are still served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Throttled learners.
+    Low,
+    /// Free learners and anonymous calls.
+    Free,
+    Standard,
+    /// Premium learners, instructors and admins.
+    Premium,
+}
+
+impl Priority {
+    /// The priority of a caller with `tier` (None: anonymous) and `role`.
+    pub fn of(tier: Option<&str>, role: Option<&str>) -> Self {
+        if matches!(role, Some("admin" | "instructor")) {
+            return Self::Premium;
+        }
+        match tier {
+            Some("premium") => Self::Premium,
+            Some("standard") => Self::Standard,
+            Some("throttled") => Self::Low,
+            _ => Self::Free,
+        }
+    }
+
+    fn share(self) -> f64 {
+        match self {
+            Self::Low => 0.5,
+            Self::Free => 0.75,
+            Self::Standard => 0.9,
+            Self::Premium => 1.0,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Free => "free",
+            Self::Standard => "standard",
+            Self::Premium => "premium",
+        }
+    }
+}
+
 /// The upstream services, keyed by full service name.
 #[derive(Clone, Default)]
 pub struct Upstreams {
@@ -83,6 +130,8 @@ pub struct Upstreams {
     /// Endpoint pools for request traffic.
     pools: HashMap<String, Arc<Pool>>,
     budget: Arc<RetryBudget>,
+    /// Calls in flight one upstream may have from this gateway (0: unlimited).
+    max_in_flight: usize,
 }
 
 impl Upstreams {
@@ -142,6 +191,29 @@ impl Upstreams {
         *request.metadata_mut() = metadata;
         request.set_timeout(timeout);
         Ok((grpc, path, request))
+    }
+
+    /// Caps the calls in flight per upstream at `max` (shared out by [`Priority`]).
+    pub fn set_max_in_flight(&mut self, max: usize) {
+        self.max_in_flight = max;
+    }
+
+    /// Whether a call of `priority` to `service` may start now; when not, the call is shed
+    /// (counted in `gateway_shed_total`).
+    pub fn admit(&self, service: &str, priority: Priority) -> bool {
+        let Some(pool) = self.pools.get(service) else {
+            return true;
+        };
+        if self.max_in_flight == 0 {
+            return true;
+        }
+        let allowed = (self.max_in_flight as f64 * priority.share()).ceil() as usize;
+        let admitted = pool.in_flight() < allowed;
+        if !admitted {
+            metrics::counter!("gateway_shed_total", "service" => service.to_string(), "priority" => priority.as_str())
+                .increment(1);
+        }
+        admitted
     }
 
     fn pool(&self, service: &str) -> Result<&Arc<Pool>, Status> {

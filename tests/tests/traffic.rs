@@ -374,3 +374,81 @@ async fn a_route_deadline_exceeded_is_a_504_problem() {
     assert_eq!(status, StatusCode::OK);
     p.stop().await;
 }
+
+/// Under overload lower tiers are shed first: with at most 4 calls in flight to the AI
+/// service, free learners get 3 of them and the fourth is refused (503, Retry-After),
+/// while a premium learner is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_upstream_sheds_free_traffic_before_premium() {
+    use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
+
+    let mock = MockLlm::openai().await;
+    mock.set_latency(Duration::from_millis(2500));
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, &mock.key).unwrap();
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(
+        &file,
+        one_model_catalog(&mock, &key_file, "busy", 1.0, 10, 10.0),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let p = TestPlatform::start_with_admin(
+        Component::All,
+        &[
+            ("DUOVARSITY_AI_CATALOG_FILE", file.as_str()),
+            ("DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT", "4"),
+        ],
+    )
+    .await;
+    let (_, free) = p.sign_up("free@example.com").await;
+    let (premium_id, _) = p.sign_up("premium@example.com").await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            &format!("/v1/users/{premium_id}:setTier"),
+            Some(&admin),
+            Some(json!({"tier": "TIER_PREMIUM"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, premium) = p.sign_in("premium@example.com").await;
+
+    let ask = |token: String, n: usize| {
+        let request = p
+            .client
+            .post(p.url("/v1/ai/chat/completions"))
+            .bearer_auth(token)
+            .json(&json!({"model": "busy", "messages": [{"role": "user", "content": format!("q{n}")}]}));
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let status = response.status();
+            (
+                status,
+                retry_after,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+    // Three free calls fill the free share (3 of 4); the fourth free call is shed.
+    let mut calls = Vec::new();
+    for n in 0..3 {
+        calls.push(ask(free.clone(), n));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (status, retry_after, body) = ask(free.clone(), 3).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["reason"], "OVERLOADED", "{body}");
+    assert_eq!(retry_after.unwrap(), "1");
+    // Premium still gets the last slot.
+    let premium_call = ask(premium.clone(), 4);
+    for call in calls {
+        assert_eq!(call.await.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(premium_call.await.unwrap().0, StatusCode::OK);
+    assert!(p.metrics().await.contains("gateway_shed_total"));
+    p.stop().await;
+}

@@ -193,6 +193,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Concurrent streams on one HTTP/2 connection to the gateway.
     pub http2_max_streams: u32,
+    /// Calls one gateway keeps in flight to one upstream service (0: no cap). Past a share
+    /// of it, lower tiers are shed with 503 first: throttled at 50 %, free and anonymous at
+    /// 75 %, standard at 90 %; premium, instructors and admins may use it all.
+    pub upstream_max_in_flight: usize,
     /// Largest accepted request body at the gateway, in bytes.
     pub body_limit_bytes: usize,
     /// Deadline for one upstream call from the gateway, in milliseconds.
@@ -263,6 +267,7 @@ impl Default for Config {
             header_read_timeout_ms: 10_000,
             max_connections: 16_000,
             http2_max_streams: 256,
+            upstream_max_in_flight: 2048,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             route_timeouts: Vec::new(),
