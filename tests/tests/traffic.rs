@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use duovarsity::Component;
+use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
 use duovarsity_testkit::{PrivateRedis, TEST_ADMIN, TestPlatform};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -282,6 +283,13 @@ async fn slow_headers_are_cut_off_and_connections_past_the_cap_are_refused() {
     )
     .await;
     let addr = p.url("").trim_start_matches("http://").to_string();
+    // A connection per call: the server closes idle keep-alive connections after the
+    // same second, and a pooled one could be reused just as it closes.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let get = |path: &str| client.get(p.url(path)).send();
     let mut slow = Vec::new();
     for _ in 0..40 {
         let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -292,7 +300,7 @@ async fn slow_headers_are_cut_off_and_connections_past_the_cap_are_refused() {
         slow.push(stream);
     }
     // Served meanwhile (20 connections of the cap remain).
-    let answer = p.client.get(p.url("/healthz")).send().await.unwrap();
+    let answer = get("/healthz").await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
 
     // Past the cap: 30 more connections, of which 20 fit and the rest are closed at once.
@@ -313,41 +321,51 @@ async fn slow_headers_are_cut_off_and_connections_past_the_cap_are_refused() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(p.metrics().await.contains("http_connections_refused_total"));
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("http_connections_refused_total"));
     // Freed: normal calls go on.
-    let answer = p.client.get(p.url("/healthz")).send().await.unwrap();
+    let answer = get("/healthz").await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     drop(extra);
     p.stop().await;
 }
 
-/// A method's own deadline (`DUOVARSITY_ROUTE_TIMEOUTS`) goes upstream as `grpc-timeout`;
-/// past it the caller gets 504 problem+json, and other routes keep the default.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_deadline_exceeded_is_a_504_problem() {
-    use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
-
+/// The platform (with the bootstrap admin and `settings`) on an AI provider that answers
+/// after `latency`, its one model named `model`.
+async fn slow_ai_platform(
+    model: &str,
+    latency: Duration,
+    settings: &[(&str, &str)],
+) -> (TestPlatform, MockLlm, tempfile::TempDir) {
     let mock = MockLlm::openai().await;
-    mock.set_latency(Duration::from_secs(3));
+    mock.set_latency(latency);
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, &mock.key).unwrap();
     let file = dir.path().join("catalog.toml");
     std::fs::write(
         &file,
-        one_model_catalog(&mock, &key_file, "slow", 1.0, 10, 10.0),
+        one_model_catalog(&mock, &key_file, model, 1.0, 10, 10.0),
     )
     .unwrap();
     let file = file.display().to_string();
-    let p = TestPlatform::start_with(
-        Component::All,
-        &[
-            ("DUOVARSITY_AI_CATALOG_FILE", file.as_str()),
-            (
-                "DUOVARSITY_ROUTE_TIMEOUTS",
-                "duovarsity.ai.v1.AiRoutingService=300,duovarsity.user.v1.UserService/GetJwks=5000",
-            ),
-        ],
+    let mut all = vec![("DUOVARSITY_AI_CATALOG_FILE", file.as_str())];
+    all.extend_from_slice(settings);
+    let p = TestPlatform::start_with_admin(Component::All, &all).await;
+    (p, mock, dir)
+}
+
+/// A method's own deadline (`DUOVARSITY_ROUTE_TIMEOUTS`) goes upstream as `grpc-timeout`;
+/// past it the caller gets 504 problem+json, and other routes keep the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_deadline_exceeded_is_a_504_problem() {
+    let (p, _mock, _dir) = slow_ai_platform(
+        "slow",
+        Duration::from_secs(3),
+        &[(
+            "DUOVARSITY_ROUTE_TIMEOUTS",
+            "duovarsity.ai.v1.AiRoutingService=300,duovarsity.user.v1.UserService/GetJwks=5000",
+        )],
     )
     .await;
     let (_, token) = p.sign_up("deadline@example.com").await;
@@ -380,26 +398,10 @@ async fn a_route_deadline_exceeded_is_a_504_problem() {
 /// while a premium learner is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_upstream_sheds_free_traffic_before_premium() {
-    use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
-
-    let mock = MockLlm::openai().await;
-    mock.set_latency(Duration::from_millis(2500));
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("key");
-    std::fs::write(&key_file, &mock.key).unwrap();
-    let file = dir.path().join("catalog.toml");
-    std::fs::write(
-        &file,
-        one_model_catalog(&mock, &key_file, "busy", 1.0, 10, 10.0),
-    )
-    .unwrap();
-    let file = file.display().to_string();
-    let p = TestPlatform::start_with_admin(
-        Component::All,
-        &[
-            ("DUOVARSITY_AI_CATALOG_FILE", file.as_str()),
-            ("DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT", "4"),
-        ],
+    let (p, _mock, _dir) = slow_ai_platform(
+        "busy",
+        Duration::from_millis(2500),
+        &[("DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT", "4")],
     )
     .await;
     let (_, free) = p.sign_up("free@example.com").await;
