@@ -8,9 +8,12 @@
 //!   while it keeps failing), but never the last one left: with every endpoint ejected,
 //!   all are candidates again.
 //! - **Connections:** each endpoint is one lazily connected HTTP/2 channel.
+//! - **Changes:** discovery replaces the endpoint set ([`Pool::update`]). Endpoints that
+//!   stay keep their connection and statistics; calls in flight on an endpoint that left
+//!   finish on it (they hold it), and new calls no longer choose it.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -92,7 +95,7 @@ impl EndpointState {
 
 /// A call in flight on an endpoint; say how it ended with [`Call::finish`].
 pub struct Call<'a> {
-    endpoint: &'a EndpointState,
+    endpoint: Arc<EndpointState>,
     started: Instant,
     service: &'a str,
 }
@@ -109,7 +112,7 @@ impl Call<'_> {
 
     /// `transport_failed`: the endpoint could not be reached or dropped the call.
     pub fn finish(self, transport_failed: bool) {
-        let endpoint = self.endpoint;
+        let endpoint = &self.endpoint;
         endpoint.observe(self.started.elapsed());
         if !transport_failed {
             endpoint.failures.store(0, Ordering::Relaxed);
@@ -138,37 +141,70 @@ impl Drop for Call<'_> {
 /// The endpoints of one upstream service.
 pub struct Pool {
     service: String,
-    endpoints: Vec<EndpointState>,
+    endpoints: RwLock<Arc<Vec<Arc<EndpointState>>>>,
 }
 
 impl Pool {
     pub fn new(service: &str, endpoints: Vec<EndpointState>) -> Self {
         Self {
             service: service.to_string(),
-            endpoints,
+            endpoints: RwLock::new(Arc::new(endpoints.into_iter().map(Arc::new).collect())),
         }
     }
 
-    /// Starts a call on the better of two random candidates, avoiding `avoid` (an
-    /// endpoint that just failed this request) when another is available.
-    pub fn pick(&self, avoid: Option<&str>) -> Call<'_> {
-        let now = Instant::now();
-        let mut candidates: Vec<&EndpointState> = self
+    fn snapshot(&self) -> Arc<Vec<Arc<EndpointState>>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the endpoint set with `urls`, keeping the endpoints that stay and
+    /// connecting new ones with `connect`. Says whether anything changed.
+    pub fn update(&self, urls: &[String], connect: impl Fn(&str) -> Option<Channel>) -> bool {
+        let current = self.snapshot();
+        let unchanged = current.len() == urls.len()
+            && current.iter().all(|endpoint| urls.contains(&endpoint.url));
+        if unchanged {
+            return false;
+        }
+        let next: Vec<Arc<EndpointState>> =
+            urls.iter()
+                .filter_map(|url| match current.iter().find(|e| &e.url == url) {
+                    Some(endpoint) => Some(endpoint.clone()),
+                    None => connect(url)
+                        .map(|channel| Arc::new(EndpointState::new(url.clone(), channel))),
+                })
+                .collect();
+        tracing::info!(service = %self.service, endpoints = ?urls, "upstream endpoints changed");
+        *self
             .endpoints
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        true
+    }
+
+    /// Starts a call on the better of two random candidates, avoiding `avoid` (an
+    /// endpoint that just failed this request) when another is available. None while
+    /// the upstream has no endpoints.
+    pub fn pick(&self, avoid: Option<&str>) -> Option<Call<'_>> {
+        let endpoints = self.snapshot();
+        let now = Instant::now();
+        let mut candidates: Vec<&Arc<EndpointState>> = endpoints
             .iter()
             .filter(|e| !e.ejected(now) && Some(e.url.as_str()) != avoid)
             .collect();
         if candidates.is_empty() {
-            candidates = self
-                .endpoints
+            candidates = endpoints
                 .iter()
                 .filter(|e| Some(e.url.as_str()) != avoid)
                 .collect();
         }
         if candidates.is_empty() {
-            candidates = self.endpoints.iter().collect();
+            candidates = endpoints.iter().collect();
         }
         let endpoint = match candidates.len() {
+            0 => return None,
             1 => candidates[0],
             n => {
                 let mut random = rand::thread_rng();
@@ -179,16 +215,16 @@ impl Pool {
             }
         };
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        Call {
-            endpoint,
+        Some(Call {
+            endpoint: endpoint.clone(),
             started: Instant::now(),
             service: &self.service,
-        }
+        })
     }
 
     /// Calls in flight on every endpoint.
     pub fn in_flight(&self) -> usize {
-        self.endpoints
+        self.snapshot()
             .iter()
             .map(|e| e.in_flight.load(Ordering::Relaxed))
             .sum()
@@ -197,18 +233,18 @@ impl Pool {
     /// Each endpoint with whether it is ejected now (for `/status`).
     pub fn states(&self) -> Vec<(String, bool)> {
         let now = Instant::now();
-        self.endpoints
+        self.snapshot()
             .iter()
             .map(|e| (e.url.clone(), e.ejected(now)))
             .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.endpoints.len()
+        self.snapshot().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
+        self.snapshot().is_empty()
     }
 }
 
@@ -233,37 +269,58 @@ mod tests {
     async fn a_failing_endpoint_is_ejected_but_never_the_last_one() {
         let pool = pool(&["a", "b"]);
         for _ in 0..EJECT_AFTER {
-            let call = pool.pick(Some("b"));
+            let call = pool.pick(Some("b")).unwrap();
             assert_eq!(call.url(), "a");
             call.finish(true);
         }
         // "a" is out: every pick goes to "b" while it is ejected.
         for _ in 0..20 {
-            let call = pool.pick(None);
+            let call = pool.pick(None).unwrap();
             assert_eq!(call.url(), "b");
             call.finish(false);
         }
         // Both failing: "b" is ejected too, and then both are candidates again.
         for _ in 0..EJECT_AFTER {
-            pool.pick(Some("a")).finish(true);
+            pool.pick(Some("a")).unwrap().finish(true);
         }
         assert!(pool.states().iter().all(|(_, ejected)| *ejected));
-        let call = pool.pick(None);
+        let call = pool.pick(None).unwrap();
         assert!(["a", "b"].contains(&call.url()), "calls still go somewhere");
     }
 
     #[tokio::test]
     async fn the_slower_endpoint_gets_less_traffic() {
         let pool = pool(&["fast", "slow"]);
-        pool.endpoints[1].observe(Duration::from_millis(200));
+        pool.snapshot()[1].observe(Duration::from_millis(200));
         let slow = (0..100)
             .filter(|_| {
-                let call = pool.pick(None);
+                let call = pool.pick(None).unwrap();
                 let url = call.url().to_string();
                 drop(call);
                 url == "slow"
             })
             .count();
         assert_eq!(slow, 0, "two candidates: the lower load always wins");
+    }
+
+    #[tokio::test]
+    async fn an_update_keeps_endpoints_that_stay_and_drains_those_that_leave() {
+        let pool = pool(&["a", "b"]);
+        let leaving = pool.pick(Some("a")).unwrap();
+        assert_eq!(leaving.url(), "b");
+        let connect = |_: &str| {
+            Some(tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy())
+        };
+        assert!(pool.update(&["a".to_string(), "c".to_string()], connect));
+        assert!(!pool.update(&["c".to_string(), "a".to_string()], connect));
+        let urls: Vec<String> = pool.states().into_iter().map(|(url, _)| url).collect();
+        assert_eq!(urls, ["a", "c"]);
+        // The call on "b" finishes on it; new calls never choose it.
+        leaving.finish(false);
+        for _ in 0..20 {
+            assert_ne!(pool.pick(None).unwrap().url(), "b");
+        }
+        assert!(pool.update(&[], connect));
+        assert!(pool.pick(None).is_none());
     }
 }

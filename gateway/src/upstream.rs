@@ -136,18 +136,29 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Routes `service` (e.g. `duovarsity.user.v1.UserService`) to `urls`: one endpoint,
-    /// or several balanced per request.
+    /// several balanced per request, or `dns:///HOST:PORT`, whose addresses (a headless
+    /// Service's ready pods) are resolved now and every few seconds.
     pub fn add(&mut self, service: &str, urls: &[String]) -> Result<(), tonic::transport::Error> {
-        let mut endpoints = Vec::with_capacity(urls.len());
-        for url in urls {
-            endpoints.push(
-                Endpoint::from_shared(url.clone())?
-                    .connect_timeout(Duration::from_secs(3))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_while_idle(true),
+        if let [url] = urls
+            && let Some(target) = url.strip_prefix(DNS_SCHEME)
+        {
+            // Long-lived users get one connection to the name; requests are balanced
+            // over the addresses it resolves to.
+            self.channels.insert(
+                service.to_string(),
+                endpoint(&format!("http://{target}"))?.connect_lazy(),
             );
+            let pool = Arc::new(Pool::new(service, Vec::new()));
+            let addresses = resolve_now(target);
+            pool.update(&addresses, connect);
+            tokio::spawn(follow_dns(Arc::downgrade(&pool), target.to_string()));
+            self.pools.insert(service.to_string(), pool);
+            return Ok(());
         }
+        let endpoints = urls
+            .iter()
+            .map(|url| endpoint(url))
+            .collect::<Result<Vec<_>, _>>()?;
         let channel = match endpoints.as_slice() {
             [single] => single.connect_lazy(),
             _ => Channel::balance_list(endpoints.clone().into_iter()),
@@ -238,7 +249,9 @@ impl Upstreams {
         let message = Bytes::from(message);
         let mut avoid: Option<String> = None;
         loop {
-            let call = pool.pick(avoid.as_deref());
+            let call = pool
+                .pick(avoid.as_deref())
+                .ok_or_else(|| no_endpoints(service))?;
             let left = timeout.saturating_sub(started.elapsed());
             let attempt = async {
                 let (mut grpc, path, request) = Self::prepare(
@@ -311,7 +324,7 @@ impl Upstreams {
         message: Vec<u8>,
     ) -> Result<(MetadataMap, tonic::Streaming<Bytes>), Status> {
         let pool = self.pool(service)?;
-        let call = pool.pick(None);
+        let call = pool.pick(None).ok_or_else(|| no_endpoints(service))?;
         let answer = async {
             let (mut grpc, path, request) = Self::prepare(
                 call.channel(),
@@ -369,6 +382,71 @@ impl Upstreams {
             .await
             .into_iter()
             .collect()
+    }
+}
+
+/// The URL prefix of an upstream discovered through DNS (gRPC's target syntax).
+const DNS_SCHEME: &str = "dns:///";
+/// How often DNS names are resolved again.
+const DNS_INTERVAL: Duration = Duration::from_secs(5);
+
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true))
+}
+
+/// A lazily connected channel to `url` (None if it is not a valid URI).
+fn connect(url: &str) -> Option<Channel> {
+    endpoint(url).ok().map(|endpoint| endpoint.connect_lazy())
+}
+
+fn no_endpoints(service: &str) -> Status {
+    Status::unavailable(format!("{service} has no endpoints right now"))
+}
+
+/// The endpoints `target` (`host:port`) resolves to, as sorted `http://` URLs (empty when
+/// it does not resolve).
+fn endpoints_of(addresses: impl Iterator<Item = std::net::SocketAddr>) -> Vec<String> {
+    let mut urls: Vec<String> = addresses
+        .map(|address| format!("http://{address}"))
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+/// The first resolution, at start (blocking, once).
+fn resolve_now(target: &str) -> Vec<String> {
+    use std::net::ToSocketAddrs as _;
+    match target.to_socket_addrs() {
+        Ok(addresses) => endpoints_of(addresses),
+        Err(error) => {
+            tracing::warn!(%target, %error, "cannot resolve an upstream yet");
+            Vec::new()
+        }
+    }
+}
+
+/// Resolves `target` every few seconds and updates the pool, until the pool is dropped.
+/// A failed lookup keeps the endpoints known (a DNS blip is not an outage).
+async fn follow_dns(pool: std::sync::Weak<Pool>, target: String) {
+    let mut tick = tokio::time::interval(DNS_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        match tokio::net::lookup_host(&target).await {
+            Ok(addresses) => {
+                pool.update(&endpoints_of(addresses), connect);
+            }
+            Err(error) => {
+                tracing::warn!(%target, %error, "resolving an upstream failed; keeping its endpoints")
+            }
+        }
     }
 }
 

@@ -454,3 +454,39 @@ async fn an_overloaded_upstream_sheds_free_traffic_before_premium() {
     assert!(p.metrics().await.contains("gateway_shed_total"));
     p.stop().await;
 }
+
+/// An upstream named by DNS (`dns:///HOST:PORT`, as for a headless Service): the gateway
+/// resolves it, balances over the addresses, and lists them in `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_named_by_dns_is_resolved_and_balanced() {
+    let course = TestPlatform::start_with(Component::Service("course"), &[]).await;
+    let user = TestPlatform::start_with(Component::Service("user"), &[]).await;
+    let user_url = format!("http://{}", user.grpc_addr());
+    let course_target = format!("dns:///localhost:{}", course.grpc_addr().port());
+    let gateway = TestPlatform::start_with(
+        Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", user_url.as_str()),
+            ("DUOVARSITY_COURSE_SERVICE_URL", course_target.as_str()),
+        ],
+    )
+    .await;
+    // localhost resolves to 127.0.0.1 (and ::1 where it is configured, which nothing
+    // listens on: that endpoint is ejected and idempotent reads go to the other).
+    for _ in 0..10 {
+        let (status, body) = gateway.call(Method::GET, "/v1/courses", None, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, report) = gateway.call(Method::GET, "/status", None, None).await;
+    let endpoints = report["endpoints"]["duovarsity.course.v1.CourseService"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report}"));
+    let expected = format!("http://127.0.0.1:{}", course.grpc_addr().port());
+    assert!(
+        endpoints.iter().any(|e| e["url"] == expected.as_str()),
+        "{report}"
+    );
+    gateway.stop().await;
+    course.stop().await;
+    user.stop().await;
+}

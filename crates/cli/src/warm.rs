@@ -35,8 +35,8 @@ const TASKS: [(&str, i32); 4] = [("hint", 1), ("hint", 2), ("hint", 3), ("explan
 fn first_url(config: &Config, service: &str) -> String {
     config
         .service_urls(service)
-        .into_iter()
-        .next()
+        .first()
+        .map(|url| duovarsity_common::config::dial_target(url))
         .unwrap_or_else(|| format!("http://{}", config.grpc_addr))
 }
 

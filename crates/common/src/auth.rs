@@ -278,7 +278,10 @@ impl RemoteJwks {
     /// A lazily connected channel to the first of `urls`; a fetch that gets no answer
     /// within 3 s fails.
     pub fn connect(urls: &[String]) -> Result<Self, tonic::transport::Error> {
-        let url = urls.first().cloned().unwrap_or_default();
+        let url = urls
+            .first()
+            .map(|url| crate::config::dial_target(url))
+            .unwrap_or_default();
         let endpoint = tonic::transport::Endpoint::from_shared(url)?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(3));

@@ -391,14 +391,16 @@ impl Config {
                 ));
             }
             let urls = split_urls(urls);
-            if urls.is_empty()
-                || urls
-                    .iter()
-                    .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            let discovered = matches!(urls.as_slice(), [url] if url.starts_with(DNS_SCHEME));
+            if !discovered
+                && (urls.is_empty()
+                    || urls
+                        .iter()
+                        .any(|url| !(url.starts_with("http://") || url.starts_with("https://"))))
             {
                 return Err(ConfigError::setting(
                     &service_url_key(service),
-                    "must be http:// or https:// URLs, separated by commas",
+                    "must be http:// or https:// URLs, separated by commas, or one dns:///HOST:PORT",
                 ));
             }
         }
@@ -642,6 +644,19 @@ impl Config {
             l1_capacity: self.cache_l1_capacity,
             ..Default::default()
         }
+    }
+}
+
+/// A service URL resolved through DNS (`dns:///HOST:PORT`, gRPC's target syntax): the
+/// gateway balances over every address; other clients connect to the name.
+pub const DNS_SCHEME: &str = "dns:///";
+
+/// `url` as a client that connects to one name dials it: `dns:///HOST:PORT` becomes
+/// `http://HOST:PORT`; other URLs are unchanged.
+pub fn dial_target(url: &str) -> String {
+    match url.strip_prefix(DNS_SCHEME) {
+        Some(target) => format!("http://{target}"),
+        None => url.to_string(),
     }
 }
 

@@ -73,8 +73,8 @@ impl ContentModule {
         let media = open_object_store(&config.media_url(), config.media_options())?;
         let course_url = config
             .service_urls("course")
-            .into_iter()
-            .next()
+            .first()
+            .map(|url| duovarsity_common::config::dial_target(url))
             .unwrap_or_default();
         let courses = GrpcClientTrace::new(
             tonic::transport::Endpoint::from_shared(course_url)?

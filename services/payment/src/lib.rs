@@ -154,8 +154,8 @@ impl PaymentModule {
         let providers = Providers::from_config(config, with_gateway)?;
         let course_url = config
             .service_urls("course")
-            .into_iter()
-            .next()
+            .first()
+            .map(|url| duovarsity_common::config::dial_target(url))
             .unwrap_or_default();
         Ok(Self {
             payments: Payments {

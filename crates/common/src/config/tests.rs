@@ -96,6 +96,25 @@ fn service_urls_are_read_by_service_name() {
         .unwrap_err();
     assert_eq!(err.source_name, "DUOVARSITY_COURSE_SERVICE_URL", "{err}");
 
+    // One DNS name (a headless Service): the gateway balances over its addresses; other
+    // clients dial the name. Mixed with other URLs it is refused.
+    let dns = Config::from_sources(
+        None,
+        &env(&[(
+            "DUOVARSITY_COURSE_SERVICE_URL",
+            "dns:///course-headless:50051",
+        )]),
+    )
+    .unwrap();
+    let url = &dns.service_urls("course")[0];
+    assert_eq!(super::dial_target(url), "http://course-headless:50051");
+    let err = Config::from_sources(
+        None,
+        &env(&[("DUOVARSITY_COURSE_SERVICE_URL", "dns:///a:1,http://b:1")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_COURSE_SERVICE_URL", "{err}");
+
     let err = config.check_service_names(&["user"]).unwrap_err();
     assert_eq!(
         err.source_name, "DUOVARSITY_AI_ROUTING_SERVICE_URL",
