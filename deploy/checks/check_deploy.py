@@ -186,9 +186,17 @@ class Chart(unittest.TestCase):
             self.assertIn(component, deployments)
             self.assertIn(component, services)
         config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-config")
+        gateway = next(pod for o, pod in pod_specs(objects) if component_of(o) == "gateway")
+        gateway_env = {e["name"]: e.get("value") for e in gateway["containers"][0]["env"]}
+        headless = {component_of(o) for o in objects
+                    if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"}
         for module in modules():
             variable = f"DUOVARSITY_{module.upper().replace('-', '_')}_SERVICE_URL"
+            # Services dial the ClusterIP Service; the gateway resolves the headless one
+            # and balances over its pods.
             self.assertEqual(config["data"][variable], f"http://{RELEASE}-{module}:50051")
+            self.assertEqual(gateway_env[variable], f"dns:///{RELEASE}-{module}-headless:50051")
+            self.assertIn(module, headless)
 
     def test_values_schema_refuses_typos_and_wrong_types(self):
         for bad in (
