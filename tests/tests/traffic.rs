@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use duovarsity::Component;
 use duovarsity_testkit::llm::{MockLlm, one_model_catalog};
-use duovarsity_testkit::{PrivateRedis, TEST_ADMIN, TestPlatform};
+use duovarsity_testkit::{PrivateRedis, TestPlatform};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -250,17 +250,8 @@ async fn signed_in_callers_are_limited_by_tier_and_an_admin_can_throttle_one() {
         StatusCode::OK
     );
 
-    let (_, admin) = p.sign_in(TEST_ADMIN).await;
-    let (status, body) = p
-        .call(
-            Method::POST,
-            &format!("/v1/users/{id}:setTier"),
-            Some(&admin),
-            Some(json!({"tier": "TIER_THROTTLED"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["tier"], "TIER_THROTTLED");
+    let user = p.set_tier(&id, "TIER_THROTTLED").await;
+    assert_eq!(user["tier"], "TIER_THROTTLED");
     // The next token carries the tier.
     let (_, throttled) = p.sign_in("limited@example.com").await;
     let answer = get(&p, "/v1/users/me", &address, Some(&throttled)).await;
@@ -406,16 +397,7 @@ async fn an_overloaded_upstream_sheds_free_traffic_before_premium() {
     .await;
     let (_, free) = p.sign_up("free@example.com").await;
     let (premium_id, _) = p.sign_up("premium@example.com").await;
-    let (_, admin) = p.sign_in(TEST_ADMIN).await;
-    let (status, body) = p
-        .call(
-            Method::POST,
-            &format!("/v1/users/{premium_id}:setTier"),
-            Some(&admin),
-            Some(json!({"tier": "TIER_PREMIUM"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    p.set_tier(&premium_id, "TIER_PREMIUM").await;
     let (_, premium) = p.sign_in("premium@example.com").await;
 
     let ask = |token: String, n: usize| {

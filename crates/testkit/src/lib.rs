@@ -268,6 +268,22 @@ impl Api {
         self.sign_in(email).await
     }
 
+    /// Puts `user_id` in `tier` (`TIER_PREMIUM`, `TIER_THROTTLED`, ...) as the bootstrap
+    /// admin [`TEST_ADMIN`]; the user as it is now. Tokens issued afterwards carry it.
+    pub async fn set_tier(&self, user_id: &str, tier: &str) -> serde_json::Value {
+        let (_, admin) = self.sign_in(TEST_ADMIN).await;
+        let (status, user) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/users/{user_id}:setTier"),
+                Some(&admin),
+                Some(serde_json::json!({ "tier": tier })),
+            )
+            .await;
+        assert!(status.is_success(), "set tier {tier}: {user}");
+        user
+    }
+
     /// Signs in `email` (password [`TEST_PASSWORD`]); returns (user id, access token).
     pub async fn sign_in(&self, email: &str) -> (String, String) {
         let body = serde_json::json!({"email": email, "password": TEST_PASSWORD});

@@ -9,9 +9,9 @@ mod routing;
 use std::time::Duration;
 
 use duovarsity::Component;
+use duovarsity_testkit::TestPlatform;
 use duovarsity_testkit::llm::MockLlm;
-use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// A catalog over two OpenAI-compatible mocks (`primary`, `backup`) and an Anthropic
@@ -202,16 +202,7 @@ async fn learner_of_tier(p: &TestPlatform, email: &str, tier: &str) -> String {
     if tier == "TIER_FREE" {
         return token;
     }
-    let (_, admin) = p.sign_in(TEST_ADMIN).await;
-    let (status, body) = p
-        .call(
-            Method::POST,
-            &format!("/v1/users/{id}:setTier"),
-            Some(&admin),
-            Some(json!({"tier": tier})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    p.set_tier(&id, tier).await;
     p.sign_in(email).await.1
 }
 
