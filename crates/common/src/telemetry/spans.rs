@@ -76,42 +76,38 @@ fn rpc_names(path: &str) -> (&str, &str) {
         .unwrap_or((path, ""))
 }
 
+/// A gRPC span of `kind` (`server` or `client`) for `/package.Service/Method`.
+fn grpc_span(path: &str, kind: &'static str) -> tracing::Span {
+    let (service, method) = rpc_names(path);
+    tracing::info_span!(
+        "grpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = kind,
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = Empty,
+        request_id = Empty,
+        trace_id = Empty,
+    )
+}
+
 /// The server span of one gRPC call, continuing the caller's trace.
 pub fn grpc_server(request: &http::Request<impl Sized>) -> tracing::Span {
     let path = request.uri().path();
     if is_probe_path(path) {
         return tracing::Span::none();
     }
-    let (service, method) = rpc_names(path);
-    let span = tracing::info_span!(
-        "grpc",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = Empty,
-        request_id = %header(request.headers(), "x-request-id"),
-        trace_id = Empty,
-    );
+    let span = grpc_span(path, "server");
+    span.record("request_id", header(request.headers(), "x-request-id"));
     enter_trace(&span, request.headers());
     span
 }
 
 /// The client span of one gRPC call made from the current span.
 pub fn grpc_client(path: &str) -> tracing::Span {
-    let (service, method) = rpc_names(path);
-    tracing::info_span!(
-        "grpc.client",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "client",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = Empty,
-    )
+    grpc_span(path, "client")
 }
 
 /// Records a gRPC status on a server or client span. The conventions count only codes
