@@ -192,11 +192,15 @@ class Chart(unittest.TestCase):
                     if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"}
         for module in modules():
             variable = f"DUOVARSITY_{module.upper().replace('-', '_')}_SERVICE_URL"
-            # Services dial the ClusterIP Service; the gateway resolves the headless one
-            # and balances over its pods.
+            # Services dial the ClusterIP Service; the gateway watches its EndpointSlices
+            # (or resolves the headless Service) and balances over its pods.
             self.assertEqual(config["data"][variable], f"http://{RELEASE}-{module}:50051")
-            self.assertEqual(gateway_env[variable], f"dns:///{RELEASE}-{module}-headless:50051")
+            self.assertEqual(gateway_env[variable], f"kubernetes:///{RELEASE}-{module}.{NAMESPACE}:grpc")
             self.assertIn(module, headless)
+        dns = manifests({"gatewayDiscovery": "dns"})
+        gateway = next(pod for o, pod in pod_specs(dns) if component_of(o) == "gateway")
+        gateway_env = {e["name"]: e.get("value") for e in gateway["containers"][0]["env"]}
+        self.assertEqual(gateway_env["DUOVARSITY_COURSE_SERVICE_URL"], f"dns:///{RELEASE}-course-headless:50051")
 
     def test_values_schema_refuses_typos_and_wrong_types(self):
         for bad in (

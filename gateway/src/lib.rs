@@ -130,7 +130,7 @@ impl Gateway {
                 None => continue,
             };
             upstreams
-                .add(service, &urls)
+                .add(service, &urls, config.kubernetes_api_url.as_deref())
                 .map_err(|source| StartError::Upstream {
                     service: service.into(),
                     source,

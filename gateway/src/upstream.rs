@@ -6,8 +6,8 @@
 //! pinned HTTP/2 connection would not spread load. A call of a method the proto marks
 //! idempotent that fails to reach a replica (transport error or UNAVAILABLE) is sent once
 //! more, to another endpoint, within the remaining deadline and a retry budget
-//! ([`RetryBudget`]). Discovery (DNS, EndpointSlices) would plug in here; today endpoints
-//! are the static list of `DUOVARSITY_<NAME>_SERVICE_URL`.
+//! ([`RetryBudget`]). Endpoints are the fixed list of `DUOVARSITY_<NAME>_SERVICE_URL`, or
+//! what discovery reports ([`duovarsity_common::discovery`]: DNS or EndpointSlices).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,6 +22,9 @@ use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use duovarsity_common::discovery::{self, Source};
+use tokio::sync::watch;
 
 use crate::balance::{EndpointState, Pool};
 
@@ -138,20 +141,23 @@ impl Upstreams {
     /// Routes `service` (e.g. `duovarsity.user.v1.UserService`) to `urls`: one endpoint,
     /// several balanced per request, or `dns:///HOST:PORT`, whose addresses (a headless
     /// Service's ready pods) are resolved now and every few seconds.
-    pub fn add(&mut self, service: &str, urls: &[String]) -> Result<(), tonic::transport::Error> {
-        if let [url] = urls
-            && let Some(target) = url.strip_prefix(DNS_SCHEME)
-        {
-            // Long-lived users get one connection to the name; requests are balanced
-            // over the addresses it resolves to.
+    pub fn add(
+        &mut self,
+        service: &str,
+        urls: &[String],
+        kubernetes_api: Option<&str>,
+    ) -> Result<(), tonic::transport::Error> {
+        let source = discovery::Source::parse(urls).unwrap_or(Source::Static(urls.to_vec()));
+        if !source.is_static() {
+            // Long-lived users get a channel balanced over the same endpoints; requests
+            // are balanced per call over the pool, which follows them.
+            let endpoints = discovery::follow(source, kubernetes_api);
             self.channels.insert(
                 service.to_string(),
-                endpoint(&format!("http://{target}"))?.connect_lazy(),
+                discovery::balanced(endpoints.clone(), configure),
             );
             let pool = Arc::new(Pool::new(service, Vec::new()));
-            let addresses = resolve_now(target);
-            pool.update(&addresses, connect);
-            tokio::spawn(follow_dns(Arc::downgrade(&pool), target.to_string()));
+            tokio::spawn(follow_endpoints(Arc::downgrade(&pool), endpoints));
             self.pools.insert(service.to_string(), pool);
             return Ok(());
         }
@@ -385,17 +391,16 @@ impl Upstreams {
     }
 }
 
-/// The URL prefix of an upstream discovered through DNS (gRPC's target syntax).
-const DNS_SCHEME: &str = "dns:///";
-/// How often DNS names are resolved again.
-const DNS_INTERVAL: Duration = Duration::from_secs(5);
-
-fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_string())?
+fn configure(endpoint: Endpoint) -> Endpoint {
+    endpoint
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(configure(Endpoint::from_shared(url.to_string())?))
 }
 
 /// A lazily connected channel to `url` (None if it is not a valid URI).
@@ -407,45 +412,21 @@ fn no_endpoints(service: &str) -> Status {
     Status::unavailable(format!("{service} has no endpoints right now"))
 }
 
-/// The endpoints `target` (`host:port`) resolves to, as sorted `http://` URLs (empty when
-/// it does not resolve).
-fn endpoints_of(addresses: impl Iterator<Item = std::net::SocketAddr>) -> Vec<String> {
-    let mut urls: Vec<String> = addresses
-        .map(|address| format!("http://{address}"))
-        .collect();
-    urls.sort();
-    urls.dedup();
-    urls
-}
-
-/// The first resolution, at start (blocking, once).
-fn resolve_now(target: &str) -> Vec<String> {
-    use std::net::ToSocketAddrs as _;
-    match target.to_socket_addrs() {
-        Ok(addresses) => endpoints_of(addresses),
-        Err(error) => {
-            tracing::warn!(%target, %error, "cannot resolve an upstream yet");
-            Vec::new()
-        }
-    }
-}
-
-/// Resolves `target` every few seconds and updates the pool, until the pool is dropped.
-/// A failed lookup keeps the endpoints known (a DNS blip is not an outage).
-async fn follow_dns(pool: std::sync::Weak<Pool>, target: String) {
-    let mut tick = tokio::time::interval(DNS_INTERVAL);
+/// Keeps `pool` on the endpoints discovery reports, until the pool or the discovery is
+/// gone.
+async fn follow_endpoints(
+    pool: std::sync::Weak<Pool>,
+    mut endpoints: watch::Receiver<Vec<String>>,
+) {
     loop {
-        tick.tick().await;
+        let urls = endpoints.borrow_and_update().clone();
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        match tokio::net::lookup_host(&target).await {
-            Ok(addresses) => {
-                pool.update(&endpoints_of(addresses), connect);
-            }
-            Err(error) => {
-                tracing::warn!(%target, %error, "resolving an upstream failed; keeping its endpoints")
-            }
+        pool.update(&urls, connect);
+        drop(pool);
+        if endpoints.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -488,3 +488,177 @@ async fn a_silent_course_service_costs_a_read_its_deadline_not_a_hang() {
     held.abort();
     content.stop().await;
 }
+
+/// The endpoints the gateway at `gateway` balances `service` over, from `/status`.
+async fn endpoints_of(gateway: &TestPlatform, service: &str) -> Vec<String> {
+    let status: serde_json::Value = gateway
+        .client
+        .get(gateway.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut urls: Vec<String> = status["endpoints"][service]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["url"].as_str().unwrap().to_string())
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// Waits until the gateway balances the course service over exactly `expected`; how long
+/// it took.
+async fn course_endpoints_become(
+    gateway: &TestPlatform,
+    expected: &[&TestPlatform],
+    within: Duration,
+) -> Duration {
+    let mut want: Vec<String> = expected
+        .iter()
+        .map(|replica| format!("http://{}", replica.grpc_addr()))
+        .collect();
+    want.sort();
+    let started = Instant::now();
+    loop {
+        let now = endpoints_of(gateway, "duovarsity.course.v1.CourseService").await;
+        if now == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "after {within:?} the gateway balances over {now:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A gateway that finds the course replicas by watching their EndpointSlices on a fake
+/// API server: under a read load, a replica that joins takes traffic within a second, one
+/// that terminates is drained, a watch that loses its history (410 Gone) lists again and
+/// catches up with what changed meanwhile, and no read fails throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_steer_the_gateway_without_losing_a_read() {
+    use duovarsity_testkit::kube::{FakeKube, SliceEndpoint};
+    let database = TempPostgres::create().await;
+    let r = Replicas::start(&database.url, &redis_url(), &[]).await;
+    let (_, admin) = r.gateway.sign_in("admin@example.com").await;
+    let id = r.course(&admin, "discovered", "Found").await;
+
+    let kube = FakeKube::start().await;
+    let port = |replica: &TestPlatform| replica.grpc_addr().port();
+    kube.apply(
+        "learn",
+        "course-a",
+        "course",
+        port(&r.a),
+        &[SliceEndpoint::ready("127.0.0.1")],
+    );
+    // Another Service's slice in the namespace is not the course's.
+    kube.apply(
+        "learn",
+        "user-a",
+        "user",
+        port(&r.user),
+        &[SliceEndpoint::ready("127.0.0.1")],
+    );
+    let user_url = format!("http://{}", r.user.grpc_addr());
+    let api = kube.url();
+    let gateway = TestPlatform::start_with(
+        Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", &user_url),
+            (
+                "DUOVARSITY_COURSE_SERVICE_URL",
+                "kubernetes:///course.learn:grpc",
+            ),
+            ("DUOVARSITY_KUBERNETES_API_URL", &api),
+        ],
+    )
+    .await;
+    course_endpoints_become(&gateway, &[&r.a], Duration::from_secs(5)).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (
+                gateway.client.clone(),
+                gateway.url(&format!("/v1/courses/{id}")),
+            );
+            let (admin, stop, reads) = (admin.clone(), stop.clone(), reads.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let response = client.get(&url).bearer_auth(&admin).send().await.unwrap();
+                    if response.status() != StatusCode::OK {
+                        failures.push((response.status(), response.text().await.unwrap()));
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+
+    kube.apply(
+        "learn",
+        "course-b",
+        "course",
+        port(&r.b),
+        &[SliceEndpoint::ready("127.0.0.1")],
+    );
+    let joined = course_endpoints_become(&gateway, &[&r.a, &r.b], Duration::from_secs(1)).await;
+    kube.apply(
+        "learn",
+        "course-a",
+        "course",
+        port(&r.a),
+        &[SliceEndpoint::terminating("127.0.0.1")],
+    );
+    let drained = course_endpoints_become(&gateway, &[&r.b], Duration::from_secs(1)).await;
+
+    // The history is compacted and the watch ends; A comes back meanwhile. The watch
+    // resumes from a version that is gone, gets 410, lists again and sees A.
+    kube.expire();
+    kube.apply(
+        "learn",
+        "course-a",
+        "course",
+        port(&r.a),
+        &[SliceEndpoint::ready("127.0.0.1")],
+    );
+    let relisted = course_endpoints_become(&gateway, &[&r.a, &r.b], Duration::from_secs(10)).await;
+    let (lists, watches, gone) = kube.requests();
+    assert!(
+        gone >= 1 && lists >= 2 && watches >= 2,
+        "lists {lists}, watches {watches}, 410s {gone}"
+    );
+
+    kube.delete("learn", "course-b");
+    let left = course_endpoints_become(&gateway, &[&r.a], Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut failures = Vec::new();
+    for task in load {
+        failures.extend(task.await.unwrap());
+    }
+    let reads = reads.load(Ordering::Relaxed);
+    eprintln!(
+        "{reads} reads; joined in {joined:?}, drained in {drained:?}, relisted in {relisted:?}, left in {left:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {reads} reads failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(reads > 100, "the load ran: {reads} reads");
+
+    gateway.stop().await;
+    r.stop().await;
+    database.drop_database().await;
+}

@@ -181,10 +181,9 @@ impl Platform {
             }
             let source = match modules.iter().find_map(|module| module.local_keys()) {
                 Some(source) => source,
-                None => Arc::new(
-                    RemoteJwks::connect(&config.service_urls("user"))
-                        .context("DUOVARSITY_USER_SERVICE_URL")?,
-                ),
+                None => {
+                    Arc::new(RemoteJwks::connect(&config).context("DUOVARSITY_USER_SERVICE_URL")?)
+                }
             };
             let verifier = Arc::new(TokenVerifier::new(source, Duration::from_secs(10)));
             let mut server = GrpcServer::new(AuthLayer::new(verifier));

@@ -32,27 +32,19 @@ pub struct WarmReport {
 /// The tasks warmed per lesson: (task, hint level).
 const TASKS: [(&str, i32); 4] = [("hint", 1), ("hint", 2), ("hint", 3), ("explanation", 0)];
 
-fn first_url(config: &Config, service: &str) -> String {
-    config
-        .service_urls(service)
-        .first()
-        .map(|url| duovarsity_common::config::dial_target(url))
-        .unwrap_or_else(|| format!("http://{}", config.grpc_addr))
-}
-
 pub async fn warm(config: &Config, course: &str) -> anyhow::Result<WarmReport> {
     let ring = KeyRing::load(&config.jwt_keys_dir(), false)
         .context("reading the platform's signing keys (DUOVARSITY_JWT_KEYS_DIR)")?;
     let issuer = TokenIssuer::new(Arc::new(ring), Duration::from_secs(600));
-    let connect = |url: String| async move {
-        tonic::transport::Endpoint::from_shared(url.clone())?
-            .connect_timeout(Duration::from_secs(3))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))
+    let channel = |service: &str| {
+        config
+            .service_channel(service, |endpoint| {
+                endpoint.connect_timeout(Duration::from_secs(3))
+            })
+            .with_context(|| format!("the {service} service URL"))
     };
-    let mut courses = CourseServiceClient::new(connect(first_url(config, "course")).await?);
-    let mut ai = AiRoutingServiceClient::new(connect(first_url(config, "ai-routing")).await?);
+    let mut courses = CourseServiceClient::new(channel("course")?);
+    let mut ai = AiRoutingServiceClient::new(channel("ai-routing")?);
     let outline = courses
         .get_course(GetCourseRequest {
             id: course.to_string(),

@@ -275,17 +275,15 @@ impl RemoteJwks {
         Self { channel }
     }
 
-    /// A lazily connected channel to the first of `urls`; a fetch that gets no answer
-    /// within 3 s fails.
-    pub fn connect(urls: &[String]) -> Result<Self, tonic::transport::Error> {
-        let url = urls
-            .first()
-            .map(|url| crate::config::dial_target(url))
-            .unwrap_or_default();
-        let endpoint = tonic::transport::Endpoint::from_shared(url)?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(3));
-        Ok(Self::new(endpoint.connect_lazy()))
+    /// A channel to the user service `config` names; a fetch that gets no answer within
+    /// 3 s fails.
+    pub fn connect(config: &crate::config::Config) -> Result<Self, tonic::transport::Error> {
+        let channel = config.service_channel("user", |endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(3))
+        })?;
+        Ok(Self::new(channel))
     }
 }
 

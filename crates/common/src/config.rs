@@ -79,11 +79,18 @@ pub struct Config {
     pub bootstrap_admin_password: Option<Secret<String>>,
     /// gRPC endpoints of other services, by service name: `DUOVARSITY_<NAME>_SERVICE_URL`
     /// (`DUOVARSITY_USER_SERVICE_URL`, ...) or a `[service_urls]` table in the file. One URL,
-    /// or several separated by commas (balanced per request). Unset: `http://<grpc_addr>`
+    /// or several separated by commas (balanced per request), or one discovered source:
+    /// `dns:///HOST:PORT` or `kubernetes:///SERVICE[.NAMESPACE]:PORT`
+    /// ([`crate::discovery`]). Unset: `http://<grpc_addr>`
     /// for the user service (token keys); other services are routed only when set, and in
     /// embedded mode every service is this process.
     #[serde(deserialize_with = "service_url_map")]
     pub service_urls: BTreeMap<String, String>,
+    /// The Kubernetes API server that `kubernetes:///` upstreams are watched through
+    /// (`http://127.0.0.1:8001` for a `kubectl proxy`). Unset: found as `kubectl` finds it
+    /// (the pod's service account, then `KUBECONFIG`).
+    #[serde(deserialize_with = "optional_lenient_string")]
+    pub kubernetes_api_url: Option<String>,
     /// Where lesson media is stored: `file:///abs/dir` or `s3://bucket/prefix` (with the
     /// usual `AWS_*` variables). Unset: `<data_dir>/media`.
     #[serde(deserialize_with = "optional_lenient_string")]
@@ -238,6 +245,7 @@ impl Default for Config {
             live_ping_secs: 15,
             redis_url: None,
             kafka_brokers: None,
+            kubernetes_api_url: None,
             bus_max_bytes: 1 << 30,
             kafka_partitions: 6,
             kafka_replication: 1,
@@ -391,16 +399,21 @@ impl Config {
                 ));
             }
             let urls = split_urls(urls);
-            let discovered = matches!(urls.as_slice(), [url] if url.starts_with(DNS_SCHEME));
-            if !discovered
-                && (urls.is_empty()
-                    || urls
-                        .iter()
-                        .any(|url| !(url.starts_with("http://") || url.starts_with("https://"))))
+            let fixed = match crate::discovery::Source::parse(&urls) {
+                Ok(crate::discovery::Source::Static(fixed)) => fixed,
+                Ok(_) => continue,
+                Err(message) => {
+                    return Err(ConfigError::setting(&service_url_key(service), &message));
+                }
+            };
+            if fixed.is_empty()
+                || fixed
+                    .iter()
+                    .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
             {
                 return Err(ConfigError::setting(
                     &service_url_key(service),
-                    "must be http:// or https:// URLs, separated by commas, or one dns:///HOST:PORT",
+                    "must be http:// or https:// URLs, separated by commas, or one dns:///HOST:PORT or kubernetes:///SERVICE[.NAMESPACE]:PORT",
                 ));
             }
         }
@@ -637,6 +650,20 @@ impl Config {
         }
     }
 
+    /// A channel to `service` (`course`, ...), balanced over the endpoints its URL
+    /// names and follows ([`crate::discovery`]), each dialed with `configure`.
+    pub fn service_channel(
+        &self,
+        service: &str,
+        configure: fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        let urls = self.service_urls(service);
+        // Validated at load: a URL list that does not parse is a fixed list.
+        let source = crate::discovery::Source::parse(&urls)
+            .unwrap_or(crate::discovery::Source::Static(urls));
+        crate::discovery::channel(source, self.kubernetes_api_url.as_deref(), configure)
+    }
+
     pub fn cache_settings(&self) -> crate::cache::CacheSettings {
         crate::cache::CacheSettings {
             redis_url: self.redis_url.as_ref().map(|url| url.expose().clone()),
@@ -644,19 +671,6 @@ impl Config {
             l1_capacity: self.cache_l1_capacity,
             ..Default::default()
         }
-    }
-}
-
-/// A service URL resolved through DNS (`dns:///HOST:PORT`, gRPC's target syntax): the
-/// gateway balances over every address; other clients connect to the name.
-pub const DNS_SCHEME: &str = "dns:///";
-
-/// `url` as a client that connects to one name dials it: `dns:///HOST:PORT` becomes
-/// `http://HOST:PORT`; other URLs are unchanged.
-pub fn dial_target(url: &str) -> String {
-    match url.strip_prefix(DNS_SCHEME) {
-        Some(target) => format!("http://{target}"),
-        None => url.to_string(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! a message saying how to get one, rather than silently passing.
 #![forbid(unsafe_code)]
 
+pub mod kube;
 pub mod llm;
 pub mod razorpay;
 mod servers;

@@ -71,17 +71,11 @@ impl ContentModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
         let media = open_object_store(&config.media_url(), config.media_options())?;
-        let course_url = config
-            .service_urls("course")
-            .first()
-            .map(|url| duovarsity_common::config::dial_target(url))
-            .unwrap_or_default();
-        let courses = GrpcClientTrace::new(
-            tonic::transport::Endpoint::from_shared(course_url)?
+        let courses = GrpcClientTrace::new(config.service_channel("course", |endpoint| {
+            endpoint
                 .connect_timeout(COURSE_CONNECT_DEADLINE)
                 .timeout(COURSE_CALL_DEADLINE)
-                .connect_lazy(),
-        );
+        })?);
         let contents = Contents {
             store: Arc::new(ContentStore::new(db.clone())),
             media,

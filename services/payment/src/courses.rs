@@ -50,13 +50,14 @@ fn unavailable(status: &tonic::Status) -> Error {
 }
 
 impl Courses {
-    pub fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = GrpcClientTrace::new(
-            tonic::transport::Endpoint::from_shared(url.to_string())?
+    pub fn connect(
+        config: &duovarsity_common::config::Config,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = GrpcClientTrace::new(config.service_channel("course", |endpoint| {
+            endpoint
                 .connect_timeout(CONNECT_DEADLINE)
                 .timeout(CALL_DEADLINE)
-                .connect_lazy(),
-        );
+        })?);
         Ok(Self { channel })
     }
 

@@ -152,16 +152,11 @@ impl PaymentModule {
     pub async fn open(config: &Config, with_gateway: bool) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, migrations()).await?;
         let providers = Providers::from_config(config, with_gateway)?;
-        let course_url = config
-            .service_urls("course")
-            .first()
-            .map(|url| duovarsity_common::config::dial_target(url))
-            .unwrap_or_default();
         Ok(Self {
             payments: Payments {
                 idempotency: Idempotency::new(db.clone()),
                 outbox: Outbox::new(OUTBOX_TABLE),
-                courses: Courses::connect(&course_url)?,
+                courses: Courses::connect(config)?,
                 providers: Arc::new(providers),
                 rules: Rules::from_config(config),
                 db,

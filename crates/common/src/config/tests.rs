@@ -96,18 +96,22 @@ fn service_urls_are_read_by_service_name() {
         .unwrap_err();
     assert_eq!(err.source_name, "DUOVARSITY_COURSE_SERVICE_URL", "{err}");
 
-    // One DNS name (a headless Service): the gateway balances over its addresses; other
-    // clients dial the name. Mixed with other URLs it is refused.
-    let dns = Config::from_sources(
+    // One discovered source (a headless Service's DNS name, or the Service's
+    // EndpointSlices); mixed with other URLs, or without a port, it is refused.
+    for url in [
+        "dns:///course-headless:50051",
+        "kubernetes:///course.learn:grpc",
+    ] {
+        let config =
+            Config::from_sources(None, &env(&[("DUOVARSITY_COURSE_SERVICE_URL", url)])).unwrap();
+        assert_eq!(config.service_urls("course"), [url]);
+    }
+    let err = Config::from_sources(
         None,
-        &env(&[(
-            "DUOVARSITY_COURSE_SERVICE_URL",
-            "dns:///course-headless:50051",
-        )]),
+        &env(&[("DUOVARSITY_COURSE_SERVICE_URL", "kubernetes:///course")]),
     )
-    .unwrap();
-    let url = &dns.service_urls("course")[0];
-    assert_eq!(super::dial_target(url), "http://course-headless:50051");
+    .unwrap_err();
+    assert_eq!(err.source_name, "DUOVARSITY_COURSE_SERVICE_URL", "{err}");
     let err = Config::from_sources(
         None,
         &env(&[("DUOVARSITY_COURSE_SERVICE_URL", "dns:///a:1,http://b:1")]),
