@@ -452,40 +452,85 @@ async fn a_redis_outage_degrades_to_the_store_and_recovers() {
     assert!(hub.ping().await.is_ok());
 }
 
-/// A course service that accepts connections and never answers: the content service's
-/// access check gives up at its deadline with UNAVAILABLE instead of hanging the read.
+/// A course service that accepts calls and never answers: the content service's access
+/// check gives up at its deadline with UNAVAILABLE instead of hanging the read, and when
+/// its caller has less time left, the course service is told the caller's remaining
+/// deadline (`grpc-timeout`), not the content service's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_course_service_costs_a_read_its_deadline_not_a_hang() {
     use duovarsity_proto::content::GetLessonContentRequest;
     use duovarsity_proto::content::content_service_client::ContentServiceClient;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            connections.push(connection);
-        }
-    });
+    let told = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let silent = {
+        let told = told.clone();
+        duovarsity_testkit::MockServer::serve(axum::Router::new().route(
+            "/duovarsity.course.v1.CourseService/CheckLessonAccess",
+            axum::routing::post(move |headers: axum::http::HeaderMap| async move {
+                let timeout = headers
+                    .get("grpc-timeout")
+                    .map(|v| v.to_str().unwrap().to_string());
+                told.lock().unwrap().push(timeout.unwrap_or_default());
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }),
+        ))
+        .await
+    };
     let content = TestPlatform::start_with(
         Component::Service("content"),
-        &[("DUOVARSITY_COURSE_SERVICE_URL", &url)],
+        &[("DUOVARSITY_COURSE_SERVICE_URL", &silent.url())],
     )
     .await;
     let mut client = ContentServiceClient::connect(format!("http://{}", content.grpc_addr()))
         .await
         .unwrap();
-    let started = Instant::now();
-    let request = GetLessonContentRequest {
-        lesson_id: uuid::Uuid::now_v7().to_string(),
+    let read = |deadline: Option<Duration>| {
+        let mut request = tonic::Request::new(GetLessonContentRequest {
+            lesson_id: uuid::Uuid::now_v7().to_string(),
+        });
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline);
+        }
+        request
     };
-    let status = client.get_lesson_content(request).await.unwrap_err();
+    let started = Instant::now();
+    let status = client.get_lesson_content(read(None)).await.unwrap_err();
     let waited = started.elapsed();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         waited < Duration::from_secs(6),
         "the read waited {waited:?}"
     );
-    held.abort();
+
+    let started = Instant::now();
+    let status = client
+        .get_lesson_content(read(Some(Duration::from_millis(400))))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "the read waited {waited:?}: {status:?}"
+    );
+    let told = told.lock().unwrap().clone();
+    let millis = |timeout: &str| {
+        let value: u64 = timeout[..timeout.len() - 1].parse().unwrap();
+        match timeout.as_bytes()[timeout.len() - 1] {
+            b'm' => value,
+            b'u' => value / 1000,
+            b'n' => value / 1_000_000,
+            b'S' => value * 1000,
+            _ => panic!("unit of {timeout}"),
+        }
+    };
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        (2500..=3000).contains(&millis(&told[0])),
+        "own deadline: {told:?}"
+    );
+    assert!(
+        (1..=400).contains(&millis(&told[1])),
+        "the caller's remaining deadline: {told:?}"
+    );
     content.stop().await;
 }
 

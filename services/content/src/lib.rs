@@ -21,7 +21,7 @@ use bytes::Bytes;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
-use duovarsity_common::grpc::{GrpcServer, Probe};
+use duovarsity_common::grpc::{GrpcServer, Onward, Probe};
 use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
 use duovarsity_common::{Config, Error};
@@ -59,6 +59,14 @@ pub enum StartError {
 /// its answer: past that a read fails with UNAVAILABLE instead of hanging.
 const COURSE_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 const COURSE_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn course_unavailable(status: &tonic::Status) -> Error {
+    tracing::warn!(%status, "course service access check failed");
+    Error::Unavailable {
+        message: "the course service is unavailable; retry shortly".into(),
+        retry_after: Some(std::time::Duration::from_secs(1)),
+    }
+}
 
 pub struct ContentModule {
     db: Database,
@@ -152,12 +160,14 @@ impl Contents {
     ) -> Result<LessonAccess, Error> {
         uuid::Uuid::parse_str(lesson_id)
             .map_err(|_| Error::invalid("lesson_id", "must be a UUID"))?;
-        let mut ask = Request::new(CheckLessonAccessRequest {
-            lesson_id: lesson_id.to_string(),
-        });
-        if let Some(token) = request.metadata().get("authorization") {
-            ask.metadata_mut().insert("authorization", token.clone());
-        }
+        let ask = Onward::of(request)
+            .request(
+                CheckLessonAccessRequest {
+                    lesson_id: lesson_id.to_string(),
+                },
+                COURSE_CALL_DEADLINE,
+            )
+            .map_err(|status| course_unavailable(&status))?;
         match CourseServiceClient::new(self.courses.clone())
             .check_lesson_access(ask)
             .await
@@ -166,13 +176,7 @@ impl Contents {
             Err(status) if status.code() == tonic::Code::NotFound => {
                 Err(Error::not_found(format!("lesson {lesson_id}")))
             }
-            Err(status) => {
-                tracing::warn!(%status, "course service access check failed");
-                Err(Error::Unavailable {
-                    message: "the course service is unavailable; retry shortly".into(),
-                    retry_after: Some(std::time::Duration::from_secs(1)),
-                })
-            }
+            Err(status) => Err(course_unavailable(&status)),
         }
     }
 

@@ -11,7 +11,6 @@ use duovarsity_proto::course::course_service_client::CourseServiceClient;
 use duovarsity_proto::course::{
     Course, Enrollment, EnrollmentStatus, GetCourseRequest, GetMyEnrollmentRequest,
 };
-use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 
 const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 const CALL_DEADLINE: Duration = Duration::from_secs(3);
@@ -21,24 +20,14 @@ pub struct Courses {
     channel: TracedChannel,
 }
 
-/// The caller's credentials, passed on to the course service.
-#[derive(Clone, Default)]
-pub struct Caller(Option<AsciiMetadataValue>);
+/// The caller's credentials and remaining deadline, passed on to the course service.
+pub use duovarsity_common::grpc::Onward as Caller;
 
-impl Caller {
-    pub fn of(metadata: &MetadataMap) -> Self {
-        Self(metadata.get("authorization").cloned())
-    }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        request
-    }
+/// A request on behalf of `caller`, within its deadline and [`CALL_DEADLINE`].
+fn ask<T>(caller: &Caller, message: T) -> Result<tonic::Request<T>, Error> {
+    caller
+        .request(message, CALL_DEADLINE)
+        .map_err(|status| unavailable(&status))
 }
 
 fn unavailable(status: &tonic::Status) -> Error {
@@ -64,9 +53,12 @@ impl Courses {
     /// The course as the caller may see it (NOT_FOUND for a draft of someone else).
     pub async fn course(&self, caller: &Caller, course_id: &str) -> Result<Course, Error> {
         let answer = CourseServiceClient::new(self.channel.clone())
-            .get_course(caller.request(GetCourseRequest {
-                id: course_id.to_string(),
-            }))
+            .get_course(ask(
+                caller,
+                GetCourseRequest {
+                    id: course_id.to_string(),
+                },
+            )?)
             .await;
         match answer {
             Ok(outline) => outline
@@ -87,9 +79,12 @@ impl Courses {
         course_id: &str,
     ) -> Result<Option<Enrollment>, Error> {
         let answer = CourseServiceClient::new(self.channel.clone())
-            .get_my_enrollment(caller.request(GetMyEnrollmentRequest {
-                course_id: course_id.to_string(),
-            }))
+            .get_my_enrollment(ask(
+                caller,
+                GetMyEnrollmentRequest {
+                    course_id: course_id.to_string(),
+                },
+            )?)
             .await;
         match answer {
             Ok(enrollment) => Ok(Some(enrollment.into_inner())),

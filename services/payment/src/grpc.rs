@@ -62,7 +62,7 @@ impl Payments {
     {
         let claims = caller(&request)?.clone();
         let key = idempotency_key(request.metadata())?;
-        let on_behalf = Caller::of(request.metadata());
+        let on_behalf = Caller::of(&request);
         let message = request.into_inner();
         let Some(key) = key else {
             return Ok(Response::new(run(claims, on_behalf, message).await?));
@@ -251,7 +251,7 @@ impl PaymentService for PaymentGrpc {
         request: Request<GetCourseEarningsRequest>,
     ) -> Result<Response<CourseEarnings>, Status> {
         let claims = caller(&request)?.clone();
-        let on_behalf = Caller::of(request.metadata());
+        let on_behalf = Caller::of(&request);
         let course_id = request.into_inner().course_id;
         Ok(Response::new(
             self.0
