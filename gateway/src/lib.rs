@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod edge;
+pub mod edge_cache;
 pub mod live;
 pub mod openapi;
 pub mod problem;
@@ -32,7 +33,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier, authorize, bearer_token};
+use duovarsity_common::cache::CacheHub;
 use duovarsity_common::module::Upstream;
 use duovarsity_common::{Config, telemetry};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -45,6 +48,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use crate::edge::{EdgeLimits, run};
+use crate::edge_cache::EdgeCache;
 use crate::problem::Problem;
 pub use crate::ratelimit::RateLimiter;
 use crate::routes::{BodyTarget, Lookup, RouteTable};
@@ -103,13 +107,21 @@ pub struct Gateway {
     live_shutdown: CancellationToken,
     /// Ping interval of live sockets (three missed answers close one).
     live_ping: Duration,
+    /// Public answers kept at the edge (None: off).
+    edge_cache: Option<Arc<EdgeCache>>,
 }
 
 impl Gateway {
     /// Builds the route table and the upstream channels: every service of the descriptor
     /// set goes to the module of `modules` that serves it, at the URLs `config` gives for
     /// that module's name (`DUOVARSITY_<NAME>_SERVICE_URL`).
-    pub fn new(config: &Config, modules: &[Upstream]) -> Result<Arc<Self>, StartError> {
+    /// `caches`: the hub whose invalidations drop edge cache entries (the services' own in
+    /// embedded mode; one following Redis otherwise).
+    pub fn new(
+        config: &Config,
+        modules: &[Upstream],
+        caches: &CacheHub,
+    ) -> Result<Arc<Self>, StartError> {
         let pool = duovarsity_proto::descriptor_pool();
         let table = RouteTable::from_pool(pool)?;
         let mut upstreams = Upstreams::default();
@@ -154,6 +166,8 @@ impl Gateway {
             media_body_limit: config.media_max_bytes,
             live_shutdown: CancellationToken::new(),
             live_ping: Duration::from_secs(config.live_ping_secs),
+            edge_cache: (config.edge_cache_bytes > 0)
+                .then(|| EdgeCache::start(config.edge_cache_bytes, caches)),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             route_timeouts: config
                 .route_timeouts()
@@ -418,6 +432,15 @@ async fn call(
     request: Request,
 ) -> Result<Response, Problem> {
     let (parts, body) = request.into_parts();
+    let edge_key = gateway
+        .edge_cache
+        .as_ref()
+        .and_then(|_| EdgeCache::key(&parts.method, &parts.uri, &parts.headers));
+    if let (Some(edge), Some(key)) = (&gateway.edge_cache, &edge_key)
+        && let Some(response) = edge.lookup(key, &parts.headers)
+    {
+        return Ok(response);
+    }
     let bearer = bearer_token(parts.headers.get(header::AUTHORIZATION));
     let claims = authorize(Some(&route.access), bearer, &gateway.verifier)
         .await
@@ -529,7 +552,7 @@ async fn call(
         let (content_type, data) = transcode::response_raw(&reply).map_err(unreadable)?;
         let content_type = HeaderValue::from_str(&content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-        let mut response = data.into_response();
+        let mut response = Bytes::from(data).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, content_type);
@@ -539,7 +562,7 @@ async fn call(
         );
         response
     } else {
-        let json = transcode::response_json(route, &reply).map_err(unreadable)?;
+        let json = Bytes::from(transcode::response_json(route, &reply).map_err(unreadable)?);
         ([(header::CONTENT_TYPE, "application/json")], json).into_response()
     };
     if let Some(etag) = etag {
@@ -552,12 +575,33 @@ async fn call(
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, cache_control);
+        // Services see Accept-Language: a shared cache must key on it too.
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("accept-language"));
+    }
+    if let (Some(edge), Some(key)) = (&gateway.edge_cache, edge_key)
+        && response.status() == StatusCode::OK
+        && response.headers().contains_key(header::CACHE_CONTROL)
+    {
+        let (parts, body) = response.into_parts();
+        // The body is one buffer already: collecting it copies nothing.
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let tags = metadata
+            .get(duovarsity_common::grpc::CACHE_TAGS)
+            .and_then(|v| v.to_str().ok());
+        edge.store(key, &parts.headers, &bytes, tags);
+        response = Response::from_parts(parts, Body::from(bytes));
     }
     Ok(response)
 }
 
 /// Whether an `If-None-Match` header names `etag` (or `*`); weak tags compare equal.
-fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let Ok(etag) = etag.to_str() else {
         return false;
     };

@@ -472,3 +472,119 @@ async fn an_upstream_named_by_dns_is_resolved_and_balanced() {
     course.stop().await;
     user.stop().await;
 }
+
+/// An anonymous read of a course page through `gateway`: (status, title, Age header,
+/// ETag header).
+async fn course_page(
+    gateway: &TestPlatform,
+    slug: &str,
+    if_none_match: Option<&str>,
+) -> (StatusCode, String, Option<String>, Option<String>) {
+    let mut request = gateway
+        .client
+        .get(gateway.url(&format!("/v1/courses/{slug}")));
+    if let Some(etag) = if_none_match {
+        request = request.header("if-none-match", etag);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (status, age, etag) = (response.status(), header("age"), header("etag"));
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let title = body["course"]["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, title, age, etag)
+}
+
+/// The edge cache: a public course page is served from the gateway's cache (with `Age`),
+/// revalidated by ETag (304), never for signed-in callers, and dropped the moment the
+/// course changes: in the process that changed it, and in another gateway told through
+/// Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_pages_are_cached_at_the_edge_until_the_course_changes() {
+    let database = duovarsity_testkit::TempPostgres::create().await;
+    let redis = PrivateRedis::start();
+    let platform = TestPlatform::start_with_admin(
+        Component::All,
+        &[
+            ("DUOVARSITY_DATABASE_URL", &database.url),
+            ("DUOVARSITY_REDIS_URL", &redis.url()),
+        ],
+    )
+    .await;
+    let grpc = format!("http://{}", platform.grpc_addr());
+    let other = TestPlatform::start_with(
+        Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", &grpc),
+            ("DUOVARSITY_COURSE_SERVICE_URL", &grpc),
+            ("DUOVARSITY_REDIS_URL", &redis.url()),
+        ],
+    )
+    .await;
+    let (_, admin) = platform.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let (course_id, _) = platform.course_with_lesson(&admin, "edge-cached").await;
+    platform.publish(&admin, &course_id).await;
+
+    for gateway in [&platform, &other] {
+        let (status, title, age, etag) = course_page(gateway, "edge-cached", None).await;
+        assert_eq!(
+            (status, title.as_str(), age),
+            (StatusCode::OK, "edge-cached", None)
+        );
+        let etag = etag.expect("a public page has an ETag");
+        let (status, _, age, _) = course_page(gateway, "edge-cached", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(age.is_some(), "the second read comes from the edge cache");
+        let (status, _, _, _) = course_page(gateway, "edge-cached", Some(&etag)).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        let signed_in = gateway
+            .client
+            .get(gateway.url("/v1/courses/edge-cached"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), StatusCode::OK);
+        assert!(
+            signed_in.headers().get("age").is_none(),
+            "signed-in reads are not cached"
+        );
+    }
+
+    let (status, body) = platform
+        .call(
+            Method::PATCH,
+            &format!("/v1/courses/{course_id}"),
+            Some(&admin),
+            Some(json!({"title": "Renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Both gateways were serving the old page from cache for up to a minute.
+    for gateway in [&platform, &other] {
+        let started = std::time::Instant::now();
+        loop {
+            let (status, title, _, _) = course_page(gateway, "edge-cached", None).await;
+            assert_eq!(status, StatusCode::OK);
+            if title == "Renamed" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the edge of {} still serves {title:?}",
+                gateway.url("")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    other.stop().await;
+    platform.stop().await;
+    database.drop_database().await;
+}

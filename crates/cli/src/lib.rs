@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use duovarsity_ai_routing::AiRoutingModule;
 use duovarsity_common::Config;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier};
+use duovarsity_common::cache::CacheHub;
 use duovarsity_common::db::Database;
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::embedded::EmbeddedBus;
@@ -137,6 +138,8 @@ impl Platform {
         // (port 0 resolved) for the pages they serve on it.
         let mut http_listener = None;
         let mut http_addr = None;
+        // The services' caches, whose invalidations the gateway's edge cache follows.
+        let mut caches = None;
         if matches!(component, Component::All | Component::Gateway) {
             let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
                 format!(
@@ -179,6 +182,9 @@ impl Platform {
                     .with_context(|| format!("starting the {} service", entry.name))?;
                 modules.push(module);
             }
+            if component == Component::All {
+                caches = Some(context.caches().await.context("the shared caches")?);
+            }
             let source = match modules.iter().find_map(|module| module.local_keys()) {
                 Some(source) => source,
                 None => {
@@ -210,7 +216,14 @@ impl Platform {
 
         if matches!(component, Component::All | Component::Gateway) {
             let upstreams: Vec<Upstream> = MODULES.iter().map(Upstream::from).collect();
-            let gateway = Gateway::new(&config, &upstreams).context("starting the gateway")?;
+            let caches = match caches.take() {
+                Some(caches) => caches,
+                None => CacheHub::connect(config.cache_settings()).await.context(
+                    "connecting the gateway's edge cache to Redis (DUOVARSITY_REDIS_URL)",
+                )?,
+            };
+            let gateway =
+                Gateway::new(&config, &upstreams, &caches).context("starting the gateway")?;
             let listener = http_listener
                 .take()
                 .context("a process that runs the gateway has an HTTP listener")?;

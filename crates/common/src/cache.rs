@@ -18,6 +18,9 @@
 //!   entry that outlived the outage is not served stale. The outage is logged once
 //!   when it starts and once when Redis answers again (the connection reconnects by
 //!   itself), and counted in `redis_unavailable_total{op}`.
+//! - Observers: [`CacheHub::invalidations`] hears every invalidation this process makes or
+//!   receives (the gateway's edge cache drops responses built from the entry). A gap in
+//!   the subscription is told as [`Invalidation::All`].
 //! - Metrics: `cache_requests_total{cache, result="hit"|"miss"}` (L1) and
 //!   `cache_l2_requests_total{cache, result}` (`skipped` while Redis is down).
 
@@ -38,6 +41,30 @@ const INVALIDATION_CHANNEL: &str = "duovarsity:cache:invalidate";
 /// Invalidations kept while Redis is unreachable, sent once it is back (beyond this many,
 /// the rest rely on the TTLs alone).
 const MAX_UNSENT: usize = 10_000;
+
+/// What an observer of a hub's caches is told ([`CacheHub::invalidations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// `key` of cache `cache` was dropped.
+    Key { cache: String, key: String },
+    /// Invalidations may have been missed: drop everything derived from the caches.
+    All,
+}
+
+/// How many invalidations an observer may fall behind before it is told [`Invalidation::All`]
+/// (as a lagging broadcast receiver).
+const OBSERVER_BACKLOG: usize = 4096;
+
+type Observers = tokio::sync::broadcast::Sender<Invalidation>;
+
+fn tell(observers: &Observers, cache: &str, key: &str) {
+    if observers.receiver_count() > 0 {
+        let _ = observers.send(Invalidation::Key {
+            cache: cache.to_string(),
+            key: key.to_string(),
+        });
+    }
+}
 
 /// Invalidation messages (`<cache>\n<key>`) that did not reach Redis yet.
 type Unsent = Arc<Mutex<std::collections::HashSet<String>>>;
@@ -78,6 +105,7 @@ pub struct CacheHub {
     caches: Arc<Mutex<HashMap<&'static str, Cache>>>,
     subscriber: Option<Arc<tokio::task::JoinHandle<()>>>,
     unsent: Unsent,
+    observers: Observers,
 }
 
 impl CacheHub {
@@ -85,6 +113,7 @@ impl CacheHub {
     pub async fn connect(settings: CacheSettings) -> Result<Self, redis::RedisError> {
         let caches: Arc<Mutex<HashMap<&'static str, Cache>>> = Arc::default();
         let unsent = Unsent::default();
+        let observers = Observers::new(OBSERVER_BACKLOG);
         let (redis, subscriber) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;
@@ -97,19 +126,21 @@ impl CacheHub {
                 .await?;
                 // Subscribed before serving, so no invalidation after start is missed.
                 let on_message = {
-                    let caches = caches.clone();
+                    let (caches, observers) = (caches.clone(), observers.clone());
                     move |payload: Vec<u8>| {
-                        let caches = caches.clone();
+                        let (caches, observers) = (caches.clone(), observers.clone());
                         async move {
                             if let Ok(payload) = String::from_utf8(payload) {
-                                apply_invalidation(&caches, &payload).await;
+                                apply_invalidation(&caches, &observers, &payload).await;
                             }
                         }
                     }
                 };
                 let on_gap = {
                     let (caches, link, unsent) = (caches.clone(), manager.clone(), unsent.clone());
+                    let observers = observers.clone();
                     move || {
+                        let _ = observers.send(Invalidation::All);
                         tracing::warn!(
                             "cache invalidations may have been missed; dropping every L1 entry"
                         );
@@ -133,6 +164,7 @@ impl CacheHub {
             caches,
             subscriber,
             unsent,
+            observers,
         })
     }
 
@@ -144,7 +176,15 @@ impl CacheHub {
             caches: Arc::default(),
             subscriber: None,
             unsent: Unsent::default(),
+            observers: Observers::new(OBSERVER_BACKLOG),
         }
+    }
+
+    /// Every invalidation from now on: those of this process's caches and those other
+    /// replicas send through Redis. A receiver that falls behind gets `Lagged`: treat it
+    /// as [`Invalidation::All`].
+    pub fn invalidations(&self) -> tokio::sync::broadcast::Receiver<Invalidation> {
+        self.observers.subscribe()
     }
 
     /// The cache called `name` (created on first use).
@@ -173,6 +213,7 @@ impl CacheHub {
                 l2_ttl,
                 invalidations: Arc::new(AtomicU64::new(0)),
                 unsent: self.unsent.clone(),
+                observers: self.observers.clone(),
             })
             .clone()
     }
@@ -197,10 +238,15 @@ impl Drop for CacheHub {
 }
 
 /// Applies one invalidation from another replica (`<cache name>\n<key>`).
-async fn apply_invalidation(caches: &Mutex<HashMap<&'static str, Cache>>, payload: &str) {
+async fn apply_invalidation(
+    caches: &Mutex<HashMap<&'static str, Cache>>,
+    observers: &Observers,
+    payload: &str,
+) {
     let Some((name, key)) = payload.split_once('\n') else {
         return;
     };
+    tell(observers, name, key);
     let cache = caches
         .lock()
         .expect("cache registry lock")
@@ -221,6 +267,7 @@ pub struct Cache {
     l2_ttl: Duration,
     invalidations: Arc<AtomicU64>,
     unsent: Unsent,
+    observers: Observers,
 }
 
 impl Cache {
@@ -290,7 +337,15 @@ impl Cache {
     /// Drops `key` everywhere: this L1, L2, and (through Redis) every other replica's L1.
     pub async fn invalidate(&self, key: &str) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
+        // L2 first: a read between the two would otherwise refill L1 (and the edge) from
+        // the old L2 entry. A load that overlaps either step sees the counter move.
+        self.drop_from_l2(key).await;
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.l1.invalidate(key).await;
+        tell(&self.observers, self.name, key);
+    }
+
+    async fn drop_from_l2(&self, key: &str) {
         if let Some(l2) = &self.redis {
             let message = format!("{}\n{key}", self.name);
             if !send_invalidation(l2, &message).await {

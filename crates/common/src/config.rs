@@ -206,6 +206,8 @@ pub struct Config {
     pub upstream_max_in_flight: usize,
     /// Largest accepted request body at the gateway, in bytes.
     pub body_limit_bytes: usize,
+    /// Bytes of `public, max-age` answers the gateway keeps in its edge cache (0: none).
+    pub edge_cache_bytes: u64,
     /// Deadline for one upstream call from the gateway, in milliseconds.
     pub request_timeout_ms: u64,
     /// Deadlines of particular methods or services, comma-separated
@@ -278,6 +280,7 @@ impl Default for Config {
             upstream_max_in_flight: 2048,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
+            edge_cache_bytes: 64 << 20,
             route_timeouts: Vec::new(),
             shutdown_grace_secs: 20,
             log_format: LogFormat::Auto,

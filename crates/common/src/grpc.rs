@@ -554,6 +554,38 @@ impl Onward {
     }
 }
 
+/// The response metadata naming the cache entries a response was built from.
+pub const CACHE_TAGS: &str = "cache-tags";
+
+/// Marks `response` for HTTP caching at the gateway: `etag` (quoted here),
+/// `cache-control`, and [`CACHE_TAGS`], the cache entries it was built from
+/// (`cache=key`, comma-separated), so that an edge cache drops it when one of them is
+/// invalidated.
+pub fn http_cacheable<T>(
+    response: &mut tonic::Response<T>,
+    etag: &str,
+    cache_control: &'static str,
+    tags: &[(&str, &str)],
+) {
+    let metadata = response.metadata_mut();
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from(format!("\"{etag}\"")) {
+        metadata.insert("etag", value);
+    }
+    metadata.insert(
+        "cache-control",
+        tonic::metadata::MetadataValue::from_static(cache_control),
+    );
+    let tags: Vec<String> = tags
+        .iter()
+        .map(|(cache, key)| format!("{cache}={key}"))
+        .collect();
+    if !tags.is_empty()
+        && let Ok(value) = tonic::metadata::MetadataValue::try_from(tags.join(","))
+    {
+        metadata.insert(CACHE_TAGS, value);
+    }
+}
+
 #[cfg(test)]
 mod deadline_tests {
     use super::*;

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
-use duovarsity_common::grpc::{GrpcServer, Onward, Probe};
+use duovarsity_common::grpc::{GrpcServer, Onward, Probe, http_cacheable};
 use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
 use duovarsity_common::{Config, Error};
@@ -33,7 +33,6 @@ use duovarsity_proto::google::api::HttpBody;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::media::open_object_store;
@@ -339,15 +338,16 @@ impl Contents {
     }
 }
 
-/// Attaches HTTP caching metadata for the gateway.
-fn cacheable<T>(message: T, etag: String, cache_control: &'static str) -> Response<T> {
+/// Attaches HTTP caching metadata for the gateway; `tags`: the cache entries the
+/// response was built from.
+fn cacheable<T>(
+    message: T,
+    etag: String,
+    cache_control: &'static str,
+    tags: &[(&str, &str)],
+) -> Response<T> {
     let mut response = Response::new(message);
-    if let Ok(value) = MetadataValue::try_from(format!("\"{etag}\"")) {
-        response.metadata_mut().insert("etag", value);
-    }
-    response
-        .metadata_mut()
-        .insert("cache-control", MetadataValue::from_static(cache_control));
+    http_cacheable(&mut response, &etag, cache_control, tags);
     response
 }
 
@@ -370,7 +370,12 @@ impl ContentService for Contents {
         let access = self.readable(&request, &lesson_id).await?;
         let content = self.cached_content(&lesson_id, None).await?;
         let etag = format!("{lesson_id}-v{}", content.version);
-        Ok(cacheable(content, etag, published_policy(&access, false)))
+        Ok(cacheable(
+            content,
+            etag,
+            published_policy(&access, false),
+            &[(LATEST_CACHE, &lesson_id)],
+        ))
     }
 
     async fn get_lesson_version(
@@ -392,6 +397,7 @@ impl ContentService for Contents {
             content,
             format!("{lesson_id}-v{number}"),
             published_policy(&access, true),
+            &[],
         ))
     }
 
@@ -430,6 +436,7 @@ impl ContentService for Contents {
             self.draft_message(&draft).await?,
             etag,
             "private, no-cache",
+            &[],
         ))
     }
 
@@ -509,6 +516,7 @@ impl ContentService for Contents {
             body,
             media.sha256.clone(),
             published_policy(&access, true),
+            &[],
         ))
     }
 }

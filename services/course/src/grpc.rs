@@ -4,11 +4,23 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::{caller, optional_caller};
+use duovarsity_common::grpc::http_cacheable;
 use duovarsity_proto::course::course_service_server::CourseService;
 use duovarsity_proto::course::*;
 use tonic::{Request, Response, Status};
 
-use crate::Courses;
+use crate::{Courses, OUTLINE_CACHE, SLUG_CACHE};
+
+/// How long a public course outline may be reused without asking (browsers, proxies and
+/// the gateway's edge cache, which also drops it at once when the course changes).
+const PUBLIC_OUTLINE_CACHING: &str = "public, max-age=60";
+
+/// An entity tag for `bytes` (a 64-bit hash: it changes when they do).
+fn content_tag(bytes: &[u8]) -> String {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes);
+    format!("{hash:016x}")
+}
 
 /// `duovarsity.course.v1.CourseService` over the course domain.
 #[derive(Clone)]
@@ -63,11 +75,28 @@ impl CourseService for CourseGrpc {
         request: Request<GetCourseRequest>,
     ) -> Result<Response<CourseOutline>, Status> {
         let claims = optional_caller(&request).cloned();
-        Ok(Response::new(
-            self.0
-                .get_course(claims.as_ref(), request.into_inner())
-                .await?,
-        ))
+        let asked = request.get_ref().id.clone();
+        let outline = self
+            .0
+            .get_course(claims.as_ref(), request.into_inner())
+            .await?;
+        let published = outline
+            .course
+            .as_ref()
+            .filter(|course| course.status == CourseStatus::Published as i32)
+            .map(|course| course.id.clone());
+        let mut response = Response::new(outline);
+        // What an anonymous caller sees of a published course is the same for everyone:
+        // the gateway may cache it, until the outline (or the slug) is invalidated.
+        if let (None, Some(course_id)) = (&claims, published) {
+            let etag = content_tag(&prost::Message::encode_to_vec(response.get_ref()));
+            let mut tags = vec![(OUTLINE_CACHE, course_id.as_str())];
+            if asked != course_id {
+                tags.push((SLUG_CACHE, asked.as_str()));
+            }
+            http_cacheable(&mut response, &etag, PUBLIC_OUTLINE_CACHING, &tags);
+        }
+        Ok(response)
     }
 
     async fn list_courses(
