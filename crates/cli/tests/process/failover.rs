@@ -51,6 +51,9 @@ async fn reads_survive_a_replica_killed_under_load_and_writes_say_when_they_fail
             ("DUOVARSITY_USER_SERVICE_URL", user.grpc.clone().unwrap()),
             ("DUOVARSITY_COURSE_SERVICE_URL", both),
             ("DUOVARSITY_RATE_LIMITS_ENABLED", "false".to_string()),
+            // Every read must reach a replica: the edge cache would answer the public
+            // page itself.
+            ("DUOVARSITY_EDGE_CACHE_BYTES", "0".to_string()),
         ],
     );
     let api = Arc::new(Api::new(&gateway.http.clone().unwrap()));
