@@ -19,6 +19,18 @@ use std::time::{Duration, Instant};
 use rand::Rng as _;
 use tonic::transport::Channel;
 
+/// How calls reach an endpoint: its HTTP/2 channel, or (embedded mode) the services in
+/// this process.
+pub type Transport = duovarsity_common::grpc::LocalGrpc;
+
+/// The transport of a channel.
+pub fn remote(channel: Channel) -> Transport {
+    Transport::new(tower::ServiceExt::map_err(
+        channel,
+        |error: tonic::transport::Error| duovarsity_common::grpc::CallError(Box::new(error)),
+    ))
+}
+
 /// Consecutive transport failures that eject an endpoint.
 pub const EJECT_AFTER: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -41,7 +53,7 @@ struct Ejection {
 /// One endpoint of an upstream.
 pub struct EndpointState {
     pub url: String,
-    pub channel: Channel,
+    pub transport: Transport,
     in_flight: AtomicUsize,
     failures: AtomicU32,
     latency: Mutex<Ewma>,
@@ -49,10 +61,10 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    pub fn new(url: String, channel: Channel) -> Self {
+    pub fn new(url: String, transport: Transport) -> Self {
         Self {
             url,
-            channel,
+            transport,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             latency: Mutex::new(Ewma {
@@ -105,9 +117,9 @@ impl Call<'_> {
         &self.endpoint.url
     }
 
-    /// The endpoint's channel.
-    pub fn channel(&self) -> Channel {
-        self.endpoint.channel.clone()
+    /// How to reach the endpoint.
+    pub fn transport(&self) -> Transport {
+        self.endpoint.transport.clone()
     }
 
     /// `transport_failed`: the endpoint could not be reached or dropped the call.
@@ -161,21 +173,21 @@ impl Pool {
 
     /// Replaces the endpoint set with `urls`, keeping the endpoints that stay and
     /// connecting new ones with `connect`. Says whether anything changed.
-    pub fn update(&self, urls: &[String], connect: impl Fn(&str) -> Option<Channel>) -> bool {
+    pub fn update(&self, urls: &[String], connect: impl Fn(&str) -> Option<Transport>) -> bool {
         let current = self.snapshot();
         let unchanged = current.len() == urls.len()
             && current.iter().all(|endpoint| urls.contains(&endpoint.url));
         if unchanged {
             return false;
         }
-        let next: Vec<Arc<EndpointState>> =
-            urls.iter()
-                .filter_map(|url| match current.iter().find(|e| &e.url == url) {
-                    Some(endpoint) => Some(endpoint.clone()),
-                    None => connect(url)
-                        .map(|channel| Arc::new(EndpointState::new(url.clone(), channel))),
-                })
-                .collect();
+        let next: Vec<Arc<EndpointState>> = urls
+            .iter()
+            .filter_map(|url| match current.iter().find(|e| &e.url == url) {
+                Some(endpoint) => Some(endpoint.clone()),
+                None => connect(url)
+                    .map(|transport| Arc::new(EndpointState::new(url.clone(), transport))),
+            })
+            .collect();
         tracing::info!(service = %self.service, endpoints = ?urls, "upstream endpoints changed");
         *self
             .endpoints
@@ -259,7 +271,7 @@ mod tests {
                 .map(|url| {
                     let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1")
                         .connect_lazy();
-                    EndpointState::new(url.to_string(), channel)
+                    EndpointState::new(url.to_string(), remote(channel))
                 })
                 .collect(),
         )
@@ -309,7 +321,9 @@ mod tests {
         let leaving = pool.pick(Some("a")).unwrap();
         assert_eq!(leaving.url(), "b");
         let connect = |_: &str| {
-            Some(tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy())
+            Some(remote(
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+            ))
         };
         assert!(pool.update(&["a".to_string(), "c".to_string()], connect));
         assert!(!pool.update(&["c".to_string(), "a".to_string()], connect));

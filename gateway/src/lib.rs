@@ -36,6 +36,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier, authorize, bearer_token};
 use duovarsity_common::cache::CacheHub;
+use duovarsity_common::grpc::LocalGrpc;
 use duovarsity_common::module::Upstream;
 use duovarsity_common::{Config, telemetry};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -116,11 +117,14 @@ impl Gateway {
     /// set goes to the module of `modules` that serves it, at the URLs `config` gives for
     /// that module's name (`DUOVARSITY_<NAME>_SERVICE_URL`).
     /// `caches`: the hub whose invalidations drop edge cache entries (the services' own in
-    /// embedded mode; one following Redis otherwise).
+    /// embedded mode; one following Redis otherwise). `local`: the services of this
+    /// process and their gRPC URL (embedded mode); upstreams at that URL are called in
+    /// process.
     pub fn new(
         config: &Config,
         modules: &[Upstream],
         caches: &CacheHub,
+        local: Option<(String, LocalGrpc)>,
     ) -> Result<Arc<Self>, StartError> {
         let pool = duovarsity_proto::descriptor_pool();
         let table = RouteTable::from_pool(pool)?;
@@ -141,12 +145,16 @@ impl Gateway {
                 None if service == USER_SERVICE => config.service_urls(module.name),
                 None => continue,
             };
-            upstreams
-                .add(service, &urls, config.kubernetes_api_url.as_deref())
-                .map_err(|source| StartError::Upstream {
-                    service: service.into(),
-                    source,
-                })?;
+            let added = match &local {
+                Some((url, transport)) if urls == [url.clone()] => {
+                    upstreams.add_local(service, url, transport.clone())
+                }
+                _ => upstreams.add(service, &urls, config.kubernetes_api_url.as_deref()),
+            };
+            added.map_err(|source| StartError::Upstream {
+                service: service.into(),
+                source,
+            })?;
         }
         let user_channel = upstreams
             .channel(USER_SERVICE)

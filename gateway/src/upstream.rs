@@ -26,7 +26,7 @@ use tonic_health::pb::health_client::HealthClient;
 use duovarsity_common::discovery::{self, Source};
 use tokio::sync::watch;
 
-use crate::balance::{EndpointState, Pool};
+use crate::balance::{EndpointState, Pool, Transport, remote};
 
 /// The largest message the gateway sends or accepts upstream.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
@@ -173,10 +173,26 @@ impl Upstreams {
         let states = urls
             .iter()
             .zip(endpoints)
-            .map(|(url, endpoint)| EndpointState::new(url.clone(), endpoint.connect_lazy()))
+            .map(|(url, endpoint)| EndpointState::new(url.clone(), remote(endpoint.connect_lazy())))
             .collect();
         self.pools
             .insert(service.to_string(), Arc::new(Pool::new(service, states)));
+        Ok(())
+    }
+
+    /// Routes `service` to the services of this process (embedded mode): calls go through
+    /// the server's layers with no socket; `url` is this process's own gRPC address, which
+    /// long-lived users (the JWKS fetcher, live streams) still dial.
+    pub fn add_local(
+        &mut self,
+        service: &str,
+        url: &str,
+        local: Transport,
+    ) -> Result<(), tonic::transport::Error> {
+        self.channels
+            .insert(service.to_string(), endpoint(url)?.connect_lazy());
+        let pool = Pool::new(service, vec![EndpointState::new(url.to_string(), local)]);
+        self.pools.insert(service.to_string(), Arc::new(pool));
         Ok(())
     }
 
@@ -187,7 +203,7 @@ impl Upstreams {
     /// A ready client on `channel` and the request for `path`, with `metadata` and the
     /// deadline.
     async fn prepare(
-        channel: Channel,
+        transport: Transport,
         service: &str,
         path: &str,
         metadata: MetadataMap,
@@ -196,7 +212,7 @@ impl Upstreams {
     ) -> Result<CallParts, Status> {
         // Media bodies are larger than tonic's 4 MiB default; the gateway's own body limits
         // bound what reaches here.
-        let mut grpc = tonic::client::Grpc::new(GrpcClientTrace::new(channel))
+        let mut grpc = tonic::client::Grpc::new(GrpcClientTrace::new(transport))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         grpc.ready()
@@ -261,7 +277,7 @@ impl Upstreams {
             let left = timeout.saturating_sub(started.elapsed());
             let attempt = async {
                 let (mut grpc, path, request) = Self::prepare(
-                    call.channel(),
+                    call.transport(),
                     service,
                     path,
                     metadata.clone(),
@@ -333,7 +349,7 @@ impl Upstreams {
         let call = pool.pick(None).ok_or_else(|| no_endpoints(service))?;
         let answer = async {
             let (mut grpc, path, request) = Self::prepare(
-                call.channel(),
+                call.transport(),
                 service,
                 path,
                 metadata,
@@ -404,8 +420,10 @@ fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
 }
 
 /// A lazily connected channel to `url` (None if it is not a valid URI).
-fn connect(url: &str) -> Option<Channel> {
-    endpoint(url).ok().map(|endpoint| endpoint.connect_lazy())
+fn connect(url: &str) -> Option<Transport> {
+    endpoint(url)
+        .ok()
+        .map(|endpoint| remote(endpoint.connect_lazy()))
 }
 
 fn no_endpoints(service: &str) -> Status {
@@ -433,7 +451,7 @@ async fn follow_endpoints(
 
 /// A ready client, the method's path and the request.
 type CallParts = (
-    tonic::client::Grpc<GrpcClientTrace<Channel>>,
+    tonic::client::Grpc<GrpcClientTrace<Transport>>,
     http::uri::PathAndQuery,
     tonic::Request<Bytes>,
 );

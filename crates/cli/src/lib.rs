@@ -138,8 +138,10 @@ impl Platform {
         // (port 0 resolved) for the pages they serve on it.
         let mut http_listener = None;
         let mut http_addr = None;
-        // The services' caches, whose invalidations the gateway's edge cache follows.
+        // The services' caches, whose invalidations the gateway's edge cache follows, and
+        // the services themselves, which it calls in process (embedded mode).
         let mut caches = None;
+        let mut local = None;
         if matches!(component, Component::All | Component::Gateway) {
             let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
                 format!(
@@ -193,6 +195,9 @@ impl Platform {
             };
             let verifier = Arc::new(TokenVerifier::new(source, Duration::from_secs(10)));
             let mut server = GrpcServer::new(AuthLayer::new(verifier));
+            if component == Component::All {
+                local = Some((format!("http://{addr}"), server.local()));
+            }
             for module in &modules {
                 server = module.register(server);
                 for probe in module.probes() {
@@ -222,8 +227,17 @@ impl Platform {
                     "connecting the gateway's edge cache to Redis (DUOVARSITY_REDIS_URL)",
                 )?,
             };
-            let gateway =
-                Gateway::new(&config, &upstreams, &caches).context("starting the gateway")?;
+            let local = match local.take() {
+                Some((url, services)) => Some((
+                    url,
+                    services
+                        .await
+                        .context("the gRPC server stopped before serving")?,
+                )),
+                None => None,
+            };
+            let gateway = Gateway::new(&config, &upstreams, &caches, local)
+                .context("starting the gateway")?;
             let listener = http_listener
                 .take()
                 .context("a process that runs the gateway has an HTTP listener")?;

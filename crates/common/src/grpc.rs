@@ -47,12 +47,39 @@ pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send +
 /// How often readiness probes rerun.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The platform's gRPC services as an in-process tower service, behind the same layers
+/// as on the wire (request ids, telemetry, auth, validation): in embedded mode the gateway
+/// calls them with no socket in between.
+pub type LocalGrpc = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    CallError,
+>;
+
+/// Why a call through a boxed transport ([`LocalGrpc`]) failed: the transport's error,
+/// which stays reachable as the source (tonic finds connection errors there).
+#[derive(Debug)]
+pub struct CallError(pub tower::BoxError);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// Collects services, then serves them on one listener.
 pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     probes: Vec<Probe>,
     auth: AuthLayer,
+    local: Option<tokio::sync::oneshot::Sender<LocalGrpc>>,
 }
 
 impl GrpcServer {
@@ -62,7 +89,15 @@ impl GrpcServer {
             names: Vec::new(),
             probes: Vec::new(),
             auth,
+            local: None,
         }
+    }
+
+    /// The services in process, handed over once [`GrpcServer::run`] has assembled them.
+    pub fn local(&mut self) -> tokio::sync::oneshot::Receiver<LocalGrpc> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.local = Some(sender);
+        receiver
     }
 
     /// Adds a tonic service; health reports it by its full name.
@@ -154,6 +189,13 @@ impl GrpcServer {
             .layer(self.auth)
             .layer(ValidateLayer::new())
             .into_inner();
+        if let Some(local) = self.local {
+            let service = tower::ServiceExt::map_err(
+                layers.clone().layer(routes.clone()),
+                |never: Infallible| -> CallError { match never {} },
+            );
+            let _ = local.send(LocalGrpc::new(service));
+        }
 
         let stop = shutdown.clone();
         let server = Server::builder()
