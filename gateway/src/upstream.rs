@@ -7,7 +7,9 @@
 //! idempotent that fails to reach a replica (transport error or UNAVAILABLE) is sent once
 //! more, to another endpoint, within the remaining deadline and a retry budget
 //! ([`RetryBudget`]). Endpoints are the fixed list of `DUOVARSITY_<NAME>_SERVICE_URL`, or
-//! what discovery reports ([`duovarsity_common::discovery`]: DNS or EndpointSlices).
+//! what discovery reports ([`duovarsity_common::discovery`]: DNS or EndpointSlices). In
+//! embedded mode an upstream's one endpoint is the services of this process, called in
+//! process ([`Upstreams::add_local`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
