@@ -23,9 +23,7 @@ command -v wrk >/dev/null || { echo "bench: installing wrk" >&2; apt-get install
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -p duovarsity-gateway --example bare_json >&2
 export DUOVARSITY_BOOTSTRAP_ADMIN_EMAIL=admin@example.com DUOVARSITY_BOOTSTRAP_ADMIN_PASSWORD=correct-horse-battery
-export DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT=$upstream_cap
 source scripts/bench-platform.sh
-start_platform "${BENCH_HTTP_PORT:-18086}" "${BENCH_GRPC_PORT:-15086}" --seed
 bare_addr=127.0.0.1:${BENCH_BARE_PORT:-18087}
 bare="http://$bare_addr"
 out=$(mktemp -d)
@@ -41,9 +39,14 @@ signup() { # email tier -> token (the tier set by the admin, then a fresh sign-i
   fi
   post POST /v1/auth/login "{\"email\":\"$1\",\"password\":\"correct-horse-battery\"}" | json '["accessToken"]'
 }
-admin=$(post POST /v1/auth/login '{"email":"admin@example.com","password":"correct-horse-battery"}' | json '["accessToken"]')
-token=$(signup bench@example.com free)
-premium=$(signup premium@example.com premium)
+# A seeded platform with a free and a premium learner (tokens in $token and $premium).
+platform() {
+  start_platform "${BENCH_HTTP_PORT:-18086}" "${BENCH_GRPC_PORT:-15086}" --seed
+  admin=$(post POST /v1/auth/login '{"email":"admin@example.com","password":"correct-horse-battery"}' | json '["accessToken"]')
+  token=$(signup bench@example.com free)
+  premium=$(signup premium@example.com premium)
+}
+platform
 slug=rust-fundamentals
 
 # The bare server answers what the platform answers.
@@ -51,7 +54,8 @@ curl -sf "$base/v1/users/me" -H "authorization: Bearer $token" >"$out/me.json"
 curl -sf "$base/v1/courses/$slug" >"$out/course.json"
 "$target/release/examples/bare_json" "$bare_addr" "$out" &
 bare_pid=$!
-trap 'kill $server $bare_pid 2>/dev/null; wait $server $bare_pid 2>/dev/null; rm -rf "$data" "$work" "$out"' EXIT
+cleanup() { kill "$server" "$bare_pid" 2>/dev/null; wait "$server" "$bare_pid" 2>/dev/null; rm -rf "$data" "$work" "$out"; }
+trap cleanup EXIT
 for _ in $(seq 1 50); do curl -sf "$bare/v1/courses/$slug" >/dev/null && break; sleep 0.1; done
 
 # wrk NAME URL [wrk options]: appends "name rps p50 p99 non2xx" to results.
@@ -78,7 +82,13 @@ half() { awk -v n="$1" '$1 == n {s += $2; c++} END {printf "%d", s / c / 2}' "$o
 paced half-me "$base/v1/users/me" "$(half platform-me)" -H "authorization: Bearer $token"
 paced half-course "$base/v1/courses/$slug" "$(half platform-course)"
 
-# Overload: premium alone, then premium while free learners flood.
+# Overload, on a platform whose upstream cap is small: premium alone, then premium while
+# free learners flood.
+kill "$server"
+wait "$server" 2>/dev/null || true
+rm -rf "$data" "$work"
+DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT=$upstream_cap platform
+trap cleanup EXIT
 premium_rate=${PREMIUM_RATE:-500}
 paced premium-alone "$base/v1/users/me" "$premium_rate" -H "authorization: Bearer $premium"
 wrk -t1 -c"$flood" -d"$((duration + 2))s" -H "authorization: Bearer $token" "$base/v1/users/me" >"$out/flood" 2>&1 &

@@ -19,9 +19,11 @@ async fn main() -> std::io::Result<()> {
         Ok(std::fs::read(std::path::Path::new(&dir).join(name))?.into())
     };
     let (me, course) = (read("me.json")?, read("course.json")?);
-    let json = |body: bytes::Bytes| move || {
-        let body = body.clone();
-        async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+    let json = |body: bytes::Bytes| {
+        move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }
     };
     let router = axum::Router::new()
         .route("/v1/users/me", get(json(me)))

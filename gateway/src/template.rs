@@ -48,6 +48,9 @@ pub struct PathTemplate {
     segments: Vec<Segment>,
     variables: Vec<Variable>,
     verb: Option<String>,
+    /// `/` and the leading literal segments (`/v1/courses`): a path that does not start
+    /// with it cannot match, which rejects most routes with one comparison.
+    prefix: String,
 }
 
 /// Why a template does not parse (reported at gateway start, naming the method).
@@ -109,8 +112,16 @@ impl PathTemplate {
         {
             return Err(fail("may use '**' only as the last segment"));
         }
+        let literals: Vec<&str> = segments
+            .iter()
+            .map_while(|segment| match segment {
+                Segment::Literal(literal) => Some(literal.as_str()),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             source: template.to_string(),
+            prefix: format!("/{}", literals.join("/")),
             segments,
             variables,
             verb: verb.map(str::to_string),
@@ -134,6 +145,10 @@ impl PathTemplate {
 
     /// The variable bindings when `path` matches, as (field path, decoded value).
     pub fn matches(&self, path: &str) -> Option<Vec<(Vec<String>, String)>> {
+        let after = path.strip_prefix(self.prefix.as_str())?;
+        if self.prefix.len() > 1 && !(after.is_empty() || after.starts_with(['/', ':'])) {
+            return None;
+        }
         let body = path.strip_prefix('/')?;
         let body = match &self.verb {
             Some(verb) => body.strip_suffix(verb.as_str())?.strip_suffix(':')?,

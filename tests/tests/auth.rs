@@ -99,8 +99,10 @@ async fn register_login_me_refresh_reuse_and_logout() {
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let second_refresh = rotated["refreshToken"].as_str().unwrap().to_string();
     assert_ne!(second_refresh, refresh);
-    let (status, _) = get(&platform, "/v1/users/me", rotated["accessToken"].as_str()).await;
+    // GetMe answers are cached: the change shows at once all the same.
+    let (status, me) = get(&platform, "/v1/users/me", rotated["accessToken"].as_str()).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["timeZone"], "Europe/Lisbon", "{me}");
 
     // Presenting the spent token again is reuse: 401, and the whole family is revoked, so
     // even the newest token of the family stops working.

@@ -595,13 +595,10 @@ async fn endpoint_slices_steer_the_gateway_without_losing_a_read() {
 
     let kube = FakeKube::start().await;
     let port = |replica: &TestPlatform| replica.grpc_addr().port();
-    kube.apply(
-        "learn",
-        "course-a",
-        "course",
-        port(&r.a),
-        &[SliceEndpoint::ready("127.0.0.1")],
-    );
+    let course_slice = |name: &str, replica: &TestPlatform, endpoint: SliceEndpoint<'_>| {
+        kube.apply("learn", name, "course", port(replica), &[endpoint]);
+    };
+    course_slice("course-a", &r.a, SliceEndpoint::ready("127.0.0.1"));
     // Another Service's slice in the namespace is not the course's.
     kube.apply(
         "learn",
@@ -649,33 +646,15 @@ async fn endpoint_slices_steer_the_gateway_without_losing_a_read() {
         })
         .collect();
 
-    kube.apply(
-        "learn",
-        "course-b",
-        "course",
-        port(&r.b),
-        &[SliceEndpoint::ready("127.0.0.1")],
-    );
+    course_slice("course-b", &r.b, SliceEndpoint::ready("127.0.0.1"));
     let joined = course_endpoints_become(&gateway, &[&r.a, &r.b], Duration::from_secs(1)).await;
-    kube.apply(
-        "learn",
-        "course-a",
-        "course",
-        port(&r.a),
-        &[SliceEndpoint::terminating("127.0.0.1")],
-    );
+    course_slice("course-a", &r.a, SliceEndpoint::terminating("127.0.0.1"));
     let drained = course_endpoints_become(&gateway, &[&r.b], Duration::from_secs(1)).await;
 
     // The history is compacted and the watch ends; A comes back meanwhile. The watch
     // resumes from a version that is gone, gets 410, lists again and sees A.
     kube.expire();
-    kube.apply(
-        "learn",
-        "course-a",
-        "course",
-        port(&r.a),
-        &[SliceEndpoint::ready("127.0.0.1")],
-    );
+    course_slice("course-a", &r.a, SliceEndpoint::ready("127.0.0.1"));
     let relisted = course_endpoints_become(&gateway, &[&r.a, &r.b], Duration::from_secs(10)).await;
     let (lists, watches, gone) = kube.requests();
     assert!(

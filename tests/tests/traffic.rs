@@ -18,6 +18,13 @@ fn fresh_address() -> String {
     format!("10.{}.{}.{}", (id >> 16) as u8, (id >> 8) as u8, id as u8)
 }
 
+fn header_of(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
 struct Answer {
     status: StatusCode,
     policy: String,
@@ -35,12 +42,7 @@ async fn get(gateway: &TestPlatform, path: &str, address: &str, token: Option<&s
         request = request.bearer_auth(token);
     }
     let response = request.send().await.unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
+    let header = |name: &str| header_of(&response, name);
     Answer {
         status: response.status(),
         policy: header("ratelimit-policy").unwrap_or_default(),
@@ -487,12 +489,7 @@ async fn course_page(
         request = request.header("if-none-match", etag);
     }
     let response = request.send().await.unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
+    let header = |name: &str| header_of(&response, name);
     let (status, age, etag) = (response.status(), header("age"), header("etag"));
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let title = body["course"]["title"]

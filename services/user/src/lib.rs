@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use duovarsity_common::auth::{KeyError, KeyRing, KeySource, TokenIssuer, caller};
+use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{EventBus, pending_event};
@@ -36,6 +37,7 @@ use duovarsity_proto::user::{
     LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest, RegisterResponse,
     Role, SetRoleRequest, SetTierRequest, Tier, TokenPair, UpdateProfileRequest, User,
 };
+use prost::Message as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -53,6 +55,8 @@ pub const SERVICE: &str = "user";
 /// The full name of the gRPC service.
 pub const USER_SERVICE_NAME: &str = "duovarsity.user.v1.UserService";
 const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The cache of GetMe answers (see [`Users`]).
+pub const PROFILE_CACHE: &str = "user_profile";
 /// Refresh tokens carry this prefix so that secret scanners can recognise a leaked one.
 const REFRESH_PREFIX: &str = "dvr1_";
 
@@ -79,6 +83,11 @@ impl UserModule {
     /// Connects (and, unless turned off, migrates) the database, loads (or creates) the
     /// signing keys, and makes sure the bootstrap admin of the configuration exists.
     pub async fn open(config: &Config) -> Result<Self, StartError> {
+        Self::open_with(config, &CacheHub::local()).await
+    }
+
+    /// [`UserModule::open`] with the process's shared caches.
+    pub async fn open_with(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::open(config, SERVICE, store::migrations()).await?;
         let ring = Arc::new(KeyRing::load(
             &config.jwt_keys_dir(),
@@ -92,6 +101,7 @@ impl UserModule {
         let outbox = store.outbox().clone();
         let users = Users {
             store: Arc::new(store),
+            profiles: caches.cache(PROFILE_CACHE),
             issuer: Arc::new(issuer),
             ring: ring.clone(),
             refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
@@ -129,7 +139,8 @@ impl ServiceModule for UserModule {
     }
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
-        Ok(Self::open(&context.config).await?)
+        let caches = context.caches().await?;
+        Ok(Self::open_with(&context.config, &caches).await?)
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {
@@ -170,6 +181,9 @@ pub fn rotate_keys(dir: &Path) -> Result<String, KeyError> {
 #[derive(Clone)]
 pub struct Users {
     store: Arc<dyn UserStore>,
+    /// Encoded `User` answers of GetMe by user id (the hot path of every signed-in page),
+    /// dropped whenever the account changes (role, tier, profile).
+    profiles: Cache,
     issuer: Arc<TokenIssuer>,
     ring: Arc<KeyRing>,
     refresh_ttl: Duration,
@@ -193,6 +207,7 @@ impl Users {
                 .store
                 .set_role(&existing.id, role_name(role), now_millis())
                 .await?;
+            self.profiles.invalidate(&user.id).await;
             return to_proto(&user);
         }
         let user = self
@@ -458,8 +473,15 @@ impl UserService for Users {
     }
 
     async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
-        let claims = caller(&request)?;
-        Ok(Response::new(to_proto(&self.user(&claims.sub).await?)?))
+        let id = &caller(&request)?.sub;
+        let encoded = self
+            .profiles
+            .get_or_load(id, || async {
+                Ok(to_proto(&self.user(id).await?)?.encode_to_vec().into())
+            })
+            .await?;
+        let user = User::decode(encoded).map_err(|e| Error::internal("a cached profile", &e))?;
+        Ok(Response::new(user))
     }
 
     async fn update_profile(
@@ -482,6 +504,7 @@ impl UserService for Users {
             .store
             .update_profile(&user_id, &patch, now_millis())
             .await?;
+        self.profiles.invalidate(&user.id).await;
         Ok(Response::new(to_proto(&user)?))
     }
 
@@ -544,6 +567,7 @@ impl UserService for Users {
             .store
             .set_role(valid_user_id(&request.id)?, role_name(role), now_millis())
             .await?;
+        self.profiles.invalidate(&user.id).await;
         Ok(Response::new(to_proto(&user)?))
     }
 
@@ -559,6 +583,7 @@ impl UserService for Users {
             .store
             .set_tier(valid_user_id(&request.id)?, tier_name(tier), now_millis())
             .await?;
+        self.profiles.invalidate(&user.id).await;
         Ok(Response::new(to_proto(&user)?))
     }
 
