@@ -49,3 +49,4 @@ bench:
 	scripts/bench-payments.sh
 	scripts/bench-ai.sh
 	scripts/bench-limits.sh
+	scripts/bench-gateway.sh

@@ -55,7 +55,7 @@ curl -sf "$base/v1/courses/$slug" >"$out/course.json"
 "$target/release/examples/bare_json" "$bare_addr" "$out" &
 bare_pid=$!
 cleanup() { kill "$server" "$bare_pid" 2>/dev/null; wait "$server" "$bare_pid" 2>/dev/null; rm -rf "$data" "$work" "$out"; }
-trap cleanup EXIT
+trap 'status=$?; cleanup; exit $status' EXIT
 for _ in $(seq 1 50); do curl -sf "$bare/v1/courses/$slug" >/dev/null && break; sleep 0.1; done
 
 # wrk NAME URL [wrk options]: appends "name rps p50 p99 non2xx" to results.
@@ -88,7 +88,7 @@ kill "$server"
 wait "$server" 2>/dev/null || true
 rm -rf "$data" "$work"
 DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT=$upstream_cap platform
-trap cleanup EXIT
+trap 'status=$?; cleanup; exit $status' EXIT
 premium_rate=${PREMIUM_RATE:-500}
 paced premium-alone "$base/v1/users/me" "$premium_rate" -H "authorization: Bearer $premium"
 wrk -t1 -c"$flood" -d"$((duration + 2))s" -H "authorization: Bearer $token" "$base/v1/users/me" >"$out/flood" 2>&1 &

@@ -313,6 +313,10 @@ impl Upstreams {
                         && started.elapsed() + Duration::from_millis(20) >= timeout
                     {
                         Status::deadline_exceeded(format!("{service} did not answer in time"))
+                    } else if status.code() == Code::Cancelled {
+                        // Not the deadline: the connection closed under the call (a
+                        // replica that died), which is as retryable as not reaching it.
+                        Status::unavailable(format!("{service} dropped the call"))
                     } else {
                         status
                     };
