@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 /// Flat keys starting with this are rate-limit overrides (`rate_limit_anonymous`).
 const RATE_LIMIT_PREFIX: &str = "rate_limit_";
 
-use super::{
-    CONFIG_FILE_VAR, ConfigError, ENV_PREFIX, SERVICE_URL_SUFFIX, TEST_ENV_PREFIX, env_var_name,
-    service_url_key,
-};
+use super::services::{SERVICE_URL_SUFFIX, service_url_key};
+use super::{CONFIG_FILE_VAR, ConfigError, ENV_PREFIX, TEST_ENV_PREFIX, env_var_name};
 
 /// `DUOVARSITY_*` variables as a figment provider whose errors name the variable.
 pub(super) struct EnvVars {
