@@ -46,6 +46,10 @@ enum Command {
         /// A demo catalog: four instructors and twenty courses with lessons.
         #[arg(long)]
         demo: bool,
+        /// Load-test learners `learner-<i>@load.duovarsity.test` for i in 0..N, all with
+        /// one password (printed); existing ones are kept.
+        #[arg(long, value_name = "N")]
+        learners: Option<usize>,
     },
     /// Administrative tasks on the configured database.
     Admin {
@@ -175,20 +179,34 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Seed { demo } => {
-            if !demo {
-                anyhow::bail!("say what to seed: `duovarsity seed --demo`");
+        Command::Seed { demo, learners } => {
+            if !demo && learners.is_none() {
+                anyhow::bail!("say what to seed: `duovarsity seed --demo` and/or `--learners N`");
             }
             let _telemetry = telemetry::init("duovarsity-seed", config.log_format);
-            let report = duovarsity::seed::demo(&config).await?;
-            if report.already_present {
-                println!("the demo catalog is already there; nothing changed");
-            } else {
+            if demo {
+                let report = duovarsity::seed::demo(&config).await?;
+                if report.already_present {
+                    println!("the demo catalog is already there; nothing changed");
+                } else {
+                    println!(
+                        "seeded {} courses with {} lessons; instructors sign in as ada@demo.duovarsity.dev (and grace@, linus@, mei@) with password {}",
+                        report.courses,
+                        report.lessons,
+                        duovarsity::seed::DEMO_PASSWORD
+                    );
+                }
+            }
+            if let Some(count) = learners {
+                let started = std::time::Instant::now();
+                let created = duovarsity::seed::learners(&config, count).await?;
                 println!(
-                    "seeded {} courses with {} lessons; instructors sign in as ada@demo.duovarsity.dev (and grace@, linus@, mei@) with password {}",
-                    report.courses,
-                    report.lessons,
-                    duovarsity::seed::DEMO_PASSWORD
+                    "{created} new learners ({} existed) in {:.1} s: {} .. {} with password {}",
+                    count - created,
+                    started.elapsed().as_secs_f64(),
+                    duovarsity::seed::learner_email(0),
+                    duovarsity::seed::learner_email(count.saturating_sub(1)),
+                    duovarsity::seed::LEARNER_PASSWORD
                 );
             }
             Ok(())

@@ -16,6 +16,33 @@ use duovarsity_user::UserModule;
 /// The password of the demo instructor accounts (shown by the command).
 pub const DEMO_PASSWORD: &str = "demo-password-2026";
 
+/// The password of the load-test learners (`seed --learners N`), whose emails are
+/// `learner-<i>@load.duovarsity.test` for i in 0..N: the load test signs in as them.
+pub const LEARNER_PASSWORD: &str = "load-test-password-2026";
+
+/// The email of load-test learner `i`.
+pub fn learner_email(i: usize) -> String {
+    format!("learner-{i}@load.duovarsity.test")
+}
+
+/// Creates the load-test learners 0..count that do not exist yet; returns how many were
+/// created.
+pub async fn learners(config: &Config, count: usize) -> anyhow::Result<usize> {
+    let users = UserModule::open(config)
+        .await
+        .context("opening the user service")?;
+    let accounts: Vec<(String, String)> = (0..count)
+        .map(|i| (learner_email(i), format!("Load Learner {i}")))
+        .collect();
+    let created = users
+        .users()
+        .create_learners(&accounts, LEARNER_PASSWORD)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating learners: {e}"));
+    users.close().await;
+    created
+}
+
 const INSTRUCTORS: [(&str, &str); 4] = [
     ("ada@demo.duovarsity.dev", "Ada Okafor"),
     ("grace@demo.duovarsity.dev", "Grace Lindqvist"),

@@ -67,6 +67,9 @@ pub trait UserStore: Send + Sync {
         user: &UserRecord,
         event: Option<&PendingEvent>,
     ) -> Result<(), Error>;
+    /// Stores many new accounts with their events in one transaction, skipping emails that
+    /// are taken (and their events); returns how many were stored.
+    async fn insert_users(&self, users: &[(UserRecord, PendingEvent)]) -> Result<usize, Error>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, Error>;
     /// Applies the patch; NOT_FOUND for an unknown id.
@@ -217,6 +220,38 @@ impl UserStore for SqlUserStore {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn insert_users(&self, users: &[(UserRecord, PendingEvent)]) -> Result<usize, Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let sql = format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (email) DO NOTHING"
+        );
+        let mut stored = 0;
+        for (user, event) in users {
+            let inserted = sqlx::query(&sql)
+                .bind(&user.id)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(&user.display_name)
+                .bind(&user.locale)
+                .bind(&user.time_zone)
+                .bind(&user.role)
+                .bind(&user.tier)
+                .bind(user.created_at)
+                .bind(user.updated_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if inserted == 1 {
+                self.outbox.enqueue_event(&mut tx, event).await?;
+                stored += 1;
+            }
+        }
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(stored)
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error> {

@@ -193,6 +193,63 @@ async fn migrate_creates_every_service_schema_on_an_empty_postgres_database() {
     database.drop_database().await;
 }
 
+#[tokio::test]
+async fn bulk_learners_sign_in_and_are_welcomed_like_any_account() {
+    use duovarsity::seed::{LEARNER_PASSWORD, learner_email};
+    let data = tempfile::tempdir().unwrap();
+    let seed = |count: &str| {
+        let output = duovarsity()
+            .env("DUOVARSITY_DATA_DIR", data.path())
+            .args(["seed", "--learners", count])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(seed("300").starts_with("300 new learners (0 existed)"));
+    // Seeding again adds only the missing ones.
+    assert!(seed("310").starts_with("10 new learners (300 existed)"));
+
+    let (mut child, base) = start_up(data.path());
+    let api = duovarsity_testkit::Api::new(&base);
+    for i in [0, 299, 309] {
+        let body = serde_json::json!({"email": learner_email(i), "password": LEARNER_PASSWORD});
+        let (status, tokens) = api
+            .call(reqwest::Method::POST, "/v1/auth/login", None, Some(body))
+            .await;
+        assert!(status.is_success(), "learner {i}: {status} {tokens}");
+        // The accounts' events went out: the notification service welcomed each once.
+        let token = tokens["accessToken"].as_str().unwrap();
+        let started = Instant::now();
+        loop {
+            let (_, inbox) = api
+                .call(reqwest::Method::GET, "/v1/notifications", Some(token), None)
+                .await;
+            let welcomes = inbox["notifications"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["title"] == "Welcome to Duovarsity")
+                .count();
+            if welcomes == 1 {
+                break;
+            }
+            assert!(
+                welcomes == 0 && started.elapsed() < Duration::from_secs(20),
+                "learner {i}: {inbox}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let wrong = serde_json::json!({"email": learner_email(310), "password": LEARNER_PASSWORD});
+    let (status, _) = api
+        .call(reqwest::Method::POST, "/v1/auth/login", None, Some(wrong))
+        .await;
+    assert_eq!(status.as_u16(), 401, "only 0..310 exist");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// `duovarsity up` as a child process on `data`, with the bootstrap admin; its gateway's
 /// base URL once it listens.
 fn start_up(data: &std::path::Path) -> (std::process::Child, String) {
