@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/duovarsity-target
 
-.PHONY: run test lint fmt bench e2e test-services build release helm
+.PHONY: run test lint fmt bench e2e test-services build release helm load
 
 ## Start the whole platform in one process (SQLite, in-process everything).
 run:
@@ -50,3 +50,8 @@ bench:
 	scripts/bench-ai.sh
 	scripts/bench-limits.sh
 	scripts/bench-gateway.sh
+
+## The learner-mix load test (goose) against a local platform with the demo catalog, 60 s;
+## BASE_URL=... for another platform. Writes load-report/report.md (see scripts/load.sh).
+load:
+	scripts/load.sh
