@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/duovarsity-target
 
-.PHONY: run test lint fmt bench e2e test-services build release helm load
+.PHONY: run test lint fmt bench e2e test-services build release helm load capacity
 
 ## Start the whole platform in one process (SQLite, in-process everything).
 run:
@@ -55,3 +55,8 @@ bench:
 ## BASE_URL=... for another platform. Writes load-report/report.md (see scripts/load.sh).
 load:
 	scripts/load.sh
+
+## Measure the capacity model's inputs (a process cluster under load, live connections, a
+## Redis shard) and compute docs/capacity.md from them (see scripts/capacity.sh).
+capacity:
+	scripts/capacity.sh

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p duovarsity >&2
+cargo build --release -p duovarsity -p duovarsity-load >&2
 cargo build --release -p duovarsity-tests --example ai_bench >&2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 port=${BENCH_HTTP_PORT:-18083}

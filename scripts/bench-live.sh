@@ -11,7 +11,7 @@ connections=${CONNECTIONS:-10000}
 rounds=${ROUNDS:-5}
 
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p duovarsity-tests --example ws_bench >&2
+cargo build --release -p duovarsity -p duovarsity-load >&2
 
 # Each connection is a socket on both sides; each process needs room for all of them.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -22,5 +22,5 @@ source scripts/bench-platform.sh
 start_platform "${BENCH_HTTP_PORT:-18082}" "${BENCH_GRPC_PORT:-15053}" --seed
 
 echo "== $connections idle WebSockets on one process, then $rounds fan-outs"
-"$target/release/examples/ws_bench" --base "$base" --pid "$server" \
+"$target/release/ws_bench" --base "$base" --pid "$server" \
   --connections "$connections" --rounds "$rounds"

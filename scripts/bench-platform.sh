@@ -10,7 +10,7 @@
 start_platform() {
   local http_port=$1 grpc_port=$2 seed=${3:-}
   local target=${CARGO_TARGET_DIR:-target}
-  cargo build --release -p duovarsity >&2
+  cargo build --release -p duovarsity -p duovarsity-load >&2
   binary="$target/release/duovarsity"
   base="http://127.0.0.1:$http_port"
   data=$(mktemp -d)

@@ -48,6 +48,8 @@ url_of() { # service -> comma-separated endpoints of its replicas
 shared_env() {
   # shellcheck disable=SC1091
   source "$dir/services.env"
+  export DUOVARSITY_KAFKA_BROKERS=$DUOVARSITY_TEST_KAFKA_BROKERS \
+    DUOVARSITY_REDIS_URL=$DUOVARSITY_TEST_REDIS_URL
   export DUOVARSITY_DATABASE_URL="postgres://duovarsity:duovarsity@127.0.0.1:5432/$database"
   export DUOVARSITY_KAFKA_TOPIC_PREFIX
   DUOVARSITY_KAFKA_TOPIC_PREFIX=$(cat "$dir/topic-prefix")
@@ -130,7 +132,7 @@ stop_one() { # name signal
 
 case ${1:-} in
   up)
-    cargo build --release -p duovarsity >&2
+    cargo build --release -p duovarsity -p duovarsity-load >&2
     [ -d "$dir" ] && [ -n "$(ls "$dir"/*.pid 2>/dev/null)" ] && "$0" down
     rm -rf "$dir"
     mkdir -p "$dir/keys"

@@ -17,7 +17,8 @@
 #     postgres-restart  PostgreSQL restarted (pg_ctlcluster restart)
 #
 # RATE (default 100), USERS (default 100), DURATION (default 60), FAULT_AT (default 15),
-# OUT (default fault-report). Writes OUT/faults.md and OUT/<fault>/report.md.
+# OUT (default fault-report). Writes OUT/faults.md, OUT/<fault>/report.md (the load test's
+# report), OUT/<fault>.log (its console) and OUT/<fault>-logs/ (every process's log).
 # 127.0.0.1 only; every step is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,5 +111,7 @@ print(s["requests"], s["failed"], s["failed_reads"], s["live"]["received"], s["l
   echo "| $fault | $requests | $failed | $failed_reads | $received / $expected | $completed / $completed_rows | $enrolled / $enrolled_rows | $accounts / $welcomes | $twice |" >>"$out/faults.md"
   scripts/cluster.sh status >"$out/$fault.status"
   scripts/cluster.sh down >&2
+  rm -rf "$out/$fault-logs"
+  cp -r "${CLUSTER_DIR:-/tmp/duovarsity-cluster}/logs" "$out/$fault-logs"
 done
 cat "$out/faults.md"

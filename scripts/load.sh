@@ -23,7 +23,7 @@ duration=${DURATION:-60}
 out=${OUT:-load-report}
 target=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -p duovarsity-load >&2
+cargo build --release -p duovarsity -p duovarsity-load >&2
 # Each user keeps a WebSocket; the learners of a big run need room for theirs.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

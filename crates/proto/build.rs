@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
+        // Small first buffers: idle live streams would otherwise hold 16 KiB each.
+        .codec_path("crate::codec::LeanCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

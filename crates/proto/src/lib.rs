@@ -9,6 +9,8 @@ use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
+pub mod codec;
+
 pub mod duovarsity {
     pub mod options {
         pub mod v1 {

@@ -368,6 +368,61 @@ fn to_proto(row: &NotificationRow) -> Result<Notification, Error> {
     })
 }
 
+/// One live stream, pulled by the server as its client reads: the inbox after the last
+/// sequence number sent (in pages of 100) whenever it is woken (or every
+/// [`STREAM_POLL`]), and progress changes as they come. A stream is its state and this
+/// function, with no task or queue of its own: an idle one costs its few fields, and
+/// dropping it (the client went away) detaches it from the hub.
+struct LiveStream {
+    store: Arc<NotificationStore>,
+    user: String,
+    last: i64,
+    attached: live::Attached,
+    queue: std::collections::VecDeque<LiveEvent>,
+    reread: bool,
+}
+
+impl LiveStream {
+    /// The next event, or the error that ends the stream (`None` afterwards).
+    async fn next(state: Option<Self>) -> Option<(Result<LiveEvent, Status>, Option<Self>)> {
+        let mut stream = state?;
+        loop {
+            if let Some(event) = stream.queue.pop_front() {
+                return Some((Ok(event), Some(stream)));
+            }
+            if stream.reread {
+                let rows = match stream.store.after(&stream.user, stream.last, 100).await {
+                    Ok(rows) => rows,
+                    Err(error) => return Some((Err(Status::from(error)), None)),
+                };
+                for row in &rows {
+                    match to_proto(row) {
+                        Ok(notification) => stream.queue.push_back(LiveEvent {
+                            event: Some(live_event::Event::Notification(notification)),
+                        }),
+                        Err(error) => return Some((Err(Status::from(error)), None)),
+                    }
+                    stream.last = row.seq;
+                }
+                // A full page: there may be more.
+                stream.reread = rows.len() == 100;
+                continue;
+            }
+            // Until there is news in the inbox; progress passes straight through.
+            let signal = tokio::select! {
+                signal = stream.attached.next() => signal,
+                () = tokio::time::sleep(STREAM_POLL) => Signal::Wake,
+            };
+            match signal {
+                Signal::Wake => stream.reread = true,
+                Signal::Progress(progress) => stream.queue.push_back(LiveEvent {
+                    event: Some(live_event::Event::Progress(progress)),
+                }),
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl NotificationService for Notifications {
     type StreamNotificationsStream =
@@ -378,63 +433,20 @@ impl NotificationService for Notifications {
         request: Request<StreamNotificationsRequest>,
     ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
         let user = caller(&request)?.sub.clone();
-        let mut last = request.into_inner().after_seq.max(0);
-        let store = self.store.clone();
-        let mut attached = self.live.attach(&user)?;
-        // A small buffer: a consumer that stops reading stalls only its own stream.
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                match store.after(&user, last, 100).await {
-                    Ok(rows) => {
-                        for row in &rows {
-                            let event = match to_proto(row) {
-                                Ok(notification) => LiveEvent {
-                                    event: Some(live_event::Event::Notification(notification)),
-                                },
-                                Err(error) => {
-                                    let _ = sender.send(Err(Status::from(error))).await;
-                                    return;
-                                }
-                            };
-                            if sender.send(Ok(event)).await.is_err() {
-                                return;
-                            }
-                            last = row.seq;
-                        }
-                        if rows.len() == 100 {
-                            continue;
-                        }
-                    }
-                    Err(error) => {
-                        let _ = sender.send(Err(Status::from(error))).await;
-                        return;
-                    }
-                }
-                // Until there is news in the inbox; progress passes straight through.
-                loop {
-                    let signal = tokio::select! {
-                        () = sender.closed() => return,
-                        signal = attached.next() => signal,
-                        () = tokio::time::sleep(STREAM_POLL) => Signal::Wake,
-                    };
-                    match signal {
-                        Signal::Wake => break,
-                        Signal::Progress(progress) => {
-                            let event = LiveEvent {
-                                event: Some(live_event::Event::Progress(progress)),
-                            };
-                            if sender.send(Ok(event)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        let after = request.into_inner().after_seq.max(0);
+        let attached = self.live.attach(&user)?;
+        let stream = LiveStream {
+            store: self.store.clone(),
+            user,
+            last: after,
+            attached,
+            queue: std::collections::VecDeque::new(),
+            reread: true,
+        };
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            Some(stream),
+            LiveStream::next,
+        ))))
     }
 
     async fn list_notifications(

@@ -5,7 +5,7 @@
 //! latency, from the REST call to each socket's frame).
 //!
 //! ```text
-//! cargo run --release -p duovarsity-tests --example ws_bench -- \
+//! cargo run --release -p duovarsity-load --bin ws_bench -- \
 //!     --base http://127.0.0.1:18082 --pid <server pid> [--connections 10000] [--rounds 5]
 //! ```
 //! The platform must hold the demo catalog (`duovarsity seed --demo`); `scripts/bench-live.sh`
@@ -46,8 +46,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
+    http: &reqwest13::Client,
+    method: reqwest13::Method,
     url: String,
     token: Option<&str>,
     body: Value,
@@ -63,7 +63,7 @@ async fn call(
     body
 }
 
-async fn get(http: &reqwest::Client, url: String) -> Value {
+async fn get(http: &reqwest13::Client, url: String) -> Value {
     http.get(url)
         .send()
         .await
@@ -81,7 +81,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = <Args as clap::Parser>::parse();
-    let http = reqwest::Client::new();
+    let http = reqwest13::Client::new();
     let base = args.base.clone();
 
     // One learner, enrolled in a free demo course with a lesson.
@@ -89,7 +89,7 @@ async fn main() {
     let password = "correct horse battery staple";
     call(
         &http,
-        reqwest::Method::POST,
+        reqwest13::Method::POST,
         format!("{base}/v1/auth/register"),
         None,
         json!({"email": email, "password": password, "displayName": "Bench"}),
@@ -97,7 +97,7 @@ async fn main() {
     .await;
     let tokens = call(
         &http,
-        reqwest::Method::POST,
+        reqwest13::Method::POST,
         format!("{base}/v1/auth/login"),
         None,
         json!({"email": email, "password": password}),
@@ -119,7 +119,7 @@ async fn main() {
         .to_string();
     call(
         &http,
-        reqwest::Method::POST,
+        reqwest13::Method::POST,
         format!("{base}/v1/courses/{course_id}/enrollments"),
         Some(&token),
         json!({}),
@@ -179,7 +179,7 @@ async fn main() {
         let started = Instant::now();
         call(
             &http,
-            reqwest::Method::PUT,
+            reqwest13::Method::PUT,
             format!("{base}/v1/lessons/{lesson_id}/progress"),
             Some(&token),
             json!({"percent": percent}),
