@@ -36,6 +36,7 @@ TRAFFIC = {
 # large cloud in 2026, rounded; change them here and rerun `capacity.py model`).
 ASSUMPTIONS = {
     "pod_cores": 2,
+    "gateway_socket_memory_gib": 4,  # memory a gateway pod gives to idle WebSockets
     "target_utilization": 0.6,  # CPU headroom that keeps p99 near its unloaded value
     "min_replicas": 3,  # one per availability zone
     "pg_instance_cores": 32,
@@ -81,6 +82,7 @@ def measure(args):
     live_text = Path(args.live).read_text()
     kib = re.search(r"([\d.]+) KiB per connection", live_text)
     fanout = re.search(r"all (\d+) deliveries: p50 ([\d.]+) ms, p99 ([\d.]+) ms", live_text)
+    frame_cpu = re.search(r"([\d.]+) us per delivered frame", live_text)
     opened = re.search(r"(\d+) idle WebSocket connections", live_text)
     redis_ops = [float(x) for x in re.findall(r"([\d.]+) requests per second", Path(args.redis).read_text())]
     inputs = {
@@ -121,6 +123,7 @@ def measure(args):
             "kib_per_idle_connection": float(kib.group(1)) if kib else None,
             "fanout_p50_ms": float(fanout.group(2)) if fanout else None,
             "fanout_p99_ms": float(fanout.group(3)) if fanout else None,
+            "server_us_per_frame": float(frame_cpu.group(1)) if frame_cpu else None,
         },
     }
     json.dump(inputs, sys.stdout, indent=2)
@@ -142,28 +145,33 @@ def plan(inputs, traffic, a):
     util = a["target_utilization"]
     rows = []
     total_cores = total_gib = 0.0
-    ws_ratio = traffic["websocket_messages_per_s"] / rps
-    measured_ws_ratio = max(load["websocket_frames_per_request"], 1e-9)
+    live = inputs["live"]
     for name in SERVICES:
         c = inputs["components"].get(name)
         if c is None:
             continue
         cpu_ms = c["cpu_ms_per_request"]
-        # Live fan-out cost is in the gateway's and notification service's CPU at the
-        # measured frames per request; the seeds expect more frames per request.
-        if name in ("gateway", "notification"):
-            cpu_ms *= max(1.0, ws_ratio / measured_ws_ratio)
         cores = rps * cpu_ms / 1000 / util
         pods = max(a["min_replicas"], math.ceil(cores / a["pod_cores"]))
         mem_gib = c["rss_mib"] / 1024
         note = ""
-        if name == "gateway" and inputs["live"]["kib_per_idle_connection"]:
-            ws_gib = traffic["learners_online"] * inputs["live"]["kib_per_idle_connection"] / 1024**2
-            note = f"{ws_gib:.1f} GiB of it for {traffic['learners_online']:,} idle sockets"
+        if name == "gateway" and live["kib_per_idle_connection"]:
+            # Idle sockets need memory as well as CPU: enough pods to hold them.
+            ws_gib = traffic["learners_online"] * live["kib_per_idle_connection"] / 1024**2
+            pods = max(pods, math.ceil(ws_gib / a["gateway_socket_memory_gib"]))
+            note = f"{ws_gib:.1f} GiB of idle sockets in all"
             mem_gib = mem_gib + ws_gib / pods
         rows.append((name, cpu_ms, cores, pods, mem_gib, note))
-        total_cores += pods * a["pod_cores"]
-        total_gib += pods * mem_gib
+    if live.get("server_us_per_frame"):
+        # Fan-out to sockets, measured as server CPU per delivered frame (gateway and
+        # notification service together in the benchmark's one process).
+        cores = traffic["websocket_messages_per_s"] * live["server_us_per_frame"] / 1e6 / util
+        pods = max(a["min_replicas"], math.ceil(cores / a["pod_cores"]))
+        rows.append(("live fan-out (gateway + notification)", None, cores, pods, 0.0,
+                     f"{traffic['websocket_messages_per_s']:,} frames/s at {live['server_us_per_frame']:.0f} us each"))
+    for row in rows:
+        total_cores += row[3] * a["pod_cores"]
+        total_gib += row[3] * row[4]
 
     pg_cores = rps * inputs["postgres"]["cpu_ms_per_request"] / 1000 / util
     write_share = 1 - load["read_share"]
@@ -259,15 +267,17 @@ def model(args):
     if live["kib_per_idle_connection"]:
         w(f"- Live: {live['connections']:,} idle WebSockets cost {live['kib_per_idle_connection']:.1f} KiB each "
           f"(gateway and notification service in one process); one change reached all of them in "
-          f"p50 {live['fanout_p50_ms']:.0f} ms, p99 {live['fanout_p99_ms']:.0f} ms.")
+          f"p50 {live['fanout_p50_ms']:.0f} ms, p99 {live['fanout_p99_ms']:.0f} ms, at "
+          f"{live.get('server_us_per_frame') or 0:.0f} us of server CPU per delivered frame.")
     w("")
     w("## The deployment\n")
     w(f"Pods of {a['pod_cores']} cores at {a['target_utilization']:.0%} target CPU, at least "
       f"{a['min_replicas']} replicas each.\n")
-    w("| component | CPU ms per request at the seeds' mix | cores needed | pods | memory per pod (GiB) | note |")
+    w("| component | CPU ms per request | cores needed | pods | memory per pod (GiB) | note |")
     w("|---|---:|---:|---:|---:|---|")
     for name, cpu_ms, cores, pods, mem, note in p["rows"]:
-        w(f"| {name} | {cpu_ms:.3f} | {cores:.0f} | {pods} | {mem:.2f} | {note} |")
+        cpu = "" if cpu_ms is None else f"{cpu_ms:.3f}"
+        w(f"| {name} | {cpu} | {cores:.0f} | {pods} | {mem:.2f} | {note} |")
     w(f"| **total** | | {p['total_cores']:.0f} (allocated) | {sum(r[3] for r in p['rows'])} | "
       f"{p['total_gib']:.0f} GiB in all | |\n")
     w(f"- **PostgreSQL:** {p['pg_cores']:.0f} cores of database CPU, {p['tps']:,.0f} transactions/s. "
@@ -361,8 +371,8 @@ def model(args):
     w("Read with care: CPU per request was measured on two shared cores where the load "
       "generator, PostgreSQL, Redis and the broker compete with the services, so the per-request "
       "costs are upper bounds; PostgreSQL's CPU split between primary and replicas follows the "
-      "read/write share of requests; the gateway's and notification service's CPU is scaled up "
-      "to the seeds' WebSocket messages per request.")
+      "read/write share of requests; live fan-out is costed from the benchmark's CPU per "
+      "delivered frame, on top of the per-request CPU.")
     print("\n".join(out))
 
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
+use duovarsity_common::grpc::never_sent;
 use duovarsity_common::telemetry::spans::GrpcClientTrace;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
@@ -323,8 +324,10 @@ impl Upstreams {
                     let unreached = status.code() == Code::Unavailable;
                     let url = call.url().to_string();
                     call.finish(unreached);
+                    // A write is retried only when it never left: the connection was
+                    // refused (a replica restarting), so the server cannot have applied it.
                     let retry = unreached
-                        && idempotent
+                        && (idempotent || never_sent(&status))
                         && avoid.is_none()
                         && pool.len() > 1
                         && started.elapsed() < timeout

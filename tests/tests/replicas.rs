@@ -686,3 +686,42 @@ async fn endpoint_slices_steer_the_gateway_without_losing_a_read() {
     r.stop().await;
     database.drop_database().await;
 }
+
+/// A write sent to a replica that refuses connections (one restarting) never left the
+/// gateway, so it goes to another replica instead of failing: every write succeeds while
+/// one of the two course endpoints is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_a_replica_refused_goes_to_another_replica() {
+    let platform = TestPlatform::start_with_admin(Component::All, &[]).await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let live = format!("http://{}", platform.grpc_addr());
+    let courses = format!("http://{dead},{live}");
+    let gateway = TestPlatform::start_with(
+        Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", live.as_str()),
+            ("DUOVARSITY_COURSE_SERVICE_URL", courses.as_str()),
+        ],
+    )
+    .await;
+    let (_, admin) = gateway.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    for n in 0..30 {
+        let course = serde_json::json!({"slug": format!("refused-{n}"), "title": format!("Refused {n}"),
+                "level": "LEVEL_BEGINNER", "language": "en"});
+        let (status, body) = gateway
+            .call(
+                reqwest::Method::POST,
+                "/v1/courses",
+                Some(&admin),
+                Some(course),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "write {n}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.stop().await;
+    platform.stop().await;
+}

@@ -628,6 +628,22 @@ pub fn http_cacheable<T>(
     }
 }
 
+/// Whether a call failed before any byte of it was sent: the endpoint refused the
+/// connection (a replica restarting or gone). Such a call may be retried elsewhere even
+/// when it writes, since no server can have applied it.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod deadline_tests {
     use super::*;

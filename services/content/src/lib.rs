@@ -21,7 +21,7 @@ use bytes::Bytes;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
-use duovarsity_common::grpc::{GrpcServer, Onward, Probe, http_cacheable};
+use duovarsity_common::grpc::{GrpcServer, Onward, Probe, http_cacheable, never_sent};
 use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
 use duovarsity_common::{Config, Error};
@@ -159,23 +159,32 @@ impl Contents {
     ) -> Result<LessonAccess, Error> {
         uuid::Uuid::parse_str(lesson_id)
             .map_err(|_| Error::invalid("lesson_id", "must be a UUID"))?;
-        let ask = Onward::of(request)
-            .request(
-                CheckLessonAccessRequest {
-                    lesson_id: lesson_id.to_string(),
-                },
-                COURSE_CALL_DEADLINE,
-            )
-            .map_err(|status| course_unavailable(&status))?;
-        match CourseServiceClient::new(self.courses.clone())
-            .check_lesson_access(ask)
-            .await
-        {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                Err(Error::not_found(format!("lesson {lesson_id}")))
+        // A course replica that refused the connection (restarting) never saw the
+        // check: it is asked of another, twice at most, within the caller's deadline.
+        let mut retries = 2;
+        loop {
+            let ask = Onward::of(request)
+                .request(
+                    CheckLessonAccessRequest {
+                        lesson_id: lesson_id.to_string(),
+                    },
+                    COURSE_CALL_DEADLINE,
+                )
+                .map_err(|status| course_unavailable(&status))?;
+            match CourseServiceClient::new(self.courses.clone())
+                .check_lesson_access(ask)
+                .await
+            {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    return Err(Error::not_found(format!("lesson {lesson_id}")));
+                }
+                Err(status) if never_sent(&status) && retries > 0 => {
+                    retries -= 1;
+                    tracing::debug!(%status, "retrying the access check");
+                }
+                Err(status) => return Err(course_unavailable(&status)),
             }
-            Err(status) => Err(course_unavailable(&status)),
         }
     }
 

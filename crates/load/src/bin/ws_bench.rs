@@ -73,6 +73,20 @@ async fn get(http: &reqwest13::Client, url: String) -> Value {
         .expect("a JSON answer")
 }
 
+/// The server's CPU time (user and system), in seconds, from /proc (clock ticks of 1/100 s,
+/// Linux's USER_HZ).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server runs");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm ends with )")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("ticks");
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
@@ -174,6 +188,7 @@ async fn main() {
     );
 
     let mut all = Vec::new();
+    let cpu_before = cpu_seconds(args.pid);
     for round in 0..args.rounds {
         let percent = 10 * (round as i64 + 1);
         let started = Instant::now();
@@ -209,6 +224,11 @@ async fn main() {
         all.extend(latencies);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let cpu = cpu_seconds(args.pid) - cpu_before;
+    println!(
+        "server CPU during the fan-outs: {cpu:.2} s, {:.1} us per delivered frame",
+        cpu * 1e6 / all.len() as f64
+    );
     all.sort_unstable();
     println!(
         "all {} deliveries: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS now {:.1} MiB",
