@@ -52,7 +52,7 @@ snapshot() {
     echo "\"postgres_ticks\": $pg_ticks,"
     echo "\"postgres_xacts\": $(sql "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'dv_cluster'"),"
     echo "\"redis_commands\": $(redis-cli -p 6379 info stats | awk -F: '/^total_commands_processed/ {print $2+0}'),"
-    outbox=$(sql "SELECT string_agg(format('SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS b FROM %I WHERE sent_at IS NOT NULL', table_name), ' UNION ALL ') FROM information_schema.tables WHERE table_name LIKE '%\_outbox'")
+    outbox=$(sql "SELECT string_agg(format('SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS b FROM %I WHERE sent_at IS NOT NULL', table_name), ' UNION ALL ') FROM information_schema.columns WHERE table_name LIKE '%\_outbox' AND column_name = 'payload'")
     echo "\"events_sent\": $(sql "SELECT coalesce(sum(n), 0) FROM ($outbox) t"),"
     echo "\"event_bytes\": $(sql "SELECT coalesce(sum(b), 0) FROM ($outbox) t"),"
     applied=$(sql "SELECT string_agg(format('SELECT count(*) AS n FROM %I', table_name), ' UNION ALL ') FROM information_schema.tables WHERE table_name LIKE '%\_processed\_events'")
@@ -67,7 +67,7 @@ snapshot() {
 echo "== cluster under load: $rate requests/s, $users users, $duration s" >&2
 snapshot "$work/before.json"
 "$target/release/duovarsity-load" -H "$(scripts/cluster.sh urls)" --rate "$rate" -u "$users" \
-  -r "$users" -t "${duration}s" --no-reset-metrics --out "$work/load" \
+  -r 20 -t "${duration}s" --no-reset-metrics --out "$work/load" \
   --scenarios 'anonymousbrowsing,learnersession,instructorauthoring' >"$work/load.log" 2>&1 ||
   { cat "$work/load.log" >&2; exit 1; }
 sleep 5 # events in flight reach their consumers

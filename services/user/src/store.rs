@@ -179,6 +179,24 @@ impl SqlUserStore {
     }
 }
 
+/// Binds `user`'s fields in [`USER_COLUMNS`] order.
+fn bind_user<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    user: &'q UserRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(&user.display_name)
+        .bind(&user.locale)
+        .bind(&user.time_zone)
+        .bind(&user.role)
+        .bind(&user.tier)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+}
+
 #[async_trait]
 impl UserStore for SqlUserStore {
     async fn insert_user(
@@ -191,17 +209,7 @@ impl UserStore for SqlUserStore {
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         );
         let span = spans::db_statement(&spans::db_system(&tx), "INSERT", "users");
-        let result = sqlx::query(&sql)
-            .bind(&user.id)
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(&user.display_name)
-            .bind(&user.locale)
-            .bind(&user.time_zone)
-            .bind(&user.role)
-            .bind(&user.tier)
-            .bind(user.created_at)
-            .bind(user.updated_at)
+        let result = bind_user(sqlx::query(&sql), user)
             .execute(&mut *tx)
             .instrument(span)
             .await;
@@ -230,17 +238,7 @@ impl UserStore for SqlUserStore {
         );
         let mut stored = 0;
         for (user, event) in users {
-            let inserted = sqlx::query(&sql)
-                .bind(&user.id)
-                .bind(&user.email)
-                .bind(&user.password_hash)
-                .bind(&user.display_name)
-                .bind(&user.locale)
-                .bind(&user.time_zone)
-                .bind(&user.role)
-                .bind(&user.tier)
-                .bind(user.created_at)
-                .bind(user.updated_at)
+            let inserted = bind_user(sqlx::query(&sql), user)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
