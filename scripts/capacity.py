@@ -340,7 +340,8 @@ def model(args):
             extra = load["progress_share"] * (progress - 1)
             ii["events"]["published_per_request"] *= 1 + extra * 3
             ii["postgres"]["cpu_ms_per_request"] *= 1 + extra
-            ii["load"]["read_share"] = max(0.0, load["read_share"] - extra)
+            # The added CPU is writes: reads stay what they were.
+            ii["load"]["read_share"] = load["read_share"] / (1 + extra)
             for name in ("course", "notification"):
                 if name in ii["components"]:
                     ii["components"][name]["cpu_ms_per_request"] *= 1 + extra
