@@ -5,7 +5,9 @@
 //! It talks to the running platform over gRPC (the configured course and AI-routing
 //! service URLs, `grpc_addr` in embedded mode) with short-lived tokens it signs with the
 //! platform's own keys (`jwt_keys_dir`), one per tier, since each tier's answers come from
-//! its own models. Their spend counts against the `ai-warm-<tier>` users' budgets.
+//! its own models. The tokens carry the admin role, so that lessons of paid courses are
+//! warmed too (learners still pass their own access check before a cached answer is
+//! theirs). Their spend counts against the `ai-warm-<tier>` users' budgets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use anyhow::Context as _;
 use duovarsity_common::Config;
 use duovarsity_common::auth::{KeyRing, TokenIssuer};
 use duovarsity_proto::ai::ai_routing_service_client::AiRoutingServiceClient;
-use duovarsity_proto::ai::{ChatCompletionRequest, ChatMessage, Task};
+use duovarsity_proto::ai::{ChatCompletionRequest, Task};
 use duovarsity_proto::course::GetCourseRequest;
 use duovarsity_proto::course::course_service_client::CourseServiceClient;
 
@@ -52,7 +54,6 @@ pub async fn warm(config: &Config, course: &str) -> anyhow::Result<WarmReport> {
         .await
         .with_context(|| format!("reading course {course}"))?
         .into_inner();
-    let title = outline.course.map(|c| c.title).unwrap_or_default();
     let lessons: Vec<_> = outline
         .sections
         .into_iter()
@@ -64,27 +65,16 @@ pub async fn warm(config: &Config, course: &str) -> anyhow::Result<WarmReport> {
     };
     for tier in ["free", "standard", "premium"] {
         let token = issuer
-            .issue(&format!("ai-warm-{tier}"), "learner", tier)
+            .issue(&format!("ai-warm-{tier}"), "admin", tier)
             .map_err(|error| anyhow::anyhow!("signing a token: {error}"))?;
         for lesson in &lessons {
             for (task, level) in TASKS {
-                let ask = match task {
-                    "hint" => format!(
-                        "A level-{level} hint for the lesson \"{}\" of the course \"{title}\".",
-                        lesson.title
-                    ),
-                    _ => format!(
-                        "Explain the lesson \"{}\" of the course \"{title}\".",
-                        lesson.title
-                    ),
-                };
                 let mut request = tonic::Request::new(ChatCompletionRequest {
                     model: task.to_string(),
-                    messages: vec![ChatMessage {
-                        role: "user".into(),
-                        content: ask,
-                        name: String::new(),
-                    }],
+                    // No messages: the router builds the shared prompt from the task and
+                    // the lesson, which is what learners asking without words of their
+                    // own are answered from.
+                    messages: Vec::new(),
                     task: Some(Task {
                         kind: task.to_string(),
                         lesson_id: lesson.id.clone(),

@@ -71,6 +71,9 @@ pub enum Error {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The caller's deadline passed before the work was done (the gateway answers 504).
+    #[error("{message}")]
+    DeadlineExceeded { message: String },
     /// Details are logged where the error is created; callers see a generic message.
     #[error("internal error")]
     Internal,
@@ -117,6 +120,7 @@ impl Error {
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unavailable { .. } => Code::Unavailable,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Internal => Code::Internal,
         }
     }
@@ -131,6 +135,7 @@ impl Error {
             | Self::FailedPrecondition { reason, .. }
             | Self::ResourceExhausted { reason, .. } => reason,
             Self::Unavailable { .. } => "UNAVAILABLE",
+            Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Self::Internal => "INTERNAL",
         }
     }

@@ -366,7 +366,8 @@ async fn ask_hint(user: &mut GooseUser) -> TransactionResult {
     let level = 1 + rand::random::<u32>() % 3;
     let body = json!({
         "model": "hint",
-        "messages": [{"role": "user", "content": "I am stuck on this lesson's exercise."}],
+        // No words of the learner's own: the answer is built from the lesson and shared.
+        "messages": [],
         "task": {"kind": "hint", "lesson_id": lesson, "hint_level": level},
     });
     let response = call(

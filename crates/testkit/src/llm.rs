@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 /// What the next calls do.
@@ -27,6 +28,8 @@ pub enum Behaviour {
     RateLimited,
     /// The first chunk, then the connection ends mid-answer.
     BreakAfterFirstChunk,
+    /// The first chunk, then nothing more (the answer never ends on its own).
+    StallAfterFirstChunk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +68,23 @@ fn words(model: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
-fn sse(events: Vec<String>, cut: bool) -> Response {
-    let mut body: String = events.concat();
-    if cut {
+fn sse(events: Vec<String>, behaviour: Behaviour) -> Response {
+    let body = match behaviour {
         // Only the first event, and the stream ends without its terminator.
-        body = events.into_iter().next().unwrap_or_default();
-    }
-    let mut response = Response::new(Body::from(body));
+        Behaviour::BreakAfterFirstChunk => {
+            Body::from(events.into_iter().next().unwrap_or_default())
+        }
+        // The first event, then a stream that stays open and silent.
+        Behaviour::StallAfterFirstChunk => {
+            let first = events.into_iter().next().unwrap_or_default();
+            let stream =
+                futures::stream::once(async move { Ok::<_, std::convert::Infallible>(first) })
+                    .chain(futures::stream::pending());
+            Body::from_stream(stream)
+        }
+        _ => Body::from(events.concat()),
+    };
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         "content-type",
         "text/event-stream".parse().expect("a header"),
@@ -129,7 +142,7 @@ async fn answer(
             )
                 .into_response();
         }
-        Behaviour::Answer | Behaviour::BreakAfterFirstChunk => {}
+        Behaviour::Answer | Behaviour::BreakAfterFirstChunk | Behaviour::StallAfterFirstChunk => {}
     }
     let model = request["model"].as_str().unwrap_or("model").to_string();
     let cap = request["max_tokens"].as_u64().unwrap_or(u64::from(tokens)) as u32;
@@ -141,7 +154,10 @@ async fn answer(
     };
     let prompt_tokens = request["messages"].as_array().map_or(0, Vec::len) * 10;
     let text = words(&model, count);
-    let cut = behaviour == Behaviour::BreakAfterFirstChunk;
+    let cut = matches!(
+        behaviour,
+        Behaviour::BreakAfterFirstChunk | Behaviour::StallAfterFirstChunk
+    );
     match dialect {
         Dialect::OpenAi => {
             let chunk = |delta: Value, finish: Value, usage: Value| {
@@ -170,7 +186,7 @@ async fn answer(
                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}})
             ));
             events.push("data: [DONE]\n\n".to_string());
-            sse(events, cut)
+            sse(events, behaviour)
         }
         Dialect::Anthropic => {
             let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
@@ -202,7 +218,7 @@ async fn answer(
             if cut {
                 events.remove(0);
             }
-            sse(events, cut)
+            sse(events, behaviour)
         }
     }
 }

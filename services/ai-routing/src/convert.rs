@@ -33,11 +33,9 @@ fn object_of(object: &prost_types::Struct) -> Value {
 }
 
 /// The prompt of a request, checked; `task_max_tokens` caps the answer when the request
-/// does not.
+/// does not. Its messages may be empty when the task names a lesson (the router then
+/// builds them).
 pub fn prompt_of(request: &ChatCompletionRequest, task_max_tokens: u32) -> Result<Prompt, Error> {
-    if request.messages.is_empty() {
-        return Err(Error::invalid("messages", "must hold at least one message"));
-    }
     if let Some(bad) = request
         .messages
         .iter()

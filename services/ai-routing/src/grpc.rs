@@ -5,6 +5,7 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::caller;
+use duovarsity_common::grpc::Onward;
 use duovarsity_proto::ai::ai_routing_service_server::AiRoutingService;
 use duovarsity_proto::ai::*;
 use futures::StreamExt;
@@ -30,6 +31,7 @@ fn caller_of<T>(request: &Request<T>) -> Result<Caller, Error> {
     Ok(Caller {
         user: claims.sub.clone(),
         tier,
+        onward: Onward::of(request),
     })
 }
 

@@ -5,17 +5,20 @@
 //! Rooms: [`grpc`] holds the handlers; [`routing`] is the request path (plan, cache,
 //! budget, attempts with fallback, settlement, usage); the rules live in [`policy`]
 //! (which models, in which order), [`budget`] (daily budgets that hold across replicas),
-//! [`caching`] (what is shared, under which key), [`breaker`] and [`limits`] (provider
+//! [`caching`] (what is shared, under which key), [`context`] (the task's lesson, read
+//! with the caller's access, and the prompts built from it), [`breaker`] and [`limits`] (provider
 //! health and per-minute limits); [`catalog`] reads and validates the model catalog,
 //! [`reload`] swaps it at run time; [`providers`] are the streaming HTTP clients (OpenAI
 //! and compatible servers, Azure OpenAI, Anthropic) and the offline sandbox model;
-//! [`usage`] records what each request cost; `convert` maps the OpenAI-shaped protobuf.
+//! [`usage`] records what each request cost, and `settlement` settles the reservation of a
+//! request that was dropped part-way; `convert` maps the OpenAI-shaped protobuf.
 #![forbid(unsafe_code)]
 
 pub mod breaker;
 pub mod budget;
 pub mod caching;
 pub mod catalog;
+pub mod context;
 mod convert;
 pub mod grpc;
 pub mod limits;
@@ -23,6 +26,7 @@ pub mod policy;
 pub mod providers;
 pub mod reload;
 pub mod routing;
+mod settlement;
 pub mod usage;
 
 use std::sync::Arc;
@@ -76,6 +80,8 @@ pub enum StartError {
     Budgets(#[from] duovarsity_common::Error),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("DUOVARSITY_COURSE_SERVICE_URL or DUOVARSITY_CONTENT_SERVICE_URL: {0}")]
+    Services(#[from] tonic::transport::Error),
 }
 
 pub struct AiRoutingModule {
@@ -123,6 +129,7 @@ impl AiRoutingModule {
             cache: caches.immutable_cache(ANSWER_CACHE, ANSWER_TTL),
             db: db.clone(),
             usage,
+            lessons: context::Lessons::connect(config)?,
         };
         Ok(Self {
             db,

@@ -12,7 +12,13 @@
 //!    been received the answer belongs to that model: a later error ends the answer with
 //!    an error, never a silent switch.
 //! 5. The reservation is settled to the actual cost (released to nothing on failure),
-//!    and the usage is recorded with an `ai.usage` event.
+//!    and the usage is recorded with an `ai.usage` event. A request dropped part-way (a
+//!    client gone, a stream abandoned) is settled to what it generated
+//!    ([`crate::settlement`]).
+//!
+//! The answer must be complete by the policy's `total_timeout`, or by the caller's own
+//! deadline when that is sooner (the gateway sends it): the router then gives up first,
+//! settles, and says why, instead of being cut off mid-call by its caller.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +28,7 @@ use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::cache::Cache;
 use duovarsity_common::db::Database;
+use duovarsity_common::grpc::Onward;
 use duovarsity_proto::ai::ChatCompletionRequest;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -29,19 +36,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::breaker::Breakers;
 use crate::budget::{Budgets, Exhausted, Reservation, today};
+use crate::caching::Scope;
 use crate::catalog::ModelSpec;
+use crate::context::{Lessons, private_prompt, shared_prompt};
 use crate::convert::prompt_of;
 use crate::limits::Limits;
 use crate::policy::{Plan, plan};
 use crate::providers::{CallError, Piece, Pieces, Prompt, Tokens};
 use crate::reload::{CatalogHandle, Live};
+use crate::settlement::{Account, Pending};
 use crate::usage::{self, UsageRow};
 
-/// Who asks.
+/// Who asks, and what the router passes on when it reads the task's lesson for them.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
     pub tier: String,
+    pub onward: Onward,
 }
 
 /// A whole answer (what the cache stores).
@@ -73,6 +84,7 @@ pub struct Router {
     pub(crate) cache: Cache,
     pub(crate) db: Database,
     pub(crate) usage: crate::usage::UsageWriter,
+    pub(crate) lessons: Lessons,
 }
 
 /// One request, ready to run.
@@ -81,9 +93,18 @@ struct Prepared {
     plan: Plan,
     prompt: Prompt,
     key: Option<String>,
-    started: Instant,
     caller: Caller,
+    account: Account,
+    /// When the answer must be complete: the policy's total timeout, or sooner when the
+    /// caller's own deadline (the gateway's) ends first, so that the router answers and
+    /// settles before its caller gives up.
+    deadline: Instant,
+    /// Whether `deadline` is the caller's rather than the policy's.
+    callers_deadline: bool,
 }
+
+/// How long before the caller's deadline the router stops waiting for a provider.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
 fn exhausted(scope: Exhausted) -> Error {
     let (_, resets) = today();
@@ -122,6 +143,21 @@ pub fn humantime_utc(at: std::time::SystemTime) -> String {
     timestamp.to_string()
 }
 
+/// The error of a request whose deadline passed: the caller's (504, as the gateway would
+/// say) or the policy's total timeout (503, retryable).
+fn too_slow(prepared: &Prepared, what: &str) -> Error {
+    if prepared.callers_deadline {
+        Error::DeadlineExceeded {
+            message: format!("{what} within the request's deadline"),
+        }
+    } else {
+        Error::Unavailable {
+            message: format!("{what} within the policy's total timeout"),
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
 /// An answer that failed after its first token.
 fn interrupted(model: &str, error: CallError) -> Error {
     Error::Unavailable {
@@ -138,16 +174,8 @@ fn no_answer(last: Option<CallError>) -> Error {
     }
 }
 
-/// The tokens of an answer: the provider's counts, or an estimate if it gave none.
-fn tokens_of(usage: Option<Tokens>, prompt: &Prompt, text: &str) -> Tokens {
-    usage.unwrap_or(Tokens {
-        prompt: prompt.estimated_tokens(),
-        completion: u32::try_from(text.len() / 4 + 1).unwrap_or(u32::MAX),
-    })
-}
-
 impl Router {
-    fn prepare(
+    async fn prepare(
         &self,
         caller: &Caller,
         request: &ChatCompletionRequest,
@@ -166,20 +194,59 @@ impl Router {
             |m| breakers.healthy(&m.provider),
         )?;
         let task_policy = &catalog.tasks[&plan.task];
-        let prompt = prompt_of(request, task_policy.max_tokens)?;
-        let key = crate::caching::key(
-            &plan.models[0].name,
-            &prompt,
-            task.as_ref(),
-            task_policy.cacheable,
-        );
+        let mut prompt = prompt_of(request, task_policy.max_tokens)?;
+        let lesson = match task.as_ref().filter(|t| !t.lesson_id.is_empty()) {
+            Some(named) => Some((
+                named,
+                self.lessons.read(&caller.onward, &named.lesson_id).await?,
+            )),
+            None => None,
+        };
+        // Shared only when nothing of the caller's reached the prompt; the caller's own
+        // words are cached for them alone, and only when the answer is repeatable.
+        let own_cacheable = task_policy.cacheable || prompt.temperature == Some(0.0);
+        let scope = match lesson {
+            Some((task, lesson)) if prompt.messages.is_empty() => {
+                prompt.messages = shared_prompt(task, &lesson);
+                task_policy.cacheable.then_some(Scope::Shared)
+            }
+            Some((task, lesson)) => {
+                prompt.messages =
+                    private_prompt(task, &lesson, std::mem::take(&mut prompt.messages));
+                own_cacheable.then_some(Scope::Private { user: &caller.user })
+            }
+            None if prompt.messages.is_empty() => {
+                return Err(Error::invalid(
+                    "messages",
+                    "must hold at least one message unless the task names a lesson_id",
+                ));
+            }
+            None => own_cacheable.then_some(Scope::Private { user: &caller.user }),
+        };
+        let key = scope.map(|scope| crate::caching::key(&plan.models[0].name, &prompt, scope));
+        let started = Instant::now();
+        let policy_deadline = started + catalog.total_timeout;
+        let callers = caller
+            .onward
+            .deadline()
+            .map(|at| at.checked_sub(DEADLINE_MARGIN).unwrap_or(at));
+        let deadline = callers.map_or(policy_deadline, |at| at.min(policy_deadline));
+        let callers_deadline = callers.is_some_and(|at| at < policy_deadline);
+        let account = Account {
+            user: caller.user.clone(),
+            task: plan.task.clone(),
+            started,
+            prompt_estimate: prompt.estimated_tokens(),
+        };
         Ok(Prepared {
             live: live.clone(),
             plan,
             prompt,
             key,
-            started: Instant::now(),
             caller: caller.clone(),
+            account,
+            deadline,
+            callers_deadline,
         })
     }
 
@@ -288,15 +355,15 @@ impl Router {
 
     /// Records a finished answer: the router's own share of its latency (all of it but
     /// `provider_time`), budget, metrics, usage row and event.
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
-        prepared: &Prepared,
+        account: &Account,
         reservation: Option<&Reservation>,
         answer: &Answer,
         model: Option<&ModelSpec>,
         provider_time: Duration,
     ) {
-        let added = prepared.started.elapsed().saturating_sub(provider_time);
+        let added = account.started.elapsed().saturating_sub(provider_time);
         metrics::histogram!("ai_router_added_seconds").record(added.as_secs_f64());
         let cost = model.map_or(0, |m| {
             m.cost(answer.prompt_tokens, answer.completion_tokens)
@@ -306,7 +373,11 @@ impl Router {
         {
             tracing::error!(%error, "settling an AI budget reservation failed; it stays reserved");
         }
-        let outcome = if answer.cached { "cache_hit" } else { "ok" };
+        let outcome = match (answer.cached, answer.finish_reason.as_str()) {
+            (true, _) => "cache_hit",
+            (false, "cancelled") => "cancelled",
+            (false, _) => "ok",
+        };
         metrics::counter!("ai_requests_total", "model" => answer.model.clone(), "provider" => answer.provider.clone(), "outcome" => outcome).increment(1);
         metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "prompt")
             .increment(u64::from(answer.prompt_tokens));
@@ -315,37 +386,39 @@ impl Router {
             .increment(cost.max(0) as u64);
         let row = UsageRow {
             id: uuid::Uuid::now_v7().to_string(),
-            user_id: prepared.caller.user.clone(),
+            user_id: account.user.clone(),
             model: answer.model.clone(),
             provider: answer.provider.clone(),
-            task: prepared.plan.task.clone(),
+            task: account.task.clone(),
             prompt_tokens: answer.prompt_tokens,
             completion_tokens: answer.completion_tokens,
             cost_nano: cost,
             cached: answer.cached,
-            latency_ms: u32::try_from(prepared.started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            latency_ms: u32::try_from(account.started.elapsed().as_millis()).unwrap_or(u32::MAX),
             created_at: usage::now(),
         };
         self.usage.record(row).await;
     }
 
-    /// Calls the plan and collects the whole answer (within `total_timeout`).
+    /// Calls the plan and collects the whole answer (within the request's deadline).
     async fn call(&self, prepared: &Prepared) -> Result<Answer, Error> {
         let reservation = self.reserve(prepared).await?;
+        // Dropped with the request (a client gone, a deadline passed), it settles itself.
+        let mut pending = Pending::new(self, &prepared.account, reservation);
         let provider_started = Instant::now();
-        let called = tokio::time::timeout(prepared.live.catalog.total_timeout, async {
+        let called = tokio::time::timeout_at(prepared.deadline.into(), async {
             let (model, first, mut rest) = self.attempt(prepared).await.map_err(|e| (None, e))?;
-            let mut text = String::new();
+            pending.answering(&model);
             let mut piece = Some(Ok(first));
             while let Some(next) = piece {
                 match next {
-                    Ok(Piece::Text(more)) => text.push_str(&more),
+                    Ok(Piece::Text(more)) => pending.text.push_str(&more),
                     Ok(Piece::End {
                         finish_reason,
                         usage,
                     }) => {
-                        let tokens = tokens_of(usage, &prepared.prompt, &text);
-                        return Ok((model, text, finish_reason, tokens));
+                        let tokens = prepared.account.tokens(usage, &pending.text);
+                        return Ok((model, finish_reason, tokens));
                     }
                     Err(error) => {
                         let error = interrupted(&model.name, error);
@@ -359,13 +432,27 @@ impl Router {
         })
         .await;
         let breaker = &prepared.live.catalog.breaker;
+        let (called, reservation) = match (called, pending.take()) {
+            (Ok(called), Some(reservation)) => (called, reservation),
+            (Ok(_), None) => {
+                return Err(Error::internal(
+                    "AI call",
+                    &"a reservation was settled twice",
+                ));
+            }
+            // Out of time: what the model generated so far is paid when `pending` drops.
+            (Err(_), reservation) => {
+                pending.restore(reservation);
+                return Err(too_slow(prepared, "the answer was not complete"));
+            }
+        };
         match called {
-            Ok(Ok((model, text, finish_reason, tokens))) => {
+            Ok((model, finish_reason, tokens)) => {
                 self.breakers.record(&model.provider, true, breaker);
                 let answer = Answer {
                     model: model.name.clone(),
                     provider: model.provider.clone(),
-                    text,
+                    text: std::mem::take(&mut pending.text),
                     finish_reason,
                     prompt_tokens: tokens.prompt,
                     completion_tokens: tokens.completion,
@@ -373,7 +460,7 @@ impl Router {
                 };
                 let provider_time = provider_started.elapsed();
                 self.finish(
-                    prepared,
+                    &prepared.account,
                     Some(&reservation),
                     &answer,
                     Some(&model),
@@ -382,24 +469,17 @@ impl Router {
                 .await;
                 Ok(answer)
             }
-            Ok(Err((model, error))) => {
+            Err((model, error)) => {
                 if let Some(model) = model {
                     self.breakers.record(&model.provider, false, breaker);
                 }
                 self.release(&reservation).await;
                 Err(error)
             }
-            Err(_) => {
-                self.release(&reservation).await;
-                Err(Error::Unavailable {
-                    message: "the answer took longer than the policy's total timeout".into(),
-                    retry_after: Some(Duration::from_secs(1)),
-                })
-            }
         }
     }
 
-    async fn release(&self, reservation: &Reservation) {
+    pub(crate) async fn release(&self, reservation: &Reservation) {
         if let Err(error) = self.budgets.settle(reservation, 0).await {
             tracing::error!(%error, "releasing an AI budget reservation failed");
         }
@@ -428,7 +508,7 @@ impl Router {
             .map_err(|error| Error::internal("decoding a cached AI answer", &error))?;
         if hit {
             answer.cached = true;
-            self.finish(prepared, None, &answer, None, Duration::ZERO)
+            self.finish(&prepared.account, None, &answer, None, Duration::ZERO)
                 .await;
         }
         Ok(answer)
@@ -440,7 +520,7 @@ impl Router {
         request: &ChatCompletionRequest,
     ) -> Result<Answer, Error> {
         let throttled = self.throttled(caller).await?;
-        let prepared = self.prepare(caller, request, throttled)?;
+        let prepared = self.prepare(caller, request, throttled).await?;
         self.answer(&prepared).await
     }
 
@@ -452,7 +532,7 @@ impl Router {
         request: &ChatCompletionRequest,
     ) -> Result<Opened, Error> {
         let throttled = self.throttled(caller).await?;
-        let prepared = self.prepare(caller, request, throttled)?;
+        let prepared = self.prepare(caller, request, throttled).await?;
         if prepared.key.is_some() {
             let answer = self.answer(&prepared).await?;
             let words: Vec<Result<Piece, Error>> = split(&answer.text)
@@ -473,43 +553,50 @@ impl Router {
             });
         }
         let reservation = self.reserve(&prepared).await?;
+        // Dropped with the stream (a client gone half-way), it settles what was streamed.
+        let mut pending = Pending::new(self, &prepared.account, reservation);
         let provider_started = Instant::now();
-        let (model, first, rest) = match self.attempt(&prepared).await {
-            Ok(opened) => opened,
-            Err(error) => {
-                self.release(&reservation).await;
+        let attempted =
+            tokio::time::timeout_at(prepared.deadline.into(), self.attempt(&prepared)).await;
+        let (model, first, rest) = match attempted {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(error)) => {
+                if let Some(reservation) = pending.take() {
+                    self.release(&reservation).await;
+                }
                 return Err(error);
             }
+            Err(_) => {
+                if let Some(reservation) = pending.take() {
+                    self.release(&reservation).await;
+                }
+                return Err(too_slow(&prepared, "no model answered"));
+            }
         };
+        pending.answering(&model);
         let name = model.name.clone();
+        let deadline = tokio::time::Instant::from_std(prepared.deadline);
         let tail = Tail {
             router: self.clone(),
             provider_started,
             prepared,
-            reservation,
+            pending,
             model,
-            text: String::new(),
             first: Some(first),
             rest,
         };
-        let deadline = tail.prepared.live.catalog.total_timeout;
         let pieces = futures::stream::unfold(Some(tail), move |state| async move {
             let mut tail = state?;
             let next = match tail.first.take() {
                 Some(first) => Some(Ok(first)),
-                None => match tokio::time::timeout_at(
-                    tokio::time::Instant::from_std(tail.prepared.started + deadline),
-                    tail.rest.next(),
-                )
-                .await
-                {
+                None => match tokio::time::timeout_at(deadline, tail.rest.next()).await {
                     Ok(next) => next,
                     Err(_) => Some(Err(CallError::Timeout("the answer took too long".into()))),
                 },
             };
             match next {
                 Some(Ok(Piece::Text(text))) => {
-                    tail.text.push_str(&text);
+                    tail.pending.text.push_str(&text);
                     Some((Ok(Piece::Text(text)), Some(tail)))
                 }
                 Some(Ok(Piece::End {
@@ -542,15 +629,15 @@ impl Router {
     }
 }
 
-/// The rest of a streamed provider answer, with what must happen when it ends.
+/// The rest of a streamed provider answer, with what must happen when it ends. Dropped
+/// before its end (the client went away), its [`Pending`] settles what was streamed.
 struct Tail {
     router: Router,
     /// When the provider was first asked (its time is not the router's).
     provider_started: Instant,
     prepared: Prepared,
-    reservation: Reservation,
+    pending: Pending,
     model: ModelSpec,
-    text: String,
     first: Option<Piece>,
     rest: Pieces,
 }
@@ -563,11 +650,14 @@ impl Tail {
             true,
             &self.prepared.live.catalog.breaker,
         );
-        let tokens = tokens_of(usage, &self.prepared.prompt, &self.text);
+        let Some(reservation) = self.pending.take() else {
+            return;
+        };
+        let tokens = self.prepared.account.tokens(usage, &self.pending.text);
         let answer = Answer {
             model: self.model.name.clone(),
             provider: self.model.provider.clone(),
-            text: self.text.clone(),
+            text: std::mem::take(&mut self.pending.text),
             finish_reason: finish_reason.to_string(),
             prompt_tokens: tokens.prompt,
             completion_tokens: tokens.completion,
@@ -575,8 +665,8 @@ impl Tail {
         };
         router
             .finish(
-                &self.prepared,
-                Some(&self.reservation),
+                &self.prepared.account,
+                Some(&reservation),
                 &answer,
                 Some(&self.model),
                 self.provider_started.elapsed(),
@@ -592,10 +682,12 @@ impl Tail {
             false,
             &self.prepared.live.catalog.breaker,
         );
-        let tokens = tokens_of(None, &self.prepared.prompt, &self.text);
-        let cost = self.model.cost(tokens.prompt, tokens.completion);
-        if let Err(settle) = router.budgets.settle(&self.reservation, cost).await {
-            tracing::error!(error = %settle, "settling an interrupted AI answer failed");
+        if let Some(reservation) = self.pending.take() {
+            let tokens = self.prepared.account.tokens(None, &self.pending.text);
+            let cost = self.model.cost(tokens.prompt, tokens.completion);
+            if let Err(settle) = router.budgets.settle(&reservation, cost).await {
+                tracing::error!(error = %settle, "settling an interrupted AI answer failed");
+            }
         }
         metrics::counter!("ai_requests_total", "model" => self.model.name.clone(), "provider" => self.model.provider.clone(), "outcome" => "interrupted").increment(1);
         interrupted(&self.model.name, error)

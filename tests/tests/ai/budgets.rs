@@ -156,3 +156,76 @@ async fn the_embedded_budget_is_exact_and_survives_a_restart() {
     assert_eq!(usage["requests_today"], "10");
     p.stop().await;
 }
+
+/// A stream the learner drops half-way is settled to what was streamed: the spend is that
+/// part's cost (not the worst case it reserved), and a usage row and an `ai.usage` event
+/// record it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_dropped_half_way_pays_for_what_was_streamed() {
+    use duovarsity_proto::events::{AiUsage, Envelope};
+    use futures::StreamExt as _;
+    use prost::Message as _;
+
+    let mock = MockLlm::openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, &mock.key).unwrap();
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(&file, catalog(&mock, &key_file)).unwrap();
+    let file = file.display().to_string();
+    let p =
+        TestPlatform::start_with(Component::All, &[("DUOVARSITY_AI_CATALOG_FILE", &file)]).await;
+    let mut events = p.bus().subscribe("ai.v1", "dropped-stream").await.unwrap();
+    let (learner_id, learner) = p.sign_up("dropper@example.com").await;
+    mock.set(Behaviour::StallAfterFirstChunk);
+
+    let mut body = ask("metered", "tell me everything");
+    body["stream"] = serde_json::json!(true);
+    let response = p
+        .client
+        .post(p.url("/v1/ai/chat/completions"))
+        .bearer_auth(&learner)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut chunks = response.bytes_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), chunks.next())
+        .await
+        .expect("the first chunk")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    // The learner goes away; the provider would have gone on for ever.
+    drop(chunks);
+
+    let record = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("an ai.usage event for the dropped stream")
+        .unwrap();
+    let envelope = Envelope::decode(record.payload.clone()).unwrap();
+    assert_eq!(envelope.r#type, "ai.usage");
+    let used = AiUsage::decode(envelope.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(used.user_id, learner_id);
+    assert!(used.completion_tokens >= 1, "{used:?}");
+    // Ten output tokens at 1 USD per million were reserved; fewer were streamed.
+    assert!(
+        used.cost_nano_usd > 0 && used.cost_nano_usd < 10_000,
+        "{used:?}"
+    );
+    let (_, usage) = p
+        .call(Method::GET, "/v1/ai/usage", Some(&learner), None)
+        .await;
+    assert_eq!(usage["requests_today"], "1", "{usage}");
+    assert_eq!(
+        usage["recent"][0]["completion_tokens"], used.completion_tokens,
+        "{usage}"
+    );
+    let spent = usage["spent_usd"].as_f64().unwrap();
+    assert!(
+        (spent - used.cost_nano_usd as f64 / 1e9).abs() < 1e-12,
+        "the budget holds what was streamed, not the reservation: {usage}"
+    );
+    p.stop().await;
+}

@@ -4,6 +4,7 @@
 //! sharing Redis, and the official `openai` Python client.
 
 mod budgets;
+mod privacy;
 mod routing;
 
 use std::time::Duration;

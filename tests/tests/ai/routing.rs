@@ -173,17 +173,16 @@ async fn cache_hits_cost_nothing_and_every_parameter_changes_the_key() {
     warm["temperature"] = json!(0.8);
     assert_eq!(chat(&s.p, &learner, warm.clone()).await.2, "miss");
     assert_eq!(chat(&s.p, &learner, warm).await.2, "miss");
-    // A hint is keyed by its context: another learner's wording of the same exercise hits.
-    let hint = |question: &str| {
-        json!({"model": "hint", "messages": [{"role": "user", "content": question}],
-               "task": {"kind": "hint", "lesson_id": "lesson-7", "exercise_id": "ex-2", "hint_level": 1}})
-    };
-    assert_eq!(chat(&s.p, &learner, hint("I am stuck")).await.2, "miss");
+    // A hint asked with no words of the learner's own is built from the task and the
+    // lesson alone, so another learner's identical task shares it.
+    let (_, admin) = s.p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let (course, lesson) = s.p.course_with_lesson(&admin, "cache-course").await;
+    s.p.publish(&admin, &course).await;
+    let hint = json!({"model": "hint", "messages": [],
+                      "task": {"kind": "hint", "lesson_id": lesson, "exercise_id": "ex-2", "hint_level": 1}});
+    assert_eq!(chat(&s.p, &learner, hint.clone()).await.2, "miss");
     let other = learner_of_tier(&s.p, "cache-2@example.com", "TIER_FREE").await;
-    assert_eq!(
-        chat(&s.p, &other, hint("no idea where to start")).await.2,
-        "hit"
-    );
+    assert_eq!(chat(&s.p, &other, hint.clone()).await.2, "hit");
     // The hit cost nothing: usage says so.
     let (_, usage) =
         s.p.call(Method::GET, "/v1/ai/usage", Some(&other), None)
@@ -286,7 +285,7 @@ import os, openai
 client = openai.OpenAI(base_url=os.environ["BASE"], api_key=os.environ["TOKEN"])
 raw = client.chat.completions.with_raw_response.create(
     model="hint", messages=[{"role": "user", "content": "my loop never ends"}],
-    extra_body={"task": {"kind": "hint", "lesson_id": "l-1", "hint_level": 1}})
+    extra_body={"task": {"kind": "hint", "hint_level": 1}})
 answer = raw.parse()
 print("model", raw.headers["x-duovarsity-model"], raw.headers["x-duovarsity-cache"], answer.model)
 print("usage", answer.usage.prompt_tokens > 0, answer.usage.completion_tokens > 0)
@@ -355,9 +354,14 @@ async fn warming_a_course_makes_the_first_learner_hit_the_cache() {
     assert_eq!((again.generated, again.cached), (0, 12), "{again:?}");
 
     let learner = learner_of_tier(&p, "warm-learner@example.com", "TIER_FREE").await;
-    let hint = json!({"model": "hint", "messages": [{"role": "user", "content": "help?"}],
+    let hint = json!({"model": "hint", "messages": [],
                       "task": {"kind": "hint", "lesson_id": lesson, "hint_level": 2}});
     let (status, _, cache, body) = chat(&p, &learner, hint).await;
     assert_eq!((status, cache.as_str()), (StatusCode::OK, "hit"), "{body}");
+    // Words of the learner's own make the answer theirs: not the warmed one.
+    let own = json!({"model": "hint", "messages": [{"role": "user", "content": "help?"}],
+                     "task": {"kind": "hint", "lesson_id": lesson, "hint_level": 2}});
+    let (status, _, cache, body) = chat(&p, &learner, own).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "miss"), "{body}");
     p.stop().await;
 }

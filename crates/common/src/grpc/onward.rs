@@ -44,6 +44,11 @@ impl Onward {
         }
     }
 
+    /// When the caller stops waiting, if it said.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// A request for the next service with the caller's token and a deadline of `ceiling`
     /// or what is left of the caller's, whichever is sooner. With nothing left, the call
     /// is not made: DEADLINE_EXCEEDED.
