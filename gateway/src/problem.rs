@@ -23,6 +23,8 @@ pub struct Problem {
     pub retry_after_secs: Option<u64>,
     pub request_id: Option<String>,
     pub allow: Vec<http::Method>,
+    /// Answer with `Connection: close` (a client that misbehaved on this connection).
+    pub close_connection: bool,
 }
 
 impl Problem {
@@ -36,6 +38,7 @@ impl Problem {
             retry_after_secs: None,
             request_id: None,
             allow: Vec::new(),
+            close_connection: false,
         }
     }
 
@@ -59,9 +62,7 @@ impl Problem {
         let mut problem = Self::new(http_status(status.code()), status.code(), status.message());
         if let Some(info) = details.error_info() {
             problem.reason = Some(info.reason.clone());
-            // Stripe's answer to a key reused with another request: the request is well
-            // formed but cannot be processed under that key.
-            if info.reason == IDEMPOTENCY_KEY_REUSED {
+            if UNPROCESSABLE.contains(&info.reason.as_str()) {
                 problem.status = StatusCode::UNPROCESSABLE_ENTITY;
             }
         }
@@ -86,8 +87,10 @@ impl Problem {
     }
 }
 
-/// The reason of a reused `Idempotency-Key` (payment service), answered with 422.
-pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+/// Reasons answered with 422: the request is well formed but the domain will not process
+/// it as asked. Stripe's answer to an `Idempotency-Key` reused with another request, and
+/// a learner asking for a partial refund (the payment service's rules).
+pub const UNPROCESSABLE: [&str; 2] = ["IDEMPOTENCY_KEY_REUSED", "PARTIAL_REFUND_NOT_ALLOWED"];
 
 /// gRPC code to HTTP status.
 pub fn http_status(code: Code) -> StatusCode {
@@ -163,6 +166,9 @@ impl IntoResponse for Problem {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.close_connection {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if !self.allow.is_empty() {
             let allow: Vec<&str> = self.allow.iter().map(http::Method::as_str).collect();

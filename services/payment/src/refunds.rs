@@ -3,7 +3,10 @@
 //!
 //! - A learner refunds their own order within the refund window after capture
 //!   (`DUOVARSITY_PAYMENT_REFUND_WINDOW_DAYS`); an admin refunds any order at any time.
-//! - Full (amount 0 or everything left) or partial; never more than is left.
+//! - A learner's refund is always of everything left, and so ends their access: a partial
+//!   amount is refused (`PARTIAL_REFUND_NOT_ALLOWED`, 422), since half the price back with
+//!   the course kept would make every course half price. Partial refunds are an admin's
+//!   goodwill gesture and keep access. Never more than is left.
 //! - The provider is asked first. Its refund is then applied under the event id
 //!   `refund:<provider refund id>` and posted to the ledger under that refund id, so the
 //!   provider's `refund.processed` webhook for the same refund changes nothing. If the
@@ -62,6 +65,15 @@ impl Payments {
         } else {
             request.amount_minor
         };
+        if !claims.is_admin() && amount != left {
+            return Err(Error::FailedPrecondition {
+                reason: "PARTIAL_REFUND_NOT_ALLOWED",
+                message: format!(
+                    "a learner's refund is the whole {left} left on the order (send amount 0); \
+                     partial refunds are made by support"
+                ),
+            });
+        }
         if amount > left {
             return Err(Error::invalid(
                 "amount_minor",

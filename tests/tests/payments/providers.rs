@@ -320,20 +320,45 @@ async fn stripe_payments_check_signatures_and_the_replay_window() {
         duovarsity_testkit::stripe::fee(4900)
     );
 
-    // A partial refund keeps access; Stripe got an idempotency key.
+    // A learner may not refund part and keep the course.
     let order_id = order["id"].as_str().unwrap();
+    let (status, problem) = shop
+        .refund(&learner, order_id, json!({"amountMinor": 2450}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["reason"], "PARTIAL_REFUND_NOT_ALLOWED");
+    assert_eq!(
+        shop.order(&learner, order_id).await["state"],
+        "ORDER_STATE_CAPTURED"
+    );
+    // An admin's partial refund (goodwill) keeps access; Stripe got an idempotency key.
     let (status, refunded) = shop
-        .refund(&learner, order_id, json!({"amountMinor": 1000}))
+        .refund(&shop.admin, order_id, json!({"amountMinor": 1000}))
         .await;
     assert_eq!(status, StatusCode::OK, "{refunded}");
     assert_eq!(refunded["state"], "ORDER_STATE_PARTIALLY_REFUNDED");
     let (status, problem) = shop
-        .refund(&learner, order_id, json!({"amountMinor": 9000}))
+        .refund(&shop.admin, order_id, json!({"amountMinor": 9000}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(
         shop.enrollment_status(&learner, &course).await,
         "ENROLLMENT_STATUS_ACTIVE"
+    );
+    assert_eq!(
+        shop.lesson_status(Some(&learner), &lesson).await,
+        StatusCode::OK
+    );
+    // The learner's own refund is of everything left, and ends access.
+    let (status, refunded) = shop.refund(&learner, order_id, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    assert_eq!(refunded["state"], "ORDER_STATE_REFUNDED");
+    assert_eq!(refunded["refundedMinor"], "4900", "{refunded}");
+    shop.wait_for_enrollment(&learner, &course, "ENROLLMENT_STATUS_CANCELLED")
+        .await;
+    assert_ne!(
+        shop.lesson_status(Some(&learner), &lesson).await,
+        StatusCode::OK
     );
     shop.assert_ledger_balances().await;
     shop.p.stop().await;
