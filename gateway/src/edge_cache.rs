@@ -11,6 +11,9 @@
 //!   (`cache-tags` metadata); an invalidation of one of them ([`CacheHub::invalidations`],
 //!   in process or through Redis) drops the answer at once, so a changed course is not
 //!   served stale for the rest of its `max-age`. A missed invalidation drops everything.
+//!   An answer whose call started before an invalidation arrived and ended after it is
+//!   not kept (it may have been read before the change): [`EdgeCache::generation`] is
+//!   taken before the call and [`EdgeCache::store`] refuses if it moved.
 //! - **Bounds:** `DUOVARSITY_EDGE_CACHE_BYTES` of bodies (0 turns it off).
 //!
 //! [`CacheHub::invalidations`]: duovarsity_common::cache::CacheHub::invalidations
@@ -53,6 +56,8 @@ impl moka::Expiry<String, Arc<Entry>> for Freshness {
 
 pub struct EdgeCache {
     entries: moka::sync::Cache<String, Arc<Entry>>,
+    /// Invalidations heard so far.
+    generation: std::sync::atomic::AtomicU64,
     /// Held for its subscription to invalidations, which stops with the last handle.
     _caches: Option<CacheHub>,
 }
@@ -78,6 +83,7 @@ impl EdgeCache {
             .build();
         let cache = Arc::new(Self {
             entries,
+            generation: std::sync::atomic::AtomicU64::new(0),
             _caches: caches,
         });
         tokio::spawn(follow(Arc::downgrade(&cache), invalidations));
@@ -127,9 +133,26 @@ impl EdgeCache {
         Some(response)
     }
 
+    /// How many invalidations this cache has heard: take it before calling the service
+    /// whose answer may be stored.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Keeps a 200 answer under `key` when its `Cache-Control` allows a shared cache to;
-    /// `tags` as the service sent them (`cache=key,…`).
-    pub fn store(&self, key: String, headers: &HeaderMap, body: &Bytes, tags: Option<&str>) {
+    /// `tags` as the service sent them (`cache=key,…`). Not when an invalidation arrived
+    /// since `generation` was taken: the answer may predate the change.
+    pub fn store(
+        &self,
+        key: String,
+        headers: &HeaderMap,
+        body: &Bytes,
+        tags: Option<&str>,
+        generation: u64,
+    ) {
+        if self.generation() != generation {
+            return;
+        }
         let Some(fresh_for) = headers
             .get(header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
@@ -207,6 +230,9 @@ async fn follow(
         let Some(cache) = cache.upgrade() else {
             return;
         };
+        cache
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match told {
             Ok(Invalidation::Key { cache: name, key }) => {
                 cache.drop_tagged(format!("{name}\n{key}"))
@@ -252,11 +278,13 @@ mod tests {
         );
         headers.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
         let body = Bytes::from_static(b"{}");
+        let before = cache.generation();
         cache.store(
             key.clone(),
             &headers,
             &body,
             Some("course_outline=c1,course_slug=rust"),
+            before,
         );
         assert_eq!(
             cache.lookup(&key, &HeaderMap::new()).unwrap().status(),
@@ -286,6 +314,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(cache.lookup(&key, &HeaderMap::new()).is_none(), "dropped");
+        // An answer whose call began before those invalidations is not kept.
+        cache.store(key.clone(), &headers, &body, None, before);
+        assert!(
+            cache.lookup(&key, &HeaderMap::new()).is_none(),
+            "predates the change"
+        );
+        cache.store(key.clone(), &headers, &body, None, cache.generation());
+        assert!(cache.lookup(&key, &HeaderMap::new()).is_some());
 
         let mut signed_in = HeaderMap::new();
         signed_in.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));

@@ -1,5 +1,6 @@
-//! Lesson content and media through REST: drafts, immutable versions, HTTP caching (ETag,
-//! 304, Cache-Control), and uploads with size and type limits.
+//! Lesson content and media through REST: drafts, versions, HTTP caching (ETag, 304,
+//! Cache-Control) that follows the course's visibility at every gateway, and uploads with
+//! size and type limits.
 
 use duovarsity_testkit::{TEST_ADMIN as ADMIN, TestPlatform};
 use reqwest::{Method, StatusCode};
@@ -111,7 +112,8 @@ async fn drafts_publish_as_versions_with_http_caching() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    // A new version replaces the latest at once (cache invalidated); v1 stays, immutable.
+    // A new version replaces the latest at once (cache invalidated); v1 stays, but is not
+    // immutable: the course may still turn private.
     p.call(
         Method::PUT,
         &format!("/v1/lessons/{lesson}/draft"),
@@ -147,10 +149,7 @@ async fn drafts_publish_as_versions_with_http_caching() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        old.headers()["cache-control"],
-        "public, max-age=31536000, immutable"
-    );
+    assert_eq!(old.headers()["cache-control"], "public, max-age=60");
     assert_eq!(
         old.json::<serde_json::Value>().await.unwrap()["markdown"],
         "# Hello\n\nFirst."
@@ -244,4 +243,139 @@ async fn media_uploads_are_checked_stored_and_served() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     p.stop().await;
+}
+
+/// A change to a course that makes its content private: (method, path, body) for the
+/// course id and lesson id.
+type Change = fn(&str, &str) -> (Method, String, Option<serde_json::Value>);
+
+/// Anonymous GET of `url`: (status, whether it came from an edge cache, Cache-Control).
+async fn anonymous(gateway: &TestPlatform, url: &str) -> (StatusCode, bool, String) {
+    let response = gateway.client.get(gateway.url(url)).send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (cached, control) = (header("age").is_some(), header("cache-control"));
+    (response.status(), cached, control.unwrap_or_default())
+}
+
+/// Caches follow visibility: a free lesson's content, an old version and its media, cached
+/// at two gateways that share Redis, stop being served to anonymous readers within 2 s of
+/// the course getting a price, being archived, or losing the lesson.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_content_leaves_every_edge_cache_when_its_course_turns_private() {
+    use duovarsity::Component;
+    use duovarsity_testkit::{PrivateRedis, TempPostgres};
+    let database = TempPostgres::create().await;
+    let redis = PrivateRedis::start();
+    let platform = TestPlatform::start_with_admin(
+        Component::All,
+        &[
+            ("DUOVARSITY_DATABASE_URL", &database.url),
+            ("DUOVARSITY_REDIS_URL", &redis.url()),
+        ],
+    )
+    .await;
+    let grpc = format!("http://{}", platform.grpc_addr());
+    let other = TestPlatform::start_with(
+        Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", &grpc),
+            ("DUOVARSITY_COURSE_SERVICE_URL", &grpc),
+            ("DUOVARSITY_CONTENT_SERVICE_URL", &grpc),
+            ("DUOVARSITY_REDIS_URL", &redis.url()),
+        ],
+    )
+    .await;
+    let (_, admin) = platform.sign_in(ADMIN).await;
+    let changes: [(&str, Change); 3] = [
+        ("price", |course, _| {
+            let price = json!({"price": {"currency": "USD", "amountMinor": 4900}});
+            (Method::PATCH, format!("/v1/courses/{course}"), Some(price))
+        }),
+        ("archive", |course, _| {
+            (
+                Method::POST,
+                format!("/v1/courses/{course}:archive"),
+                Some(json!({})),
+            )
+        }),
+        ("delete-lesson", |_, lesson| {
+            (Method::DELETE, format!("/v1/lessons/{lesson}"), None)
+        }),
+    ];
+    for (name, change) in changes {
+        let (course, lesson) = platform
+            .course_with_lesson(&admin, &format!("visible-{name}"))
+            .await;
+        let media = platform
+            .client
+            .post(platform.url(&format!("/v1/lessons/{lesson}/media?filename=p.png")))
+            .bearer_auth(&admin)
+            .header("content-type", "image/png")
+            .body(PNG.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        for (method, path, body) in [
+            (
+                Method::PUT,
+                format!("/v1/lessons/{lesson}/draft"),
+                json!({"markdown": "# Free"}),
+            ),
+            (
+                Method::POST,
+                format!("/v1/lessons/{lesson}/content:publish"),
+                json!({}),
+            ),
+        ] {
+            let (status, answer) = platform.call(method, &path, Some(&admin), Some(body)).await;
+            assert!(status.is_success(), "{path}: {answer}");
+        }
+        platform.publish(&admin, &course).await;
+        let urls = [
+            format!("/v1/lessons/{lesson}/content"),
+            format!("/v1/lessons/{lesson}/versions/1"),
+            format!("/v1/media/{}", media["id"].as_str().unwrap()),
+        ];
+        for gateway in [&platform, &other] {
+            for url in &urls {
+                let (status, _, control) = anonymous(gateway, url).await;
+                assert_eq!(status, StatusCode::OK, "{name}: {url}");
+                assert!(!control.contains("immutable"), "{url}: {control}");
+                let (status, cached, _) = anonymous(gateway, url).await;
+                assert_eq!((status, cached), (StatusCode::OK, true), "{name}: {url}");
+            }
+        }
+        let (method, path, body) = change(&course, &lesson);
+        let (status, answer) = platform.call(method, &path, Some(&admin), body).await;
+        assert!(status.is_success(), "{name}: {answer}");
+        for gateway in [&platform, &other] {
+            for url in &urls {
+                let started = std::time::Instant::now();
+                loop {
+                    let (status, _, _) = anonymous(gateway, url).await;
+                    if status != StatusCode::OK {
+                        break;
+                    }
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(2),
+                        "after {name}, {} still serves {url}",
+                        gateway.url("")
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    other.stop().await;
+    platform.stop().await;
+    database.drop_database().await;
 }

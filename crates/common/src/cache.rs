@@ -36,6 +36,12 @@ use redis::AsyncCommands;
 use crate::error::Error;
 use crate::pubsub::{REDIS_DEADLINE, RedisLink};
 
+/// The course service's cache of course outlines, keyed by course id, invalidated by every
+/// change to a course (price, status, sections, lessons). Answers whose visibility follows
+/// a course (course pages, lesson content, media) name it in their cache tags, so that edge
+/// caches drop them when the course changes.
+pub const COURSE_OUTLINE_CACHE: &str = "course_outline";
+
 /// The Redis channel carrying invalidated keys as `<cache>\n<key>`.
 const INVALIDATION_CHANNEL: &str = "duovarsity:cache:invalidate";
 /// Invalidations kept while Redis is unreachable, sent once it is back (beyond this many,

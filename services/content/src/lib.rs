@@ -5,8 +5,9 @@
 //!
 //! Who may read or edit a lesson's content is the course service's decision
 //! (`CheckLessonAccess`, called with the caller's own token), so the rules live in one
-//! place. Published content is read through the two-level cache; responses carry `etag` and
-//! `cache-control` metadata that the gateway turns into HTTP caching (304 on a match).
+//! place. Published content is read through the two-level cache; responses carry `etag`,
+//! `cache-control` and cache-tag metadata that the gateway turns into HTTP caching (304 on
+//! a match) and that drop its edge-cached copies when the course changes.
 #![forbid(unsafe_code)]
 
 mod media;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use duovarsity_common::auth::caller;
-use duovarsity_common::cache::{Cache, CacheHub};
+use duovarsity_common::cache::{COURSE_OUTLINE_CACHE, Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
 use duovarsity_common::grpc::{GrpcServer, Onward, Probe, http_cacheable, never_sent};
 use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
@@ -360,13 +361,25 @@ fn cacheable<T>(
     response
 }
 
-/// Published content is public only while its course is published.
-fn published_policy(access: &LessonAccess, long_lived: bool) -> &'static str {
-    match (access.public, long_lived) {
-        (true, true) => "public, max-age=31536000, immutable",
-        (true, false) => "public, max-age=60",
-        (false, _) => "private, no-cache",
+/// Published content is public only while its course is published and free, and that can
+/// change at any time (a price, archival, a deleted lesson). So nothing is `immutable`:
+/// public answers live a minute in browsers and CDNs and revalidate by ETag, and the
+/// gateway's edge cache drops them the moment their course changes (see [`tags`]).
+fn published_policy(access: &LessonAccess) -> &'static str {
+    if access.public {
+        "public, max-age=60"
+    } else {
+        "private, no-cache"
     }
+}
+
+/// The cache tags of a published answer: `own` and the course, whose outline cache the
+/// course service invalidates on every change (price, status, lessons), so that edge
+/// caches drop the answer when the course's visibility changes.
+fn tags<'a>(access: &'a LessonAccess, own: Option<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    own.into_iter()
+        .chain([(COURSE_OUTLINE_CACHE, access.course_id.as_str())])
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -382,8 +395,8 @@ impl ContentService for Contents {
         Ok(cacheable(
             content,
             etag,
-            published_policy(&access, false),
-            &[(LATEST_CACHE, &lesson_id)],
+            published_policy(&access),
+            &tags(&access, Some((LATEST_CACHE, &lesson_id))),
         ))
     }
 
@@ -405,8 +418,8 @@ impl ContentService for Contents {
         Ok(cacheable(
             content,
             format!("{lesson_id}-v{number}"),
-            published_policy(&access, true),
-            &[],
+            published_policy(&access),
+            &tags(&access, None),
         ))
     }
 
@@ -524,8 +537,8 @@ impl ContentService for Contents {
         Ok(cacheable(
             body,
             media.sha256.clone(),
-            published_policy(&access, true),
-            &[],
+            published_policy(&access),
+            &tags(&access, None),
         ))
     }
 }

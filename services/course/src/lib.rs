@@ -45,7 +45,7 @@ use crate::store::{CourseRow, CourseStore, LessonRow, SectionRow};
 pub const SERVICE: &str = "course";
 const DEFAULT_PAGE_SIZE: u32 = 20;
 /// The cache of encoded `CourseOutline`s, keyed by course id.
-pub const OUTLINE_CACHE: &str = "course_outline";
+pub const OUTLINE_CACHE: &str = duovarsity_common::cache::COURSE_OUTLINE_CACHE;
 /// Which course a lesson belongs to (never changes), keyed by lesson id.
 pub const LESSON_COURSE_CACHE: &str = "lesson_course";
 /// Course slug to id: public course pages are asked for by slug, and resolving it must
