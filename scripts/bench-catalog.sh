@@ -52,7 +52,7 @@ print(f"{len(paths)} paths ({len(courses)} courses), Zipf s={s}; the top 10 take
 PY
 
 cache_counts() {
-  curl -s "$base/metrics" | awk '/^cache_requests_total/ {
+  curl -s "$admin/metrics" | awk '/^cache_requests_total/ {
       hit = ($0 ~ /result="hit"/); split($0, parts, " "); n = parts[2]
       if (hit) h += n; else m += n } END { printf "%d %d\n", h, m }'
 }

@@ -13,9 +13,12 @@ start_platform() {
   cargo build --release -p duovarsity -p duovarsity-load >&2
   binary="$target/release/duovarsity"
   base="http://127.0.0.1:$http_port"
+  # /metrics is on the admin listener, never the public one.
+  admin="http://127.0.0.1:$((http_port + 2000))"
   data=$(mktemp -d)
   work=$(mktemp -d)
   export DUOVARSITY_DATA_DIR="$data" DUOVARSITY_HTTP_ADDR="127.0.0.1:$http_port" \
+    DUOVARSITY_ADMIN_ADDR="127.0.0.1:$((http_port + 2000))" \
     DUOVARSITY_GRPC_ADDR="127.0.0.1:$grpc_port" \
     DUOVARSITY_RATE_LIMITS_ENABLED="${DUOVARSITY_RATE_LIMITS_ENABLED:-false}"
   if [ "$seed" = "--seed" ]; then

@@ -73,7 +73,7 @@ start_one() { # name: <service>-<replica> or gateway-<n>
     (
       shared_env
       export DUOVARSITY_DATA_DIR="$dir/data/$name" DUOVARSITY_HTTP_ADDR="127.0.0.1:$port" \
-        DUOVARSITY_GRPC_ADDR="127.0.0.1:$((16900 + n))"
+        DUOVARSITY_GRPC_ADDR="127.0.0.1:$((16900 + n))" DUOVARSITY_ADMIN_ADDR="127.0.0.1:$((19100 + n))"
       exec "$binary" serve gateway >>"$dir/logs/$name.log" 2>&1
     ) &
     echo $! >"$dir/$name.pid"
@@ -87,7 +87,8 @@ start_one() { # name: <service>-<replica> or gateway-<n>
     port=$(grpc_port "$i" "$n")
     (
       shared_env
-      export DUOVARSITY_DATA_DIR="$dir/data/$name" DUOVARSITY_GRPC_ADDR="127.0.0.1:$port"
+      export DUOVARSITY_DATA_DIR="$dir/data/$name" DUOVARSITY_GRPC_ADDR="127.0.0.1:$port" \
+        DUOVARSITY_ADMIN_ADDR="127.0.0.1:$((port + 3000))"
       exec "$binary" serve "$kind" >>"$dir/logs/$name.log" 2>&1
     ) &
     echo $! >"$dir/$name.pid"

@@ -97,6 +97,77 @@ def component_of(obj):
     return obj["metadata"]["labels"]["app.kubernetes.io/component"]
 
 
+def hook_weight(obj):
+    """The hook weight of a Helm hook, or None for an ordinary resource of the release."""
+    annotations = obj["metadata"].get("annotations") or {}
+    if "helm.sh/hook" not in annotations:
+        return None
+    return int(annotations.get("helm.sh/hook-weight", "0"))
+
+
+def references(pod):
+    """(kind, name) of every ServiceAccount, ConfigMap and Secret a pod spec names, and
+    the strings of its containers' environment (where Service host names appear)."""
+    named = set()
+    if pod.get("serviceAccountName"):
+        named.add(("ServiceAccount", pod["serviceAccountName"]))
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            named.add(("ConfigMap", volume["configMap"]["name"]))
+        if "secret" in volume:
+            named.add(("Secret", volume["secret"]["secretName"]))
+        for source in dig(volume, "projected.sources") or []:
+            if "configMap" in source:
+                named.add(("ConfigMap", source["configMap"]["name"]))
+            if "secret" in source:
+                named.add(("Secret", source["secret"]["name"]))
+    texts = []
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                named.add(("ConfigMap", source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                named.add(("Secret", source["secretRef"]["name"]))
+        for variable in container.get("env", []):
+            if "value" in variable:
+                texts.append(str(variable["value"]))
+            ref = variable.get("valueFrom") or {}
+            if "configMapKeyRef" in ref:
+                named.add(("ConfigMap", ref["configMapKeyRef"]["name"]))
+            if "secretKeyRef" in ref:
+                named.add(("Secret", ref["secretKeyRef"]["name"]))
+        texts.extend(str(arg) for arg in container.get("args", []) + container.get("command", []))
+    return named, texts
+
+
+def install_order_violations(objects):
+    """What the release's hooks use that will not exist when they run: a ServiceAccount,
+    ConfigMap, Secret or Service that the release renders as an ordinary resource (created
+    after pre-install hooks) or as a hook of the same or a higher weight. Names the
+    release does not render come from outside it (an existingSecret) and are fine."""
+    rendered = {}
+    for obj in objects:
+        rendered[(obj["kind"], obj["metadata"]["name"])] = hook_weight(obj)
+    problems = []
+    for obj, pod in pod_specs(objects):
+        weight = hook_weight(obj)
+        if weight is None:
+            continue
+        named, texts = references(pod)
+        for kind, name in rendered:
+            if kind == "Service" and any(name in text for text in texts):
+                named.add((kind, name))
+        for kind, name in sorted(named):
+            if (kind, name) not in rendered:
+                continue
+            theirs = rendered[(kind, name)]
+            if theirs is None or theirs >= weight:
+                when = "an ordinary resource" if theirs is None else f"a hook of weight {theirs}"
+                problems.append(f"{obj['kind']} {obj['metadata']['name']} (hook weight {weight}) "
+                                f"uses {kind} {name}, {when}")
+    return problems
+
+
 class Chart(unittest.TestCase):
     def test_lint_is_clean_for_every_value_set(self):
         for name, values in VALUE_SETS.items():
@@ -156,8 +227,9 @@ class Chart(unittest.TestCase):
             with self.subTest(component=component):
                 self.assertEqual(container["args"], ["serve", component])
                 if component == "gateway":
-                    self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
-                    self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/healthz")
+                    # On the admin listener, which the public port does not serve.
+                    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                        self.assertEqual(container[probe]["httpGet"], {"path": path, "port": "admin"})
                 else:
                     self.assertEqual(container["readinessProbe"]["grpc"], {"port": 50051})
                     self.assertEqual(
@@ -257,6 +329,21 @@ class Chart(unittest.TestCase):
                 {"app.kubernetes.io/part-of": "duovarsity", "app.kubernetes.io/instance": RELEASE},
             )
 
+    def test_operations_surfaces_are_on_the_admin_port_for_the_monitoring_namespace_only(self):
+        objects = manifests(VALUE_SETS["production"])
+        config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-config")
+        self.assertEqual(config["data"]["DUOVARSITY_ADMIN_ADDR"], "0.0.0.0:9464")
+        for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+            self.assertEqual([e["port"] for e in monitor["spec"]["endpoints"]], ["admin"])
+        for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
+            for rule in policy["spec"]["ingress"]:
+                from_monitoring = any("namespaceSelector" in peer for peer in rule.get("from", []))
+                ports = [p["port"] for p in rule["ports"]]
+                with self.subTest(policy=policy["metadata"]["name"], ports=ports):
+                    # The monitoring namespace reaches the admin port and nothing else;
+                    # nobody else is admitted to the admin port.
+                    self.assertEqual(from_monitoring, ports == [9464])
+
     def test_the_gateway_may_watch_endpoint_slices(self):
         objects = manifests({})
         role = next(o for o in objects if o["kind"] == "Role")
@@ -281,6 +368,32 @@ class Chart(unittest.TestCase):
         config = next(o for o in dev if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-config")
         self.assertEqual(config["data"]["DUOVARSITY_MIGRATE_ON_START"], "true")
         self.assertEqual(config["data"]["DUOVARSITY_KAFKA_BROKERS"], f"{RELEASE}-kafka:9092")
+
+    def test_hooks_use_only_what_exists_when_they_run(self):
+        for name, values in VALUE_SETS.items():
+            with self.subTest(values=name):
+                self.assertEqual(install_order_violations(manifests(values)), [])
+        # The check itself: a hook that names the workload ServiceAccount, a release
+        # ConfigMap and the release's PgBouncer is refused on every count.
+        objects = manifests(VALUE_SETS["production"])
+        job = next(o for o in objects if o["kind"] == "Job")
+        pod = job["spec"]["template"]["spec"]
+        pod["serviceAccountName"] = f"{RELEASE}-workload"
+        pod["containers"][0]["envFrom"] = [{"configMapRef": {"name": f"{RELEASE}-config"}}]
+        pod["containers"][0]["env"].append(
+            {"name": "DUOVARSITY_DATABASE_URL", "value": f"postgres://u@{RELEASE}-pgbouncer:5432/d"})
+        problems = install_order_violations(objects)
+        self.assertEqual(len(problems), 3, problems)
+
+    def test_migrations_reach_postgresql_directly(self):
+        for name in ("default", "production"):
+            job = next(o for o in manifests(VALUE_SETS[name]) if o["kind"] == "Job")
+            env = {v["name"]: v for v in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            direct = env["DUOVARSITY_MIGRATE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            self.assertEqual(direct["key"], "migrate-database-url")
+            # Through PgBouncer (production) the direct URL is required; otherwise the
+            # job falls back to database-url.
+            self.assertEqual(direct["optional"], name != "production")
 
     def test_opt_in_blocks_render_when_asked(self):
         kinds = {o["kind"] for o in manifests(VALUE_SETS["all-on"])}

@@ -3,7 +3,9 @@
 //!
 //! - a client must send a request's headers within `header_read_timeout`, or the
 //!   connection is closed (Slowloris: many connections that trickle a header never end);
-//!   the same timer closes a keep-alive connection that stays idle that long;
+//!   the same timer closes a keep-alive connection that stays idle that long; both are
+//!   counted in `http_read_timeouts_total{phase="headers"}` (a body that trickles is the
+//!   request handler's to time out: `phase="body"`);
 //! - at most `max_connections` are open at once; past it a new connection is closed at
 //!   once and counted in `http_connections_refused_total` (file descriptors are finite,
 //!   and the ones in use keep being served);
@@ -111,6 +113,13 @@ pub async fn run(
             let _permit = permit;
             // Errors here are the client's (a reset, a timeout we imposed): not ours.
             if let Err(error) = connection.await {
+                let timed_out = error
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if timed_out {
+                    metrics::counter!("http_read_timeouts_total", "phase" => "headers")
+                        .increment(1);
+                }
                 tracing::debug!(%error, %peer, "connection ended");
             }
         });

@@ -98,9 +98,13 @@ pub struct Gateway {
     verifier: Arc<TokenVerifier>,
     openapi: String,
     body_limit: usize,
-    /// For routes whose body is a raw `google.api.HttpBody` (media uploads).
+    /// For routes marked `(duovarsity.options.v1.body) = {media: true}` (media uploads).
     media_body_limit: usize,
+    /// How long a client may take to send a body once its headers arrived.
+    body_read_timeout: Duration,
     request_timeout: Duration,
+    /// The default deadline of a server-streamed answer.
+    stream_timeout: Duration,
     /// Deadlines by `package.Service/Method` or `package.Service` (`DUOVARSITY_ROUTE_TIMEOUTS`).
     route_timeouts: HashMap<String, Duration>,
     /// Cancelled when the gateway shuts down: live connections close instead of holding
@@ -159,10 +163,10 @@ impl Gateway {
         let user_channel = upstreams
             .channel(USER_SERVICE)
             .expect("the user service upstream was added above");
-        let verifier = Arc::new(TokenVerifier::new(
-            Arc::new(RemoteJwks::new(user_channel)),
-            JWKS_MIN_REFETCH,
-        ));
+        let verifier = Arc::new(
+            TokenVerifier::new(Arc::new(RemoteJwks::new(user_channel)), JWKS_MIN_REFETCH)
+                .refreshing_every(Duration::from_secs(config.jwks_refresh_secs)),
+        );
         upstreams.set_max_in_flight(config.upstream_max_in_flight);
         let openapi = openapi::document(&table).to_string();
         Ok(Arc::new(Self {
@@ -172,11 +176,13 @@ impl Gateway {
             openapi,
             body_limit: config.body_limit_bytes,
             media_body_limit: config.media_max_bytes,
+            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
             live_shutdown: CancellationToken::new(),
             live_ping: Duration::from_secs(config.live_ping_secs),
             edge_cache: (config.edge_cache_bytes > 0)
                 .then(|| EdgeCache::start(config.edge_cache_bytes, caches)),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            stream_timeout: Duration::from_millis(config.stream_timeout_ms),
             route_timeouts: config
                 .route_timeouts()
                 .map_err(StartError::Config)?
@@ -185,16 +191,30 @@ impl Gateway {
         }))
     }
 
+    /// The gateway's routes on the admin listener: `/status` (each upstream's health and
+    /// endpoints) and `/readyz`.
+    pub fn admin_routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/status", get(status))
+            .route("/readyz", get(ready))
+            .with_state(self.clone())
+    }
+
     /// The verifier of access tokens (shared with the rate limiter).
     pub fn verifier(&self) -> Arc<TokenVerifier> {
         self.verifier.clone()
     }
 
-    /// The HTTP application with every layer.
+    /// The public HTTP application with every layer. `extra`: routes of the modules that
+    /// serve pages on the gateway (the payment sandbox), behind the same rate-limit, trace
+    /// and request-id layers as every other route. `/metrics` and `/status` are not here
+    /// (they answer 404 like any unknown path): they are on the admin listener
+    /// ([`Self::admin_routes`]).
     pub fn router(
         self: &Arc<Self>,
         cors_allowed_origins: &[String],
         limits: Option<Arc<RateLimiter>>,
+        extra: Vec<Router>,
     ) -> Router {
         let mut router = Router::new()
             .route(
@@ -202,12 +222,13 @@ impl Gateway {
                 get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
             )
             .route("/readyz", get(ready))
-            .route("/status", get(status))
-            .route("/metrics", get(|| async { telemetry::render_metrics() }))
             .route("/openapi.json", get(openapi_json))
             .route("/v1/ws", get(live::websocket))
             .fallback(transcode_call)
             .with_state(self.clone());
+        for routes in extra {
+            router = router.merge(routes);
+        }
         if let Some(limits) = limits {
             router = router.layer(axum::middleware::from_fn_with_state(
                 limits,
@@ -239,6 +260,18 @@ impl Gateway {
     /// The deadline of a call to `grpc_path` (`/package.Service/Method`): its own, its
     /// service's, or the default.
     fn deadline(&self, grpc_path: &str) -> Duration {
+        self.configured_deadline(grpc_path)
+            .unwrap_or(self.request_timeout)
+    }
+
+    /// The deadline of a server-streamed call to `grpc_path`: its own, its service's, or
+    /// the streams' default.
+    fn stream_deadline(&self, grpc_path: &str) -> Duration {
+        self.configured_deadline(grpc_path)
+            .unwrap_or(self.stream_timeout)
+    }
+
+    fn configured_deadline(&self, grpc_path: &str) -> Option<Duration> {
         let method = grpc_path.trim_start_matches('/');
         let service = method
             .split_once('/')
@@ -247,7 +280,6 @@ impl Gateway {
             .get(method)
             .or_else(|| self.route_timeouts.get(service))
             .copied()
-            .unwrap_or(self.request_timeout)
     }
 
     /// Closes every live (WebSocket) connection; called when shutdown starts.
@@ -449,6 +481,7 @@ async fn call(
     {
         return Ok(response);
     }
+    let edge_generation = gateway.edge_cache.as_ref().map_or(0, |e| e.generation());
     let bearer = bearer_token(parts.headers.get(header::AUTHORIZATION));
     let claims = authorize(Some(&route.access), bearer, &gateway.verifier)
         .await
@@ -470,12 +503,12 @@ async fn call(
     }
 
     let raw_body = transcode::takes_raw_body(route);
-    let limit = if raw_body {
+    let limit = if route.media_body {
         gateway.media_body_limit
     } else {
         gateway.body_limit
     };
-    let body = read_body(body, &parts.headers, limit).await?;
+    let body = read_body(body, &parts.headers, limit, gateway.body_read_timeout).await?;
     if !raw_body && route.body != BodyTarget::None && !body.is_empty() && !is_json(&parts.headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -515,7 +548,7 @@ async fn call(
                 &service,
                 &switch.grpc_path,
                 MetadataMap::from_headers(forwarded),
-                gateway.deadline(&switch.grpc_path),
+                gateway.stream_deadline(&switch.grpc_path),
                 message,
             )
             .await
@@ -602,7 +635,7 @@ async fn call(
         let tags = metadata
             .get(duovarsity_common::grpc::CACHE_TAGS)
             .and_then(|v| v.to_str().ok());
-        edge.store(key, &parts.headers, &bytes, tags);
+        edge.store(key, &parts.headers, &bytes, tags, edge_generation);
         response = Response::from_parts(parts, Body::from(bytes));
     }
     Ok(response)
@@ -626,14 +659,24 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
         })
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, Problem> {
+/// The request body, checked against `limit` before it is read (a declared
+/// `Content-Length`) and while it streams, and read within `timeout`: a client that
+/// trickles its body is answered 408 and its connection closed, instead of holding a
+/// buffer and a task for as long as it likes.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Problem> {
     let too_large = || {
+        metrics::counter!("http_body_refusals_total", "reason" => "too_large").increment(1);
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             Code::InvalidArgument,
             format!("the request body is larger than {limit} bytes"),
         )
-        .with_reason("BODY_TOO_LARGE")
+        .with_reason("PAYLOAD_TOO_LARGE")
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -642,13 +685,27 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<byte
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(error) => Err(Problem::bad_request(format!(
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(error)) => Err(Problem::bad_request(format!(
             "the request body could not be read: {error}"
         ))
         .with_reason("BODY_UNREADABLE")),
+        Err(_) => {
+            metrics::counter!("http_read_timeouts_total", "phase" => "body").increment(1);
+            let mut problem = Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+            .with_reason("BODY_READ_TIMEOUT");
+            problem.close_connection = true;
+            Err(problem)
+        }
     }
 }
 

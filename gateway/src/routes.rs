@@ -2,7 +2,7 @@
 //! `google.api.http` binding (including `additional_bindings`). Adding an annotated RPC to
 //! a proto makes it reachable here with no gateway code.
 
-use duovarsity_proto::duovarsity::options::v1::{Access, Stream};
+use duovarsity_proto::duovarsity::options::v1::{Access, Body as BodyOption, Stream};
 use duovarsity_proto::google::api::HttpRule;
 use duovarsity_proto::google::api::http_rule::Pattern;
 use duovarsity_proto::method_option;
@@ -39,6 +39,9 @@ pub struct Route {
     /// The proto marks the method `NO_SIDE_EFFECTS` or `IDEMPOTENT`: a call that failed to
     /// reach a replica may be sent to another.
     pub idempotent: bool,
+    /// The body may be as large as a media file (`duovarsity.options.v1.body`); otherwise
+    /// the JSON limit applies.
+    pub media_body: bool,
 }
 
 /// Whether `method`'s `idempotency_level` option allows a retry.
@@ -132,6 +135,8 @@ impl RouteTable {
                 };
                 let access = method_option::<Access>(&method, "duovarsity.options.v1.access")
                     .unwrap_or_default();
+                let media_body = method_option::<BodyOption>(&method, "duovarsity.options.v1.body")
+                    .is_some_and(|body| body.media);
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
                 let stream = stream_switch(&service, &method)?;
                 let mut bindings = vec![rule.clone()];
@@ -155,6 +160,7 @@ impl RouteTable {
                         access: access.clone(),
                         stream: stream.clone(),
                         idempotent: idempotent(&method),
+                        media_body,
                     });
                 }
             }

@@ -267,7 +267,7 @@ async fn bad_requests_get_problem_details() {
         StatusCode::PAYLOAD_TOO_LARGE,
     )
     .await;
-    assert_eq!(too_large["reason"], "BODY_TOO_LARGE");
+    assert_eq!(too_large["reason"], "PAYLOAD_TOO_LARGE");
 
     let form = check(
         send(b"email=a".to_vec(), "application/x-www-form-urlencoded")
@@ -540,7 +540,7 @@ async fn gateway_and_user_service_apart_on_postgres() {
     // status names the upstream that is down.
     let (status, _) = get(&gateway, "/readyz", None).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, report) = get(&gateway, "/status", None).await;
+    let (_, report) = gateway.admin("/status").await;
     assert_ne!(
         report["upstreams"]["duovarsity.user.v1.UserService"], "SERVING",
         "{report}"

@@ -295,7 +295,7 @@ async fn a_postgres_outage_fails_fast_and_recovers_without_a_restart() {
 async fn course_health_becomes(p: &TestPlatform, state: &str, within: Duration) {
     let started = Instant::now();
     loop {
-        let (_, report) = p.call(Method::GET, "/status", None, None).await;
+        let (_, report) = p.admin("/status").await;
         if report["upstreams"]["duovarsity.course.v1.CourseService"] == state {
             return;
         }
@@ -536,15 +536,7 @@ async fn a_silent_course_service_costs_a_read_its_deadline_not_a_hang() {
 
 /// The endpoints the gateway at `gateway` balances `service` over, from `/status`.
 async fn endpoints_of(gateway: &TestPlatform, service: &str) -> Vec<String> {
-    let status: serde_json::Value = gateway
-        .client
-        .get(gateway.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = gateway.admin("/status").await;
     let mut urls: Vec<String> = status["endpoints"][service]
         .as_array()
         .into_iter()

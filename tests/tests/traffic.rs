@@ -314,12 +314,158 @@ async fn slow_headers_are_cut_off_and_connections_past_the_cap_are_refused() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    let metrics = p.metrics().await;
     assert!(metrics.contains("http_connections_refused_total"));
     // Freed: normal calls go on.
     let answer = get("/healthz").await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     drop(extra);
+    p.stop().await;
+}
+
+/// Operations surfaces are not public: the public listener answers 404 for `/metrics` and
+/// `/status` (which lists upstream pod addresses), and the admin listener serves them.
+#[tokio::test]
+async fn metrics_and_status_are_served_only_on_the_admin_listener() {
+    let p = TestPlatform::start().await;
+    for path in ["/metrics", "/status"] {
+        let response = p.client.get(p.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(p.metrics().await.contains("# TYPE"));
+    let (status, report) = p.admin("/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(report["upstreams"].is_object(), "{report}");
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(p.admin(path).await.0, StatusCode::OK, "{path}");
+    }
+    assert_ne!(p.admin_url(""), p.url(""));
+    p.stop().await;
+}
+
+/// Sends raw `bytes` on a new connection and reads what comes back within `wait` (until
+/// the server closes): the text, and whether the server closed the connection.
+async fn raw_exchange(addr: &str, bytes: &[u8], wait: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+/// Bodies at the edge: a webhook that declares a body over the JSON limit is refused
+/// before a byte of it is read, a body that trickles is cut off with 408 after
+/// `DUOVARSITY_BODY_READ_TIMEOUT_MS` (counted), a flood of unsigned webhook posts from one
+/// address meets 429 (`webhook` class), and IPv6 clients are counted per /64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_bounded_in_size_and_time_and_webhooks_and_ipv6_networks_are_limited() {
+    let p = TestPlatform::start_with(
+        Component::All,
+        &[
+            ("DUOVARSITY_RATE_LIMITS_ENABLED", "true"),
+            ("DUOVARSITY_BODY_READ_TIMEOUT_MS", "500"),
+            ("DUOVARSITY_RATE_LIMIT_WEBHOOK", "20/m"),
+            ("DUOVARSITY_RATE_LIMIT_ANONYMOUS", "5/m"),
+            ("DUOVARSITY_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let addr = p.url("").trim_start_matches("http://").to_string();
+    let webhook = "/v1/payments/webhooks/razorpay";
+
+    // Declared 2 MB: answered at once, the body never sent.
+    let started = std::time::Instant::now();
+    let head = format!(
+        "POST {webhook} HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n\
+         X-Forwarded-For: {}\r\nContent-Length: 2000000\r\n\r\n",
+        fresh_address()
+    );
+    let (answer, _) = raw_exchange(&addr, head.as_bytes(), Duration::from_secs(2)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Ten bytes of a declared hundred, then nothing: 408 and the connection closed.
+    let started = std::time::Instant::now();
+    let stalled = format!(
+        "POST {webhook} HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n\
+         X-Forwarded-For: {}\r\nContent-Length: 100\r\n\r\n{{\"a\": 12",
+        fresh_address()
+    );
+    let (answer, closed) = raw_exchange(&addr, stalled.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("BODY_READ_TIMEOUT"), "{answer}");
+    assert!(closed, "the connection of a stalled body is closed");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains("http_read_timeouts_total{phase=\"body\"}"),
+        "the body timeout is counted"
+    );
+
+    // Unsigned posts from one address: the first 20 reach the service, the rest are 429.
+    let flooder = fresh_address();
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let response = p
+            .client
+            .post(p.url(webhook))
+            .header("x-forwarded-for", &flooder)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(limited, 10, "{statuses:?}");
+    assert!(
+        statuses[..20]
+            .iter()
+            .all(|s| *s != StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // IPv6: every address of one /64 shares the anonymous limit; another /64 does not.
+    let network = (uuid::Uuid::now_v7().as_u128() & 0xffff) as u16;
+    let mut answers = Vec::new();
+    for host in 1..=6 {
+        let address = format!("2001:db8:{network:x}:1::{host:x}");
+        answers.push(
+            get(&p, "/.well-known/jwks.json", &address, None)
+                .await
+                .status,
+        );
+    }
+    assert_eq!(answers[..5], [StatusCode::OK; 5], "{answers:?}");
+    assert_eq!(answers[5], StatusCode::TOO_MANY_REQUESTS, "{answers:?}");
+    let neighbour = format!("2001:db8:{network:x}:2::1");
+    assert_eq!(
+        get(&p, "/.well-known/jwks.json", &neighbour, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
     p.stop().await;
 }
 
@@ -461,7 +607,7 @@ async fn an_upstream_named_by_dns_is_resolved_and_balanced() {
         let (status, body) = gateway.call(Method::GET, "/v1/courses", None, None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (_, report) = gateway.call(Method::GET, "/status", None, None).await;
+    let (_, report) = gateway.admin("/status").await;
     let endpoints = report["endpoints"]["duovarsity.course.v1.CourseService"]
         .as_array()
         .unwrap_or_else(|| panic!("{report}"));

@@ -89,6 +89,7 @@ pub enum Component {
 pub struct Platform {
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
+    admin_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     modules: Vec<Arc<dyn RunningModule>>,
@@ -132,6 +133,16 @@ impl Platform {
         };
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut tasks = JoinSet::new();
+        let admin_listener = TcpListener::bind(config.admin_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the admin listener on {} (DUOVARSITY_ADMIN_ADDR)",
+                    config.admin_addr
+                )
+            })?;
+        let admin_addr = admin_listener.local_addr()?;
+        let mut admin_routes = None;
         let mut grpc_addr = None;
         let mut modules = Vec::new();
         // Bound first, so that the modules opened beside the gateway know its address
@@ -193,7 +204,10 @@ impl Platform {
                     Arc::new(RemoteJwks::connect(&config).context("DUOVARSITY_USER_SERVICE_URL")?)
                 }
             };
-            let verifier = Arc::new(TokenVerifier::new(source, Duration::from_secs(10)));
+            let verifier = Arc::new(
+                TokenVerifier::new(source, Duration::from_secs(10))
+                    .refreshing_every(Duration::from_secs(config.jwks_refresh_secs)),
+            );
             let mut server = GrpcServer::new(AuthLayer::new(verifier));
             if component == Component::All {
                 local = Some((format!("http://{addr}"), server.local()));
@@ -248,12 +262,9 @@ impl Platform {
             )
             .await
             .context("starting the gateway's rate limits")?;
-            let mut router = gateway.router(&config.cors_allowed_origins, limits);
-            for module in &modules {
-                if let Some(routes) = module.http_routes() {
-                    router = router.merge(routes);
-                }
-            }
+            let pages = modules.iter().filter_map(|m| m.http_routes()).collect();
+            let router = gateway.router(&config.cors_allowed_origins, limits, pages);
+            admin_routes = Some(gateway.admin_routes());
             let closing = shutdown.clone();
             let live = gateway.clone();
             tasks.spawn(async move {
@@ -274,9 +285,17 @@ impl Platform {
             });
         }
 
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            duovarsity_common::admin::serve(admin_listener, admin_routes, stop)
+                .await
+                .context("admin listener")
+        });
+
         Ok(Self {
             http_addr,
             grpc_addr,
+            admin_addr,
             shutdown,
             tasks,
             modules,
@@ -290,6 +309,11 @@ impl Platform {
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc_addr
+    }
+
+    /// The admin listener (`/metrics`, `/healthz`; the gateway's `/status`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The event bus the services publish to (none for the gateway alone).
@@ -344,8 +368,14 @@ pub struct Migrated {
 }
 
 /// Applies the migrations of every service of [`MODULES`] (or of `only` that one) to the
-/// configured database(s), idempotently.
+/// configured database(s), idempotently: `migrate_database_url` when set (PostgreSQL
+/// directly, past a pooler), else `database_url`.
 pub async fn migrate(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Migrated>> {
+    let direct = config.migrate_database_url.as_ref().map(|url| Config {
+        database_url: Some(url.clone()),
+        ..config.clone()
+    });
+    let config = direct.as_ref().unwrap_or(config);
     let entries: Vec<&ModuleEntry> = match only {
         Some(name) => vec![module(name)?],
         None => MODULES.iter().collect(),

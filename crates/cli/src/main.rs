@@ -276,6 +276,10 @@ async fn serve(config: Config, component: Component, name: &'static str) -> anyh
     if let Some(addr) = platform.grpc_addr() {
         announcement += &format!("gRPC services  {addr}  (try: grpcurl -plaintext {addr} list)\n");
     }
+    let admin = platform.admin_addr();
+    announcement += &format!(
+        "Admin          http://{admin}  (/metrics, /healthz; the gateway's /status, /readyz)\n"
+    );
     announcement += "Press Ctrl-C to stop.\n";
     let mut stdout = std::io::stdout().lock();
     let _ = stdout

@@ -109,9 +109,13 @@ impl SigningKey {
     }
 }
 
-/// The signing keys, oldest first.
+/// The signing keys, oldest first, as found in their directory. The directory is read
+/// again by [`KeyRing::reload`] (the user service calls it when the directory changes), so
+/// a key added or removed there is published, and a removed key stops verifying, without
+/// a restart.
 pub struct KeyRing {
-    keys: Vec<SigningKey>,
+    dir: PathBuf,
+    keys: std::sync::RwLock<Arc<Vec<Arc<SigningKey>>>>,
 }
 
 const PEM_TAG: &str = "PRIVATE KEY";
@@ -127,7 +131,38 @@ impl KeyRing {
             Self::rotate(dir)?;
             keys = read_keys(dir)?;
         }
-        Ok(Self { keys })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            keys: std::sync::RwLock::new(Arc::new(keys.into_iter().map(Arc::new).collect())),
+        })
+    }
+
+    /// Reads the directory again. A directory that holds no key (or a malformed one) is
+    /// refused and the running keys stay. Returns whether the set of keys changed.
+    pub fn reload(&self) -> Result<bool, KeyError> {
+        let keys = read_keys(&self.dir)?;
+        if keys.is_empty() {
+            return Err(KeyError::Missing(self.dir.clone()));
+        }
+        let kids =
+            |keys: &[Arc<SigningKey>]| keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>();
+        let fresh: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
+        let mut current = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = kids(&current) != kids(&fresh);
+        if changed {
+            *current = Arc::new(fresh);
+        }
+        Ok(changed)
+    }
+
+    fn current(&self) -> Arc<Vec<Arc<SigningKey>>> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Writes a new key that will sign from the next start, and deletes keys older than
@@ -151,13 +186,16 @@ impl KeyRing {
         Ok(kid)
     }
 
-    /// The key that signs new tokens.
-    pub fn signing_key(&self) -> &SigningKey {
-        self.keys.last().expect("a loaded key ring is never empty")
+    /// The key that signs new tokens (the newest).
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.current()
+            .last()
+            .cloned()
+            .expect("a loaded key ring is never empty")
     }
 
     pub fn jwks(&self) -> Vec<Jwk> {
-        self.keys.iter().map(SigningKey::jwk).collect()
+        self.current().iter().map(|key| key.jwk()).collect()
     }
 }
 

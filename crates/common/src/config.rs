@@ -18,7 +18,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-pub use payments::PaymentProvider;
+pub use payments::{PaymentProvider, PaymentSandbox};
 pub use traffic::{RATE_CLASSES, Rate, RateError};
 
 use crate::secret::Secret;
@@ -52,12 +52,19 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where the gRPC services listen (embedded mode: all services on this one port).
     pub grpc_addr: SocketAddr,
+    /// The admin listener: `/metrics`, `/healthz`, and the gateway's `/status` and
+    /// `/readyz`. Never the public port; in a cluster, what probes and Prometheus reach.
+    pub admin_addr: SocketAddr,
     /// SQLite files and local keys live here in embedded mode.
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`. Unset: one SQLite file per service in `data_dir`.
     pub database_url: Option<Secret<String>>,
     /// A read replica (`postgres://…`) for reads that tolerate staleness. Unset: the primary.
     pub database_replica_url: Option<Secret<String>>,
+    /// Where `duovarsity migrate` applies migrations when it must not use `database_url`:
+    /// PostgreSQL itself when services reach it through a transaction-mode pooler
+    /// (PgBouncer), which cannot run migrations. Unset: `database_url`.
+    pub migrate_database_url: Option<Secret<String>>,
     /// Connections per pool.
     pub database_max_connections: u32,
     /// Apply each service's pending migrations when it starts. Production rollouts run
@@ -69,6 +76,10 @@ pub struct Config {
     /// Generate a signing key when the directory has none (embedded mode). Production
     /// mounts keys and sets this to false, so a missing mount is an error, not a new key.
     pub jwt_generate_keys: bool,
+    /// How often the gateway and services fetch the user service's published keys
+    /// (JWKS) again, in seconds: a key removed from the set stops verifying within this
+    /// period. An unknown `kid` also triggers a fetch.
+    pub jwks_refresh_secs: u64,
     /// Access token lifetime in seconds.
     pub access_token_ttl_secs: u64,
     /// Refresh token lifetime in seconds.
@@ -134,6 +145,11 @@ pub struct Config {
     /// `razorpay` or `stripe`: the provider that takes payments at checkout. Webhooks of
     /// every configured provider are accepted.
     pub payment_provider: PaymentProvider,
+    /// The built-in Razorpay sandbox (it gives paid courses away: anyone may "pay" on its
+    /// page): `auto` runs it only when the gateway listens on a loopback address, `on`
+    /// also on a public one (logged as a warning), `off` never. Only without
+    /// `razorpay_api_url`, and only where the gateway runs in the same process.
+    pub payment_sandbox: PaymentSandbox,
     /// Razorpay's API base URL (`https://api.razorpay.com`). Unset: the built-in sandbox,
     /// which `duovarsity up` serves under `/sandbox` (Razorpay test mode, no account).
     #[serde(deserialize_with = "optional_lenient_string")]
@@ -179,8 +195,8 @@ pub struct Config {
     /// when the file changes or on SIGHUP. Unset: the built-in policy.
     pub rate_limits_file: Option<PathBuf>,
     /// Overrides of single limits: `DUOVARSITY_RATE_LIMIT_<CLASS>=<n>/<s|m|h>` (classes:
-    /// ANONYMOUS, SIGN_IN, and `<TIER>_<READS|WRITES|AI>` for the tiers FREE, STANDARD,
-    /// PREMIUM and THROTTLED).
+    /// ANONYMOUS, SIGN_IN, WEBHOOK, and `<TIER>_<READS|WRITES|AI>` for the tiers FREE,
+    /// STANDARD, PREMIUM and THROTTLED).
     #[serde(deserialize_with = "service_url_map")]
     pub rate_limit: BTreeMap<String, String>,
     /// Whether the gateway enforces rate limits.
@@ -189,12 +205,18 @@ pub struct Config {
     /// gateway believes when it keys anonymous calls by client address.
     #[serde(deserialize_with = "comma_list")]
     pub trusted_proxies: Vec<String>,
+    /// IPv6 clients are limited per network of this prefix length (a /64 is one
+    /// subscriber's, who can pick any address in it).
+    pub rate_limits_ipv6_prefix: u8,
     /// How many gateways share the limits: while Redis is unreachable, each enforces this
     /// share of every limit on its own.
     pub gateway_replicas: u32,
     /// A client must send a request's headers within this many milliseconds (and a
     /// keep-alive connection idle this long is closed).
     pub header_read_timeout_ms: u64,
+    /// A client must send a request's body within this many milliseconds of its headers,
+    /// or it is answered 408 and the connection closed.
+    pub body_read_timeout_ms: u64,
     /// Connections the gateway holds at once (live WebSockets included); past it new ones
     /// are closed at once and counted. Keep it below the process's file limit.
     pub max_connections: usize,
@@ -204,12 +226,17 @@ pub struct Config {
     /// of it, lower tiers are shed with 503 first: throttled at 50 %, free and anonymous at
     /// 75 %, standard at 90 %; premium, instructors and admins may use it all.
     pub upstream_max_in_flight: usize,
-    /// Largest accepted request body at the gateway, in bytes.
+    /// Largest accepted request body at the gateway, in bytes (JSON and webhooks; media
+    /// uploads have `media_max_bytes`).
     pub body_limit_bytes: usize,
     /// Bytes of `public, max-age` answers the gateway keeps in its edge cache (0: none).
     pub edge_cache_bytes: u64,
     /// Deadline for one upstream call from the gateway, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Deadline for one server-streamed answer (AI answers as server-sent events) from the
+    /// gateway, in milliseconds: longer than `request_timeout_ms`, since a stream delivers
+    /// as it goes.
+    pub stream_timeout_ms: u64,
     /// Deadlines of particular methods or services, comma-separated
     /// `<package.Service>[/<Method>]=<ms>` (a method's entry wins over its service's);
     /// the others get `request_timeout_ms`. Sent upstream as `grpc-timeout`.
@@ -226,13 +253,16 @@ impl Default for Config {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_replica_url: None,
+            migrate_database_url: None,
             database_max_connections: 16,
             migrate_on_start: true,
             jwt_keys_dir: None,
             jwt_generate_keys: true,
+            jwks_refresh_secs: 60,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 60 * 60,
             bootstrap_admin_email: None,
@@ -254,6 +284,7 @@ impl Default for Config {
             kafka_topic_prefix: String::new(),
             ai_catalog_file: None,
             payment_provider: PaymentProvider::Razorpay,
+            payment_sandbox: PaymentSandbox::Auto,
             razorpay_api_url: None,
             razorpay_key_id: None,
             razorpay_key_secret: None,
@@ -273,13 +304,16 @@ impl Default for Config {
             rate_limit: BTreeMap::new(),
             rate_limits_enabled: true,
             trusted_proxies: Vec::new(),
+            rate_limits_ipv6_prefix: 64,
             gateway_replicas: 1,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
             max_connections: 16_000,
             http2_max_streams: 256,
             upstream_max_in_flight: 2048,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
+            stream_timeout_ms: 300_000,
             edge_cache_bytes: 64 << 20,
             route_timeouts: Vec::new(),
             shutdown_grace_secs: 20,
@@ -347,6 +381,7 @@ impl Config {
         for (key, url) in [
             ("database_url", &self.database_url),
             ("database_replica_url", &self.database_replica_url),
+            ("migrate_database_url", &self.migrate_database_url),
         ] {
             if let Some(url) = url {
                 let url = url.expose();
@@ -511,10 +546,22 @@ impl Config {
                 "must be between 1024 and 268435456",
             ));
         }
+        if !(1..=86_400).contains(&self.jwks_refresh_secs) {
+            return Err(ConfigError::setting(
+                "jwks_refresh_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::setting(
                 "request_timeout_ms",
                 "must be greater than 0",
+            ));
+        }
+        if self.stream_timeout_ms < self.request_timeout_ms {
+            return Err(ConfigError::setting(
+                "stream_timeout_ms",
+                "must be at least request_timeout_ms",
             ));
         }
         Ok(())

@@ -160,11 +160,7 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
-        let router = routes.routes().into_axum_router().route(
-            "/metrics",
-            axum::routing::get(|| async { telemetry::render_metrics() }),
-        );
-        let routes = RoutesBuilder::from(router).routes();
+        let routes = routes.routes();
 
         let names = self.names;
         for name in &names {

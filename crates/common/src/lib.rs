@@ -3,6 +3,7 @@
 //! configuration behind small types here, never by branches inside service handlers.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;

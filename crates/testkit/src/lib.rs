@@ -86,6 +86,8 @@ impl std::ops::Deref for TestPlatform {
 /// A client of one gateway's REST API (in this process or another).
 pub struct Api {
     base: String,
+    /// The process's admin listener (`/metrics`, `/status`), when known.
+    admin: Option<String>,
     pub client: reqwest::Client,
 }
 
@@ -110,6 +112,7 @@ impl TestPlatform {
             ),
             ("DUOVARSITY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("DUOVARSITY_GRPC_ADDR".into(), "127.0.0.1:0".into()),
+            ("DUOVARSITY_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
             ("DUOVARSITY_SHUTDOWN_GRACE_SECS".into(), "5".into()),
             // Tests send many calls from one address and share one Redis server: the
             // tests of rate limits turn them on with keys of their own.
@@ -123,12 +126,14 @@ impl TestPlatform {
             .await
             .expect("the platform starts");
         let http = platform.http_addr();
+        let admin = format!("http://{}", platform.admin_addr());
         let started = Self {
             http,
             grpc: platform.grpc_addr(),
             platform: Some(platform),
             data_dir,
-            api: Api::new(&http.map_or_else(String::new, |addr| format!("http://{addr}"))),
+            api: Api::new(&http.map_or_else(String::new, |addr| format!("http://{addr}")))
+                .with_admin(&admin),
         };
         started.wait_until_ready().await;
         started
@@ -197,8 +202,40 @@ impl Api {
             .expect("an HTTP client");
         Self {
             base: base.trim_end_matches('/').to_string(),
+            admin: None,
             client,
         }
+    }
+
+    /// The same client, knowing the process's admin listener at `admin`.
+    pub fn with_admin(mut self, admin: &str) -> Self {
+        self.admin = Some(admin.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// The admin listener's base URL + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self
+            .admin
+            .as_ref()
+            .expect("this client knows no admin listener");
+        format!("{admin}{path}")
+    }
+
+    /// A GET of the admin listener's `path`: the status and the parsed body.
+    pub async fn admin(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("the admin listener answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The gateway's base URL + `path`.
@@ -207,10 +244,10 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    /// The gateway's `/metrics` (Prometheus text).
+    /// The process's `/metrics` (Prometheus text), from its admin listener.
     pub async fn metrics(&self) -> String {
         self.client
-            .get(self.url("/metrics"))
+            .get(self.admin_url("/metrics"))
             .send()
             .await
             .expect("/metrics answers")

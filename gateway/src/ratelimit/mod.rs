@@ -1,12 +1,15 @@
 //! Rate limits at the edge, in one tower layer ([`enforce`]) in front of every route but
-//! the probes, `/metrics` and the payment providers' signed webhooks.
+//! the probes (the payment providers' webhooks have a class of their own).
 //!
 //! - **Who:** a signed-in caller is counted per user at the limit of the tier their
 //!   (verified) token carries; anyone else per client address. The address is the
 //!   connection's peer, or, when the peer is a trusted proxy
 //!   (`DUOVARSITY_TRUSTED_PROXIES`), the right-most `X-Forwarded-For` entry that is not a
-//!   trusted proxy: a client cannot pick its own key by sending the header.
-//! - **What:** see [`policy`]. Sign-in routes are counted per address for everyone.
+//!   trusted proxy: a client cannot pick its own key by sending the header. IPv6 clients
+//!   are counted per network (`DUOVARSITY_RATE_LIMITS_IPV6_PREFIX`, a /64 by default),
+//!   since one subscriber may use any of its 2^64 addresses.
+//! - **What:** see [`policy`]. Sign-in routes and webhooks are counted per address for
+//!   everyone.
 //! - **Where:** in memory (one gateway), or in Redis when `DUOVARSITY_REDIS_URL` is set
 //!   (exact across gateways; see [`store`]). Redis failing never fails a request.
 //! - **Answer:** every limited response carries `RateLimit-Policy` and `RateLimit`
@@ -42,10 +45,38 @@ const CAPACITY: u64 = 1_000_000;
 /// How long a failed Redis is left alone before the next try.
 const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Paths never limited: probes and scrapes, and webhooks that providers sign and retry.
+/// Paths never limited: probes and scrapes.
 fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics")
-        || path.starts_with("/v1/payments/webhooks/")
+}
+
+/// The payment providers' webhooks.
+fn is_webhook(path: &str) -> bool {
+    path.starts_with("/v1/payments/webhooks/")
+}
+
+/// What a request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Per address, signed in or not.
+    SignIn,
+    /// Per address.
+    Webhook,
+    /// Per user by tier, or per address without a valid token.
+    Route(RouteClass),
+}
+
+/// The key of a client address: an IPv4 address (or an IPv4-mapped IPv6 one) alone, an
+/// IPv6 address by its network of `ipv6_prefix` bits.
+fn address_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128))
+                .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+        },
+    }
 }
 
 /// Sign-in, registration and token refresh.
@@ -82,6 +113,7 @@ pub struct RateLimiter {
     store: Store,
     verifier: Arc<TokenVerifier>,
     trusted: Vec<ipnet::IpNet>,
+    ipv6_prefix: u8,
 }
 
 fn read_policy(
@@ -129,6 +161,7 @@ impl RateLimiter {
             store,
             verifier,
             trusted: config.trusted_proxy_networks(),
+            ipv6_prefix: config.rate_limits_ipv6_prefix,
         });
         let watcher = limiter.clone();
         tokio::spawn(async move {
@@ -193,35 +226,44 @@ impl RateLimiter {
     }
 
     /// What the limit depends on, read from the request up front (a request body is not
-    /// `Sync`, so the request is not held across awaits): the policy, the route class
-    /// (None for sign-in routes), the bearer token and the client's address.
-    fn inspect(
-        &self,
-        request: &Request,
-    ) -> (Arc<Policy>, Option<RouteClass>, Option<String>, String) {
+    /// `Sync`, so the request is not held across awaits): the policy, the scope, the
+    /// bearer token and the client's address key.
+    fn inspect(&self, request: &Request) -> (Arc<Policy>, Scope, Option<String>, String) {
         let path = request.uri().path();
-        let address = self
-            .client_ip(request)
-            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-        let class = (!is_sign_in(path)).then(|| route_class(request.method(), path));
+        let address = self.client_ip(request).map_or_else(
+            || "unknown".to_string(),
+            |ip| address_key(ip, self.ipv6_prefix),
+        );
+        let scope = if is_sign_in(path) {
+            Scope::SignIn
+        } else if is_webhook(path) {
+            Scope::Webhook
+        } else {
+            Scope::Route(route_class(request.method(), path))
+        };
         let token =
             bearer_token(request.headers().get(http::header::AUTHORIZATION)).map(str::to_string);
-        (self.policy(), class, token, address)
+        (self.policy(), scope, token, address)
     }
 
     /// The key, the limit and its name.
     async fn classify(
         &self,
-        (policy, class, token, address): (Arc<Policy>, Option<RouteClass>, Option<String>, String),
+        (policy, scope, token, address): (Arc<Policy>, Scope, Option<String>, String),
     ) -> (String, Rate, String) {
-        let Some(class) = class else {
-            return (
+        match scope {
+            Scope::SignIn => (
                 format!("sign_in:{address}"),
                 policy.sign_in,
                 "sign_in".into(),
-            );
-        };
-        self.classify_caller(policy, class, token, address).await
+            ),
+            Scope::Webhook => (
+                format!("webhook:{address}"),
+                policy.webhook,
+                "webhook".into(),
+            ),
+            Scope::Route(class) => self.classify_caller(policy, class, token, address).await,
+        }
     }
 
     async fn classify_caller(
@@ -307,4 +349,29 @@ pub async fn enforce(
     };
     headers(response.headers_mut(), &name, rate, &decision);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_network() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(address_key(ip("203.0.113.7"), 64), "203.0.113.7");
+        assert_eq!(address_key(ip("::ffff:203.0.113.7"), 64), "203.0.113.7");
+        let one = address_key(ip("2001:db8:1:2:aaaa::1"), 64);
+        assert_eq!(one, "2001:db8:1:2::/64");
+        assert_eq!(address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64), one);
+        assert_ne!(address_key(ip("2001:db8:1:3::1"), 64), one);
+        assert_eq!(address_key(ip("2001:db8:1:2::1"), 48), "2001:db8:1::/48");
+        assert_eq!(address_key(ip("2001:db8::1"), 128), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn webhooks_and_sign_in_have_their_own_scopes() {
+        assert!(is_webhook("/v1/payments/webhooks/razorpay"));
+        assert!(!exempt("/v1/payments/webhooks/stripe"));
+        assert!(exempt("/metrics"));
+    }
 }

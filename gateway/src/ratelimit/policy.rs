@@ -3,6 +3,9 @@
 //! - Anonymous calls are limited per client address (`anonymous`).
 //! - Sign-in, registration and token refresh are limited per client address for everyone
 //!   (`sign_in`): they are what credential stuffing aims at.
+//! - The payment providers' webhooks are limited per source address (`webhook`): generous,
+//!   since a provider retries from a few addresses, but a flood of unsigned posts meets
+//!   429 before anything reads its body.
 //! - Signed-in callers are limited per user, by the tier their token carries, on three
 //!   route classes: `reads` (GET/HEAD), `writes` (everything else) and `ai`
 //!   (`/v1/ai/`).
@@ -63,6 +66,7 @@ impl TierLimits {
 pub struct Policy {
     pub anonymous: Rate,
     pub sign_in: Rate,
+    pub webhook: Rate,
     pub tiers: BTreeMap<String, TierLimits>,
 }
 
@@ -76,6 +80,9 @@ pub struct PolicyError(pub String);
 struct RawPolicy {
     anonymous: String,
     sign_in: String,
+    /// Optional, so that policy files written before the class existed still load.
+    #[serde(default = "default_webhook")]
+    webhook: String,
     tiers: BTreeMap<String, RawTier>,
 }
 
@@ -85,6 +92,10 @@ struct RawTier {
     reads: String,
     writes: String,
     ai: String,
+}
+
+fn default_webhook() -> String {
+    "600/m".to_string()
 }
 
 fn rate(text: &str, place: &str) -> Result<Rate, PolicyError> {
@@ -121,6 +132,7 @@ impl Policy {
         let mut policy = Self {
             anonymous: rate(&raw.anonymous, "anonymous")?,
             sign_in: rate(&raw.sign_in, "sign_in")?,
+            webhook: rate(&raw.webhook, "webhook")?,
             tiers,
         };
         for (class, text) in overrides {
@@ -131,6 +143,7 @@ impl Policy {
             let slot = match class.as_str() {
                 "anonymous" => &mut policy.anonymous,
                 "sign_in" => &mut policy.sign_in,
+                "webhook" => &mut policy.webhook,
                 other => {
                     let (tier, route) = other
                         .rsplit_once('_')
@@ -165,6 +178,13 @@ mod tests {
     #[test]
     fn the_built_in_policy_is_valid_and_overrides_apply() {
         let policy = Policy::parse(BUILT_IN, &BTreeMap::new()).unwrap();
+        assert_eq!(policy.webhook.to_string(), "600/m");
+        let without = BUILT_IN.replace("webhook = \"600/m\"", "");
+        assert_eq!(
+            Policy::parse(&without, &BTreeMap::new()).unwrap().webhook,
+            policy.webhook,
+            "an older file without the class gets the default"
+        );
         assert!(
             policy.tier("premium").unwrap().reads.count > policy.tier("free").unwrap().reads.count
         );
@@ -172,10 +192,12 @@ mod tests {
         let overrides = BTreeMap::from([
             ("anonymous".to_string(), "50/m".to_string()),
             ("premium_ai".to_string(), "7/h".to_string()),
+            ("webhook".to_string(), "5/s".to_string()),
         ]);
         let policy = Policy::parse(BUILT_IN, &overrides).unwrap();
         assert_eq!(policy.anonymous.to_string(), "50/m");
         assert_eq!(policy.tier("premium").unwrap().ai.to_string(), "7/h");
+        assert_eq!(policy.webhook.to_string(), "5/s");
     }
 
     #[test]

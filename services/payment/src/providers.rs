@@ -1,9 +1,11 @@
 //! Which payment providers this process has, from the configuration, read once at start:
 //!
 //! - Razorpay with `DUOVARSITY_RAZORPAY_API_URL` and its keys; without the URL, when the
-//!   gateway runs in this process (`duovarsity up`), the built-in sandbox
+//!   gateway runs in this process (`duovarsity up`) and `DUOVARSITY_PAYMENT_SANDBOX`
+//!   allows it (`auto`: only on a loopback address), the built-in sandbox
 //!   ([`crate::sandbox`]) served on the gateway's listener, with secrets from the
-//!   configuration or generated once into the data directory;
+//!   configuration or generated once into the data directory. The sandbox lets anyone
+//!   "pay", so on a public address it runs only when set `on`, with a warning;
 //! - Stripe with `DUOVARSITY_STRIPE_SECRET_KEY` and its webhook secret.
 //!
 //! `DUOVARSITY_PAYMENT_PROVIDER` picks the one that takes payments at checkout; webhooks
@@ -107,9 +109,22 @@ impl Providers {
         let mut clients: HashMap<&'static str, Arc<dyn Provider>> = HashMap::new();
         let mut razorpay = None;
         let mut sandbox = None;
+        if with_gateway && config.razorpay_api_url.is_none() {
+            if !config.payment_sandbox_enabled() {
+                tracing::info!(
+                    http_addr = %config.http_addr,
+                    "the payment sandbox is off (DUOVARSITY_PAYMENT_SANDBOX; auto runs it on a loopback address only)"
+                );
+            } else if !config.http_addr.ip().is_loopback() {
+                tracing::warn!(
+                    http_addr = %config.http_addr,
+                    "DUOVARSITY_PAYMENT_SANDBOX=on on a public address: anyone can pay for any course on the sandbox's page"
+                );
+            }
+        }
         let api_url = match &config.razorpay_api_url {
             Some(url) => Some(url.clone()),
-            None if with_gateway => {
+            None if with_gateway && config.payment_sandbox_enabled() => {
                 let ip = match config.http_addr.ip() {
                     ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
                     ip => ip,

@@ -75,6 +75,8 @@ pub enum StartError {
 pub struct UserModule {
     db: Database,
     ring: Arc<KeyRing>,
+    /// Where the signing keys are read from (watched for changes).
+    keys_dir: std::path::PathBuf,
     users: Users,
     outbox: Outbox,
 }
@@ -119,6 +121,7 @@ impl UserModule {
         Ok(Self {
             db,
             ring,
+            keys_dir: config.jwt_keys_dir(),
             users,
             outbox,
         })
@@ -152,14 +155,29 @@ impl ServiceModule for UserModule {
         vec![self.db.probe(SERVICE)]
     }
 
-    /// Publishes this service's outbox.
+    /// Publishes this service's outbox, and reloads the signing keys when their directory
+    /// changes (a key added, or removed to revoke it) or on SIGHUP.
     fn background(
         &self,
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask> {
         let relay = self.outbox.relay(self.db.clone(), bus);
-        vec![Box::pin(relay.run(shutdown))]
+        let ring = self.ring.clone();
+        let keys = duovarsity_common::reload::watch(
+            Some(self.keys_dir.clone()),
+            shutdown.clone(),
+            move || match ring.reload() {
+                Ok(true) => {
+                    tracing::info!(kids = ?ring.jwks().iter().map(|k| k.kid.clone()).collect::<Vec<_>>(), "signing keys reloaded")
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, "signing keys not reloaded; the running ones stay")
+                }
+            },
+        );
+        vec![Box::pin(relay.run(shutdown)), Box::pin(keys)]
     }
 
     /// The signing keys, for verifiers in the same process.

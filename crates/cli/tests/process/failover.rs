@@ -56,7 +56,9 @@ async fn reads_survive_a_replica_killed_under_load_and_writes_say_when_they_fail
             ("DUOVARSITY_EDGE_CACHE_BYTES", "0".to_string()),
         ],
     );
-    let api = Arc::new(Api::new(&gateway.http.clone().unwrap()));
+    let api = Arc::new(
+        Api::new(&gateway.http.clone().unwrap()).with_admin(&gateway.admin.clone().unwrap()),
+    );
     let (_, admin) = api.sign_in(TEST_ADMIN).await;
     let (course_id, _) = api.course_with_lesson(&admin, "failover").await;
     api.publish(&admin, &course_id).await;
@@ -138,7 +140,7 @@ async fn reads_survive_a_replica_killed_under_load_and_writes_say_when_they_fail
         ),
         "no ejection counted"
     );
-    let (_, status) = api.call(Method::GET, "/status", None, None).await;
+    let (_, status) = api.admin("/status").await;
     assert_eq!(
         status["endpoints"]["duovarsity.course.v1.CourseService"]
             .as_array()

@@ -16,6 +16,8 @@ fn duovarsity() -> Command {
             command.env_remove(key);
         }
     }
+    // Processes of parallel tests must not contend for the default admin port.
+    command.env("DUOVARSITY_ADMIN_ADDR", "127.0.0.1:0");
     command
 }
 
@@ -112,6 +114,7 @@ async fn migrate_creates_every_service_schema_on_an_empty_postgres_database() {
     let off = [
         ("DUOVARSITY_DATABASE_URL", url.as_str()),
         ("DUOVARSITY_MIGRATE_ON_START", "false"),
+        ("DUOVARSITY_ADMIN_ADDR", "127.0.0.1:0"),
     ];
 
     // Before any migration a service with migrations off refuses to start, and says why.
@@ -511,6 +514,7 @@ pub struct Served {
     pub log: std::path::PathBuf,
     pub grpc: Option<String>,
     pub http: Option<String>,
+    pub admin: Option<String>,
 }
 
 impl Drop for Served {
@@ -551,7 +555,7 @@ pub fn serve(
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut grpc, mut http) = (None, None);
+    let (mut grpc, mut http, mut admin) = (None, None, None);
     let started = Instant::now();
     let mut line = String::new();
     while !line.contains("Press Ctrl-C") {
@@ -570,6 +574,8 @@ pub fn serve(
             grpc = url.map(|addr| format!("http://{addr}"));
         } else if line.starts_with("REST") {
             http = url.map(|addr| format!("http://{addr}"));
+        } else if line.starts_with("Admin") {
+            admin = url.map(|addr| format!("http://{addr}"));
         }
     }
     Served {
@@ -577,5 +583,6 @@ pub fn serve(
         log,
         grpc,
         http,
+        admin,
     }
 }

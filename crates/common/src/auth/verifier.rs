@@ -1,5 +1,12 @@
-//! [`TokenVerifier`]: checks access tokens against the published keys, refetching them
-//! on an unknown `kid` (at most every `min_refetch`), and remembers verified tokens.
+//! [`TokenVerifier`]: checks access tokens against the published keys, and remembers
+//! verified tokens.
+//!
+//! The keys are fetched again on an unknown `kid` (at most every `min_refetch`, so forged
+//! tokens cannot turn into a flood of JWKS requests) and on a period (`refresh`, 60 s by
+//! default; `DUOVARSITY_JWKS_REFRESH_SECS`), so that a key removed from the set (revoked,
+//! or retired after a rotation) stops verifying within that period, remembered tokens
+//! signed by it included. A failed periodic fetch keeps the keys it had: an outage of the
+//! user service does not log everyone out.
 
 use super::*;
 
@@ -9,11 +16,21 @@ pub struct TokenVerifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: Mutex<Option<Instant>>,
     min_refetch: Duration,
+    /// How often the keys are fetched whatever the tokens say.
+    refresh: Duration,
+    /// When the keys were last fetched successfully, in milliseconds since `epoch`
+    /// (`u64::MAX`: never), read on every verification without a lock.
+    fetched_at: std::sync::atomic::AtomicU64,
+    epoch: Instant,
     validation: Validation,
-    /// Tokens already verified, with their claims: a learner's token is presented on
-    /// every request, and an Ed25519 verification costs far more than a lookup.
-    verified: moka::future::Cache<String, Claims>,
+    /// Tokens already verified, with their claims and the `kid` that signed them: a
+    /// learner's token is presented on every request, and an Ed25519 verification costs
+    /// far more than a lookup.
+    verified: moka::future::Cache<String, (Claims, String)>,
 }
+
+/// How often the keys are fetched by default.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
 
 /// How many verified tokens are remembered, and for how long at most (a token is also
 /// dropped once it expires).
@@ -33,6 +50,9 @@ impl TokenVerifier {
             keys: RwLock::new(HashMap::new()),
             last_fetch: Mutex::new(None),
             min_refetch,
+            refresh: DEFAULT_REFRESH,
+            fetched_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
             validation,
             verified: moka::future::Cache::builder()
                 .max_capacity(VERIFIED_CAPACITY)
@@ -41,19 +61,55 @@ impl TokenVerifier {
         }
     }
 
+    /// The same verifier, fetching the keys every `refresh` as well.
+    pub fn refreshing_every(mut self, refresh: Duration) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
     /// The claims of a valid token, or UNAUTHENTICATED with a reason. A token verified
-    /// in the last minute is answered from memory until it expires.
+    /// in the last minute is answered from memory until it expires, while the key that
+    /// signed it is still published.
     pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
-        if let Some(claims) = self.verified.get(token).await
+        self.refresh_if_due().await;
+        if let Some((claims, kid)) = self.verified.get(token).await
             && claims.exp > unix_now()
         {
-            return Ok(claims);
+            if self.keys.read().await.contains_key(&kid) {
+                return Ok(claims);
+            }
+            self.verified.invalidate(token).await;
         }
-        let claims = self.verify_signature(token).await?;
+        let (claims, kid) = self.verify_signature(token).await?;
         self.verified
-            .insert(token.to_string(), claims.clone())
+            .insert(token.to_string(), (claims.clone(), kid))
             .await;
         Ok(claims)
+    }
+
+    fn millis_since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Fetches the keys when the last successful fetch is older than `refresh` (one
+    /// caller fetches; the others go on with the keys they have).
+    async fn refresh_if_due(&self) {
+        use std::sync::atomic::Ordering;
+        let fetched = self.fetched_at.load(Ordering::Relaxed);
+        let period = u64::try_from(self.refresh.as_millis()).unwrap_or(u64::MAX);
+        if fetched == u64::MAX || self.millis_since_epoch().saturating_sub(fetched) < period {
+            return;
+        }
+        let Ok(mut last) = self.last_fetch.try_lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < self.refresh) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(error) = self.fetch().await {
+            tracing::warn!(%error, "refreshing the signing keys failed; the known keys stay");
+        }
     }
 
     /// Whether signing keys are known, fetching them if none are (at most every
@@ -66,7 +122,7 @@ impl TokenVerifier {
         !self.keys.read().await.is_empty()
     }
 
-    async fn verify_signature(&self, token: &str) -> Result<Claims, Error> {
+    async fn verify_signature(&self, token: &str) -> Result<(Claims, String), Error> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             Error::unauthenticated("TOKEN_MALFORMED", "the access token is malformed")
         })?;
@@ -110,7 +166,7 @@ impl TokenVerifier {
                 "the access token was issued in the future",
             ));
         }
-        Ok(data.claims)
+        Ok((data.claims, kid))
     }
 
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
@@ -123,6 +179,11 @@ impl TokenVerifier {
             return Ok(());
         }
         *last = Some(Instant::now());
+        self.fetch().await
+    }
+
+    /// Fetches the key set and replaces the known one.
+    async fn fetch(&self) -> Result<(), Error> {
         let jwks = self.source.fetch().await?;
         let mut keys = HashMap::new();
         for jwk in jwks {
@@ -137,7 +198,25 @@ impl TokenVerifier {
                 }
             }
         }
+        let gone: Vec<String> = {
+            let known = self.keys.read().await;
+            known
+                .keys()
+                .filter(|kid| !keys.contains_key(*kid))
+                .cloned()
+                .collect()
+        };
+        if !gone.is_empty() {
+            tracing::info!(
+                ?gone,
+                "signing keys left the published set; their tokens are refused"
+            );
+        }
         *self.keys.write().await = keys;
+        self.fetched_at.store(
+            self.millis_since_epoch(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The payment settings' rules: a real Razorpay comes with all its keys, Stripe's two
 //! secrets go together, the checkout provider must be configured, and the payment
-//! windows are in range. Without a Razorpay URL the built-in sandbox is used (only
-//! `duovarsity up` serves it).
+//! windows are in range. Without a Razorpay URL the built-in sandbox may be used (only
+//! `duovarsity up` serves it, and by default only on a loopback address).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,29 @@ pub enum PaymentProvider {
     Stripe,
 }
 
+/// Whether the built-in Razorpay sandbox runs (`DUOVARSITY_PAYMENT_SANDBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentSandbox {
+    /// Only when the gateway listens on a loopback address (a laptop).
+    Auto,
+    /// Also on a public address: a demo that knowingly gives courses away.
+    On,
+    Off,
+}
+
 impl Config {
+    /// Whether this configuration runs the payment sandbox (where the gateway runs in the
+    /// same process and no real Razorpay is configured).
+    pub fn payment_sandbox_enabled(&self) -> bool {
+        self.razorpay_api_url.is_none()
+            && match self.payment_sandbox {
+                PaymentSandbox::On => true,
+                PaymentSandbox::Off => false,
+                PaymentSandbox::Auto => self.http_addr.ip().is_loopback(),
+            }
+    }
+
     pub(super) fn validate_payments(&self) -> Result<(), ConfigError> {
         if self.razorpay_api_url.is_some()
             && (self.razorpay_key_id.is_none()
@@ -39,6 +61,12 @@ impl Config {
                     "must be an http:// or https:// URL",
                 ));
             }
+        }
+        if self.payment_sandbox == PaymentSandbox::On && self.razorpay_api_url.is_some() {
+            return Err(ConfigError::setting(
+                "payment_sandbox",
+                "is on, but DUOVARSITY_RAZORPAY_API_URL names a real Razorpay: choose one",
+            ));
         }
         if self.stripe_secret_key.is_some() != self.stripe_webhook_secret.is_some() {
             return Err(ConfigError::setting(

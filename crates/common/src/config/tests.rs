@@ -225,3 +225,60 @@ fn payment_providers_come_with_their_secrets() {
         "secrets stay masked"
     );
 }
+
+#[test]
+fn the_payment_sandbox_runs_on_a_laptop_only_unless_turned_on() {
+    let sandbox = |pairs: &[(&str, &str)]| {
+        Config::from_sources(None, &env(pairs))
+            .unwrap()
+            .payment_sandbox_enabled()
+    };
+    assert!(sandbox(&[]), "auto on the default loopback address");
+    assert!(sandbox(&[("DUOVARSITY_HTTP_ADDR", "[::1]:8080")]));
+    assert!(!sandbox(&[("DUOVARSITY_HTTP_ADDR", "0.0.0.0:8080")]));
+    assert!(!sandbox(&[("DUOVARSITY_HTTP_ADDR", "203.0.113.7:8080")]));
+    assert!(sandbox(&[
+        ("DUOVARSITY_HTTP_ADDR", "0.0.0.0:8080"),
+        ("DUOVARSITY_PAYMENT_SANDBOX", "on")
+    ]));
+    assert!(!sandbox(&[("DUOVARSITY_PAYMENT_SANDBOX", "off")]));
+    let error =
+        Config::from_sources(None, &env(&[("DUOVARSITY_PAYMENT_SANDBOX", "maybe")])).unwrap_err();
+    assert!(error.to_string().contains("PAYMENT_SANDBOX"), "{error}");
+    let error = Config::from_sources(
+        None,
+        &env(&[
+            ("DUOVARSITY_PAYMENT_SANDBOX", "on"),
+            ("DUOVARSITY_RAZORPAY_API_URL", "https://api.razorpay.com"),
+            ("DUOVARSITY_RAZORPAY_KEY_ID", "rzp_live_x"),
+            ("DUOVARSITY_RAZORPAY_KEY_SECRET", "s"),
+            ("DUOVARSITY_RAZORPAY_WEBHOOK_SECRET", "w"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("PAYMENT_SANDBOX"), "{error}");
+}
+
+#[test]
+fn new_edge_settings_have_their_defaults_and_ranges() {
+    let config = Config::from_sources(None, &env(&[])).unwrap();
+    assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9464");
+    assert_eq!(config.body_read_timeout_ms, 10_000);
+    assert_eq!(config.rate_limits_ipv6_prefix, 64);
+    assert_eq!(config.jwks_refresh_secs, 60);
+    for (key, value) in [
+        ("DUOVARSITY_BODY_READ_TIMEOUT_MS", "0"),
+        ("DUOVARSITY_RATE_LIMITS_IPV6_PREFIX", "129"),
+        ("DUOVARSITY_JWKS_REFRESH_SECS", "0"),
+        ("DUOVARSITY_ADMIN_ADDR", "nowhere"),
+    ] {
+        let error = Config::from_sources(None, &env(&[(key, value)])).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .to_lowercase()
+                .contains(&key[11..].to_lowercase()),
+            "{key}: {error}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use super::{Config, ConfigError};
 pub const RATE_CLASSES: &[&str] = &[
     "anonymous",
     "sign_in",
+    "webhook",
     "free_reads",
     "free_writes",
     "free_ai",
@@ -96,6 +97,18 @@ impl Config {
             return Err(ConfigError::setting(
                 "header_read_timeout_ms",
                 "must be between 100 and 300000",
+            ));
+        }
+        if !(100..=300_000).contains(&self.body_read_timeout_ms) {
+            return Err(ConfigError::setting(
+                "body_read_timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        if !(8..=128).contains(&self.rate_limits_ipv6_prefix) {
+            return Err(ConfigError::setting(
+                "rate_limits_ipv6_prefix",
+                "must be a prefix length between 8 and 128",
             ));
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
