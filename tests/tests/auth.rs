@@ -580,3 +580,108 @@ async fn cors_follows_configuration() {
     );
     platform.stop().await;
 }
+
+/// Key rotation and revocation without restarts: two user replicas share a key directory
+/// and a gateway balances over them. A key added to the directory signs new tokens; once
+/// the old key's file is removed, every replica stops publishing it and the gateway
+/// refuses the tokens it signed within the JWKS refresh period, even one it had verified
+/// and remembered, while tokens of the remaining key keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_signing_key_stops_verifying_without_a_restart() {
+    use duovarsity_common::auth::KeyRing;
+
+    let database = duovarsity_testkit::TempPostgres::create().await;
+    let keys = tempfile::tempdir().unwrap();
+    let old_kid = KeyRing::rotate(keys.path()).unwrap();
+    let keys_dir = keys.path().display().to_string();
+    let replica = || {
+        let settings = [
+            ("DUOVARSITY_DATABASE_URL", database.url.as_str()),
+            ("DUOVARSITY_JWT_KEYS_DIR", keys_dir.as_str()),
+            ("DUOVARSITY_JWT_GENERATE_KEYS", "false"),
+            ("DUOVARSITY_JWKS_REFRESH_SECS", "1"),
+        ];
+        async move { TestPlatform::start_with(duovarsity::Component::Service("user"), &settings).await }
+    };
+    let (a, b) = (replica().await, replica().await);
+    let both = format!("http://{},http://{}", a.grpc_addr(), b.grpc_addr());
+    let gateway = TestPlatform::start_with(
+        duovarsity::Component::Gateway,
+        &[
+            ("DUOVARSITY_USER_SERVICE_URL", &both),
+            ("DUOVARSITY_JWKS_REFRESH_SECS", "1"),
+        ],
+    )
+    .await;
+    let old = register_and_login(&gateway, "rotated@example.com").await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = get(&gateway, "/v1/users/me", Some(&old)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A new key: the replicas pick it up from the directory and sign with it.
+    let new_kid = KeyRing::rotate(keys.path()).unwrap();
+    let kid_of = |token: &str| {
+        let header = URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut new = String::new();
+    for _ in 0..50 {
+        let (_, tokens) = post(
+            &gateway,
+            "/v1/auth/login",
+            json!({"email": "rotated@example.com", "password": PASSWORD}),
+        )
+        .await;
+        new = tokens["accessToken"].as_str().unwrap().to_string();
+        if kid_of(&new) == new_kid {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(kid_of(&new), new_kid, "the replicas sign with the new key");
+    assert_eq!(kid_of(&old), old_kid);
+
+    // The old key is revoked: its file goes. Its tokens are refused within the period.
+    std::fs::remove_file(keys.path().join(format!("{old_kid}.pem"))).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (status, problem) = get(&gateway, "/v1/users/me", Some(&old)).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(problem["reason"], "TOKEN_UNKNOWN_KEY", "{problem}");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "a token of the removed key still verifies"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, _) = get(&gateway, "/v1/users/me", Some(&new)).await;
+    assert_eq!(status, StatusCode::OK);
+    // Every replica publishes only the remaining key.
+    for replica in [&a, &b] {
+        let mut client = duovarsity_proto::user::user_service_client::UserServiceClient::connect(
+            format!("http://{}", replica.grpc_addr()),
+        )
+        .await
+        .unwrap();
+        let jwks = client
+            .get_jwks(duovarsity_proto::user::GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let kids: Vec<String> = jwks.keys.into_iter().map(|k| k.kid).collect();
+        assert_eq!(kids, vec![new_kid.clone()]);
+    }
+    gateway.stop().await;
+    a.stop().await;
+    b.stop().await;
+    database.drop_database().await;
+}

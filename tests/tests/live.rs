@@ -317,3 +317,112 @@ async fn a_connection_that_stops_answering_pings_is_closed() {
     reader.abort();
     p.stop().await;
 }
+
+/// The close code the server ends `socket` with (None: still open after `wait`), skipping
+/// the frames before it; `ack` collects the `authenticated` answers seen on the way.
+async fn close_code(
+    socket: &mut duovarsity_testkit::Socket,
+    wait: Duration,
+    acks: &mut Vec<serde_json::Value>,
+) -> Option<u16> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return None,
+            Ok(None) | Ok(Some(Err(_))) => return Some(1006),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Some(frame.map_or(1005, |f| u16::from(f.code)));
+            }
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if frame.get("authenticated").is_some() {
+                    acks.push(frame);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A socket follows its token: it closes with 4401 when the token expires, a fresh token
+/// of the same user sent as `{"authenticate": {...}}` keeps it open until that one
+/// expires, and another user's token (4403) or a forged one (4401) closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_closes_when_its_token_expires_unless_renewed() {
+    use duovarsity_common::auth::{KeyRing, TokenIssuer};
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let p = TestPlatform::start().await;
+    let (learner, _) = p.sign_up("expiring@example.com").await;
+    let (someone_else, _) = p.sign_up("someone-else@example.com").await;
+    let ring = std::sync::Arc::new(KeyRing::load(&p.data_dir().join("keys"), false).unwrap());
+    let token = |user: &str, secs: u64| {
+        TokenIssuer::new(ring.clone(), Duration::from_secs(secs))
+            .issue(user, "learner", "free")
+            .unwrap()
+    };
+    let authenticate = |token: String| {
+        Message::Text(
+            serde_json::json!({"authenticate": {"accessToken": token}})
+                .to_string()
+                .into(),
+        )
+    };
+    let mut acks = Vec::new();
+
+    // Not renewed: closed when the token expires.
+    let started = std::time::Instant::now();
+    let mut socket = p.live(&token(&learner, 2), 0).await;
+    let code = close_code(&mut socket, Duration::from_secs(8), &mut acks).await;
+    assert_eq!(code, Some(4401));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Renewed in time: open past the first token's expiry, closed at the second's.
+    let started = std::time::Instant::now();
+    let mut socket = p.live(&token(&learner, 2), 0).await;
+    socket.send(authenticate(token(&learner, 5))).await.unwrap();
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(3), &mut acks).await,
+        None,
+        "renewed: still open after the first token expired"
+    );
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0]["authenticated"]["expiresAt"].as_u64().is_some());
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(8), &mut acks).await,
+        Some(4401)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Another user's token, or one that does not verify.
+    let mut socket = p.live(&token(&learner, 60), 0).await;
+    socket
+        .send(authenticate(token(&someone_else, 60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(5), &mut acks).await,
+        Some(4403)
+    );
+    let mut socket = p.live(&token(&learner, 60), 0).await;
+    socket
+        .send(authenticate("not-a-token".to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(5), &mut acks).await,
+        Some(4401)
+    );
+    p.stop().await;
+}

@@ -168,3 +168,55 @@ async fn paid_enrollment_saga_in_the_sandbox_on_kafka() {
     saga(&shop).await;
     shop.p.stop().await;
 }
+
+/// The sandbox gives courses away, so it is opt-in off the laptop: turned off
+/// (`DUOVARSITY_PAYMENT_SANDBOX=off`, as `auto` does on a public address) its pages are not
+/// served and checkout says no provider is configured; turned on, its pages pass through
+/// the same rate limits as every other route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_is_off_when_told_and_rate_limited_when_on() {
+    let off = Shop::start(&[("DUOVARSITY_PAYMENT_SANDBOX", "off")]).await;
+    let page = off
+        .p
+        .client
+        .get(off.p.url("/sandbox/checkout/order_x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    let (course, _, learner) = off.pending_learner("no-sandbox").await;
+    let (status, problem) = off.checkout(&learner, &course, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["reason"], "PAYMENTS_NOT_CONFIGURED");
+    off.p.stop().await;
+
+    let on = Shop::start(&[
+        ("DUOVARSITY_PAYMENT_SANDBOX", "on"),
+        ("DUOVARSITY_RATE_LIMITS_ENABLED", "true"),
+        ("DUOVARSITY_RATE_LIMIT_ANONYMOUS", "3/m"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let page =
+            on.p.client
+                .get(on.p.url("/sandbox/checkout/order_x"))
+                .send()
+                .await
+                .unwrap();
+        assert!(
+            page.headers().contains_key("ratelimit-policy"),
+            "{:?}",
+            page.headers()
+        );
+        assert!(
+            page.headers().contains_key("x-request-id"),
+            "{:?}",
+            page.headers()
+        );
+        statuses.push(page.status());
+    }
+    assert_ne!(statuses[0], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    on.p.stop().await;
+}

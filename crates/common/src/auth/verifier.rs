@@ -18,6 +18,8 @@ pub struct TokenVerifier {
     min_refetch: Duration,
     /// How often the keys are fetched whatever the tokens say.
     refresh: Duration,
+    /// Held by the one caller doing a periodic fetch.
+    refreshing: Mutex<()>,
     /// When the keys were last fetched successfully, in milliseconds since `epoch`
     /// (`u64::MAX`: never), read on every verification without a lock.
     fetched_at: std::sync::atomic::AtomicU64,
@@ -51,6 +53,7 @@ impl TokenVerifier {
             last_fetch: Mutex::new(None),
             min_refetch,
             refresh: DEFAULT_REFRESH,
+            refreshing: Mutex::new(()),
             fetched_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             validation,
@@ -91,24 +94,32 @@ impl TokenVerifier {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
 
-    /// Fetches the keys when the last successful fetch is older than `refresh` (one
-    /// caller fetches; the others go on with the keys they have).
-    async fn refresh_if_due(&self) {
-        use std::sync::atomic::Ordering;
-        let fetched = self.fetched_at.load(Ordering::Relaxed);
+    fn refresh_due(&self) -> bool {
+        let fetched = self.fetched_at.load(std::sync::atomic::Ordering::Relaxed);
         let period = u64::try_from(self.refresh.as_millis()).unwrap_or(u64::MAX);
-        if fetched == u64::MAX || self.millis_since_epoch().saturating_sub(fetched) < period {
+        fetched != u64::MAX && self.millis_since_epoch().saturating_sub(fetched) >= period
+    }
+
+    /// Fetches the keys when the last successful fetch is older than `refresh` (one
+    /// caller fetches; the others go on with the keys they have). A failed fetch is tried
+    /// again by the next verification after a period, not on every request.
+    async fn refresh_if_due(&self) {
+        if !self.refresh_due() {
             return;
         }
-        let Ok(mut last) = self.last_fetch.try_lock() else {
+        let Ok(_refreshing) = self.refreshing.try_lock() else {
             return;
         };
-        if last.is_some_and(|at| at.elapsed() < self.refresh) {
+        // Another caller may have fetched while this one waited for the lock.
+        if !self.refresh_due() {
             return;
         }
-        *last = Some(Instant::now());
         if let Err(error) = self.fetch().await {
             tracing::warn!(%error, "refreshing the signing keys failed; the known keys stay");
+            self.fetched_at.store(
+                self.millis_since_epoch(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 
