@@ -222,7 +222,7 @@ fn the_metric_name_extractor_reads_promql() {
 async fn exercise(p: &TestPlatform, mock: &MockLlm) {
     let (_, learner) = p.sign_up("metrics@example.com").await;
     let (_, admin) = p.sign_in(TEST_ADMIN).await;
-    let (course_id, _) = p.course_with_lesson(&admin, "metrics").await;
+    let (course_id, lesson_id) = p.course_with_lesson(&admin, "metrics").await;
     p.publish(&admin, &course_id).await;
     for _ in 0..3 {
         let (status, body) = p
@@ -257,8 +257,9 @@ async fn exercise(p: &TestPlatform, mock: &MockLlm) {
             .json(&body);
         async move { request.send().await.unwrap().status() }
     };
-    let hint = json!({"model": "metered", "messages": [{"role": "user", "content": "stuck"}],
-                      "task": {"kind": "hint", "lesson_id": "l-1", "hint_level": 1}});
+    // A shared hint (no words of the learner's own): the second is a cache hit.
+    let hint = json!({"model": "metered", "messages": [],
+                      "task": {"kind": "hint", "lesson_id": lesson_id, "hint_level": 1}});
     assert_eq!(ask(hint.clone()).await, StatusCode::OK);
     assert_eq!(ask(hint).await, StatusCode::OK);
     // The budget holds ten answers; the eleventh chat is refused.

@@ -105,8 +105,9 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Write a new signing key to the key directory. It signs from the next start; the
-    /// previous key keeps verifying, older ones are removed.
+    /// Write a new signing key to the key directory. Running user services reload the
+    /// directory within seconds and sign with it; the previous key keeps verifying, older
+    /// ones are removed (and stop verifying within DUOVARSITY_JWKS_REFRESH_SECS).
     Rotate,
 }
 
@@ -252,7 +253,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let dir = config.jwt_keys_dir();
             let kid = duovarsity_user::rotate_keys(&dir)?;
             println!(
-                "new signing key {kid} in {}; it signs after the next restart",
+                "new signing key {kid} in {}; running user services sign with it once they reload the directory (within seconds)",
                 dir.display()
             );
             Ok(())

@@ -165,7 +165,7 @@ impl KeyRing {
             .clone()
     }
 
-    /// Writes a new key that will sign from the next start, and deletes keys older than
+    /// Writes a new key that signs once the ring is loaded or reloaded, and deletes keys older than
     /// the current one, which keeps verifying tokens it signed. Returns the new `kid`.
     pub fn rotate(dir: &Path) -> Result<String, KeyError> {
         std::fs::create_dir_all(dir).map_err(|e| KeyError::Io(dir.to_path_buf(), e))?;
