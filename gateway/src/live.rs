@@ -153,7 +153,7 @@ enum ClientFrame {
 /// What a renewal asks of the socket.
 enum Renewal {
     /// Renewed: the new stream and the acknowledgement to send.
-    Renewed(tonic::Streaming<LiveEvent>, String),
+    Renewed(Box<tonic::Streaming<LiveEvent>>, String),
     /// Close with this code and reason.
     Close(u16, &'static str),
     /// Not a frame the socket understands: ignored.
@@ -183,7 +183,7 @@ impl Session {
                 self.claims = claims;
                 metrics::counter!("websocket_renewals_total").increment(1);
                 let ack = serde_json::json!({"authenticated": {"expiresAt": self.claims.exp}});
-                Renewal::Renewed(stream, ack.to_string())
+                Renewal::Renewed(Box::new(stream), ack.to_string())
             }
             Err(_) => Renewal::Close(1011, "the live stream could not be renewed"),
         }
@@ -240,7 +240,7 @@ async fn relay(socket: WebSocket, mut stream: tonic::Streaming<LiveEvent>, mut s
                     last_heard = Instant::now();
                     match session.renew(text.as_str()).await {
                         Renewal::Renewed(renewed, ack) => {
-                            stream = renewed;
+                            stream = *renewed;
                             expiry.as_mut().reset(session.expires_at());
                             if sink.send(Message::Text(ack.into())).await.is_err() {
                                 break;
