@@ -40,7 +40,9 @@ release:
 
 ## Benchmarks on 127.0.0.1 against release builds: sign-in and /users/me (wrk), Zipf
 ## catalog and lesson reads with the cache hit rate (wrk), events through outbox, bus and
-## consumer (in-process and Kafka), and 10,000 live WebSockets with fan-out latency.
+## consumer (in-process and Kafka), 10,000 live WebSockets with fan-out latency, payments,
+## the AI router (added latency, and overload at twice the sustained rate: refused fast),
+## rate limits and the gateway against a bare handler.
 bench:
 	scripts/bench.sh
 	scripts/bench-catalog.sh

@@ -14,6 +14,7 @@
 pub mod balance;
 pub mod edge;
 pub mod edge_cache;
+pub mod lag;
 pub mod live;
 pub mod openapi;
 pub mod problem;
@@ -44,6 +45,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::MetadataMap;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -168,6 +170,12 @@ impl Gateway {
                 .refreshing_every(Duration::from_secs(config.jwks_refresh_secs)),
         );
         upstreams.set_max_in_flight(config.upstream_max_in_flight);
+        if config.shed_lag_ms > 0 {
+            upstreams.govern(lag::Governor::start(
+                config.upstream_max_in_flight.max(lag::MIN_CAP),
+                Duration::from_millis(config.shed_lag_ms),
+            ));
+        }
         let openapi = openapi::document(&table).to_string();
         Ok(Arc::new(Self {
             table,
@@ -244,6 +252,17 @@ impl Gateway {
                     .on_response(
                         |response: &Response, _latency: Duration, span: &tracing::Span| {
                             telemetry::spans::record_http_status(span, response.status());
+                        },
+                    )
+                    // A 503 is a refusal the platform chose (shed, overloaded, a dependency
+                    // down, each logged where it is decided and counted in
+                    // http_requests_total): logging each one again would make overload
+                    // cost more.
+                    .on_failure(
+                        |failure: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                            if !matches!(failure, ServerErrorsFailureClass::StatusCode(code) if code == StatusCode::SERVICE_UNAVAILABLE) {
+                                tracing::error!(classification = %failure, latency_ms = latency.as_millis() as u64, "response failed");
+                            }
                         },
                     ),
             )
@@ -491,7 +510,7 @@ async fn call(
         claims.as_ref().map(|c| c.tier.as_str()),
         claims.as_ref().map(|c| c.role.as_str()),
     );
-    if !gateway.upstreams.admit(&service, priority) {
+    let Some(_admitted) = gateway.upstreams.admit(&service, priority) else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,
@@ -500,7 +519,7 @@ async fn call(
         .with_reason("OVERLOADED");
         problem.retry_after_secs = Some(1);
         return Err(problem);
-    }
+    };
 
     let raw_body = transcode::takes_raw_body(route);
     let limit = if route.media_body {

@@ -6,7 +6,8 @@
 //! pinned HTTP/2 connection would not spread load. A call of a method the proto marks
 //! idempotent that fails to reach a replica (transport error or UNAVAILABLE) is sent once
 //! more, to another endpoint, within the remaining deadline and a retry budget
-//! ([`RetryBudget`]). Endpoints are the fixed list of `DUOVARSITY_<NAME>_SERVICE_URL`, or
+//! ([`RetryBudget`]). A replica that refuses at capacity (reason `OVERLOADED`) is busy, not
+//! broken: it is never ejected for it. Endpoints are the fixed list of `DUOVARSITY_<NAME>_SERVICE_URL`, or
 //! what discovery reports ([`duovarsity_common::discovery`]: DNS or EndpointSlices). In
 //! embedded mode an upstream's one endpoint is the services of this process, called in
 //! process ([`Upstreams::add_local`]).
@@ -16,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
-use duovarsity_common::grpc::never_sent;
+use duovarsity_common::grpc::{never_sent, overloaded};
+
+use crate::lag::{Admitted, Governor};
 use duovarsity_common::telemetry::spans::GrpcClientTrace;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
@@ -128,6 +131,11 @@ impl Priority {
     }
 }
 
+/// A call admitted by [`Upstreams::admit`], counted by the governor until dropped.
+pub struct Admission {
+    _running: Option<Admitted>,
+}
+
 /// The upstream services, keyed by full service name.
 #[derive(Clone, Default)]
 pub struct Upstreams {
@@ -138,6 +146,7 @@ pub struct Upstreams {
     budget: Arc<RetryBudget>,
     /// Calls in flight one upstream may have from this gateway (0: unlimited).
     max_in_flight: usize,
+    governor: Option<Governor>,
 }
 
 impl Upstreams {
@@ -234,22 +243,39 @@ impl Upstreams {
         self.max_in_flight = max;
     }
 
-    /// Whether a call of `priority` to `service` may start now; when not, the call is shed
-    /// (counted in `gateway_shed_total`).
-    pub fn admit(&self, service: &str, priority: Priority) -> bool {
+    /// Caps the calls started at once by `governor` as well (see [`crate::lag`]).
+    pub fn govern(&mut self, governor: Governor) {
+        self.governor = Some(governor);
+    }
+
+    /// Whether a call of `priority` to `service` may start now: `Some` while it runs, or
+    /// `None` when it is shed, counted in `gateway_shed_total{cause}`: `in_flight` past
+    /// the upstream's share for the priority, `cpu` past the priority's share of the
+    /// governor's cap.
+    pub fn admit(&self, service: &str, priority: Priority) -> Option<Admission> {
         let Some(pool) = self.pools.get(service) else {
-            return true;
+            return Some(Admission { _running: None });
         };
-        if self.max_in_flight == 0 {
-            return true;
-        }
-        let allowed = (self.max_in_flight as f64 * priority.share()).ceil() as usize;
-        let admitted = pool.in_flight() < allowed;
-        if !admitted {
-            metrics::counter!("gateway_shed_total", "service" => service.to_string(), "priority" => priority.as_str())
-                .increment(1);
-        }
-        admitted
+        let cause = if self.max_in_flight > 0
+            && pool.in_flight() >= (self.max_in_flight as f64 * priority.share()).ceil() as usize
+        {
+            "in_flight"
+        } else {
+            match &self.governor {
+                None => return Some(Admission { _running: None }),
+                Some(governor) => match governor.admit(priority.share()) {
+                    Some(admitted) => {
+                        return Some(Admission {
+                            _running: Some(admitted),
+                        });
+                    }
+                    None => "cpu",
+                },
+            }
+        };
+        metrics::counter!("gateway_shed_total", "service" => service.to_string(), "priority" => priority.as_str(), "cause" => cause)
+            .increment(1);
+        None
     }
 
     fn pool(&self, service: &str) -> Result<&Arc<Pool>, Status> {
@@ -321,13 +347,16 @@ impl Upstreams {
                     } else {
                         status
                     };
-                    let unreached = status.code() == Code::Unavailable;
+                    // A replica that refused at capacity is busy, not broken: it stays in
+                    // the pool, and only a read goes elsewhere.
+                    let busy = overloaded(&status);
+                    let unreached = status.code() == Code::Unavailable && !busy;
                     let url = call.url().to_string();
                     call.finish(unreached);
                     // A write is retried only when it never left: the connection was
                     // refused (a replica restarting), so the server cannot have applied it.
-                    let retry = unreached
-                        && (idempotent || never_sent(&status))
+                    let retry = ((unreached && (idempotent || never_sent(&status)))
+                        || (busy && idempotent))
                         && avoid.is_none()
                         && pool.len() > 1
                         && started.elapsed() < timeout
@@ -374,7 +403,7 @@ impl Upstreams {
         call.finish(
             answer
                 .as_ref()
-                .is_err_and(|s| s.code() == Code::Unavailable),
+                .is_err_and(|s| s.code() == Code::Unavailable && !overloaded(s)),
         );
         let (metadata, stream, _) = answer?.into_parts();
         Ok((metadata, stream))
@@ -510,5 +539,29 @@ impl Decoder for RawCodec {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream's in-flight cap sheds lower tiers first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_upstream_sheds_lower_tiers_first() {
+        let service = "duovarsity.test.v1.Test";
+        let mut upstreams = Upstreams::default();
+        upstreams
+            .add(service, &["http://127.0.0.1:9".to_string()], None)
+            .unwrap();
+        upstreams.set_max_in_flight(4);
+        let pool = upstreams.pool(service).unwrap();
+        let calls: Vec<_> = (0..3).map(|_| pool.pick(None).unwrap()).collect();
+        assert!(upstreams.admit(service, Priority::Low).is_none());
+        assert!(upstreams.admit(service, Priority::Free).is_none());
+        assert!(upstreams.admit(service, Priority::Standard).is_some());
+        assert!(upstreams.admit(service, Priority::Premium).is_some());
+        drop(calls);
+        assert!(upstreams.admit(service, Priority::Low).is_some());
     }
 }

@@ -717,3 +717,81 @@ async fn a_write_that_a_replica_refused_goes_to_another_replica() {
     gateway.stop().await;
     platform.stop().await;
 }
+
+/// Overload is refused early: with a service's one pooled connection stuck behind a lock
+/// (taken from outside) and its queue of waiters full, further requests answer 503
+/// `OVERLOADED` with `Retry-After` within milliseconds, instead of waiting out the pool's
+/// acquire timeout; the queued ones complete once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_queue_refuses_at_once_instead_of_timing_out() {
+    use sqlx::Connection as _;
+    use sqlx::Executor as _;
+
+    let database = TempPostgres::create().await;
+    let p = TestPlatform::start_with_admin(
+        Component::All,
+        &[
+            ("DUOVARSITY_DATABASE_URL", &database.url),
+            ("DUOVARSITY_DATABASE_MAX_CONNECTIONS", "1"),
+        ],
+    )
+    .await;
+    let (_, learner) = p.sign_up("crowded@example.com").await;
+    let mut outside = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    outside.execute("BEGIN").await.unwrap();
+    outside
+        .execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    // One connection with PostgreSQL's 1 s acquire timeout queues 100 waiters.
+    let answers = futures::future::join_all((0..240).map(|n| {
+        let request = p
+            .client
+            .patch(p.url("/v1/users/me"))
+            .bearer_auth(&learner)
+            .json(&json!({"displayName": format!("Crowd {n}")}));
+        async move {
+            let sent = Instant::now();
+            let response = request.send().await.unwrap();
+            let took = sent.elapsed();
+            let status = response.status();
+            let retry_after = response.headers().contains_key("retry-after");
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, retry_after, body, took)
+        }
+    }));
+    // Release the lock once the queue is full, early enough for the queued ones to be
+    // served within the pool's acquire timeout (1 s on PostgreSQL).
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        outside.execute("COMMIT").await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(answers, release);
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        refused.len() >= 60,
+        "a burst past the queue is refused: {:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    for (_, retry_after, body, took) in &refused {
+        assert_eq!(body["reason"], "OVERLOADED", "{body}");
+        assert!(retry_after, "{body}");
+        assert!(
+            *took < Duration::from_millis(400),
+            "refused after {took:?}: overload must not wait for the lock or the pool's timeout"
+        );
+    }
+    // The admitted ones waited for the lock and then succeeded.
+    let served = answers
+        .iter()
+        .filter(|(status, ..)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(served + refused.len(), answers.len(), "{answers:?}");
+    assert!(served >= 1);
+    p.stop().await;
+    database.drop_database().await;
+}

@@ -226,6 +226,11 @@ pub struct Config {
     /// of it, lower tiers are shed with 503 first: throttled at 50 %, free and anonymous at
     /// 75 %, standard at 90 %; premium, instructors and admins may use it all.
     pub upstream_max_in_flight: usize,
+    /// Runtime lag (ms) past which the gateway cuts its cap on calls started at once (0:
+    /// no such cap). The cap rises back while calls run on time; each tier gets the share
+    /// of it that it gets of `upstream_max_in_flight`. It keeps refusals fast when the
+    /// CPU, not an upstream, is what is full.
+    pub shed_lag_ms: u64,
     /// Largest accepted request body at the gateway, in bytes (JSON and webhooks; media
     /// uploads have `media_max_bytes`).
     pub body_limit_bytes: usize,
@@ -311,6 +316,7 @@ impl Default for Config {
             max_connections: 16_000,
             http2_max_streams: 256,
             upstream_max_in_flight: 2048,
+            shed_lag_ms: 10,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             stream_timeout_ms: 300_000,

@@ -8,6 +8,9 @@
 //!   time, and queueing writers in the pool (with a bounded acquire timeout) is faster and
 //!   clearer than `SQLITE_BUSY` retries. Readers use their own pool; WAL lets them run
 //!   beside the writer.
+//! - Every query and transaction on either pool passes [`admission`]: a bounded queue of
+//!   waiters per pool, so overload is refused at once (503 `OVERLOADED`) rather than
+//!   discovered by an acquire timeout.
 //! - Schema lives in per-backend migration folders of each service, applied at start with
 //!   `ignore_missing`, so several services may share one PostgreSQL database when their
 //!   migration versions do not collide (each service owns a version range).
@@ -23,6 +26,10 @@ use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
+
+pub mod admission;
+
+pub use admission::Pool;
 
 /// Which SQL engine a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +112,8 @@ impl MigrationSource<'static> for MigrationList {
 #[derive(Clone)]
 pub struct Database {
     backend: Backend,
-    writer: AnyPool,
-    reader: AnyPool,
+    writer: Pool,
+    reader: Pool,
 }
 
 /// How long a request waits for a pooled connection before failing with UNAVAILABLE. On
@@ -248,8 +255,8 @@ impl Database {
         match backend {
             Backend::Sqlite => {
                 create_sqlite_parent_dir(url)?;
-                let writer = sqlite_pool(url, 1).await?;
-                let reader = sqlite_pool(url, max_connections).await?;
+                let writer = Pool::new(sqlite_pool(url, 1).await?, "writer");
+                let reader = Pool::new(sqlite_pool(url, max_connections).await?, "reader");
                 Ok(Self {
                     backend,
                     writer,
@@ -257,9 +264,12 @@ impl Database {
                 })
             }
             Backend::Postgres => {
-                let writer = postgres_pool(url, max_connections).await?;
+                let writer = Pool::new(postgres_pool(url, max_connections).await?, "writer");
+                // Without a replica both names are one pool, with one queue.
                 let reader = match replica_url {
-                    Some(replica) => postgres_pool(replica, max_connections).await?,
+                    Some(replica) => {
+                        Pool::new(postgres_pool(replica, max_connections).await?, "reader")
+                    }
                     None => writer.clone(),
                 };
                 Ok(Self {
@@ -276,12 +286,12 @@ impl Database {
     }
 
     /// The primary: every write, and reads that must see the caller's own writes.
-    pub fn writer(&self) -> &AnyPool {
+    pub fn writer(&self) -> &Pool {
         &self.writer
     }
 
     /// A replica when configured: reads that tolerate a little staleness.
-    pub fn reader(&self) -> &AnyPool {
+    pub fn reader(&self) -> &Pool {
         &self.reader
     }
 
@@ -290,19 +300,20 @@ impl Database {
         let mut migrator =
             Migrator::new(MigrationList(migrations.for_backend(self.backend).to_vec())).await?;
         migrator.set_ignore_missing(true);
-        migrator.run(&self.writer).await
+        migrator.run(self.writer.inner()).await
     }
 
     /// Answers when both pools can run a query (readiness).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        self.writer.execute("SELECT 1").await?;
-        self.reader.execute("SELECT 1").await?;
+        // The pools themselves: readiness must not fail because the queue is busy.
+        self.writer.inner().execute("SELECT 1").await?;
+        self.reader.inner().execute("SELECT 1").await?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.writer.inner().close().await;
+        self.reader.inner().close().await;
     }
 }
 

@@ -71,6 +71,13 @@ pub enum Error {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// At capacity: refused at once, before queueing (503 with reason `OVERLOADED` and
+    /// retry advice).
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The caller's deadline passed before the work was done (the gateway answers 504).
     #[error("{message}")]
     DeadlineExceeded { message: String },
@@ -119,7 +126,7 @@ impl Error {
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
-            Self::Unavailable { .. } => Code::Unavailable,
+            Self::Unavailable { .. } | Self::Overloaded { .. } => Code::Unavailable,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Internal => Code::Internal,
         }
@@ -135,6 +142,7 @@ impl Error {
             | Self::FailedPrecondition { reason, .. }
             | Self::ResourceExhausted { reason, .. } => reason,
             Self::Unavailable { .. } => "UNAVAILABLE",
+            Self::Overloaded { .. } => "OVERLOADED",
             Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             Self::Internal => "INTERNAL",
         }
@@ -157,7 +165,8 @@ impl From<Error> for Status {
                 details.push(bad_request.into());
             }
             Error::ResourceExhausted { retry_after, .. }
-            | Error::Unavailable { retry_after, .. } => {
+            | Error::Unavailable { retry_after, .. }
+            | Error::Overloaded { retry_after, .. } => {
                 if let Some(delay) = retry_after {
                     details.push(RetryInfo::new(Some(*delay)).into());
                 }
@@ -172,6 +181,10 @@ impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::RowNotFound => Self::not_found("record"),
+            _ if crate::db::admission::is_overloaded(&error) => Self::Overloaded {
+                message: format!("{error}; retry shortly"),
+                retry_after: Some(Duration::from_secs(1)),
+            },
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::AlreadyExists {
                 reason: "ALREADY_EXISTS",
                 message: "a record with the same key already exists".to_string(),

@@ -17,7 +17,7 @@
 mod onward;
 
 use onward::parse_grpc_timeout;
-pub use onward::{Deadline, Onward, never_sent};
+pub use onward::{Deadline, Onward, never_sent, overloaded};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -500,7 +500,8 @@ where
         let started = Instant::now();
         let future = {
             let _entered = span.enter();
-            self.inner.call(request)
+            // One admission to the database pools per call (crate::db::admission).
+            crate::db::admission::request(self.inner.call(request))
         };
         Box::pin(tracing::Instrument::instrument(
             async move {

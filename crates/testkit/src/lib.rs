@@ -117,6 +117,10 @@ impl TestPlatform {
             // Tests send many calls from one address and share one Redis server: the
             // tests of rate limits turn them on with keys of their own.
             ("DUOVARSITY_RATE_LIMITS_ENABLED".into(), "false".into()),
+            // Debug builds on a busy test machine lag past any sensible shedding threshold;
+            // the governor has tests of its own (gateway::lag) and a benchmark
+            // (scripts/bench-ai.sh).
+            ("DUOVARSITY_SHED_LAG_MS".into(), "0".into()),
         ]);
         for (key, value) in settings {
             env.insert((*key).to_string(), (*value).to_string());

@@ -266,7 +266,9 @@ fn new_edge_settings_have_their_defaults_and_ranges() {
     assert_eq!(config.body_read_timeout_ms, 10_000);
     assert_eq!(config.rate_limits_ipv6_prefix, 64);
     assert_eq!(config.jwks_refresh_secs, 60);
+    assert_eq!(config.shed_lag_ms, 10);
     for (key, value) in [
+        ("DUOVARSITY_SHED_LAG_MS", "10001"),
         ("DUOVARSITY_BODY_READ_TIMEOUT_MS", "0"),
         ("DUOVARSITY_RATE_LIMITS_IPV6_PREFIX", "129"),
         ("DUOVARSITY_JWKS_REFRESH_SECS", "0"),

@@ -105,6 +105,12 @@ impl Config {
                 "must be between 100 and 300000",
             ));
         }
+        if self.shed_lag_ms > 10_000 {
+            return Err(ConfigError::setting(
+                "shed_lag_ms",
+                "must be at most 10000 (0 turns lag shedding off)",
+            ));
+        }
         if !(8..=128).contains(&self.rate_limits_ipv6_prefix) {
             return Err(ConfigError::setting(
                 "rate_limits_ipv6_prefix",

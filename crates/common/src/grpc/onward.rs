@@ -95,6 +95,18 @@ pub fn never_sent(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether a call was refused by a server at capacity (reason `OVERLOADED`, see
+/// [`crate::Error::Overloaded`]): the server is healthy but busy, so it is not a reason
+/// to stop sending it calls, and a read may go to another replica.
+pub fn overloaded(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt as _;
+    status.code() == tonic::Code::Unavailable
+        && status
+            .get_error_details()
+            .error_info()
+            .is_some_and(|info| info.reason == "OVERLOADED")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,7 +258,7 @@ impl CourseStore {
     async fn attach_tags_and_prerequisites(
         &self,
         courses: &mut [CourseRow],
-        pool: &sqlx::AnyPool,
+        pool: &duovarsity_common::db::Pool,
     ) -> Result<(), Error> {
         if courses.is_empty() {
             return Ok(());
