@@ -59,7 +59,7 @@ use crate::transcode::RequestError;
 use crate::upstream::{Priority, Upstreams};
 
 /// The full name of the user service, whose JWKS verifies tokens.
-pub const USER_SERVICE: &str = "duovarsity.user.v1.UserService";
+pub const USER_SERVICE: &str = duovarsity_proto::user::user_service_server::SERVICE_NAME;
 /// The package prefix of the platform's own services in the descriptor set.
 const PLATFORM_PACKAGE: &str = "duovarsity.";
 /// How often an unknown `kid` may trigger a JWKS refetch.

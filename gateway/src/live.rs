@@ -42,7 +42,8 @@ use tonic::Code;
 use crate::Gateway;
 use crate::problem::Problem;
 
-pub const NOTIFICATION_SERVICE: &str = "duovarsity.notification.v1.NotificationService";
+pub const NOTIFICATION_SERVICE: &str =
+    duovarsity_proto::notification::notification_service_server::SERVICE_NAME;
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Clients only answer pings and close: a read buffer this small grows only for a larger
 /// message (up to [`MAX_INBOUND_MESSAGE`]). At 4 KiB it was 4 of the 28 KiB an idle

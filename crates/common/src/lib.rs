@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod discovery;
 pub mod error;
 pub mod events;

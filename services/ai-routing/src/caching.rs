@@ -57,8 +57,7 @@ pub fn key(model: &str, prompt: &Prompt, scope: Scope<'_>) -> String {
         "messages": messages.iter().map(|m| [&m.role, &m.content]).collect::<Vec<_>>(),
     })
     .to_string();
-    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-    hex::encode(digest.as_ref())
+    duovarsity_common::digest::sha256_hex(canonical.as_bytes())
 }
 
 #[cfg(test)]

@@ -147,7 +147,8 @@ impl AiRoutingModule {
 #[async_trait]
 impl ServiceModule for AiRoutingModule {
     const NAME: &'static str = SERVICE;
-    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.ai.v1.AiRoutingService"];
+    const GRPC_SERVICES: &'static [&'static str] =
+        &[duovarsity_proto::ai::ai_routing_service_server::SERVICE_NAME];
 
     fn migrations() -> Migrations {
         migrations()

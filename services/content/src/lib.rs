@@ -107,7 +107,8 @@ impl ContentModule {
 #[async_trait]
 impl ServiceModule for ContentModule {
     const NAME: &'static str = SERVICE;
-    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.content.v1.ContentService"];
+    const GRPC_SERVICES: &'static [&'static str] =
+        &[duovarsity_proto::content::content_service_server::SERVICE_NAME];
 
     fn migrations() -> Migrations {
         store::migrations()

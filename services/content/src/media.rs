@@ -113,8 +113,7 @@ impl Contents {
         }
         let id = uuid::Uuid::now_v7().to_string();
         let object_key = format!("lessons/{lesson_id}/{id}");
-        let digest = ring::digest::digest(&ring::digest::SHA256, &data);
-        let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = duovarsity_common::digest::sha256_hex(&data);
         let size = data.len() as i64;
         self.media
             .put(&ObjectPath::from(object_key.as_str()), data.into())

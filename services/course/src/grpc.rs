@@ -15,11 +15,10 @@ use crate::{Courses, OUTLINE_CACHE, SLUG_CACHE};
 /// the gateway's edge cache, which also drops it at once when the course changes).
 const PUBLIC_OUTLINE_CACHING: &str = "public, max-age=60";
 
-/// An entity tag for `bytes` (a 64-bit hash: it changes when they do).
+/// An entity tag for `bytes`: their SHA-256, so every replica and every release tags the
+/// same answer alike (`DefaultHasher` promises neither).
 fn content_tag(bytes: &[u8]) -> String {
-    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes);
-    format!("{hash:016x}")
+    duovarsity_common::digest::sha256_hex(bytes)
 }
 
 /// `duovarsity.course.v1.CourseService` over the course domain.

@@ -90,7 +90,8 @@ impl CourseModule {
 #[async_trait]
 impl ServiceModule for CourseModule {
     const NAME: &'static str = SERVICE;
-    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.course.v1.CourseService"];
+    const GRPC_SERVICES: &'static [&'static str] =
+        &[duovarsity_proto::course::course_service_server::SERVICE_NAME];
 
     fn migrations() -> Migrations {
         store::migrations()

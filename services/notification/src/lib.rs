@@ -97,7 +97,7 @@ impl NotificationModule {
 impl ServiceModule for NotificationModule {
     const NAME: &'static str = SERVICE;
     const GRPC_SERVICES: &'static [&'static str] =
-        &["duovarsity.notification.v1.NotificationService"];
+        &[duovarsity_proto::notification::notification_service_server::SERVICE_NAME];
 
     fn migrations() -> Migrations {
         store::migrations()

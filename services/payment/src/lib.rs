@@ -172,7 +172,8 @@ impl PaymentModule {
 #[async_trait]
 impl ServiceModule for PaymentModule {
     const NAME: &'static str = SERVICE;
-    const GRPC_SERVICES: &'static [&'static str] = &["duovarsity.payment.v1.PaymentService"];
+    const GRPC_SERVICES: &'static [&'static str] =
+        &[duovarsity_proto::payment::payment_service_server::SERVICE_NAME];
 
     fn migrations() -> Migrations {
         migrations()

@@ -53,7 +53,7 @@ use crate::store::{
 /// The service name used for its database file and in logs.
 pub const SERVICE: &str = "user";
 /// The full name of the gRPC service.
-pub const USER_SERVICE_NAME: &str = "duovarsity.user.v1.UserService";
+pub const USER_SERVICE_NAME: &str = duovarsity_proto::user::user_service_server::SERVICE_NAME;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 /// The cache of GetMe answers (see [`Users`]).
 pub const PROFILE_CACHE: &str = "user_profile";
