@@ -1,7 +1,8 @@
 //! Model provider APIs of a test's own, on free ports of 127.0.0.1: an OpenAI-compatible
 //! `POST /v1/chat/completions` ([`MockLlm::openai`]) and Anthropic's `POST /v1/messages`
-//! ([`MockLlm::anthropic`]), both streaming as their providers do, with controls a test
-//! uses to make them slow, failing, rate limited, or break after the first chunk.
+//! ([`MockLlm::anthropic`]), streaming as their providers do (OpenAI answers whole when
+//! not asked to stream), with controls a test uses to make them slow, failing, rate
+//! limited, break after the first chunk, or answer whole when asked to stream.
 //!
 //! Every answer has exactly `completion_tokens` words (a token each in the reported
 //! usage, capped by the request's max tokens), so tests can compute costs exactly.
@@ -30,6 +31,9 @@ pub enum Behaviour {
     BreakAfterFirstChunk,
     /// The first chunk, then nothing more (the answer never ends on its own).
     StallAfterFirstChunk,
+    /// A whole JSON completion even when a stream was asked for (OpenAI dialect), as some
+    /// compatible servers answer.
+    AnswerWhole,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +146,10 @@ async fn answer(
             )
                 .into_response();
         }
-        Behaviour::Answer | Behaviour::BreakAfterFirstChunk | Behaviour::StallAfterFirstChunk => {}
+        Behaviour::Answer
+        | Behaviour::AnswerWhole
+        | Behaviour::BreakAfterFirstChunk
+        | Behaviour::StallAfterFirstChunk => {}
     }
     let model = request["model"].as_str().unwrap_or("model").to_string();
     let cap = request["max_tokens"].as_u64().unwrap_or(u64::from(tokens)) as u32;
@@ -158,7 +165,16 @@ async fn answer(
         behaviour,
         Behaviour::BreakAfterFirstChunk | Behaviour::StallAfterFirstChunk
     );
+    let whole = request["stream"] != json!(true) || behaviour == Behaviour::AnswerWhole;
     match dialect {
+        Dialect::OpenAi if whole => Json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text.join(" ")},
+                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count,
+                      "total_tokens": prompt_tokens + count},
+        }))
+        .into_response(),
         Dialect::OpenAi => {
             let chunk = |delta: Value, finish: Value, usage: Value| {
                 format!(

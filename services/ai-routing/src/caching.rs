@@ -34,6 +34,8 @@ pub fn key(model: &str, prompt: &Prompt, scope: Scope<'_>) -> String {
         response_format,
         presence_penalty,
         frequency_penalty,
+        // A streamed and a whole answer are the same answer.
+        stream: _,
     } = prompt;
     let parameters = json!({
         "model": model,

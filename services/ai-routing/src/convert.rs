@@ -95,6 +95,7 @@ pub fn prompt_of(request: &ChatCompletionRequest, task_max_tokens: u32) -> Resul
         response_format: request.response_format.as_ref().map(object_of),
         presence_penalty: request.presence_penalty,
         frequency_penalty: request.frequency_penalty,
+        stream: request.stream,
     })
 }
 
@@ -128,7 +129,7 @@ pub fn completion(answer: &Answer) -> ChatCompletion {
             message: Some(ChatMessage {
                 role: "assistant".into(),
                 content: answer.text.clone(),
-                name: String::new(),
+                name: None,
             }),
             finish_reason: answer.finish_reason.clone(),
         }],

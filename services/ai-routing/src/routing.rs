@@ -316,7 +316,13 @@ impl Router {
             if !self.breakers.admit(&model.provider) {
                 continue;
             }
-            let opened = tokio::time::timeout(catalog.first_token_timeout, async {
+            // An answer asked for whole has no first token before its end.
+            let first_piece_within = if prompt.stream {
+                catalog.first_token_timeout
+            } else {
+                catalog.total_timeout
+            };
+            let opened = tokio::time::timeout(first_piece_within, async {
                 let mut pieces = client.open(&model.upstream_model, &prompt).await?;
                 match pieces.next().await {
                     Some(Ok(first)) => Ok((first, pieces)),

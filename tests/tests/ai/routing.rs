@@ -194,17 +194,69 @@ async fn cache_hits_cost_nothing_and_every_parameter_changes_the_key() {
     s.p.stop().await;
 }
 
+/// A whole answer is asked for whole, and a server that answers a stream request with
+/// one JSON completion is still understood; empty optional fields stay out of answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_answers_are_asked_for_whole_and_understood_when_a_stream_was_asked() {
+    let s = Setup::start().await;
+    let learner = learner_of_tier(&s.p, "whole@example.com", "TIER_FREE").await;
+    let (status, model, _, body) = chat(&s.p, &learner, ask("model-a", "whole, please")).await;
+    assert_eq!(
+        (status, model.as_str()),
+        (StatusCode::OK, "model-a"),
+        "{body}"
+    );
+    let asked = s.primary.requests().pop().unwrap();
+    assert_eq!(asked["stream"], false, "{asked}");
+    assert!(asked.get("stream_options").is_none(), "{asked}");
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["role"], "assistant", "{body}");
+    assert!(!message["content"].as_str().unwrap().is_empty(), "{body}");
+    assert!(message.get("name").is_none(), "no empty name: {body}");
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+
+    // Streamed to the caller, answered whole by the server: the same text arrives as
+    // chunks and the stream ends properly.
+    s.primary.set(Behaviour::AnswerWhole);
+    let (status, model, events) = stream(&s.p, &learner, ask("model-a", "stream it")).await;
+    assert_eq!(
+        (status, model.as_str()),
+        (StatusCode::OK, "model-a"),
+        "{events:?}"
+    );
+    assert_eq!(s.primary.requests().pop().unwrap()["stream"], true);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let text: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!text.is_empty(), "{events:?}");
+    s.p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it() {
     let s = Setup::start().await;
     let learner = learner_of_tier(&s.p, "breaker@example.com", "TIER_FREE").await;
-    // No first token within the policy's 2 s: the next model answers.
+    // A stream without a first token within the policy's 2 s: the next model answers.
     s.primary.set_latency(Duration::from_secs(3));
-    let (status, model, _, body) = chat(&s.p, &learner, ask("auto", "slow?")).await;
+    let (status, model, events) = stream(&s.p, &learner, ask("auto", "slow?")).await;
     assert_eq!(
         (status, model.as_str()),
         (StatusCode::OK, "model-b"),
-        "{body}"
+        "{events:?}"
     );
     s.primary.set_latency(Duration::ZERO);
     s.primary.set(Behaviour::Down);

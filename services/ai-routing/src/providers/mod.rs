@@ -1,8 +1,10 @@
 //! What the router asks of a model provider: open a streamed answer for a prompt. Every
 //! provider is a real streaming HTTP client of its API ([`openai`]: OpenAI, Azure OpenAI
 //! and compatible servers; [`anthropic`]: the Messages API, translated to and from the
-//! OpenAI shape), except the built-in offline [`sandbox`]. A non-streamed answer is the
-//! stream collected, so both paths share every line.
+//! OpenAI shape), except the built-in offline [`sandbox`]. A provider is asked for a
+//! stream only when the caller streams ([`Prompt::stream`]); an answer that comes whole
+//! (asked for whole, or a server that answers JSON to a streaming request) is turned
+//! into the same pieces, so the router sees one shape.
 //!
 //! Errors say what the router may do: [`CallError::Unavailable`], `RateLimited` and
 //! `Timeout` before the first token fall back to the next model; `Rejected` (a 4xx other
@@ -39,6 +41,9 @@ pub struct Prompt {
     pub response_format: Option<Value>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    /// Whether the caller reads the answer as it is generated: the provider is asked for
+    /// a stream only then (an answer read whole is asked for whole, as LiteLLM does).
+    pub stream: bool,
 }
 
 impl Prompt {

@@ -1,7 +1,8 @@
 //! OpenAI's Chat Completions API and every server that speaks it (vLLM, llama.cpp,
 //! Ollama; Azure OpenAI with its deployment URL, `api-key` header and `api-version`).
-//! Always streamed, with `stream_options.include_usage` so the last chunk carries the
-//! token counts.
+//! Streamed when the caller streams, with `stream_options.include_usage` so the last
+//! chunk carries the token counts; otherwise asked for whole. A JSON answer is read as a
+//! whole completion whichever was asked (some compatible servers never stream).
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -26,9 +27,11 @@ pub fn body(upstream_model: &str, prompt: &Prompt) -> Value {
         "model": upstream_model,
         "messages": prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
         "max_tokens": prompt.max_tokens,
-        "stream": true,
-        "stream_options": {"include_usage": true},
+        "stream": prompt.stream,
     });
+    if prompt.stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
     let fields = [
         ("temperature", prompt.temperature.map(Value::from)),
         ("top_p", prompt.top_p.map(Value::from)),
@@ -54,6 +57,34 @@ pub fn body(upstream_model: &str, prompt: &Prompt) -> Value {
         }
     }
     body
+}
+
+/// A whole completion (`chat.completion`) as pieces: its text, then its end.
+fn whole(completion: &Value) -> Result<Vec<Piece>, CallError> {
+    if let Some(message) = completion["error"]["message"].as_str() {
+        return Err(CallError::Unavailable(message.to_string()));
+    }
+    let choice = completion["choices"]
+        .get(0)
+        .ok_or_else(|| CallError::Unavailable("a completion without choices".into()))?;
+    let mut pieces = Vec::new();
+    if let Some(text) = choice["message"]["content"].as_str()
+        && !text.is_empty()
+    {
+        pieces.push(Piece::Text(text.to_string()));
+    }
+    let mut finish = choice["finish_reason"].as_str().map(str::to_string);
+    let mut usage = None;
+    pieces_of(
+        &json!({"usage": completion["usage"]}),
+        &mut finish,
+        &mut usage,
+    );
+    pieces.push(Piece::End {
+        finish_reason: finish.unwrap_or_else(|| "stop".into()),
+        usage,
+    });
+    Ok(pieces)
 }
 
 /// What one streamed chunk says.
@@ -95,6 +126,18 @@ impl ModelApi for OpenAi {
             request = request.bearer_auth(key.expose());
         }
         let response = checked(request.send().await.map_err(unreachable)?).await?;
+        let json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if json {
+            let completion: Value = response.json().await.map_err(|error| {
+                CallError::Unavailable(format!("an unreadable completion: {error}"))
+            })?;
+            let pieces = whole(&completion)?;
+            return Ok(futures::stream::iter(pieces.into_iter().map(Ok)).boxed());
+        }
         let stream = events(response);
         let pieces = futures::stream::unfold(
             (Box::pin(stream), None::<String>, None::<Tokens>, false),
