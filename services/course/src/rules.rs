@@ -128,3 +128,143 @@ pub fn valid_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Error> {
         .map(|_| id)
         .map_err(|_| Error::invalid(field, "must be a UUID"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: &str = "owner-1";
+
+    fn claims(sub: &str, role: &str) -> Claims {
+        Claims {
+            sub: sub.into(),
+            role: role.into(),
+            tier: "free".into(),
+            iss: "duovarsity".into(),
+            iat: 0,
+            exp: u64::MAX,
+            jti: "jti".into(),
+        }
+    }
+
+    /// Every kind of caller, with whether they hold an enrollment granting access.
+    fn callers() -> Vec<(&'static str, Option<Claims>, bool)> {
+        vec![
+            ("anonymous", None, false),
+            ("learner", Some(claims("learner-1", "learner")), false),
+            ("enrolled", Some(claims("learner-2", "learner")), true),
+            (
+                "other instructor",
+                Some(claims("teacher-2", "instructor")),
+                false,
+            ),
+            ("owner", Some(claims(OWNER, "instructor")), false),
+            ("admin", Some(claims("admin-1", "admin")), false),
+        ]
+    }
+
+    #[test]
+    fn drafts_are_seen_by_their_editors_and_archived_courses_also_by_their_learners() {
+        for (who, claims, enrolled) in callers() {
+            let editor = matches!(who, "owner" | "admin");
+            for (status, expected) in [
+                ("published", true),
+                ("archived", editor || enrolled),
+                ("draft", editor),
+            ] {
+                assert_eq!(
+                    can_view(claims.as_ref(), status, OWNER, enrolled),
+                    expected,
+                    "{who} viewing a {status} course"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn paid_lessons_are_read_only_with_access_and_free_ones_by_anyone_while_published() {
+        for (who, claims, access) in callers() {
+            let editor = matches!(who, "owner" | "admin");
+            for (status, paid, expected) in [
+                ("published", false, true),
+                ("published", true, editor || access),
+                ("archived", false, editor || access),
+                ("archived", true, editor || access),
+                ("draft", false, editor),
+                ("draft", true, editor),
+            ] {
+                assert_eq!(
+                    can_read_lessons(claims.as_ref(), status, OWNER, paid, access),
+                    expected,
+                    "{who} reading a lesson of a {status} course (paid: {paid})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_edits_and_cancelled_enrollments_grant_nothing() {
+        for (who, claims, _) in callers() {
+            let Some(claims) = claims else { continue };
+            assert_eq!(
+                can_edit(&claims, OWNER),
+                matches!(who, "owner" | "admin"),
+                "{who}"
+            );
+        }
+        // A learner whose id happens to be the owner's is still not an instructor.
+        assert!(!can_edit(&claims(OWNER, "learner"), OWNER));
+        // A refunded or revoked enrollment is cancelled; one waiting for payment is
+        // pending.
+        for (status, grants) in [
+            ("active", true),
+            ("completed", true),
+            ("cancelled", false),
+            ("pending_payment", false),
+        ] {
+            assert_eq!(grants_access(status), grants, "{status}");
+        }
+    }
+
+    #[test]
+    fn course_input_is_checked_at_its_edges() {
+        for (slug, ok) in [
+            ("abc", true),
+            ("intro-to-rust-2", true),
+            ("ab", false),
+            (&"a".repeat(81) as &str, false),
+            ("Intro", false),
+            ("double--hyphen", false),
+            ("-leading", false),
+            ("trailing-", false),
+            ("spa ce", false),
+        ] {
+            assert_eq!(check_slug(slug).is_none(), ok, "slug {slug:?}");
+        }
+        assert!(check_title("course.title", "  ").is_some());
+        assert!(check_title("course.title", &"é".repeat(200)).is_none());
+        assert!(check_title("course.title", &"é".repeat(201)).is_some());
+        assert!(check_summary(&"s".repeat(2000)).is_none());
+        assert!(check_summary(&"s".repeat(2001)).is_some());
+        assert!(check_tags(&vec!["rust".to_string(); 10]).is_none());
+        assert!(check_tags(&vec!["rust".to_string(); 11]).is_some());
+        assert!(check_tags(&["Rust".to_string()]).is_some());
+        assert!(check_tags(&["".to_string()]).is_some());
+        for (currency, amount, ok) in [
+            ("USD", 1, true),
+            ("INR", 49_900, true),
+            ("usd", 100, false),
+            ("US", 100, false),
+            ("EUR", 0, false),
+            ("EUR", -5, false),
+        ] {
+            assert_eq!(
+                check_price(currency, amount).is_none(),
+                ok,
+                "{currency} {amount}"
+            );
+        }
+        assert!(valid_id("course_id", "0190f8c4-6f1e-7a38-9d3a-1c2b3d4e5f60").is_ok());
+        assert!(valid_id("course_id", "not-a-uuid").is_err());
+    }
+}
