@@ -576,6 +576,41 @@ pub fn mock_kafka(
     (cluster, bus)
 }
 
+/// Two tests, `on_sqlite` and `on_postgres`, that each run `$suite` (an async function of
+/// a database URL) on a fresh database of their backend: a store's one suite for both.
+#[macro_export]
+macro_rules! on_sqlite_and_postgres {
+    ($suite:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn on_sqlite() {
+            let database = $crate::TempSqlite::create();
+            ($suite)(database.url.clone()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn on_postgres() {
+            let database = $crate::TempPostgres::create().await;
+            ($suite)(database.url.clone()).await;
+            database.drop_database().await;
+        }
+    };
+}
+
+/// An SQLite database file of one test, in a directory removed when this is dropped.
+pub struct TempSqlite {
+    _dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl TempSqlite {
+    /// A new, empty database (created on first connection).
+    pub fn create() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        Self { _dir: dir, url }
+    }
+}
+
 /// A database created for one test and dropped by [`TempPostgres::drop_database`].
 pub struct TempPostgres {
     admin_url: String,

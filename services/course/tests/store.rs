@@ -12,7 +12,6 @@ use duovarsity_course::store::{
 use duovarsity_proto::events::{
     EnrollmentCompleted, EnrollmentCreated, LessonCompleted, LessonProgressed,
 };
-use duovarsity_testkit::TempPostgres;
 
 fn course(slug: &str, published_at: Option<i64>, price: Option<(&str, i64)>) -> CourseRow {
     CourseRow {
@@ -365,22 +364,6 @@ async fn suite(store: Arc<CourseStore>) {
     assert_eq!(types.get("enrollment.completed"), Some(&1), "{types:?}");
 }
 
-#[tokio::test]
-async fn the_store_contract_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    suite(
-        open(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("course.db").display()
-        ))
-        .await,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn the_store_contract_on_postgres() {
-    let database = TempPostgres::create().await;
-    suite(open(&database.url).await).await;
-    database.drop_database().await;
-}
+duovarsity_testkit::on_sqlite_and_postgres!(
+    |url: String| async move { suite(open(&url).await).await }
+);

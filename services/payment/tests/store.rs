@@ -15,7 +15,6 @@ use duovarsity_payment::state::OrderState;
 use duovarsity_payment::store;
 use duovarsity_payment::store::ledger::Entry;
 use duovarsity_payment::store::orders::OrderRow;
-use duovarsity_testkit::TempPostgres;
 use rand::{Rng, SeedableRng};
 
 async fn open(url: &str) -> Database {
@@ -417,19 +416,6 @@ async fn idempotency_keys(db: Database) {
     assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("payment.db").display()
-    );
-    suite(open(&url).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_on_postgres() {
-    let database = TempPostgres::create().await;
-    suite(open(&database.url).await).await;
-    database.drop_database().await;
-}
+duovarsity_testkit::on_sqlite_and_postgres!(
+    |url: String| async move { suite(open(&url).await).await }
+);

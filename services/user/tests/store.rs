@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use duovarsity_common::Error;
 use duovarsity_common::db::Database;
-use duovarsity_testkit::TempPostgres;
 use duovarsity_user::store::{
     self, ProfilePatch, RefreshTokenRecord, Rotation, SqlUserStore, UserRecord, UserStore,
 };
@@ -262,16 +261,6 @@ async fn concurrent_rotation_has_one_winner(store: Arc<dyn UserStore>) {
     assert_eq!(winners, 1, "{outcomes:?}");
 }
 
-#[tokio::test]
-async fn the_store_contract_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("user.db").display());
-    suite(open(&url).await).await;
-}
-
-#[tokio::test]
-async fn the_store_contract_on_postgres() {
-    let database = TempPostgres::create().await;
-    suite(open(&database.url).await).await;
-    database.drop_database().await;
-}
+duovarsity_testkit::on_sqlite_and_postgres!(
+    |url: String| async move { suite(open(&url).await).await }
+);
