@@ -31,6 +31,18 @@ async fn drafts_publish_as_versions_with_http_caching() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing is published yet");
+    // Ids that are not UUIDs are refused by the declared rules, naming the field.
+    for path in [
+        "/v1/lessons/not-a-uuid/content",
+        "/v1/lessons/not-a-uuid/versions",
+        "/v1/lessons/not-a-uuid/draft",
+        "/v1/media/not-a-uuid",
+    ] {
+        let (status, problem) = p.call(Method::GET, path, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        let field = problem["errors"][0]["field"].as_str().unwrap_or_default();
+        assert!(["lesson_id", "id"].contains(&field), "{path}: {problem}");
+    }
     let (status, draft) = p
         .call(
             Method::PUT,

@@ -122,6 +122,7 @@ async fn a_task_must_name_a_lesson_the_caller_may_read() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _, _, body) = chat(&p, &learner, hint("lesson-7", None)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["field"], "task.lesson_id", "{body}");
     // The owner may ask (and so fills the shared cache)...
     let (status, _, _, body) = chat(&p, &admin, hint(&paid_lesson, None)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
