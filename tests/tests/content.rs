@@ -43,6 +43,19 @@ async fn drafts_publish_as_versions_with_http_caching() {
         let field = problem["errors"][0]["field"].as_str().unwrap_or_default();
         assert!(["lesson_id", "id"].contains(&field), "{path}: {problem}");
     }
+    let (status, problem) = p
+        .call(
+            Method::PUT,
+            &format!("/v1/lessons/{lesson}/draft"),
+            Some(&admin),
+            Some(json!({"markdown": "x", "attachmentIds": ["not-a-uuid"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "attachment_ids[0]",
+        "{problem}"
+    );
     let (status, draft) = p
         .call(
             Method::PUT,

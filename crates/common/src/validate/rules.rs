@@ -4,9 +4,10 @@
 //! them in `/openapi.json` as JSON Schema constraints.
 //!
 //! The evaluator covers the subset declared in `proto/buf/validate/validate.proto` (lengths,
-//! ranges, patterns, email, uuid, required, defined enums, list sizes) with protovalidate's
-//! semantics: rules apply to every value of a field without presence, zero included, unless
-//! `ignore = IGNORE_IF_ZERO_VALUE`; to fields with presence only when set. Set
+//! ranges, patterns, email, uuid, required, defined enums, list sizes, per-item rules of
+//! lists) with protovalidate's semantics: rules apply to every value of a field without
+//! presence, zero included, unless `ignore = IGNORE_IF_ZERO_VALUE`; to fields with
+//! presence only when set. Set
 //! sub-messages and lists of messages are checked recursively, and a violation names the
 //! field by its path (`course.title`, `channels[1].category`).
 
@@ -74,6 +75,33 @@ struct Compiled {
     field: FieldDescriptor,
     rules: FieldRules,
     pattern: Option<Regex>,
+    /// The rules of each item of a repeated field (`repeated.items`).
+    items: Option<Box<Compiled>>,
+}
+
+impl Compiled {
+    fn new(field: &FieldDescriptor, rules: FieldRules) -> Self {
+        let pattern = string_rules_of(&rules)
+            .and_then(|s| s.pattern.as_deref())
+            .map(|p| {
+                // Patterns are part of the contract: a bad one fails the build's tests
+                // (`every_pattern_in_the_contracts_compiles`), never a request.
+                Regex::new(p).unwrap_or_else(|e| panic!("{}: bad pattern: {e}", field.full_name()))
+            });
+        let items = match &rules.r#type {
+            Some(field_rules::Type::Repeated(repeated)) => repeated
+                .items
+                .as_ref()
+                .map(|items| Box::new(Self::new(field, (**items).clone()))),
+            _ => None,
+        };
+        Self {
+            field: field.clone(),
+            rules,
+            pattern,
+            items,
+        }
+    }
 }
 
 /// Compiled rules per message type, built on first use.
@@ -90,22 +118,7 @@ fn compiled(message: &MessageDescriptor) -> Arc<Vec<Compiled>> {
     }
     let fields: Vec<Compiled> = message
         .fields()
-        .map(|field| {
-            let rules = of(&field).unwrap_or_default();
-            let pattern = string_rules_of(&rules)
-                .and_then(|s| s.pattern.as_deref())
-                .map(|p| {
-                    // Patterns are part of the contract: a bad one fails the build's tests
-                    // (`every_pattern_in_the_contracts_compiles`), never a request.
-                    Regex::new(p)
-                        .unwrap_or_else(|e| panic!("{}: bad pattern: {e}", field.full_name()))
-                });
-            Compiled {
-                field,
-                rules,
-                pattern,
-            }
-        })
+        .map(|field| Compiled::new(&field, of(&field).unwrap_or_default()))
         .collect();
     let fields = Arc::new(fields);
     COMPILED
@@ -142,6 +155,11 @@ fn check_message(message: &DynamicMessage, prefix: &str, found: &mut Vec<FieldVi
         };
         if !ignored {
             check_value(compiled, &value, &path, found);
+            if let (Some(rules), Value::List(items)) = (&compiled.items, &*value) {
+                for (index, item) in items.iter().enumerate() {
+                    check_value(rules, item, &format!("{path}[{index}]"), found);
+                }
+            }
         }
         // Set sub-messages are checked whatever their own field's rules.
         match &*value {
@@ -408,6 +426,24 @@ mod tests {
             serde_json::json!({"course": {"id": uuid::Uuid::now_v7().to_string(), "title": "t".repeat(201)}}),
         );
         assert_eq!(fields(&violations(&update)), vec!["course.title"]);
+    }
+
+    #[test]
+    fn each_item_of_a_repeated_field_is_checked_with_its_index() {
+        let lesson = uuid::Uuid::now_v7().to_string();
+        let draft = message(
+            "duovarsity.content.v1.SaveLessonDraftRequest",
+            serde_json::json!({"lessonId": lesson, "markdown": "x", "attachmentIds": [lesson]}),
+        );
+        assert!(violations(&draft).is_empty(), "{:?}", violations(&draft));
+        let draft = message(
+            "duovarsity.content.v1.SaveLessonDraftRequest",
+            serde_json::json!({"lessonId": lesson, "markdown": "x", "attachmentIds": [lesson, "nope", lesson, "no"]}),
+        );
+        assert_eq!(
+            fields(&violations(&draft)),
+            vec!["attachment_ids[1]", "attachment_ids[3]"]
+        );
     }
 
     #[test]
