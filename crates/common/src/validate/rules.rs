@@ -7,9 +7,9 @@
 //! ranges, patterns, email, uuid, required, defined enums, list sizes, per-item rules of
 //! lists) with protovalidate's semantics: rules apply to every value of a field without
 //! presence, zero included, unless `ignore = IGNORE_IF_ZERO_VALUE`; to fields with
-//! presence only when set. Set
-//! sub-messages and lists of messages are checked recursively, and a violation names the
-//! field by its path (`course.title`, `channels[1].category`).
+//! presence only when set. Set sub-messages and lists of messages are checked
+//! recursively, and a violation names the field by its path (`course.title`,
+//! `channels[1].category`, `attachment_ids[0]`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
