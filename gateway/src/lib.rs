@@ -17,6 +17,7 @@ pub mod edge_cache;
 pub mod lag;
 pub mod live;
 pub mod openapi;
+pub mod priority;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
