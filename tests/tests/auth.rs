@@ -665,20 +665,33 @@ async fn a_removed_signing_key_stops_verifying_without_a_restart() {
     }
     let (status, _) = get(&gateway, "/v1/users/me", Some(&new)).await;
     assert_eq!(status, StatusCode::OK);
-    // Every replica publishes only the remaining key.
+    // Every replica publishes only the remaining key once it has seen the directory change
+    // (each checks it every second on its own clock, so the one the gateway asked may have
+    // been first).
     for replica in [&a, &b] {
         let mut client = duovarsity_proto::user::user_service_client::UserServiceClient::connect(
             format!("http://{}", replica.grpc_addr()),
         )
         .await
         .unwrap();
-        let jwks = client
-            .get_jwks(duovarsity_proto::user::GetJwksRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        let kids: Vec<String> = jwks.keys.into_iter().map(|k| k.kid).collect();
-        assert_eq!(kids, vec![new_kid.clone()]);
+        let started = std::time::Instant::now();
+        loop {
+            let jwks = client
+                .get_jwks(duovarsity_proto::user::GetJwksRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let kids: Vec<String> = jwks.keys.into_iter().map(|k| k.kid).collect();
+            if kids == vec![new_kid.clone()] {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "replica {} still publishes {kids:?}",
+                replica.grpc_addr()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     gateway.stop().await;
     a.stop().await;
