@@ -39,8 +39,9 @@ use bytes::Bytes;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier, authorize, bearer_token};
 use duovarsity_common::cache::CacheHub;
 use duovarsity_common::grpc::LocalGrpc;
-use duovarsity_common::module::Upstream;
-use duovarsity_common::{Config, telemetry};
+use duovarsity_common::telemetry;
+use duovarsity_config::Config;
+use duovarsity_module::Upstream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
@@ -85,7 +86,7 @@ pub enum StartError {
     #[error("no service module serves {0} (is its module in the CLI's table?)")]
     Unserved(String),
     #[error(transparent)]
-    Config(#[from] duovarsity_common::config::ConfigError),
+    Config(#[from] duovarsity_config::ConfigError),
     #[error("upstream {service}: {source}")]
     Upstream {
         service: String,

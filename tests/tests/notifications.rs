@@ -238,13 +238,13 @@ async fn mail_goes_through_an_smtp_server() {
 #[tokio::test]
 async fn two_mailers_on_one_database_send_each_message_once() {
     use duovarsity_common::db::Database;
-    use duovarsity_common::module::ServiceModule as _;
+    use duovarsity_module::ServiceModule as _;
     use duovarsity_notification::NotificationModule;
     use duovarsity_notification::mail::Mailer;
 
     let database = duovarsity_testkit::TempPostgres::create().await;
     let data = tempfile::tempdir().unwrap();
-    let config = duovarsity_common::Config::from_sources(
+    let config = duovarsity_config::Config::from_sources(
         None,
         &[
             ("DUOVARSITY_DATABASE_URL", database.url.as_str()),

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use duovarsity_ai_routing::AiRoutingModule;
-use duovarsity_common::Config;
 use duovarsity_common::auth::{RemoteJwks, TokenVerifier};
 use duovarsity_common::cache::CacheHub;
 use duovarsity_common::db::Database;
@@ -21,12 +20,11 @@ use duovarsity_common::events::EventBus;
 use duovarsity_common::events::embedded::EmbeddedBus;
 use duovarsity_common::events::kafka::KafkaBus;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer};
-use duovarsity_common::module::{
-    ModuleEntry, RunningModule, ServiceContext, ServiceModule, Upstream,
-};
+use duovarsity_config::Config;
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
 use duovarsity_gateway::Gateway;
+use duovarsity_module::{ModuleEntry, RunningModule, ServiceContext, ServiceModule, Upstream};
 use duovarsity_notification::NotificationModule;
 use duovarsity_payment::PaymentModule;
 use duovarsity_proto::user::Role;
@@ -40,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 /// service is a proto file, a crate implementing [`ServiceModule`], and one line here
 /// (`docs/adding-a-service.md`).
 ///
-/// [`ServiceModule`]: duovarsity_common::module::ServiceModule
+/// [`ServiceModule`]: duovarsity_module::ServiceModule
 pub const MODULES: &[ModuleEntry] = &[
     ModuleEntry::of::<UserModule>(),
     ModuleEntry::of::<CourseModule>(),
@@ -69,7 +67,7 @@ pub fn module(name: &str) -> anyhow::Result<&'static ModuleEntry> {
 }
 
 /// Checks what the configuration says about the module table (service URL names).
-pub fn check_config(config: &Config) -> Result<(), duovarsity_common::config::ConfigError> {
+pub fn check_config(config: &Config) -> Result<(), duovarsity_config::ConfigError> {
     config.check_service_names(&module_names())
 }
 
@@ -200,9 +198,11 @@ impl Platform {
             }
             let source = match modules.iter().find_map(|module| module.local_keys()) {
                 Some(source) => source,
-                None => {
-                    Arc::new(RemoteJwks::connect(&config).context("DUOVARSITY_USER_SERVICE_URL")?)
-                }
+                None => Arc::new(RemoteJwks::new(
+                    config
+                        .service_channel("user", RemoteJwks::endpoint)
+                        .context("DUOVARSITY_USER_SERVICE_URL")?,
+                )),
             };
             let verifier = Arc::new(
                 TokenVerifier::new(source, Duration::from_secs(10))
@@ -382,7 +382,7 @@ pub async fn migrate(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<
     };
     let mut report = Vec::new();
     for entry in entries {
-        let db = Database::connect_service(config, entry.name)
+        let db = Database::connect_service(&config.database(entry.name))
             .await
             .with_context(|| format!("connecting the {} database", entry.name))?;
         let applied = db.migrate_reporting(&(entry.migrations)()).await;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use duovarsity::{Component, Platform};
-use duovarsity_common::{Config, telemetry};
+use duovarsity_common::telemetry;
+use duovarsity_config::Config;
 use duovarsity_proto::user::Role;
 
 #[derive(Parser)]

@@ -4,11 +4,11 @@
 //! instructors exist it reports that and changes nothing.
 
 use anyhow::Context as _;
-use duovarsity_common::Config;
 use duovarsity_common::cache::CacheHub;
-use duovarsity_common::module::ServiceModule as _;
+use duovarsity_config::Config;
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
+use duovarsity_module::ServiceModule as _;
 use duovarsity_proto::course::{Course, CreateLessonRequest, LessonKind, Level, Money};
 use duovarsity_proto::user::Role;
 use duovarsity_user::UserModule;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use duovarsity_common::Config;
 use duovarsity_common::auth::{KeyRing, TokenIssuer};
+use duovarsity_config::Config;
 use duovarsity_proto::ai::ai_routing_service_client::AiRoutingServiceClient;
 use duovarsity_proto::ai::{ChatCompletionRequest, Task};
 use duovarsity_proto::course::GetCourseRequest;

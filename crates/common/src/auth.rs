@@ -313,15 +313,12 @@ impl RemoteJwks {
         Self { channel }
     }
 
-    /// A channel to the user service `config` names; a fetch that gets no answer within
-    /// 3 s fails.
-    pub fn connect(config: &crate::config::Config) -> Result<Self, tonic::transport::Error> {
-        let channel = config.service_channel("user", |endpoint| {
-            endpoint
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(3))
-        })?;
-        Ok(Self::new(channel))
+    /// The limits of a channel to the user service: a fetch that gets no answer within 3 s
+    /// fails (pass it to the configuration's channel builder).
+    pub fn endpoint(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+        endpoint
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(3))
     }
 }
 

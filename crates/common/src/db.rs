@@ -28,6 +28,7 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 use sqlx::{AnyPool, Executor};
 
 pub mod admission;
+mod errors;
 
 pub use admission::Pool;
 
@@ -141,23 +142,35 @@ pub enum OpenError {
     },
 }
 
+/// Where one service's database is and how its pools are sized; the configuration
+/// assembles it (`Config::database`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The service whose database this is (its migrations are named in errors).
+    pub service: String,
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+    /// A read replica for reads that tolerate staleness; `None`: the primary.
+    pub replica_url: Option<String>,
+    /// Connections per pool.
+    pub max_connections: u32,
+    /// Apply pending migrations at open; otherwise refuse a schema that lacks them.
+    pub migrate_on_start: bool,
+}
+
 impl Database {
-    /// Connects `service`'s database as `config` says (its own SQLite file by default) and
-    /// applies its pending migrations, or, with `migrate_on_start` off, checks that every
-    /// one of them has been applied (by `duovarsity migrate`).
-    pub async fn open(
-        config: &crate::Config,
-        service: &str,
-        migrations: Migrations,
-    ) -> Result<Self, OpenError> {
-        let db = Self::connect_service(config, service).await?;
-        if config.migrate_on_start {
+    /// Connects a service's database as `settings` say and applies its pending migrations,
+    /// or, with `migrate_on_start` off, checks that every one of them has been applied (by
+    /// `duovarsity migrate`).
+    pub async fn open(settings: &Settings, migrations: Migrations) -> Result<Self, OpenError> {
+        let db = Self::connect_service(settings).await?;
+        if settings.migrate_on_start {
             db.migrate(&migrations).await?;
         } else {
             let missing = db.pending(&migrations).await?;
             if !missing.is_empty() {
                 return Err(OpenError::NotMigrated {
-                    service: service.to_string(),
+                    service: settings.service.clone(),
                     missing,
                 });
             }
@@ -165,18 +178,12 @@ impl Database {
         Ok(db)
     }
 
-    /// Connects `service`'s database as `config` says, without touching its schema.
-    pub async fn connect_service(
-        config: &crate::Config,
-        service: &str,
-    ) -> Result<Self, sqlx::Error> {
+    /// Connects a service's database as `settings` say, without touching its schema.
+    pub async fn connect_service(settings: &Settings) -> Result<Self, sqlx::Error> {
         Self::connect(
-            &config.database_url_for(service),
-            config
-                .database_replica_url
-                .as_ref()
-                .map(|url| url.expose().as_str()),
-            config.database_max_connections,
+            &settings.url,
+            settings.replica_url.as_deref(),
+            settings.max_connections,
         )
         .await
     }
@@ -229,7 +236,7 @@ impl Database {
     }
 
     /// A readiness probe that passes while both pools answer.
-    pub fn probe(&self, service: &'static str) -> crate::grpc::Probe {
+    pub fn probe(&self, service: &'static str) -> crate::health::Probe {
         let db = self.clone();
         std::sync::Arc::new(move || {
             let db = db.clone();
@@ -358,20 +365,4 @@ fn create_sqlite_parent_dir(url: &str) -> Result<(), sqlx::Error> {
         std::fs::create_dir_all(parent)?;
     }
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch: the platform's portable SQL time column.
-pub fn now_millis() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A stored millisecond time as a wire timestamp.
-pub fn timestamp_from_millis(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
 }

@@ -1,10 +1,8 @@
 //! The one error vocabulary of the platform. Services return [`Error`]; one `From` impl
 //! turns it into a `tonic::Status` carrying google.rpc details (`BadRequest` field
 //! violations, `ErrorInfo` with a stable reason, `RetryInfo`), and the gateway turns that
-//! status into an HTTP problem. Storage errors are translated at the boundary
-//! ([`From<sqlx::Error>`]): a missing row is `NotFound`, a unique violation `AlreadyExists`,
-//! an unreachable database (no connection in time, a broken one, a server shutting down)
-//! `Unavailable` with a retry delay, anything else `Internal`, logged once where it happens.
+//! status into an HTTP problem. Storage errors become these where storage is
+//! (`crate::db`), so this module depends on nothing else of the crate.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -174,43 +172,6 @@ impl From<Error> for Status {
             _ => {}
         }
         Status::with_error_details_vec(error.code(), error.to_string(), details)
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::RowNotFound => Self::not_found("record"),
-            _ if crate::db::admission::is_overloaded(&error) => Self::Overloaded {
-                message: format!("{error}; retry shortly"),
-                retry_after: Some(Duration::from_secs(1)),
-            },
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::AlreadyExists {
-                reason: "ALREADY_EXISTS",
-                message: "a record with the same key already exists".to_string(),
-            },
-            _ if database_unreachable(&error) => {
-                tracing::warn!(error = %error, "database unavailable");
-                Self::Unavailable {
-                    message: "the database is unavailable; retry shortly".to_string(),
-                    retry_after: Some(Duration::from_secs(1)),
-                }
-            }
-            _ => Self::internal("database error", &error),
-        }
-    }
-}
-
-/// Whether `error` says the database cannot be reached (now), rather than that the query is
-/// wrong: no connection within the pool's acquire timeout, a broken connection, or a
-/// PostgreSQL server that is shutting down or starting (SQLSTATE classes 08 and 57P).
-fn database_unreachable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
     }
 }
 

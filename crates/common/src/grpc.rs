@@ -40,14 +40,12 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::auth::{AccessPolicy, TokenVerifier, authorize, bearer_token};
+use crate::health::Probe;
 use crate::telemetry;
 
 /// The health entry a liveness probe asks for (`grpc.health.v1` service `liveness`):
 /// SERVING while the server runs, whatever its dependencies say.
 pub const LIVENESS: &str = "liveness";
-
-/// A readiness check: `Ok` while a dependency answers.
-pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// How often readiness probes rerun.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);

@@ -32,7 +32,7 @@ impl<T> fmt::Display for Secret<T> {
 
 impl<'de> Deserialize<'de> for Secret<String> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::config::lenient_string(deserializer).map(Secret)
+        lenient_string(deserializer).map(Secret)
     }
 }
 
@@ -47,4 +47,25 @@ impl From<String> for Secret<String> {
     fn from(value: String) -> Self {
         Self(value)
     }
+}
+
+/// A string setting whose environment value happens to look like a number or a boolean
+/// (a numeric password, say) is still a string.
+pub fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringLike {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+        Float(f64),
+        Flag(bool),
+    }
+    Ok(match StringLike::deserialize(deserializer)? {
+        StringLike::Text(text) => text,
+        StringLike::Signed(n) => n.to_string(),
+        StringLike::Unsigned(n) => n.to_string(),
+        StringLike::Float(n) => n.to_string(),
+        StringLike::Flag(b) => b.to_string(),
+    })
 }

@@ -16,6 +16,7 @@
 //! Initialisation is idempotent: the first call in a process wins, later calls (tests that
 //! start several platforms) reuse it.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
@@ -24,12 +25,11 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
-
-use crate::config::LogFormat;
 
 pub mod spans;
 
@@ -47,6 +47,26 @@ impl Drop for TelemetryGuard {
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
 
 /// Installs logging, tracing and the metrics recorder for `service_name`.
 pub fn init(service_name: &'static str, format: LogFormat) -> TelemetryGuard {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use duovarsity_common::Config;
+use duovarsity_config::Config;
 use duovarsity_testkit::TestPlatform;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

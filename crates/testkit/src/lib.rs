@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use duovarsity::{Component, Platform};
-use duovarsity_common::Config;
+use duovarsity_config::Config;
 use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
 use tempfile::TempDir;

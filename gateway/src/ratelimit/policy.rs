@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use duovarsity_common::config::Rate;
+use duovarsity_config::Rate;
 use serde::Deserialize;
 
 /// The built-in policy.

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duovarsity_common::config::Rate;
 use duovarsity_common::pubsub::RedisLink;
+use duovarsity_config::Rate;
 
 /// What one request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

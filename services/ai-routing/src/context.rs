@@ -78,9 +78,7 @@ where
 }
 
 impl Lessons {
-    pub fn connect(
-        config: &duovarsity_common::config::Config,
-    ) -> Result<Self, tonic::transport::Error> {
+    pub fn connect(config: &duovarsity_config::Config) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
             courses: GrpcClientTrace::new(config.service_channel("course", configure)?),
             contents: GrpcClientTrace::new(config.service_channel("content", configure)?),

@@ -33,13 +33,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use duovarsity_common::Config;
 use duovarsity_common::db::{Backend, Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
-use duovarsity_common::grpc::{GrpcServer, Probe};
-use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::grpc::GrpcServer;
+use duovarsity_common::health::Probe;
 use duovarsity_common::pubsub::RedisLink;
+use duovarsity_config::Config;
+use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::ai::ai_routing_service_server::AiRoutingServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +98,7 @@ impl AiRoutingModule {
         config: &Config,
         caches: &duovarsity_common::cache::CacheHub,
     ) -> Result<Self, StartError> {
-        let db = Database::open(config, SERVICE, migrations()).await?;
+        let db = Database::open(&config.database(SERVICE), migrations()).await?;
         // Connections to providers are reused; each call's deadlines come from the policy.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

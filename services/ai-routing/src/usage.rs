@@ -8,9 +8,10 @@
 //! reader that needs its own latest rows calls [`UsageWriter::flush`] first.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::{Database, now_millis};
+use duovarsity_common::db::Database;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::pending_event;
+use duovarsity_common::time::now_millis;
 use duovarsity_proto::events::AiUsage;
 use sqlx::Row;
 

@@ -19,13 +19,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use duovarsity_common::Error;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::{COURSE_OUTLINE_CACHE, Cache, CacheHub};
-use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
-use duovarsity_common::grpc::{GrpcServer, Onward, Probe, http_cacheable, never_sent};
-use duovarsity_common::module::{OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::grpc::{GrpcServer, Onward, http_cacheable, never_sent};
+use duovarsity_common::health::Probe;
 use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
-use duovarsity_common::{Config, Error};
+use duovarsity_common::time::{now_millis, timestamp_from_millis};
+use duovarsity_config::Config;
+use duovarsity_module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::content::content_service_server::{ContentService, ContentServiceServer};
 use duovarsity_proto::content::*;
 use duovarsity_proto::course::course_service_client::CourseServiceClient;
@@ -77,7 +80,7 @@ pub struct ContentModule {
 
 impl ContentModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
-        let db = Database::open(config, SERVICE, store::migrations()).await?;
+        let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let media = open_object_store(&config.media_url(), config.media_options())?;
         let courses = GrpcClientTrace::new(config.service_channel("course", |endpoint| {
             endpoint

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use duovarsity_common::Error;
-use duovarsity_common::db::{now_millis, timestamp_from_millis};
+use duovarsity_common::time::{now_millis, timestamp_from_millis};
 use duovarsity_proto::content::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};

@@ -4,7 +4,7 @@
 //! into a default.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::timestamp_from_millis;
+use duovarsity_common::time::timestamp_from_millis;
 use duovarsity_proto::course::*;
 
 use crate::store::{CourseRow, EnrollmentRow, LessonRow, ProgressRow, SectionRow};

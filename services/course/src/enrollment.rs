@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
-use duovarsity_common::db::now_millis;
 use duovarsity_common::events::pending_event;
+use duovarsity_common::time::now_millis;
 use duovarsity_common::validate::page_token;
 use duovarsity_proto::course::*;
 use duovarsity_proto::events::EnrollmentCreated;

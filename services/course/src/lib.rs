@@ -24,15 +24,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::catalog::topics;
 use duovarsity_common::events::consumer::Consumer;
-use duovarsity_common::grpc::{GrpcServer, Probe};
-use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
-use duovarsity_common::{Config, Error};
+use duovarsity_common::grpc::GrpcServer;
+use duovarsity_common::health::Probe;
+use duovarsity_config::Config;
+use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::course::course_service_server::CourseServiceServer;
 use duovarsity_proto::course::*;
 use prost::Message;
@@ -68,7 +70,7 @@ pub struct CourseModule {
 
 impl CourseModule {
     pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
-        let db = Database::open(config, SERVICE, store::migrations()).await?;
+        let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let courses = Courses {
             store: Arc::new(CourseStore::new(db.clone())),
             outlines: caches.cache(OUTLINE_CACHE),

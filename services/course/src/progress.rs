@@ -4,8 +4,8 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
-use duovarsity_common::db::{now_millis, timestamp_from_millis};
 use duovarsity_common::events::pending_event;
+use duovarsity_common::time::{now_millis, timestamp_from_millis};
 use duovarsity_proto::course::*;
 use duovarsity_proto::events::{EnrollmentCompleted, LessonCompleted, LessonProgressed};
 use ring::rand::{SecureRandom, SystemRandom};

@@ -17,15 +17,18 @@ pub mod store;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use duovarsity_common::Error;
 use duovarsity_common::auth::caller;
-use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
+use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::catalog::decode;
 use duovarsity_common::events::consumer::{Consumer, Handler};
 use duovarsity_common::events::{Event, EventBus, topics};
-use duovarsity_common::grpc::{GrpcServer, Probe};
-use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::grpc::GrpcServer;
+use duovarsity_common::health::Probe;
+use duovarsity_common::time::{now_millis, timestamp_from_millis};
 use duovarsity_common::validate::page_token;
-use duovarsity_common::{Config, Error};
+use duovarsity_config::Config;
+use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::events::{
     EnrollmentCompleted, EnrollmentCreated, Envelope, LessonCompleted, LessonProgressed,
     PaymentCaptured, PaymentRefunded, UserRegistered,
@@ -75,7 +78,7 @@ const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl NotificationModule {
     pub async fn open(config: &Config) -> Result<Self, StartError> {
-        let db = Database::open(config, SERVICE, store::migrations()).await?;
+        let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let mailer = mail::Mailer::from_config(config, db.clone()).map_err(StartError::Mail)?;
         let per_user = config.live_connections_per_user;
         let live = match &config.redis_url {

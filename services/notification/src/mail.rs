@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use duovarsity_common::Config;
-use duovarsity_common::db::{Database, now_millis};
+use duovarsity_common::db::Database;
+use duovarsity_common::time::now_millis;
+use duovarsity_config::Config;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};

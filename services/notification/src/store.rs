@@ -2,7 +2,8 @@
 //! and the mail outbox.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::{Database, Migrations, now_millis};
+use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::time::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

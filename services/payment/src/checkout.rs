@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
-use duovarsity_common::db::now_millis;
+use duovarsity_common::time::now_millis;
 use duovarsity_proto::payment::{ConfirmPaymentRequest, Order};
 
 use crate::Payments;

@@ -1,7 +1,7 @@
 //! The one place where payment rows become protobuf.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::timestamp_from_millis;
+use duovarsity_common::time::timestamp_from_millis;
 use duovarsity_proto::course::Money;
 use duovarsity_proto::payment::payment_instructions::Provider as Instructions;
 use duovarsity_proto::payment::{

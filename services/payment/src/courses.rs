@@ -39,9 +39,7 @@ fn unavailable(status: &tonic::Status) -> Error {
 }
 
 impl Courses {
-    pub fn connect(
-        config: &duovarsity_common::config::Config,
-    ) -> Result<Self, tonic::transport::Error> {
+    pub fn connect(config: &duovarsity_config::Config) -> Result<Self, tonic::transport::Error> {
         let channel = GrpcClientTrace::new(config.service_channel("course", |endpoint| {
             endpoint
                 .connect_timeout(CONNECT_DEADLINE)

@@ -14,7 +14,8 @@
 use std::time::{Duration, Instant};
 
 use duovarsity_common::Error;
-use duovarsity_common::db::{Database, now_millis};
+use duovarsity_common::db::Database;
+use duovarsity_common::time::now_millis;
 use sqlx::Row;
 
 /// How long a key and its stored answer live.

@@ -52,12 +52,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use duovarsity_common::Config;
 use duovarsity_common::db::{Backend, Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
-use duovarsity_common::grpc::{GrpcServer, Probe};
-use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::grpc::GrpcServer;
+use duovarsity_common::health::Probe;
+use duovarsity_config::Config;
+use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::payment::payment_service_server::PaymentServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -150,7 +151,7 @@ pub struct PaymentModule {
 impl PaymentModule {
     /// `with_gateway`: the gateway runs in this process (the sandbox can be served).
     pub async fn open(config: &Config, with_gateway: bool) -> Result<Self, StartError> {
-        let db = Database::open(config, SERVICE, migrations()).await?;
+        let db = Database::open(&config.database(SERVICE), migrations()).await?;
         let providers = Providers::from_config(config, with_gateway)?;
         Ok(Self {
             payments: Payments {

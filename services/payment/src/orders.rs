@@ -171,7 +171,7 @@ fn moved(order: &OrderRow, state: OrderState, kind: &EventKind) -> OrderRow {
         } => {
             next.payment_id = Some(payment_id.clone());
             next.captured_minor = *amount;
-            next.captured_at = Some(duovarsity_common::db::now_millis());
+            next.captured_at = Some(duovarsity_common::time::now_millis());
         }
         EventKind::Refunded { amount, .. } => next.refunded_minor += amount,
         EventKind::AttemptFailed | EventKind::Expired => {}

@@ -17,9 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duovarsity_common::config::PaymentProvider;
+use duovarsity_common::Error;
 use duovarsity_common::secret::Secret;
-use duovarsity_common::{Config, Error};
+use duovarsity_config::Config;
+use duovarsity_config::PaymentProvider;
 
 use crate::provider::{Provider, ProviderError};
 use crate::razorpay::{Razorpay, RazorpaySettings};

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use duovarsity_common::Error;
-use duovarsity_common::db::now_millis;
+use duovarsity_common::time::now_millis;
 use tokio_util::sync::CancellationToken;
 
 use crate::Payments;

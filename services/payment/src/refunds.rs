@@ -17,7 +17,7 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
-use duovarsity_common::db::now_millis;
+use duovarsity_common::time::now_millis;
 use duovarsity_proto::payment::{Order, RefundOrderRequest};
 
 use crate::Payments;

@@ -21,15 +21,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use duovarsity_common::Error;
 use duovarsity_common::auth::{KeyError, KeyRing, KeySource, TokenIssuer, caller};
 use duovarsity_common::cache::{Cache, CacheHub};
-use duovarsity_common::db::{Database, Migrations, now_millis, timestamp_from_millis};
+use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{EventBus, PendingEvent, pending_event};
-use duovarsity_common::grpc::{GrpcServer, Probe};
-use duovarsity_common::module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_common::grpc::GrpcServer;
+use duovarsity_common::health::Probe;
+use duovarsity_common::time::{now_millis, timestamp_from_millis};
 use duovarsity_common::validate::page_token;
-use duovarsity_common::{Config, Error};
+use duovarsity_config::Config;
+use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::events::UserRegistered;
 use duovarsity_proto::user::user_service_server::{UserService, UserServiceServer};
 use duovarsity_proto::user::{
@@ -90,7 +93,7 @@ impl UserModule {
 
     /// [`UserModule::open`] with the process's shared caches.
     pub async fn open_with(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
-        let db = Database::open(config, SERVICE, store::migrations()).await?;
+        let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let ring = Arc::new(KeyRing::load(
             &config.jwt_keys_dir(),
             config.jwt_generate_keys,

@@ -392,7 +392,7 @@ async fn warming_a_course_makes_the_first_learner_hit_the_cache() {
             p.grpc_addr().to_string(),
         ),
     ]);
-    let config = duovarsity_common::Config::from_sources(None, &settings).unwrap();
+    let config = duovarsity_config::Config::from_sources(None, &settings).unwrap();
     let report = duovarsity::warm::warm(&config, "warm-course")
         .await
         .unwrap();

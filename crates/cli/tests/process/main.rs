@@ -118,7 +118,7 @@ async fn migrate_creates_every_service_schema_on_an_empty_postgres_database() {
     ];
 
     // Before any migration a service with migrations off refuses to start, and says why.
-    let config = duovarsity_common::Config::from_sources(
+    let config = duovarsity_config::Config::from_sources(
         None,
         &off.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{EventBus, Outgoing, Record, Subscription};
-use crate::db::{Database, now_millis};
+use crate::db::Database;
 use crate::error::Error;
 use crate::telemetry::spans;
+use crate::time::now_millis;
 
 /// What a consumer does with one event, inside the transaction that records it.
 #[async_trait]

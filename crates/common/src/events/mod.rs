@@ -189,7 +189,7 @@ pub fn pending_event<E: Event>(aggregate_id: &str, payload: &E) -> PendingEvent 
         event_id: event_id.clone(),
         r#type: event_type.to_string(),
         aggregate_id: aggregate_id.to_string(),
-        occurred_at: Some(crate::db::timestamp_from_millis(crate::db::now_millis())),
+        occurred_at: Some(crate::time::timestamp_from_millis(crate::time::now_millis())),
         traceparent: traceparent.clone(),
         payload: Some(prost_types::Any {
             type_url: format!("type.googleapis.com/{full_name}"),

@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{BusError, EventBus, Outgoing};
-use crate::db::{Backend, Database, now_millis};
+use crate::db::{Backend, Database};
 use crate::error::Error;
 use crate::telemetry::spans;
+use crate::time::now_millis;
 
 /// How many rows one relay round publishes.
 const BATCH: i64 = 100;

@@ -1,8 +1,8 @@
 //! Enrollments and their counts.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::now_millis;
 use duovarsity_common::events::PendingEvent;
+use duovarsity_common::time::now_millis;
 use sqlx::Row;
 
 use super::*;

@@ -2,7 +2,8 @@
 //! can never disagree with the history.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::{Database, now_millis};
+use duovarsity_common::db::Database;
+use duovarsity_common::time::now_millis;
 use sqlx::{Any, Row, Transaction as SqlTransaction};
 
 use crate::ledger::Transaction;

@@ -1,7 +1,8 @@
 //! Order rows and the provider events already applied.
 
 use duovarsity_common::Error;
-use duovarsity_common::db::{Database, now_millis};
+use duovarsity_common::db::Database;
+use duovarsity_common::time::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

@@ -48,7 +48,7 @@ mod upkeep;
 use super::{
     BusError, Delivered, EventBus, Outgoing, Record, Subscription, partition_for, valid_name,
 };
-use crate::db::now_millis;
+use crate::time::now_millis;
 use subscription::EmbeddedSubscription;
 use upkeep::keep_up;
 

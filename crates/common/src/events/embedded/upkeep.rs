@@ -6,7 +6,7 @@ use std::sync::Weak;
 use sqlx::Sqlite;
 
 use super::{FLUSH_EVERY, FLUSHES_PER_CLEANUP, GroupTopic, Ranges, Shared, UNREAD_RETENTION};
-use crate::db::now_millis;
+use crate::time::now_millis;
 
 /// While the bus is in use: writes commits every [`FLUSH_EVERY`]; once a second applies
 /// retention (when commits moved) and checkpoints the WAL into the file.

@@ -1,5 +1,5 @@
 //! Where the other services are: `DUOVARSITY_<NAME>_SERVICE_URL` (a fixed list of
-//! `http(s)://` URLs, or one discovered source, see [`crate::discovery`]), their checks,
+//! `http(s)://` URLs, or one discovered source, see [`duovarsity_common::discovery`]), their checks,
 //! and the channels services call each other on.
 
 use super::{Config, ConfigError};
@@ -47,7 +47,7 @@ impl Config {
     }
 
     /// A channel to `service` (`course`, ...), balanced over the endpoints its URL
-    /// names and follows ([`crate::discovery`]), each dialed with `configure`.
+    /// names and follows ([`duovarsity_common::discovery`]), each dialed with `configure`.
     pub fn service_channel(
         &self,
         service: &str,
@@ -55,9 +55,9 @@ impl Config {
     ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
         let urls = self.service_urls(service);
         // Validated at load: a URL list that does not parse is a fixed list.
-        let source = crate::discovery::Source::parse(&urls)
-            .unwrap_or(crate::discovery::Source::Static(urls));
-        crate::discovery::channel(source, self.kubernetes_api_url.as_deref(), configure)
+        let source = duovarsity_common::discovery::Source::parse(&urls)
+            .unwrap_or(duovarsity_common::discovery::Source::Static(urls));
+        duovarsity_common::discovery::channel(source, self.kubernetes_api_url.as_deref(), configure)
     }
 
     /// Service names are `a-z0-9_`, and each URL is a fixed `http(s)://` list or one
@@ -74,8 +74,8 @@ impl Config {
                 ));
             }
             let urls = split_urls(urls);
-            let fixed = match crate::discovery::Source::parse(&urls) {
-                Ok(crate::discovery::Source::Static(fixed)) => fixed,
+            let fixed = match duovarsity_common::discovery::Source::parse(&urls) {
+                Ok(duovarsity_common::discovery::Source::Static(fixed)) => fixed,
                 Ok(_) => continue,
                 Err(message) => {
                     return Err(ConfigError::setting(&service_url_key(service), &message));

@@ -10,7 +10,6 @@
 //! process environment.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,8 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use payments::{PaymentProvider, PaymentSandbox};
 pub use traffic::{RATE_CLASSES, Rate, RateError};
 
-use crate::secret::Secret;
-pub(crate) use sources::lenient_string;
+use duovarsity_common::secret::Secret;
+pub use duovarsity_common::telemetry::LogFormat;
 use sources::{
     EnvVars, comma_list, describe_figment_error, optional_lenient_string, service_url_map,
 };
@@ -33,16 +32,6 @@ pub const ENV_PREFIX: &str = "DUOVARSITY_";
 const TEST_ENV_PREFIX: &str = "DUOVARSITY_TEST_";
 /// Names the TOML file to read (the only variable that is not a setting).
 pub const CONFIG_FILE_VAR: &str = "DUOVARSITY_CONFIG";
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable on a terminal, JSON otherwise.
-    Auto,
-    Text,
-    Json,
-}
 
 /// Every setting of the platform. Field docs are the reference table in the README.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,7 +81,7 @@ pub struct Config {
     /// (`DUOVARSITY_USER_SERVICE_URL`, ...) or a `[service_urls]` table in the file. One URL,
     /// or several separated by commas (balanced per request), or one discovered source:
     /// `dns:///HOST:PORT` or `kubernetes:///SERVICE[.NAMESPACE]:PORT`
-    /// ([`crate::discovery`]). Unset: `http://<grpc_addr>`
+    /// ([`duovarsity_common::discovery`]). Unset: `http://<grpc_addr>`
     /// for the user service (token keys); other services are routed only when set, and in
     /// embedded mode every service is this process.
     #[serde(deserialize_with = "service_url_map")]
@@ -591,6 +580,21 @@ impl Config {
         }
     }
 
+    /// Where `service`'s database is: [`Self::database_url_for`], the replica, the pool size
+    /// and whether to migrate at start.
+    pub fn database(&self, service: &str) -> duovarsity_common::db::Settings {
+        duovarsity_common::db::Settings {
+            service: service.to_string(),
+            url: self.database_url_for(service),
+            replica_url: self
+                .database_replica_url
+                .as_ref()
+                .map(|url| url.expose().clone()),
+            max_connections: self.database_max_connections,
+            migrate_on_start: self.migrate_on_start,
+        }
+    }
+
     /// The media store URL: the configured one, or `file://<data_dir>/media` (absolute).
     pub fn media_url(&self) -> String {
         match &self.media_url {
@@ -620,9 +624,9 @@ impl Config {
 
     /// Settings of the two-level cache.
     /// The Kafka bus settings, when `kafka_brokers` is set.
-    pub fn kafka_settings(&self) -> Option<crate::events::kafka::KafkaSettings> {
+    pub fn kafka_settings(&self) -> Option<duovarsity_common::events::kafka::KafkaSettings> {
         let brokers = self.kafka_brokers.as_ref()?;
-        let mut settings = crate::events::kafka::KafkaSettings::new(brokers.clone());
+        let mut settings = duovarsity_common::events::kafka::KafkaSettings::new(brokers.clone());
         settings.partitions = self.kafka_partitions;
         settings.replication = self.kafka_replication;
         settings.prefix = self.kafka_topic_prefix.clone();
@@ -630,30 +634,20 @@ impl Config {
     }
 
     /// The embedded bus: 8 partitions per topic, bounded by `bus_max_bytes`.
-    pub fn bus_settings(&self) -> crate::events::embedded::EmbeddedSettings {
-        crate::events::embedded::EmbeddedSettings {
+    pub fn bus_settings(&self) -> duovarsity_common::events::embedded::EmbeddedSettings {
+        duovarsity_common::events::embedded::EmbeddedSettings {
             partitions: 8,
             max_bytes: self.bus_max_bytes,
         }
     }
 
-    pub fn cache_settings(&self) -> crate::cache::CacheSettings {
-        crate::cache::CacheSettings {
+    pub fn cache_settings(&self) -> duovarsity_common::cache::CacheSettings {
+        duovarsity_common::cache::CacheSettings {
             redis_url: self.redis_url.as_ref().map(|url| url.expose().clone()),
             l1_ttl: std::time::Duration::from_secs(self.cache_l1_ttl_secs),
             l1_capacity: self.cache_l1_capacity,
             ..Default::default()
         }
-    }
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Text => "text",
-            Self::Json => "json",
-        })
     }
 }
 

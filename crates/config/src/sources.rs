@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 /// Flat keys starting with this are rate-limit overrides (`rate_limit_anonymous`).
 const RATE_LIMIT_PREFIX: &str = "rate_limit_";
 
+use duovarsity_common::secret::lenient_string;
+
 use super::services::{SERVICE_URL_SUFFIX, service_url_key};
 use super::{CONFIG_FILE_VAR, ConfigError, ENV_PREFIX, TEST_ENV_PREFIX, env_var_name};
 
@@ -102,29 +104,6 @@ pub(super) fn describe_figment_error(error: figment::Error) -> ConfigError {
         source_name,
         message,
     }
-}
-
-/// A string setting whose environment value happens to look like a number or a boolean
-/// (a numeric password, say) is still a string.
-pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum StringLike {
-        Text(String),
-        Signed(i64),
-        Unsigned(u64),
-        Float(f64),
-        Flag(bool),
-    }
-    Ok(match StringLike::deserialize(deserializer)? {
-        StringLike::Text(text) => text,
-        StringLike::Signed(n) => n.to_string(),
-        StringLike::Unsigned(n) => n.to_string(),
-        StringLike::Float(n) => n.to_string(),
-        StringLike::Flag(b) => b.to_string(),
-    })
 }
 
 pub(super) fn optional_lenient_string<'de, D: Deserializer<'de>>(

@@ -14,12 +14,13 @@ use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::Config;
-use crate::auth::KeySource;
-use crate::cache::CacheHub;
-use crate::db::Migrations;
-use crate::events::EventBus;
-use crate::grpc::{GrpcServer, Probe};
+use duovarsity_common::auth::KeySource;
+use duovarsity_common::cache::CacheHub;
+use duovarsity_common::db::Migrations;
+use duovarsity_common::events::EventBus;
+use duovarsity_common::grpc::GrpcServer;
+use duovarsity_common::health::Probe;
+use duovarsity_config::Config;
 
 /// Why a module could not open: its own start error, with the cause chain kept.
 pub type OpenError = Box<dyn std::error::Error + Send + Sync>;

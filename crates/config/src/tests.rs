@@ -216,10 +216,7 @@ fn payment_providers_come_with_their_secrets() {
         ]),
     )
     .unwrap();
-    assert_eq!(
-        stripe.payment_provider,
-        crate::config::PaymentProvider::Stripe
-    );
+    assert_eq!(stripe.payment_provider, crate::PaymentProvider::Stripe);
     assert!(
         !format!("{stripe:?}").contains("sk_test_1"),
         "secrets stay masked"
