@@ -182,7 +182,7 @@ impl Platform {
             let bus = bus
                 .clone()
                 .context("a process that runs services has a bus")?;
-            let mut context = ServiceContext::new(config.clone(), bus.clone());
+            let mut context = ServiceContext::new(config.clone());
             if component == Component::All {
                 context = context.with_gateway();
             }
@@ -395,6 +395,15 @@ pub async fn migrate(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<
     Ok(report)
 }
 
+/// One module opened outside a platform, for admin commands (seed, create-user): the same
+/// way in as `serve` ([`ServiceModule::open`]), without a server or background work.
+pub(crate) async fn open_alone<M: ServiceModule>(config: &Config) -> anyhow::Result<M> {
+    M::open(&ServiceContext::new(config.clone()))
+        .await
+        .map_err(|error| anyhow::anyhow!(error))
+        .with_context(|| format!("opening the {} service", M::NAME))
+}
+
 /// Creates an account with a role on the configured database.
 pub async fn create_user(
     config: &Config,
@@ -403,9 +412,7 @@ pub async fn create_user(
     display_name: &str,
     role: Role,
 ) -> anyhow::Result<duovarsity_proto::user::User> {
-    let user = UserModule::open(config)
-        .await
-        .context("opening the user service")?;
+    let user: UserModule = open_alone(config).await?;
     let created = user
         .users()
         .create_account(email, password, display_name, role, false)

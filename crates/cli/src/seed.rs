@@ -4,7 +4,6 @@
 //! instructors exist it reports that and changes nothing.
 
 use anyhow::Context as _;
-use duovarsity_common::cache::CacheHub;
 use duovarsity_config::Config;
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
@@ -12,6 +11,8 @@ use duovarsity_module::ServiceModule as _;
 use duovarsity_proto::course::{Course, CreateLessonRequest, LessonKind, Level, Money};
 use duovarsity_proto::user::Role;
 use duovarsity_user::UserModule;
+
+use crate::open_alone;
 
 /// The password of the demo instructor accounts (shown by the command).
 pub const DEMO_PASSWORD: &str = "demo-password-2026";
@@ -28,9 +29,7 @@ pub fn learner_email(i: usize) -> String {
 /// Creates the load-test learners 0..count that do not exist yet; returns how many were
 /// created.
 pub async fn learners(config: &Config, count: usize) -> anyhow::Result<usize> {
-    let users = UserModule::open(config)
-        .await
-        .context("opening the user service")?;
+    let users: UserModule = open_alone(config).await?;
     let accounts: Vec<(String, String)> = (0..count)
         .map(|i| (learner_email(i), format!("Load Learner {i}")))
         .collect();
@@ -254,16 +253,9 @@ pub struct SeedReport {
 }
 
 pub async fn demo(config: &Config) -> anyhow::Result<SeedReport> {
-    let users = UserModule::open(config)
-        .await
-        .context("opening the user service")?;
-    let caches = CacheHub::local();
-    let courses = CourseModule::open(config, &caches)
-        .await
-        .context("opening the course service")?;
-    let content = ContentModule::open(config, &caches)
-        .await
-        .context("opening the content service")?;
+    let users: UserModule = open_alone(config).await?;
+    let courses: CourseModule = open_alone(config).await?;
+    let content: ContentModule = open_alone(config).await?;
     let result = seed(&users, &courses, &content).await;
     users.close().await;
     courses.close().await;

@@ -2,7 +2,8 @@
 //! its own (`scripts/check-import-cycles.py`, run by `make lint`, fails on a cycle):
 //!
 //! 1. Leaves: [`error`] (the error vocabulary), [`secret`], [`time`] (clock helpers),
-//!    [`health`] (readiness probes), [`digest`].
+//!    [`health`] (readiness probes), [`digest`], [`enums`] (stored names of protobuf
+//!    enums).
 //! 2. Subsystems, each owning its settings type: [`telemetry`] (with `LogFormat`),
 //!    [`discovery`], [`pubsub`], [`cache`], [`db`] (storage, and its errors in the
 //!    vocabulary), [`events`], [`auth`], [`validate`], [`reload`].
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod db;
 pub mod digest;
 pub mod discovery;
+pub mod enums;
 pub mod error;
 pub mod events;
 pub mod grpc;

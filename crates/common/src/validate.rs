@@ -34,7 +34,9 @@ pub fn ensure_valid(
     }
 }
 
-/// Opaque page tokens: base64url of the cursor text.
+/// Opaque page tokens (base64url of the cursor text) and the one way list calls page: ask
+/// the store for one row more than the page, [`page_token::page`] cuts it off and makes
+/// the next token from the last row kept.
 pub mod page_token {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -49,6 +51,41 @@ pub mod page_token {
             .decode(token)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
+    }
+
+    /// The cursor a list call's `page_token` carries, read by `parse`: `None` for the first
+    /// page (an empty token). A token not made by [`encode`], or one `parse` refuses, is
+    /// INVALID_ARGUMENT naming `method`.
+    pub fn cursor<T>(
+        token: &str,
+        method: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, crate::Error> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        decode(token)
+            .and_then(|text| parse(&text))
+            .map(Some)
+            .ok_or_else(|| {
+                crate::Error::invalid("page_token", format!("is not a token returned by {method}"))
+            })
+    }
+
+    /// One page of `rows`, fetched with one row more than `size`: at most `size` rows,
+    /// and the token of the next page made from the last row's cursor (empty on the last
+    /// page).
+    pub fn page<T>(mut rows: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> (Vec<T>, String) {
+        let size = size as usize;
+        if rows.len() <= size {
+            return (rows, String::new());
+        }
+        rows.truncate(size);
+        let next = rows
+            .last()
+            .map(|row| encode(&cursor(row)))
+            .unwrap_or_default();
+        (rows, next)
     }
 }
 
@@ -73,6 +110,25 @@ mod tests {
             Some("1700:abc")
         );
         assert_eq!(page_token::decode("%%%"), None);
+    }
+
+    #[test]
+    fn a_page_is_cut_from_one_row_more_and_its_token_leads_on() {
+        let (rows, next) = page_token::page(vec![1, 2, 3], 2, |n| n.to_string());
+        assert_eq!(rows, vec![1, 2]);
+        let after = page_token::cursor(&next, "List", |c| c.parse::<i32>().ok()).unwrap();
+        assert_eq!(after, Some(2));
+        let (rows, next) = page_token::page(vec![3], 2, |n| n.to_string());
+        assert_eq!((rows, next.as_str()), (vec![3], ""));
+        assert_eq!(page_token::cursor("", "List", |_| Some(1)).unwrap(), None);
+        for bad in ["%%%", &page_token::encode("x")] {
+            let error = page_token::cursor(bad, "ListThings", |c| c.parse::<i32>().ok());
+            assert!(
+                matches!(&error, Err(crate::Error::InvalidArgument(v)) if v[0].field == "page_token"
+                    && v[0].description.contains("ListThings")),
+                "{error:?}"
+            );
+        }
     }
 }
 

@@ -29,10 +29,10 @@ pub type OpenError = Box<dyn std::error::Error + Send + Sync>;
 /// shutdown token it was given is cancelled.
 pub type BackgroundTask = BoxFuture<'static, ()>;
 
-/// What a module opens with: the configuration and the process's shared backends.
+/// What a module opens with: the configuration and the process's shared caches. (The event
+/// bus is handed to [`ServiceModule::background`]; opening never publishes.)
 pub struct ServiceContext {
     pub config: Config,
-    pub bus: Arc<dyn EventBus>,
     /// The gateway runs in this process on `config.http_addr` and serves the modules'
     /// [`ServiceModule::http_routes`] (`duovarsity up`).
     pub with_gateway: bool,
@@ -40,10 +40,9 @@ pub struct ServiceContext {
 }
 
 impl ServiceContext {
-    pub fn new(config: Config, bus: Arc<dyn EventBus>) -> Self {
+    pub fn new(config: Config) -> Self {
         Self {
             config,
-            bus,
             with_gateway: false,
             caches: OnceCell::new(),
         }

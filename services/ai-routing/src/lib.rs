@@ -94,7 +94,7 @@ pub struct AiRoutingModule {
 }
 
 impl AiRoutingModule {
-    pub async fn open(
+    async fn start(
         config: &Config,
         caches: &duovarsity_common::cache::CacheHub,
     ) -> Result<Self, StartError> {
@@ -157,7 +157,7 @@ impl ServiceModule for AiRoutingModule {
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
         let caches = context.caches().await?;
-        Ok(Self::open(&context.config, &caches).await?)
+        Ok(Self::start(&context.config, &caches).await?)
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {

@@ -79,7 +79,7 @@ pub struct ContentModule {
 }
 
 impl ContentModule {
-    pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
+    async fn start(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let media = open_object_store(&config.media_url(), config.media_options())?;
         let courses = GrpcClientTrace::new(config.service_channel("course", |endpoint| {
@@ -119,7 +119,7 @@ impl ServiceModule for ContentModule {
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
         let caches = context.caches().await?;
-        Ok(Self::open(&context.config, &caches).await?)
+        Ok(Self::start(&context.config, &caches).await?)
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {

@@ -69,7 +69,7 @@ pub struct CourseModule {
 }
 
 impl CourseModule {
-    pub async fn open(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
+    async fn start(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let courses = Courses {
             store: Arc::new(CourseStore::new(db.clone())),
@@ -101,7 +101,7 @@ impl ServiceModule for CourseModule {
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
         let caches = context.caches().await?;
-        Ok(Self::open(&context.config, &caches).await?)
+        Ok(Self::start(&context.config, &caches).await?)
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {

@@ -77,7 +77,7 @@ pub struct NotificationModule {
 const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl NotificationModule {
-    pub async fn open(config: &Config) -> Result<Self, StartError> {
+    async fn start(config: &Config) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let mailer = mail::Mailer::from_config(config, db.clone()).map_err(StartError::Mail)?;
         let per_user = config.live_connections_per_user;
@@ -107,7 +107,7 @@ impl ServiceModule for NotificationModule {
     }
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
-        Ok(Self::open(&context.config).await?)
+        Ok(Self::start(&context.config).await?)
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {

@@ -150,7 +150,7 @@ pub struct PaymentModule {
 
 impl PaymentModule {
     /// `with_gateway`: the gateway runs in this process (the sandbox can be served).
-    pub async fn open(config: &Config, with_gateway: bool) -> Result<Self, StartError> {
+    async fn start(config: &Config, with_gateway: bool) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), migrations()).await?;
         let providers = Providers::from_config(config, with_gateway)?;
         Ok(Self {
@@ -181,7 +181,7 @@ impl ServiceModule for PaymentModule {
     }
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
-        Ok(Self::open(&context.config, context.with_gateway).await?)
+        Ok(Self::start(&context.config, context.with_gateway).await?)
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {
