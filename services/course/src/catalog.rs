@@ -48,7 +48,7 @@ impl Courses {
             slug: input.slug.clone(),
             title: input.title.trim().to_string(),
             summary: input.summary.trim().to_string(),
-            level: level_name(input.level).unwrap_or("beginner").to_string(),
+            level: level_name(input.level).unwrap_or_else(|| "beginner".into()),
             language: input.language.clone(),
             price,
             status: "draft".into(),
@@ -237,7 +237,7 @@ impl Courses {
                     patch.summary = Some(input.summary.trim().to_string());
                 }
                 "level" => match level_name(input.level) {
-                    Some(level) => patch.level = Some(level.into()),
+                    Some(level) => patch.level = Some(level),
                     None => violations.push(Some(duovarsity_common::FieldViolation::new(
                         "course.level",
                         "must be a level",
@@ -317,7 +317,7 @@ impl Courses {
             .ok_or_else(|| Error::internal("course", &"a cached outline has no course"))?;
         let status = status_name(course.status)?;
         let enrolled = status == "archived" && self.is_enrolled(claims, &course.id).await?;
-        if !can_view(claims, status, &course.instructor_id, enrolled) {
+        if !can_view(claims, &status, &course.instructor_id, enrolled) {
             return Err(Error::not_found(format!("course {key}")));
         }
         Ok(outline)
@@ -328,17 +328,10 @@ impl Courses {
         request: ListCoursesRequest,
     ) -> Result<ListCoursesResponse, Error> {
         let limit = page_size(request.page_size);
-        let cursor = if request.page_token.is_empty() {
-            None
-        } else {
-            let parsed = page_token::decode(&request.page_token).and_then(|text| {
-                let (at, id) = text.split_once(':')?;
-                Some((at.parse::<i64>().ok()?, id.to_string()))
-            });
-            Some(parsed.ok_or_else(|| {
-                Error::invalid("page_token", "is not a token returned by ListCourses")
-            })?)
-        };
+        let cursor = page_token::cursor(&request.page_token, "ListCourses", |text| {
+            let (at, id) = text.split_once(':')?;
+            Some((at.parse::<i64>().ok()?, id.to_string()))
+        })?;
         let filter = CatalogFilter {
             tag: request.tag,
             level: if request.level == 0 {
@@ -346,7 +339,6 @@ impl Courses {
             } else {
                 level_name(request.level)
                     .ok_or_else(|| Error::invalid("level", "is not a level"))?
-                    .to_string()
             },
             language: request.language,
             free: match PriceFilter::try_from(request.price) {
@@ -357,20 +349,13 @@ impl Courses {
             instructor_id: request.instructor_id,
             query: request.query.chars().take(200).collect(),
         };
-        let mut rows = self
+        let rows = self
             .store
             .list_published(&filter, cursor.as_ref(), limit + 1)
             .await?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|c| {
-                    page_token::encode(&format!("{}:{}", c.published_at.unwrap_or_default(), c.id))
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) = page_token::page(rows, limit, |c| {
+            format!("{}:{}", c.published_at.unwrap_or_default(), c.id)
+        });
         Ok(ListCoursesResponse {
             courses: rows.iter().map(course_to_proto).collect::<Result<_, _>>()?,
             next_page_token,
@@ -465,9 +450,7 @@ impl Courses {
         let (lesson, course) = self.editable_lesson(claims, &request.id).await?;
         let kind = match request.kind {
             Some(kind) => Some(
-                kind_name(kind)
-                    .ok_or_else(|| Error::invalid("kind", "is not a lesson kind"))?
-                    .to_string(),
+                kind_name(kind).ok_or_else(|| Error::invalid("kind", "is not a lesson kind"))?,
             ),
             None => None,
         };

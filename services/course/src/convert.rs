@@ -1,88 +1,34 @@
 //! Rows to protobuf and back: the one place where stored names (`"beginner"`, `"active"`)
-//! meet the wire enums. A stored name that is not one of ours is corruption or a missing
+//! meet the wire enums, through prost's generated names ([`StoredName`]). A stored name that is not one of ours is corruption or a missing
 //! migration, so it fails loudly (INTERNAL, logged once with the value) instead of turning
 //! into a default.
 
 use duovarsity_common::Error;
+use duovarsity_common::enums::StoredName;
 use duovarsity_common::time::timestamp_from_millis;
 use duovarsity_proto::course::*;
 
 use crate::store::{CourseRow, EnrollmentRow, LessonRow, ProgressRow, SectionRow};
 
-/// A stored enum value this build does not know.
-fn unknown(column: &str, value: &str) -> Error {
-    Error::internal(
-        "course store: unknown stored value",
-        &format!("{column} = {value:?}"),
-    )
-}
-
 /// The stored name of a wire level; `None` for unspecified or unknown numbers (callers
 /// report them as a field violation).
-pub fn level_name(level: i32) -> Option<&'static str> {
-    match Level::try_from(level).ok()? {
-        Level::Beginner => Some("beginner"),
-        Level::Intermediate => Some("intermediate"),
-        Level::Advanced => Some("advanced"),
-        Level::Unspecified => None,
-    }
-}
-
-fn level_from_name(name: &str) -> Result<Level, Error> {
-    match name {
-        "beginner" => Ok(Level::Beginner),
-        "intermediate" => Ok(Level::Intermediate),
-        "advanced" => Ok(Level::Advanced),
-        other => Err(unknown("courses.level", other)),
-    }
+pub fn level_name(level: i32) -> Option<String> {
+    Level::stored_name_of(level)
 }
 
 /// The stored name of a wire lesson kind; `None` for unspecified or unknown numbers.
-pub fn kind_name(kind: i32) -> Option<&'static str> {
-    match LessonKind::try_from(kind).ok()? {
-        LessonKind::Text => Some("text"),
-        LessonKind::Video => Some("video"),
-        LessonKind::Quiz => Some("quiz"),
-        LessonKind::Unspecified => None,
-    }
-}
-
-fn kind_from_name(name: &str) -> Result<LessonKind, Error> {
-    match name {
-        "text" => Ok(LessonKind::Text),
-        "video" => Ok(LessonKind::Video),
-        "quiz" => Ok(LessonKind::Quiz),
-        other => Err(unknown("lessons.kind", other)),
-    }
-}
-
-fn status_from_name(name: &str) -> Result<CourseStatus, Error> {
-    match name {
-        "draft" => Ok(CourseStatus::Draft),
-        "published" => Ok(CourseStatus::Published),
-        "archived" => Ok(CourseStatus::Archived),
-        other => Err(unknown("courses.status", other)),
-    }
+pub fn kind_name(kind: i32) -> Option<String> {
+    LessonKind::stored_name_of(kind)
 }
 
 /// The stored name of a course status from an outline this service built.
-pub fn status_name(status: i32) -> Result<&'static str, Error> {
-    match CourseStatus::try_from(status) {
-        Ok(CourseStatus::Draft) => Ok("draft"),
-        Ok(CourseStatus::Published) => Ok("published"),
-        Ok(CourseStatus::Archived) => Ok("archived"),
-        _ => Err(unknown("course.status", &status.to_string())),
-    }
-}
-
-fn enrollment_status(name: &str) -> Result<EnrollmentStatus, Error> {
-    match name {
-        "active" => Ok(EnrollmentStatus::Active),
-        "pending_payment" => Ok(EnrollmentStatus::PendingPayment),
-        "completed" => Ok(EnrollmentStatus::Completed),
-        "cancelled" => Ok(EnrollmentStatus::Cancelled),
-        other => Err(unknown("enrollments.status", other)),
-    }
+pub fn status_name(status: i32) -> Result<String, Error> {
+    CourseStatus::stored_name_of(status).ok_or_else(|| {
+        Error::internal(
+            "course: unknown status",
+            &format!("course.status = {status}"),
+        )
+    })
 }
 
 pub fn course_to_proto(course: &CourseRow) -> Result<Course, Error> {
@@ -91,14 +37,14 @@ pub fn course_to_proto(course: &CourseRow) -> Result<Course, Error> {
         slug: course.slug.clone(),
         title: course.title.clone(),
         summary: course.summary.clone(),
-        level: level_from_name(&course.level)? as i32,
+        level: Level::from_stored("courses.level", &course.level)? as i32,
         tags: course.tags.clone(),
         language: course.language.clone(),
         price: course.price.as_ref().map(|(currency, amount_minor)| Money {
             currency: currency.clone(),
             amount_minor: *amount_minor,
         }),
-        status: status_from_name(&course.status)? as i32,
+        status: CourseStatus::from_stored("courses.status", &course.status)? as i32,
         instructor_id: course.instructor_id.clone(),
         prerequisite_ids: course.prerequisite_ids.clone(),
         created_at: Some(timestamp_from_millis(course.created_at)),
@@ -126,7 +72,7 @@ pub fn lesson_to_proto(lesson: &LessonRow) -> Result<Lesson, Error> {
         section_id: lesson.section_id.clone(),
         course_id: lesson.course_id.clone(),
         title: lesson.title.clone(),
-        kind: kind_from_name(&lesson.kind)? as i32,
+        kind: LessonKind::from_stored("lessons.kind", &lesson.kind)? as i32,
         estimated_minutes: lesson.estimated_minutes,
         required: lesson.required,
         position: lesson.position,
@@ -138,7 +84,7 @@ pub fn enrollment_to_proto(enrollment: &EnrollmentRow) -> Result<Enrollment, Err
         id: enrollment.id.clone(),
         course_id: enrollment.course_id.clone(),
         learner_id: enrollment.learner_id.clone(),
-        status: enrollment_status(&enrollment.status)? as i32,
+        status: EnrollmentStatus::from_stored("enrollments.status", &enrollment.status)? as i32,
         enrolled_at: Some(timestamp_from_millis(enrollment.enrolled_at)),
         completed_at: enrollment.completed_at.map(timestamp_from_millis),
         certificate_number: enrollment.certificate_number.clone().unwrap_or_default(),
@@ -161,22 +107,25 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_value_is_an_error_not_a_default() {
-        assert!(level_from_name("expert").is_err());
-        assert!(kind_from_name("podcast").is_err());
-        assert!(status_from_name("deleted").is_err());
-        assert!(enrollment_status("refunded").is_err());
+        assert!(Level::from_stored("courses.level", "expert").is_err());
+        assert!(LessonKind::from_stored("lessons.kind", "podcast").is_err());
+        assert!(CourseStatus::from_stored("courses.status", "deleted").is_err());
+        assert!(EnrollmentStatus::from_stored("enrollments.status", "refunded").is_err());
         assert!(status_name(99).is_err());
         for level in ["beginner", "intermediate", "advanced"] {
-            let parsed = level_from_name(level).unwrap();
-            assert_eq!(level_name(parsed as i32), Some(level));
+            let parsed = Level::from_stored("courses.level", level).unwrap();
+            assert_eq!(level_name(parsed as i32).as_deref(), Some(level));
         }
         for kind in ["text", "video", "quiz"] {
-            let parsed = kind_from_name(kind).unwrap();
-            assert_eq!(kind_name(parsed as i32), Some(kind));
+            let parsed = LessonKind::from_stored("lessons.kind", kind).unwrap();
+            assert_eq!(kind_name(parsed as i32).as_deref(), Some(kind));
         }
         for status in ["draft", "published", "archived"] {
-            let parsed = status_from_name(status).unwrap();
+            let parsed = CourseStatus::from_stored("courses.status", status).unwrap();
             assert_eq!(status_name(parsed as i32).unwrap(), status);
+        }
+        for status in ["active", "pending_payment", "completed", "cancelled"] {
+            EnrollmentStatus::from_stored("enrollments.status", status).unwrap();
         }
     }
 }

@@ -104,25 +104,14 @@ impl Courses {
     ) -> Result<ListMyEnrollmentsResponse, Error> {
         let learner = claims.sub.clone();
         let limit = page_size(request.page_size);
-        let after = if request.page_token.is_empty() {
-            None
-        } else {
-            Some(page_token::decode(&request.page_token).ok_or_else(|| {
-                Error::invalid("page_token", "is not a token returned by ListMyEnrollments")
-            })?)
-        };
-        let mut rows = self
+        let after = page_token::cursor(&request.page_token, "ListMyEnrollments", |id| {
+            Some(id.to_string())
+        })?;
+        let rows = self
             .store
             .enrollments_of(&learner, after.as_deref(), limit + 1)
             .await?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|e| page_token::encode(&e.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) = page_token::page(rows, limit, |e| e.id.clone());
         Ok(ListMyEnrollmentsResponse {
             enrollments: rows
                 .iter()
@@ -198,7 +187,7 @@ impl Courses {
             .is_some_and(|c| crate::rules::can_edit(c, &course.instructor_id));
         Ok(LessonAccess {
             course_id: course.id.clone(),
-            can_read: can_read_lessons(claims, status, &course.instructor_id, paid, enrolled),
+            can_read: can_read_lessons(claims, &status, &course.instructor_id, paid, enrolled),
             can_edit,
             public: status == "published" && !paid,
         })

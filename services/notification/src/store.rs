@@ -6,13 +6,15 @@ use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::time::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+/// Events this service has applied (the idempotent consumer's table).
+pub const PROCESSED_TABLE: &str = "notification_processed_events";
 
 pub fn migrations() -> Migrations {
     Migrations::new(
         sqlx::migrate!("./migrations/sqlite"),
         sqlx::migrate!("./migrations/postgres"),
     )
-    .with_applied_events(crate::PROCESSED_TABLE, 4002)
+    .with_applied_events(PROCESSED_TABLE, 4002)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,26 +17,6 @@ use crate::store::orders::OrderRow;
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 
-fn after(token: &str, method: &str) -> Result<Option<String>, Error> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    page_token::decode(token)
-        .map(Some)
-        .ok_or_else(|| Error::invalid("page_token", format!("is not a token returned by {method}")))
-}
-
-/// Cuts the extra row fetched to know whether there is a next page.
-fn page<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> (Vec<T>, String) {
-    if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        let next = rows.last().map(|row| page_token::encode(id(row)));
-        (rows, next.unwrap_or_default())
-    } else {
-        (rows, String::new())
-    }
-}
-
 impl Payments {
     /// The order, if the caller is its learner or an admin (NOT_FOUND for anyone else).
     pub(crate) async fn own_order(
@@ -67,10 +47,12 @@ impl Payments {
         request: ListMyOrdersRequest,
     ) -> Result<ListMyOrdersResponse, Error> {
         let limit = page_size(request.page_size, DEFAULT_PAGE_SIZE);
-        let after = after(&request.page_token, "ListMyOrders")?;
+        let after = page_token::cursor(&request.page_token, "ListMyOrders", |id| {
+            Some(id.to_string())
+        })?;
         let rows =
             store::orders::of_learner(&self.db, &claims.sub, after.as_deref(), limit + 1).await?;
-        let (rows, next_page_token) = page(rows, limit, |row| &row.id);
+        let (rows, next_page_token) = page_token::page(rows, limit, |row| row.id.clone());
         Ok(ListMyOrdersResponse {
             orders: rows.iter().map(|row| self.order_view(row)).collect(),
             next_page_token,
@@ -83,10 +65,12 @@ impl Payments {
         request: ListMyReceiptsRequest,
     ) -> Result<ListMyReceiptsResponse, Error> {
         let limit = page_size(request.page_size, DEFAULT_PAGE_SIZE);
-        let after = after(&request.page_token, "ListMyReceipts")?;
+        let after = page_token::cursor(&request.page_token, "ListMyReceipts", |id| {
+            Some(id.to_string())
+        })?;
         let rows =
             store::ledger::receipts(&self.db, &claims.sub, after.as_deref(), limit + 1).await?;
-        let (rows, next_page_token) = page(rows, limit, |row| &row.id);
+        let (rows, next_page_token) = page_token::page(rows, limit, |row| row.id.clone());
         Ok(ListMyReceiptsResponse {
             receipts: rows
                 .iter()
