@@ -24,9 +24,10 @@ helm:
 	scripts/test-deps.sh
 	cargo test -p duovarsity-tests --test deploy -- --skip dashboards
 
-## Formatting and clippy, as CI runs them.
+## Formatting, no import cycle between the modules of any crate, and clippy, as CI runs them.
 lint:
 	cargo fmt --all -- --check
+	python3 scripts/check-import-cycles.py
 	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:

@@ -18,8 +18,10 @@
 
 mod catalog;
 mod live;
+mod plan;
 mod report;
 mod scenarios;
+mod timeline;
 
 use std::path::PathBuf;
 
@@ -88,8 +90,8 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 .map(|h| h.trim_end_matches('/').to_string()),
         )
         .collect();
-    let fresh = scenarios::PLAN
-        .set(scenarios::Plan {
+    let fresh = plan::PLAN
+        .set(plan::Plan {
             catalog,
             hosts,
             learner_password: args.learner_password.clone(),
@@ -98,8 +100,8 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 args.instructor_password.clone(),
             ),
             live: live::Tally::default(),
-            tally: scenarios::Tally::default(),
-            timeline: report::Timeline::default(),
+            tally: plan::Tally::default(),
+            timeline: timeline::Timeline::default(),
         })
         .is_ok();
     anyhow::ensure!(fresh, "one load test per process");
@@ -112,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         .map_err(|error| anyhow::anyhow!("{error:?}"))?;
 
     // Frames of the last changes are still on their way: give them a moment.
-    let plan = scenarios::PLAN.get().expect("set above");
+    let plan = plan::PLAN.get().expect("set above");
     for _ in 0..50 {
         let live = &plan.live;
         if live.received.load(std::sync::atomic::Ordering::Relaxed)

@@ -5,68 +5,16 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
+
 use std::sync::atomic::Ordering;
 
 use goose::metrics::{GooseMetrics, GooseRequestMetricTimingData};
 use serde_json::json;
 
-use crate::scenarios::Plan;
+use crate::plan::Plan;
 
 /// The seeds' latency objectives for a request, in milliseconds: p50, p95, p99.
 pub const SLO_MS: [(f64, f64); 3] = [(0.50, 50.0), (0.95, 200.0), (0.99, 500.0)];
-
-/// Requests per second of the run, as they completed.
-#[derive(Debug, Default)]
-pub struct Timeline {
-    seconds: Mutex<Vec<Second>>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Second {
-    ok: u64,
-    failed: u64,
-    latencies_ms: Vec<u32>,
-}
-
-impl Timeline {
-    /// One request that completed `elapsed_ms` into the run.
-    pub fn record(&self, elapsed_ms: u64, response_ms: u64, success: bool) {
-        let second = ((elapsed_ms + response_ms) / 1000) as usize;
-        let mut seconds = self.seconds.lock().expect("timeline");
-        if seconds.len() <= second {
-            seconds.resize(second + 1, Second::default());
-        }
-        let slot = &mut seconds[second];
-        if success {
-            slot.ok += 1;
-        } else {
-            slot.failed += 1;
-        }
-        slot.latencies_ms
-            .push(u32::try_from(response_ms).unwrap_or(u32::MAX));
-    }
-
-    /// (ok, failed, p50 ms, p99 ms) per second.
-    fn series(&self) -> Vec<(u64, u64, f64, f64)> {
-        let seconds = self.seconds.lock().expect("timeline");
-        seconds
-            .iter()
-            .map(|s| {
-                let mut sorted = s.latencies_ms.clone();
-                sorted.sort_unstable();
-                let at = |p: f64| {
-                    if sorted.is_empty() {
-                        0.0
-                    } else {
-                        f64::from(sorted[((sorted.len() - 1) as f64 * p).round() as usize])
-                    }
-                };
-                (s.ok, s.failed, at(0.50), at(0.99))
-            })
-            .collect()
-    }
-}
 
 /// The `p` quantile of goose's bucketed timings, in milliseconds.
 fn quantile(data: &GooseRequestMetricTimingData, p: f64) -> f64 {

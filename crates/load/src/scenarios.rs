@@ -11,46 +11,16 @@
 //! Each goose user signs in as its own load-test learner (`learner-<user index>`), so a
 //! session's socket hears only its own changes.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use goose::goose::GooseResponse;
 use goose::prelude::*;
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, Course};
-use crate::live::{self, Socket};
-use crate::report::Timeline;
-
-/// What every user shares, set before the attack.
-#[derive(Debug)]
-pub struct Plan {
-    pub catalog: Catalog,
-    /// The gateways, spread over users by their index.
-    pub hosts: Vec<String>,
-    pub learner_password: String,
-    pub instructor: (String, String),
-    pub live: live::Tally,
-    pub tally: Tally,
-    pub timeline: Timeline,
-}
-
-/// Outcomes the request metrics do not show.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub hints: AtomicU64,
-    pub hint_cache_hits: AtomicU64,
-    pub purchases: AtomicU64,
-    pub purchases_not_captured: AtomicU64,
-    pub progress_writes: AtomicU64,
-}
-
-pub static PLAN: OnceLock<Plan> = OnceLock::new();
-
-fn plan() -> &'static Plan {
-    PLAN.get().expect("the plan is set before the attack")
-}
+use crate::catalog::Course;
+use crate::live::Socket;
+use crate::plan::plan;
 
 /// The email of load-test learner `i`, as `duovarsity seed --learners N` creates them.
 pub fn learner_email(i: usize) -> String {

@@ -5,8 +5,8 @@ use duovarsity_proto::ai::*;
 use prost_types::value::Kind;
 use serde_json::Value;
 
+use crate::answer::Answer;
 use crate::providers::{Message, Piece, Prompt};
-use crate::routing::Answer;
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 

@@ -13,9 +13,10 @@ use futures::stream::BoxStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::Router;
+use crate::answer::{Caller, humantime_utc};
 use crate::budget::today;
 use crate::convert::{chunk, completion, completion_id};
-use crate::routing::{Caller, Router, humantime_utc};
 
 #[derive(Clone)]
 pub struct AiGrpc(pub Router);

@@ -14,6 +14,7 @@
 //! request that was dropped part-way; `convert` maps the OpenAI-shaped protobuf.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod breaker;
 pub mod budget;
 pub mod caching;
@@ -27,6 +28,7 @@ pub mod providers;
 pub mod reload;
 pub mod routing;
 mod settlement;
+mod streaming;
 pub mod usage;
 
 use std::sync::Arc;
@@ -46,7 +48,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Budgets, MemoryBudgets, RedisBudgets, SqlBudgets};
 use crate::reload::CatalogHandle;
-use crate::routing::Router;
 
 pub const SERVICE: &str = "ai-routing";
 pub const OUTBOX_TABLE: &str = "ai_outbox";
@@ -195,4 +196,18 @@ impl ServiceModule for AiRoutingModule {
     async fn close(&self) {
         self.db.close().await;
     }
+}
+
+/// The AI router: see [`routing`] for what it does with a request, [`streaming`] for
+/// streamed answers and `settlement` for what a dropped one pays.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) catalog: CatalogHandle,
+    pub(crate) breakers: Arc<crate::breaker::Breakers>,
+    pub(crate) limits: Arc<crate::limits::Limits>,
+    pub(crate) budgets: Arc<dyn Budgets>,
+    pub(crate) cache: duovarsity_common::cache::Cache,
+    pub(crate) db: duovarsity_common::db::Database,
+    pub(crate) usage: crate::usage::UsageWriter,
+    pub(crate) lessons: crate::context::Lessons,
 }

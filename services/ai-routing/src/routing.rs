@@ -26,126 +26,44 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duovarsity_common::Error;
-use duovarsity_common::cache::Cache;
-use duovarsity_common::db::Database;
-use duovarsity_common::grpc::Onward;
 use duovarsity_proto::ai::ChatCompletionRequest;
 use futures::StreamExt;
-use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 
-use crate::breaker::Breakers;
-use crate::budget::{Budgets, Exhausted, Reservation, today};
+use crate::Router;
+use crate::answer::{Answer, Caller, exhausted, interrupted, no_answer};
+use crate::budget::Reservation;
 use crate::caching::Scope;
 use crate::catalog::ModelSpec;
-use crate::context::{Lessons, private_prompt, shared_prompt};
+use crate::context::{private_prompt, shared_prompt};
 use crate::convert::prompt_of;
-use crate::limits::Limits;
 use crate::policy::{Plan, plan};
-use crate::providers::{CallError, Piece, Pieces, Prompt, Tokens};
-use crate::reload::{CatalogHandle, Live};
+use crate::providers::{CallError, Piece, Pieces, Prompt};
+use crate::reload::Live;
 use crate::settlement::{Account, Pending};
 use crate::usage::{self, UsageRow};
 
-/// Who asks, and what the router passes on when it reads the task's lesson for them.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user: String,
-    pub tier: String,
-    pub onward: Onward,
-}
-
-/// A whole answer (what the cache stores).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Answer {
-    pub model: String,
-    pub provider: String,
-    pub text: String,
-    pub finish_reason: String,
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-    #[serde(skip)]
-    pub cached: bool,
-}
-
-/// A streamed answer: the model that answers and its pieces.
-pub struct Opened {
-    pub model: String,
-    pub cached: bool,
-    pub pieces: BoxStream<'static, Result<Piece, Error>>,
-}
-
-#[derive(Clone)]
-pub struct Router {
-    pub(crate) catalog: CatalogHandle,
-    pub(crate) breakers: Arc<Breakers>,
-    pub(crate) limits: Arc<Limits>,
-    pub(crate) budgets: Arc<dyn Budgets>,
-    pub(crate) cache: Cache,
-    pub(crate) db: Database,
-    pub(crate) usage: crate::usage::UsageWriter,
-    pub(crate) lessons: Lessons,
-}
-
 /// One request, ready to run.
-struct Prepared {
-    live: Arc<Live>,
-    plan: Plan,
-    prompt: Prompt,
-    key: Option<String>,
-    caller: Caller,
-    account: Account,
+pub(crate) struct Prepared {
+    pub(crate) live: Arc<Live>,
+    pub(crate) plan: Plan,
+    pub(crate) prompt: Prompt,
+    pub(crate) key: Option<String>,
+    pub(crate) caller: Caller,
+    pub(crate) account: Account,
     /// When the answer must be complete: the policy's total timeout, or sooner when the
     /// caller's own deadline (the gateway's) ends first, so that the router answers and
     /// settles before its caller gives up.
-    deadline: Instant,
+    pub(crate) deadline: Instant,
     /// Whether `deadline` is the caller's rather than the policy's.
-    callers_deadline: bool,
+    pub(crate) callers_deadline: bool,
 }
 
 /// How long before the caller's deadline the router stops waiting for a provider.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
-fn exhausted(scope: Exhausted) -> Error {
-    let (_, resets) = today();
-    let resets_at = humantime_utc(resets);
-    let (label, message) = match scope {
-        Exhausted::User => (
-            "user",
-            format!("your AI budget for today is spent; it resets at {resets_at}"),
-        ),
-        Exhausted::Platform => (
-            "platform",
-            format!("the platform's AI budget for today is spent; it resets at {resets_at}"),
-        ),
-    };
-    metrics::counter!("ai_budget_refusals_total", "scope" => label).increment(1);
-    let wait = resets
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    Error::ResourceExhausted {
-        reason: "BUDGET_EXCEEDED",
-        message,
-        retry_after: Some(wait.max(Duration::from_secs(1))),
-    }
-}
-
-/// RFC 3339 of a UTC instant, to the second.
-pub fn humantime_utc(at: std::time::SystemTime) -> String {
-    let secs = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let timestamp = prost_types::Timestamp {
-        seconds: secs as i64,
-        nanos: 0,
-    };
-    timestamp.to_string()
-}
-
 /// The error of a request whose deadline passed: the caller's (504, as the gateway would
 /// say) or the policy's total timeout (503, retryable).
-fn too_slow(prepared: &Prepared, what: &str) -> Error {
+pub(crate) fn too_slow(prepared: &Prepared, what: &str) -> Error {
     if prepared.callers_deadline {
         Error::DeadlineExceeded {
             message: format!("{what} within the request's deadline"),
@@ -158,24 +76,8 @@ fn too_slow(prepared: &Prepared, what: &str) -> Error {
     }
 }
 
-/// An answer that failed after its first token.
-fn interrupted(model: &str, error: CallError) -> Error {
-    Error::Unavailable {
-        message: format!("{model} failed while answering: {error}"),
-        retry_after: Some(Duration::from_secs(1)),
-    }
-}
-
-fn no_answer(last: Option<CallError>) -> Error {
-    tracing::warn!(error = ?last, "no model of the plan could answer");
-    Error::Unavailable {
-        message: "no model could answer right now; retry shortly".into(),
-        retry_after: Some(Duration::from_secs(2)),
-    }
-}
-
 impl Router {
-    async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         caller: &Caller,
         request: &ChatCompletionRequest,
@@ -251,7 +153,7 @@ impl Router {
     }
 
     /// Whether the caller is past the throttle share of the day's budget.
-    async fn throttled(&self, caller: &Caller) -> Result<bool, Error> {
+    pub(crate) async fn throttled(&self, caller: &Caller) -> Result<bool, Error> {
         let live = self.catalog.current();
         let limit = live
             .catalog
@@ -267,7 +169,7 @@ impl Router {
         prompt.max_tokens.min(model.max_output_tokens)
     }
 
-    async fn reserve(&self, prepared: &Prepared) -> Result<Reservation, Error> {
+    pub(crate) async fn reserve(&self, prepared: &Prepared) -> Result<Reservation, Error> {
         let catalog = &prepared.live.catalog;
         let estimate = prepared.prompt.estimated_tokens();
         let worst = prepared
@@ -294,7 +196,7 @@ impl Router {
     }
 
     /// Tries the plan's models until one gives a first piece: that model and its stream.
-    async fn attempt(&self, prepared: &Prepared) -> Result<(ModelSpec, Piece, Pieces), Error> {
+    pub(crate) async fn attempt(&self, prepared: &Prepared) -> Result<(ModelSpec, Piece, Pieces), Error> {
         let catalog = &prepared.live.catalog;
         let mut last = None;
         for model in &prepared.plan.models {
@@ -492,7 +394,7 @@ impl Router {
     }
 
     /// The answer through the cache when the request is cacheable.
-    async fn answer(&self, prepared: &Prepared) -> Result<Answer, Error> {
+    pub(crate) async fn answer(&self, prepared: &Prepared) -> Result<Answer, Error> {
         let Some(key) = &prepared.key else {
             return self.call(prepared).await;
         };
@@ -529,179 +431,4 @@ impl Router {
         let prepared = self.prepare(caller, request, throttled).await?;
         self.answer(&prepared).await
     }
-
-    /// The answer as a stream. Cacheable requests are answered whole through the cache
-    /// and then streamed; the others stream from the provider as it answers.
-    pub async fn stream(
-        &self,
-        caller: &Caller,
-        request: &ChatCompletionRequest,
-    ) -> Result<Opened, Error> {
-        let throttled = self.throttled(caller).await?;
-        let prepared = self.prepare(caller, request, throttled).await?;
-        if prepared.key.is_some() {
-            let answer = self.answer(&prepared).await?;
-            let words: Vec<Result<Piece, Error>> = split(&answer.text)
-                .into_iter()
-                .map(|text| Ok(Piece::Text(text)))
-                .chain([Ok(Piece::End {
-                    finish_reason: answer.finish_reason.clone(),
-                    usage: Some(Tokens {
-                        prompt: answer.prompt_tokens,
-                        completion: answer.completion_tokens,
-                    }),
-                })])
-                .collect();
-            return Ok(Opened {
-                model: answer.model,
-                cached: answer.cached,
-                pieces: futures::stream::iter(words).boxed(),
-            });
-        }
-        let reservation = self.reserve(&prepared).await?;
-        // Dropped with the stream (a client gone half-way), it settles what was streamed.
-        let mut pending = Pending::new(self, &prepared.account, reservation);
-        let provider_started = Instant::now();
-        let attempted =
-            tokio::time::timeout_at(prepared.deadline.into(), self.attempt(&prepared)).await;
-        let (model, first, rest) = match attempted {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(error)) => {
-                if let Some(reservation) = pending.take() {
-                    self.release(&reservation).await;
-                }
-                return Err(error);
-            }
-            Err(_) => {
-                if let Some(reservation) = pending.take() {
-                    self.release(&reservation).await;
-                }
-                return Err(too_slow(&prepared, "no model answered"));
-            }
-        };
-        pending.answering(&model);
-        let name = model.name.clone();
-        let deadline = tokio::time::Instant::from_std(prepared.deadline);
-        let tail = Tail {
-            router: self.clone(),
-            provider_started,
-            prepared,
-            pending,
-            model,
-            first: Some(first),
-            rest,
-        };
-        let pieces = futures::stream::unfold(Some(tail), move |state| async move {
-            let mut tail = state?;
-            let next = match tail.first.take() {
-                Some(first) => Some(Ok(first)),
-                None => match tokio::time::timeout_at(deadline, tail.rest.next()).await {
-                    Ok(next) => next,
-                    Err(_) => Some(Err(CallError::Timeout("the answer took too long".into()))),
-                },
-            };
-            match next {
-                Some(Ok(Piece::Text(text))) => {
-                    tail.pending.text.push_str(&text);
-                    Some((Ok(Piece::Text(text)), Some(tail)))
-                }
-                Some(Ok(Piece::End {
-                    finish_reason,
-                    usage,
-                })) => {
-                    tail.ended(&finish_reason, usage).await;
-                    Some((
-                        Ok(Piece::End {
-                            finish_reason,
-                            usage,
-                        }),
-                        None,
-                    ))
-                }
-                Some(Err(error)) => Some((Err(tail.failed(error).await), None)),
-                None => Some((
-                    Err(tail
-                        .failed(CallError::Unavailable("the answer ended early".into()))
-                        .await),
-                    None,
-                )),
-            }
-        });
-        Ok(Opened {
-            model: name,
-            cached: false,
-            pieces: pieces.boxed(),
-        })
-    }
-}
-
-/// The rest of a streamed provider answer, with what must happen when it ends. Dropped
-/// before its end (the client went away), its [`Pending`] settles what was streamed.
-struct Tail {
-    router: Router,
-    /// When the provider was first asked (its time is not the router's).
-    provider_started: Instant,
-    prepared: Prepared,
-    pending: Pending,
-    model: ModelSpec,
-    first: Option<Piece>,
-    rest: Pieces,
-}
-
-impl Tail {
-    async fn ended(&mut self, finish_reason: &str, usage: Option<Tokens>) {
-        let router = &self.router;
-        router.breakers.record(
-            &self.model.provider,
-            true,
-            &self.prepared.live.catalog.breaker,
-        );
-        let Some(reservation) = self.pending.take() else {
-            return;
-        };
-        let tokens = self.prepared.account.tokens(usage, &self.pending.text);
-        let answer = Answer {
-            model: self.model.name.clone(),
-            provider: self.model.provider.clone(),
-            text: std::mem::take(&mut self.pending.text),
-            finish_reason: finish_reason.to_string(),
-            prompt_tokens: tokens.prompt,
-            completion_tokens: tokens.completion,
-            cached: false,
-        };
-        router
-            .finish(
-                &self.prepared.account,
-                Some(&reservation),
-                &answer,
-                Some(&self.model),
-                self.provider_started.elapsed(),
-            )
-            .await;
-    }
-
-    /// After the first token: the answer ends with an error; what was produced is paid.
-    async fn failed(&mut self, error: CallError) -> Error {
-        let router = &self.router;
-        router.breakers.record(
-            &self.model.provider,
-            false,
-            &self.prepared.live.catalog.breaker,
-        );
-        if let Some(reservation) = self.pending.take() {
-            let tokens = self.prepared.account.tokens(None, &self.pending.text);
-            let cost = self.model.cost(tokens.prompt, tokens.completion);
-            if let Err(settle) = router.budgets.settle(&reservation, cost).await {
-                tracing::error!(error = %settle, "settling an interrupted AI answer failed");
-            }
-        }
-        metrics::counter!("ai_requests_total", "model" => self.model.name.clone(), "provider" => self.model.provider.clone(), "outcome" => "interrupted").increment(1);
-        interrupted(&self.model.name, error)
-    }
-}
-
-/// A cached answer in a few pieces, as a stream would bring it.
-fn split(text: &str) -> Vec<String> {
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    words.chunks(8).map(|chunk| chunk.concat()).collect()
 }

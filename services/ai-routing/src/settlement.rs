@@ -11,10 +11,11 @@
 
 use std::time::Instant;
 
+use crate::Router;
+use crate::answer::Answer;
 use crate::budget::Reservation;
 use crate::catalog::ModelSpec;
 use crate::providers::Tokens;
-use crate::routing::{Answer, Router};
 
 /// What the settlement of a request needs to know of it.
 #[derive(Debug, Clone)]
