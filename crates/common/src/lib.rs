@@ -2,12 +2,14 @@
 //! its own (`scripts/check-import-cycles.py`, run by `make lint`, fails on a cycle):
 //!
 //! 1. Leaves: [`error`] (the error vocabulary), [`secret`], [`time`] (clock helpers),
+//!    [`backoff`] (the pauses of retry loops),
 //!    [`health`] (readiness probes), [`digest`], [`enums`] (stored names of protobuf
 //!    enums).
 //! 2. Subsystems, each owning its settings type: [`telemetry`] (with `LogFormat`),
 //!    [`discovery`], [`pubsub`], [`cache`], [`db`] (storage, and its errors in the
 //!    vocabulary), [`events`], [`auth`], [`validate`], [`reload`].
-//! 3. The gRPC server kit: [`grpc`], [`admin`].
+//! 3. The gRPC kit: [`grpc`], [`admin`], and the typed [`clients`] services call each
+//!    other with.
 //!
 //! Configuration is a crate of its own above this one (`duovarsity-config`): it reads the
 //! settings and assembles each subsystem's, so nothing here knows the `Config` type.
@@ -17,7 +19,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backoff;
 pub mod cache;
+pub mod clients;
 pub mod db;
 pub mod digest;
 pub mod discovery;

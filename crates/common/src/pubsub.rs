@@ -140,12 +140,12 @@ where
                 }
             }
             tracing::warn!(channel, "Redis subscription lost; resubscribing");
-            let mut delay = Duration::from_millis(100);
+            let mut backoff =
+                crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             pubsub = loop {
-                tokio::time::sleep(delay).await;
-                match subscribe(&client, channel).await {
-                    Ok(pubsub) => break pubsub,
-                    Err(_) => delay = (delay * 2).min(Duration::from_secs(5)),
+                backoff.wait().await;
+                if let Ok(pubsub) = subscribe(&client, channel).await {
+                    break pubsub;
                 }
             };
             on_gap();

@@ -40,7 +40,6 @@ use crate::policy::{Plan, plan};
 use crate::providers::{CallError, Piece, Pieces, Prompt};
 use crate::reload::Live;
 use crate::settlement::{Account, Pending};
-use crate::usage::{self, UsageRow};
 
 /// One request, ready to run.
 pub(crate) struct Prepared {
@@ -196,7 +195,10 @@ impl Router {
     }
 
     /// Tries the plan's models until one gives a first piece: that model and its stream.
-    pub(crate) async fn attempt(&self, prepared: &Prepared) -> Result<(ModelSpec, Piece, Pieces), Error> {
+    pub(crate) async fn attempt(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<(ModelSpec, Piece, Pieces), Error> {
         let catalog = &prepared.live.catalog;
         let mut last = None;
         for model in &prepared.plan.models {
@@ -259,53 +261,6 @@ impl Router {
             }
         }
         Err(no_answer(last))
-    }
-
-    /// Records a finished answer: the router's own share of its latency (all of it but
-    /// `provider_time`), budget, metrics, usage row and event.
-    pub(crate) async fn finish(
-        &self,
-        account: &Account,
-        reservation: Option<&Reservation>,
-        answer: &Answer,
-        model: Option<&ModelSpec>,
-        provider_time: Duration,
-    ) {
-        let added = account.started.elapsed().saturating_sub(provider_time);
-        metrics::histogram!("ai_router_added_seconds").record(added.as_secs_f64());
-        let cost = model.map_or(0, |m| {
-            m.cost(answer.prompt_tokens, answer.completion_tokens)
-        });
-        if let Some(reservation) = reservation
-            && let Err(error) = self.budgets.settle(reservation, cost).await
-        {
-            tracing::error!(%error, "settling an AI budget reservation failed; it stays reserved");
-        }
-        let outcome = match (answer.cached, answer.finish_reason.as_str()) {
-            (true, _) => "cache_hit",
-            (false, "cancelled") => "cancelled",
-            (false, _) => "ok",
-        };
-        metrics::counter!("ai_requests_total", "model" => answer.model.clone(), "provider" => answer.provider.clone(), "outcome" => outcome).increment(1);
-        metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "prompt")
-            .increment(u64::from(answer.prompt_tokens));
-        metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "completion").increment(u64::from(answer.completion_tokens));
-        metrics::counter!("ai_cost_nano_usd_total", "model" => answer.model.clone())
-            .increment(cost.max(0) as u64);
-        let row = UsageRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: account.user.clone(),
-            model: answer.model.clone(),
-            provider: answer.provider.clone(),
-            task: account.task.clone(),
-            prompt_tokens: answer.prompt_tokens,
-            completion_tokens: answer.completion_tokens,
-            cost_nano: cost,
-            cached: answer.cached,
-            latency_ms: u32::try_from(account.started.elapsed().as_millis()).unwrap_or(u32::MAX),
-            created_at: usage::now(),
-        };
-        self.usage.record(row).await;
     }
 
     /// Calls the plan and collects the whole answer (within the request's deadline).
@@ -384,12 +339,6 @@ impl Router {
                 self.release(&reservation).await;
                 Err(error)
             }
-        }
-    }
-
-    pub(crate) async fn release(&self, reservation: &Reservation) {
-        if let Err(error) = self.budgets.settle(reservation, 0).await {
-            tracing::error!(%error, "releasing an AI budget reservation failed");
         }
     }
 

@@ -9,13 +9,14 @@
 //! answering model's prices), records the usage row and its `ai.usage` event, and counts
 //! `ai_requests_total{outcome="cancelled"}`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Router;
 use crate::answer::Answer;
 use crate::budget::Reservation;
 use crate::catalog::ModelSpec;
 use crate::providers::Tokens;
+use crate::usage::{self, UsageRow};
 
 /// What the settlement of a request needs to know of it.
 #[derive(Debug, Clone)]
@@ -131,5 +132,62 @@ impl Router {
             account.started.elapsed(),
         )
         .await;
+    }
+}
+
+/// How a request that ends by itself pays: its answer's cost, or nothing.
+impl Router {
+    /// Records a finished answer: the router's own share of its latency (all of it but
+    /// `provider_time`), budget, metrics, usage row and event.
+    pub(crate) async fn finish(
+        &self,
+        account: &Account,
+        reservation: Option<&Reservation>,
+        answer: &Answer,
+        model: Option<&ModelSpec>,
+        provider_time: Duration,
+    ) {
+        let added = account.started.elapsed().saturating_sub(provider_time);
+        metrics::histogram!("ai_router_added_seconds").record(added.as_secs_f64());
+        let cost = model.map_or(0, |m| {
+            m.cost(answer.prompt_tokens, answer.completion_tokens)
+        });
+        if let Some(reservation) = reservation
+            && let Err(error) = self.budgets.settle(reservation, cost).await
+        {
+            tracing::error!(%error, "settling an AI budget reservation failed; it stays reserved");
+        }
+        let outcome = match (answer.cached, answer.finish_reason.as_str()) {
+            (true, _) => "cache_hit",
+            (false, "cancelled") => "cancelled",
+            (false, _) => "ok",
+        };
+        metrics::counter!("ai_requests_total", "model" => answer.model.clone(), "provider" => answer.provider.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "prompt")
+            .increment(u64::from(answer.prompt_tokens));
+        metrics::counter!("ai_tokens_total", "model" => answer.model.clone(), "kind" => "completion").increment(u64::from(answer.completion_tokens));
+        metrics::counter!("ai_cost_nano_usd_total", "model" => answer.model.clone())
+            .increment(cost.max(0) as u64);
+        let row = UsageRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: account.user.clone(),
+            model: answer.model.clone(),
+            provider: answer.provider.clone(),
+            task: account.task.clone(),
+            prompt_tokens: answer.prompt_tokens,
+            completion_tokens: answer.completion_tokens,
+            cost_nano: cost,
+            cached: answer.cached,
+            latency_ms: u32::try_from(account.started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            created_at: usage::now(),
+        };
+        self.usage.record(row).await;
+    }
+
+    /// Gives a failed request's reservation back whole.
+    pub(crate) async fn release(&self, reservation: &Reservation) {
+        if let Err(error) = self.budgets.settle(reservation, 0).await {
+            tracing::error!(%error, "releasing an AI budget reservation failed");
+        }
     }
 }

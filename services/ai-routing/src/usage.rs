@@ -8,6 +8,7 @@
 //! reader that needs its own latest rows calls [`UsageWriter::flush`] first.
 
 use duovarsity_common::Error;
+use duovarsity_common::backoff::Backoff;
 use duovarsity_common::db::Database;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::pending_event;
@@ -114,14 +115,16 @@ impl UsageTask {
             }
         }
         // Retried while the database is unavailable: rows are not dropped.
-        let mut pause = std::time::Duration::from_millis(100);
+        let mut backoff = Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(5),
+        );
         while !rows.is_empty() {
             match write(&self.db, &self.outbox, &rows).await {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(%error, rows = rows.len(), "writing AI usage failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         }

@@ -22,17 +22,16 @@ use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::{COURSE_OUTLINE_CACHE, Cache, CacheHub};
+use duovarsity_common::clients::CourseClient;
 use duovarsity_common::db::{Database, Migrations};
-use duovarsity_common::grpc::{GrpcServer, Onward, http_cacheable, never_sent};
+use duovarsity_common::grpc::{GrpcServer, Onward, http_cacheable};
 use duovarsity_common::health::Probe;
-use duovarsity_common::telemetry::spans::{GrpcClientTrace, TracedChannel};
 use duovarsity_common::time::{now_millis, timestamp_from_millis};
 use duovarsity_config::Config;
 use duovarsity_module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::content::content_service_server::{ContentService, ContentServiceServer};
 use duovarsity_proto::content::*;
-use duovarsity_proto::course::course_service_client::CourseServiceClient;
-use duovarsity_proto::course::{CheckLessonAccessRequest, LessonAccess};
+use duovarsity_proto::course::LessonAccess;
 use duovarsity_proto::google::api::HttpBody;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -58,19 +57,6 @@ pub enum StartError {
     CourseService(#[from] tonic::transport::Error),
 }
 
-/// How long the access check may wait for a connection to the course service, and for
-/// its answer: past that a read fails with UNAVAILABLE instead of hanging.
-const COURSE_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
-const COURSE_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
-
-fn course_unavailable(status: &tonic::Status) -> Error {
-    tracing::warn!(%status, "course service access check failed");
-    Error::Unavailable {
-        message: "the course service is unavailable; retry shortly".into(),
-        retry_after: Some(std::time::Duration::from_secs(1)),
-    }
-}
-
 pub struct ContentModule {
     db: Database,
     contents: Contents,
@@ -82,11 +68,7 @@ impl ContentModule {
     async fn start(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let media = open_object_store(&config.media_url(), config.media_options())?;
-        let courses = GrpcClientTrace::new(config.service_channel("course", |endpoint| {
-            endpoint
-                .connect_timeout(COURSE_CONNECT_DEADLINE)
-                .timeout(COURSE_CALL_DEADLINE)
-        })?);
+        let courses = CourseClient::new(config.service_channel("course", CourseClient::endpoint)?);
         let contents = Contents {
             store: Arc::new(ContentStore::new(db.clone())),
             media,
@@ -149,7 +131,7 @@ impl ServiceModule for ContentModule {
 pub struct Contents {
     store: Arc<ContentStore>,
     media: Arc<dyn ObjectStore>,
-    courses: TracedChannel,
+    courses: CourseClient,
     latest: Cache,
     versions: Cache,
     media_max_bytes: usize,
@@ -163,33 +145,10 @@ impl Contents {
         lesson_id: &str,
     ) -> Result<LessonAccess, Error> {
         // Every request naming a lesson declares it a UUID (content.proto), and the
-        // validation layer refused any other. A course replica that refused the connection (restarting) never saw the
-        // check: it is asked of another, twice at most, within the caller's deadline.
-        let mut retries = 2;
-        loop {
-            let ask = Onward::of(request)
-                .request(
-                    CheckLessonAccessRequest {
-                        lesson_id: lesson_id.to_string(),
-                    },
-                    COURSE_CALL_DEADLINE,
-                )
-                .map_err(|status| course_unavailable(&status))?;
-            match CourseServiceClient::new(self.courses.clone())
-                .check_lesson_access(ask)
-                .await
-            {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) if status.code() == tonic::Code::NotFound => {
-                    return Err(Error::not_found(format!("lesson {lesson_id}")));
-                }
-                Err(status) if never_sent(&status) && retries > 0 => {
-                    retries -= 1;
-                    tracing::debug!(%status, "retrying the access check");
-                }
-                Err(status) => return Err(course_unavailable(&status)),
-            }
-        }
+        // validation layer refused any other.
+        self.courses
+            .lesson_access(&Onward::of(request), lesson_id)
+            .await
     }
 
     async fn readable<T>(

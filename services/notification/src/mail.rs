@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use duovarsity_common::backoff::Backoff;
 use duovarsity_common::db::Database;
 use duovarsity_common::time::now_millis;
 use duovarsity_config::Config;
@@ -15,6 +16,9 @@ use lettre::message::header::ContentType;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
+
+/// How often an idle mailer looks for new mail.
+const IDLE_POLL: Duration = Duration::from_millis(200);
 
 const MAX_ATTEMPTS: i64 = 10;
 /// How long a mailer holds the rows it claimed before another may send them.
@@ -67,16 +71,19 @@ impl Mailer {
 
     /// Sends pending mail until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            match self.send_pending().await {
-                Ok(0) => pause = Duration::from_millis(200),
+            let pause = match self.send_pending().await {
+                Ok(0) => {
+                    backoff.reset();
+                    IDLE_POLL
+                }
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::warn!(%error, "sending mail failed; retrying");
-                    pause = (pause * 2).min(Duration::from_secs(10));
+                    backoff.next_pause()
                 }
-            }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}

@@ -157,7 +157,7 @@ impl PaymentModule {
             payments: Payments {
                 idempotency: Idempotency::new(db.clone()),
                 outbox: Outbox::new(OUTBOX_TABLE),
-                courses: Courses::connect(config)?,
+                courses: Courses::new(config.service_channel("course", Courses::endpoint)?),
                 providers: Arc::new(providers),
                 rules: Rules::from_config(config),
                 db,

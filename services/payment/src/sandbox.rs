@@ -26,6 +26,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use duovarsity_common::backoff::Backoff;
 use duovarsity_common::secret::Secret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -245,7 +246,7 @@ impl Sandbox {
         let inner = self.inner.clone();
         let event = event.to_string();
         tokio::spawn(async move {
-            let mut pause = Duration::from_millis(500);
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
             for attempt in 1..=DELIVERIES {
                 let sent = inner
                     .http
@@ -265,8 +266,7 @@ impl Sandbox {
                         tracing::warn!(%event, attempt, %error, "sandbox webhook not delivered")
                     }
                 }
-                tokio::time::sleep(pause).await;
-                pause *= 2;
+                backoff.wait().await;
             }
         });
     }

@@ -22,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{EventBus, Outgoing, Record, Subscription};
+use crate::backoff::Backoff;
 use crate::db::Database;
 use crate::error::Error;
 use crate::telemetry::spans;
 use crate::time::now_millis;
+
+/// The longest pause between retries of a consumer.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What a consumer does with one event, inside the transaction that records it.
 #[async_trait]
@@ -86,11 +90,16 @@ impl<H: Handler> Consumer<H> {
         self
     }
 
+    /// The pauses of this consumer's retry loops: from `first_backoff`, up to 5 s.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.first_backoff, MAX_BACKOFF)
+    }
+
     /// Consumes until `shutdown`. While the bus is unavailable (at start, or when the
     /// subscription fails later) it resubscribes with backoff, so a broker that comes up
     /// after the service, or comes back, is picked up without a restart.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), super::BusError> {
-        let mut pause = self.first_backoff;
+        let mut backoff = self.backoff();
         loop {
             let subscribed = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -98,7 +107,7 @@ impl<H: Handler> Consumer<H> {
             };
             match subscribed {
                 Ok(mut subscription) => {
-                    pause = self.first_backoff;
+                    backoff.reset();
                     loop {
                         let record = tokio::select! {
                             () = shutdown.cancelled() => return Ok(()),
@@ -119,14 +128,13 @@ impl<H: Handler> Consumer<H> {
                     return Err(super::BusError::InvalidName(name));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, topic = %self.topic, ?pause, "cannot subscribe yet; retrying");
+                    tracing::warn!(%error, topic = %self.topic, "cannot subscribe yet; retrying");
                 }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
+                () = backoff.wait() => {}
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -182,7 +190,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply_with_retries(&self, envelope: &Envelope, record: &Record) -> Outcome {
-        let mut pause = self.first_backoff;
+        let mut backoff = self.backoff();
         let mut last_error = String::new();
         for attempt in 1..=self.max_attempts {
             match self.apply_once(envelope).await {
@@ -193,8 +201,7 @@ impl<H: Handler> Consumer<H> {
                 }
             }
             if attempt < self.max_attempts {
-                tokio::time::sleep(pause).await;
-                pause *= 2;
+                backoff.wait().await;
             }
         }
         self.dead_letter(record, last_error, self.max_attempts)
@@ -256,11 +263,10 @@ impl<H: Handler> Consumer<H> {
         };
         // The offset is committed after this returns, so the record must be in the
         // dead-letter topic first: keep trying while the bus is down.
-        let mut pause = self.first_backoff;
+        let mut backoff = self.backoff();
         while let Err(error) = self.bus.publish(dead.clone()).await {
             tracing::error!(%error, "could not publish to the dead-letter topic; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
         metrics::counter!("events_dead_lettered_total", "topic" => self.topic.clone()).increment(1);
         tracing::warn!(topic = %self.topic, reason = %reason, "event sent to the dead-letter topic");

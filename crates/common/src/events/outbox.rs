@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{BusError, EventBus, Outgoing};
+use crate::backoff::Backoff;
 use crate::db::{Backend, Database};
 use crate::error::Error;
 use crate::telemetry::spans;
@@ -116,19 +117,17 @@ impl OutboxRelay {
     /// Publishes until `shutdown`, backing off while the bus is unavailable. Never blocks
     /// request handling: it runs on its own task and only reads committed rows.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), MAX_BACKOFF);
         loop {
             let pause = match self.publish_batch().await {
                 Ok(0) => POLL,
                 Ok(_) => {
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     continue;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, table = self.table, ?backoff, "outbox relay: publishing failed; retrying");
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    pause
+                    tracing::warn!(%error, table = self.table, "outbox relay: publishing failed; retrying");
+                    backoff.next_pause()
                 }
             };
             tokio::select! {
