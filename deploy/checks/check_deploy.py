@@ -140,6 +140,34 @@ def references(pod):
     return named, texts
 
 
+def module_table_gaps(modules, values, schema, compose):
+    """What adding a module to the platform's table left out of the chart and the compose
+    file: one line per place, naming the module and the file to edit."""
+    components = set(values.get("components", {}))
+    schema_components = set(schema["properties"]["components"]["properties"])
+    services = compose.get("services", {})
+    gaps = []
+    for module in list(modules) + ["gateway"]:
+        if module not in components:
+            gaps.append(f"{module}: no entry under components in helm/duovarsity/values.yaml")
+        if module not in schema_components:
+            gaps.append(f"{module}: no properties.components.properties.{module} in helm/duovarsity/values.schema.json")
+        if services.get(module, {}).get("command") != ["serve", module]:
+            gaps.append(f"{module}: no service running `serve {module}` in deploy/compose.yaml")
+        if module == "gateway":
+            continue
+        variable = f"DUOVARSITY_{module.upper().replace('-', '_')}_SERVICE_URL"
+        for name, service in services.items():
+            if service.get("command", [None])[0] != "serve":
+                continue
+            if service.get("environment", {}).get(variable) != f"http://{module}:50051":
+                gaps.append(f"{module}: {variable} is not http://{module}:50051 for {name} in deploy/compose.yaml")
+                break
+    for extra in sorted(components - set(modules) - {"gateway"}):
+        gaps.append(f"{extra}: a component in helm/duovarsity/values.yaml that is not in the module table")
+    return gaps
+
+
 def install_order_violations(objects):
     """What the release's hooks use that will not exist when they run: a ServiceAccount,
     ConfigMap, Secret or Service that the release renders as an ordinary resource (created
@@ -493,6 +521,18 @@ class Compose(unittest.TestCase):
             capture_output=True, text=True, check=False,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_the_chart_and_the_compose_file_have_every_module_of_the_table(self):
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        schema = __import__("json").loads((CHART / "values.schema.json").read_text())
+        compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+        gaps = module_table_gaps(modules(), values, schema, compose)
+        self.assertEqual(gaps, [], "\n" + "\n".join(gaps))
+        # A module added to the table alone is named, with every file it still needs.
+        gaps = module_table_gaps(modules() + ["billing"], values, schema, compose)
+        self.assertEqual(
+            [gap.split(":")[0] for gap in gaps], ["billing"] * 4, gaps)
+        self.assertIn("DUOVARSITY_BILLING_SERVICE_URL", gaps[-1])
 
     def test_compose_runs_every_component_on_real_backends(self):
         compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())

@@ -114,7 +114,7 @@ impl EdgeCache {
         };
         let revalidated = entry
             .etag()
-            .is_some_and(|etag| crate::if_none_match(request, etag));
+            .is_some_and(|etag| if_none_match(request, etag));
         metrics::counter!("gateway_edge_cache_requests_total", "result" => if revalidated { "not_modified" } else { "hit" })
             .increment(1);
         let mut response = if revalidated {
@@ -243,6 +243,24 @@ async fn follow(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// Whether an `If-None-Match` header names `etag` (or `*`); weak tags compare equal.
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    let etag = etag.trim_start_matches("W/");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|value| {
+            value
+                .split(',')
+                .map(|candidate| candidate.trim().trim_start_matches("W/"))
+                .any(|candidate| candidate == "*" || candidate == etag)
+        })
 }
 
 #[cfg(test)]

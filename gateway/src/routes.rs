@@ -2,6 +2,8 @@
 //! `google.api.http` binding (including `additional_bindings`). Adding an annotated RPC to
 //! a proto makes it reachable here with no gateway code.
 
+use std::sync::Arc;
+
 use duovarsity_proto::duovarsity::options::v1::{Access, Body as BodyOption, Stream};
 use duovarsity_proto::google::api::HttpRule;
 use duovarsity_proto::google::api::http_rule::Pattern;
@@ -78,12 +80,12 @@ pub enum RouteError {
 /// Every route, most specific first.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 /// The result of looking a request up.
 pub enum Lookup<'a> {
-    Found(&'a Route, Vec<(Vec<String>, String)>),
+    Found(&'a Arc<Route>, Vec<(Vec<String>, String)>),
     /// The path exists with other methods (for a 405 with `Allow`).
     WrongMethod(Vec<Method>),
     NotFound,
@@ -166,10 +168,12 @@ impl RouteTable {
             }
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.template.specificity()));
-        Ok(Self { routes })
+        Ok(Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        })
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 

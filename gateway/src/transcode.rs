@@ -393,7 +393,7 @@ mod tests {
             panic!("setTier is routed");
         };
         // The same RPC bound as `body: "tier"`: the body is the field's JSON value.
-        let mut route = route.clone();
+        let mut route = Route::clone(route);
         route.body = BodyTarget::Field("tier".into());
         let bytes = request_message(&route, &bindings, None, br#""TIER_PREMIUM""#, "").unwrap();
         let request = duovarsity_proto::user::SetTierRequest::decode(bytes.as_slice()).unwrap();

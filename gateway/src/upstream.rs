@@ -6,7 +6,7 @@
 //! pinned HTTP/2 connection would not spread load. A call of a method the proto marks
 //! idempotent that fails to reach a replica (transport error or UNAVAILABLE) is sent once
 //! more, to another endpoint, within the remaining deadline and a retry budget
-//! ([`RetryBudget`]). A replica that refuses at capacity (reason `OVERLOADED`) is busy, not
+//! (tower's `TpsBudget`). A replica that refuses at capacity (reason `OVERLOADED`) is busy, not
 //! broken: it is never ejected for it. Endpoints are the fixed list of `DUOVARSITY_<NAME>_SERVICE_URL`, or
 //! what discovery reports ([`duovarsity_common::discovery`]: DNS or EndpointSlices). In
 //! embedded mode an upstream's one endpoint is the services of this process, called in
@@ -32,57 +32,18 @@ use tonic_health::pb::health_client::HealthClient;
 
 use duovarsity_common::discovery::{self, Source};
 use tokio::sync::watch;
+use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::balance::{EndpointState, Pool, Transport, remote};
 
 /// The largest message the gateway sends or accepts upstream.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 
-/// Retries spend from a budget that calls fill: a fifth of a retry per call, plus a floor
-/// of ten per second, at most a hundred saved. A failing upstream therefore sees at most
-/// about 20 % more calls, never a retry storm.
-pub struct RetryBudget {
-    state: std::sync::Mutex<(f64, Instant)>,
-}
-
-const RETRY_RATIO: f64 = 0.2;
-const RETRY_FLOOR_PER_SEC: f64 = 10.0;
-const RETRY_MAX_SAVED: f64 = 100.0;
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        Self {
-            state: std::sync::Mutex::new((RETRY_FLOOR_PER_SEC, Instant::now())),
-        }
-    }
-}
-
-impl RetryBudget {
-    fn update(&self, change: impl FnOnce(&mut f64) -> bool) -> bool {
-        let mut state = self.state.lock().expect("retry budget lock");
-        let (tokens, at) = &mut *state;
-        *tokens = (*tokens + at.elapsed().as_secs_f64() * RETRY_FLOOR_PER_SEC).min(RETRY_MAX_SAVED);
-        *at = Instant::now();
-        change(tokens)
-    }
-
-    fn deposit(&self) {
-        self.update(|tokens| {
-            *tokens = (*tokens + RETRY_RATIO).min(RETRY_MAX_SAVED);
-            true
-        });
-    }
-
-    fn withdraw(&self) -> bool {
-        self.update(|tokens| {
-            if *tokens >= 1.0 {
-                *tokens -= 1.0;
-                true
-            } else {
-                false
-            }
-        })
-    }
+/// Retries spend from tower's retry budget, which calls fill: a fifth of a retry per call
+/// over the last ten seconds, plus a floor of ten per second. A failing upstream therefore
+/// sees at most about 20 % more calls, never a retry storm.
+fn retry_budget() -> TpsBudget {
+    TpsBudget::new(Duration::from_secs(10), 10, 0.2)
 }
 
 /// A call admitted by [`Upstreams::admit`], counted by the governor until dropped.
@@ -91,16 +52,28 @@ pub struct Admission {
 }
 
 /// The upstream services, keyed by full service name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Upstreams {
     /// Balanced channels for long-lived users (the JWKS fetcher, live streams).
     channels: HashMap<String, Channel>,
     /// Endpoint pools for request traffic.
     pools: HashMap<String, Arc<Pool>>,
-    budget: Arc<RetryBudget>,
+    budget: Arc<TpsBudget>,
     /// Calls in flight one upstream may have from this gateway (0: unlimited).
     max_in_flight: usize,
     governor: Option<Governor>,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            channels: HashMap::new(),
+            pools: HashMap::new(),
+            budget: Arc::new(retry_budget()),
+            max_in_flight: 0,
+            governor: None,
+        }
+    }
 }
 
 impl Upstreams {

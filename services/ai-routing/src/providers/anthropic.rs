@@ -4,6 +4,7 @@
 //! with the stop reason and output tokens, `message_stop`, `error`) become pieces.
 
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{CallError, ModelApi, Piece, Pieces, Prompt, Tokens, checked, events, unreachable};
@@ -64,6 +65,70 @@ pub fn body(upstream_model: &str, prompt: &Prompt) -> Value {
     body
 }
 
+/// One event of a Messages stream, as Anthropic documents it (the `type` field names it).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: StartedMessage,
+    },
+    ContentBlockDelta {
+        delta: ContentDelta,
+    },
+    MessageDelta {
+        delta: MessageChange,
+        usage: Option<OutputUsage>,
+    },
+    MessageStop,
+    Error {
+        error: ApiError,
+    },
+    /// `ping`, `content_block_start`, `content_block_stop` and types added later.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct StartedMessage {
+    #[serde(default)]
+    usage: InputUsage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InputUsage {
+    #[serde(default)]
+    input_tokens: u32,
+}
+
+/// A text delta (`text_delta`); other deltas (tool input) carry no text.
+#[derive(Debug, Deserialize)]
+struct ContentDelta {
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageChange {
+    stop_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputUsage {
+    #[serde(default)]
+    output_tokens: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default = "unnamed_error")]
+    message: String,
+}
+
+fn unnamed_error() -> String {
+    "error".into()
+}
+
 /// Anthropic's stop reason in OpenAI's words.
 fn finish_reason(stop_reason: &str) -> &'static str {
     match stop_reason {
@@ -110,48 +175,44 @@ impl ModelApi for Anthropic {
                             return Some((Err(error), (stream, tokens, finish, true)));
                         }
                     };
-                    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-                    match data["type"].as_str().unwrap_or_default() {
-                        "message_start" => {
-                            tokens.prompt = data["message"]["usage"]["input_tokens"]
-                                .as_u64()
-                                .unwrap_or(0) as u32;
+                    // An event this build cannot read is passed over, as unknown types are.
+                    let data = serde_json::from_str::<StreamEvent>(&event.data)
+                        .unwrap_or(StreamEvent::Other);
+                    match data {
+                        StreamEvent::MessageStart { message } => {
+                            tokens.prompt = message.usage.input_tokens;
                         }
-                        "content_block_delta" => {
-                            if let Some(text) = data["delta"]["text"].as_str() {
-                                let text = Piece::Text(text.to_string());
+                        StreamEvent::ContentBlockDelta { delta } => {
+                            if let Some(text) = delta.text {
+                                let text = Piece::Text(text);
                                 return Some((Ok(text), (stream, tokens, finish, false)));
                             }
                         }
-                        "message_delta" => {
-                            if let Some(reason) = data["delta"]["stop_reason"].as_str() {
-                                finish = finish_reason(reason).to_string();
+                        StreamEvent::MessageDelta { delta, usage } => {
+                            if let Some(reason) = delta.stop_reason {
+                                finish = finish_reason(&reason).to_string();
                             }
-                            if let Some(out) = data["usage"]["output_tokens"].as_u64() {
-                                tokens.completion = out as u32;
+                            if let Some(usage) = usage {
+                                tokens.completion = usage.output_tokens;
                             }
                         }
-                        "message_stop" => {
+                        StreamEvent::MessageStop => {
                             let end = Piece::End {
                                 finish_reason: finish.clone(),
                                 usage: Some(tokens),
                             };
                             return Some((Ok(end), (stream, tokens, finish, true)));
                         }
-                        "error" => {
-                            let message = data["error"]["message"]
-                                .as_str()
-                                .unwrap_or("error")
-                                .to_string();
-                            let error = if data["error"]["type"] == "overloaded_error" {
-                                CallError::Unavailable(message)
+                        StreamEvent::Error { error } => {
+                            let error = if error.kind == "overloaded_error" {
+                                CallError::Unavailable(error.message)
                             } else {
-                                CallError::Rejected(message)
+                                CallError::Rejected(error.message)
                             };
                             return Some((Err(error), (stream, tokens, finish, true)));
                         }
                         // ping, content_block_start, content_block_stop
-                        _ => {}
+                        StreamEvent::Other => {}
                     }
                 }
             },

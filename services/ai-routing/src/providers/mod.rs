@@ -16,6 +16,7 @@ pub mod sandbox;
 
 use std::sync::Arc;
 
+use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -144,79 +145,25 @@ async fn checked(response: reqwest::Response) -> Result<reqwest::Response, CallE
     })
 }
 
-/// One server-sent event: its `event:` name (if any) and its `data:` lines joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub name: Option<String>,
-    pub data: String,
-}
+/// One server-sent event (its `data` is what providers send).
+pub use eventsource_stream::Event;
 
-/// The events of a `text/event-stream` body. SSE framing is a few lines (events end at a
-/// blank line; `data:` lines accumulate; comments start with `:`), so it is read here
-/// rather than through another dependency.
+/// The events of a `text/event-stream` body, framed by `eventsource-stream` (the SSE
+/// specification's parser: any line ending, comments, multi-line data), which reads each
+/// chunk once as it arrives.
 fn events(response: reqwest::Response) -> impl Stream<Item = Result<Event, CallError>> + Send {
-    let bytes = response.bytes_stream();
-    futures::stream::unfold(
-        (bytes, Vec::<u8>::new(), false),
-        |(mut bytes, mut buffer, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                if let Some(end) = find_event_end(&buffer) {
-                    let raw: Vec<u8> = buffer.drain(..end.0 + end.1).collect();
-                    let event = parse_event(&raw[..end.0]);
-                    match event {
-                        Some(event) => return Some((Ok(event), (bytes, buffer, false))),
-                        None => continue,
-                    }
-                }
-                match bytes.next().await {
-                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-                    Some(Err(error)) => {
-                        return Some((Err(unreachable(error)), (bytes, buffer, true)));
-                    }
-                    None => {
-                        let rest = parse_event(&buffer);
-                        buffer.clear();
-                        return rest.map(|event| (Ok(event), (bytes, buffer, true)));
-                    }
-                }
-            }
-        },
-    )
+    events_of(response.bytes_stream())
 }
 
-/// Where the first event of `buffer` ends: (its length, the separator's length).
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|at| (at, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| (at, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
-fn parse_event(raw: &[u8]) -> Option<Event> {
-    let text = String::from_utf8_lossy(raw);
-    let mut name = None;
-    let mut data: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        if let Some(value) = line.strip_prefix("data:") {
-            data.push(value.strip_prefix(' ').unwrap_or(value));
-        } else if let Some(value) = line.strip_prefix("event:") {
-            name = Some(value.trim().to_string());
-        }
-    }
-    (!data.is_empty()).then(|| Event {
-        name,
-        data: data.join("\n"),
+fn events_of(
+    bytes: impl Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send,
+) -> impl Stream<Item = Result<Event, CallError>> + Send {
+    bytes.eventsource().map(|event| match event {
+        Ok(event) => Ok(event),
+        Err(EventStreamError::Transport(error)) => Err(unreachable(error)),
+        Err(error) => Err(CallError::Unavailable(format!(
+            "an unreadable event stream: {error}"
+        ))),
     })
 }
 
@@ -224,22 +171,23 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn events_are_framed_by_blank_lines() {
-        let raw = b"event: a\ndata: {\"x\":1}\n\n: comment\n\ndata: one\ndata: two\r\n\r\n";
-        let (first, sep) = find_event_end(raw).unwrap();
-        assert_eq!(
-            parse_event(&raw[..first]),
-            Some(Event {
-                name: Some("a".into()),
-                data: "{\"x\":1}".into()
-            })
-        );
-        let rest = &raw[first + sep..];
-        let (comment, sep) = find_event_end(rest).unwrap();
-        assert_eq!(parse_event(&rest[..comment]), None);
-        let last = &rest[comment + sep..];
-        let (end, _) = find_event_end(last).unwrap();
-        assert_eq!(parse_event(&last[..end]).unwrap().data, "one\ntwo");
+    #[tokio::test]
+    async fn events_are_framed_however_the_bytes_arrive() {
+        let raw: &[u8] =
+            b"event: a\ndata: {\"x\":1}\n\n: comment\n\ndata: one\ndata: two\r\n\r\ndata: last\n\n";
+        // Split anywhere, even inside a line ending, the same events come out.
+        for split in [1, 7, 20, 33, 37, raw.len() - 1] {
+            let chunks = vec![
+                Ok(bytes::Bytes::copy_from_slice(&raw[..split])),
+                Ok(bytes::Bytes::copy_from_slice(&raw[split..])),
+            ];
+            let events: Vec<Event> = events_of(futures::stream::iter(chunks))
+                .map(Result::unwrap)
+                .collect()
+                .await;
+            let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+            assert_eq!(data, ["{\"x\":1}", "one\ntwo", "last"], "split at {split}");
+            assert_eq!(events[0].event, "a");
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! whole completion whichever was asked (some compatible servers never stream).
 
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{CallError, ModelApi, Piece, Pieces, Prompt, Tokens, checked, events, unreachable};
@@ -59,54 +60,90 @@ pub fn body(upstream_model: &str, prompt: &Prompt) -> Value {
     body
 }
 
-/// A whole completion (`chat.completion`) as pieces: its text, then its end.
-fn whole(completion: &Value) -> Result<Vec<Piece>, CallError> {
-    if let Some(message) = completion["error"]["message"].as_str() {
-        return Err(CallError::Unavailable(message.to_string()));
+/// A completion (`chat.completion`) or one streamed chunk of it
+/// (`chat.completion.chunk`), as OpenAI documents them; an error answer has `error`.
+#[derive(Debug, Deserialize)]
+struct Completion {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+    error: Option<ApiError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice {
+    /// The whole answer's message.
+    message: Option<Content>,
+    /// A chunk's part of it.
+    delta: Option<Content>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Content {
+    content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    message: String,
+}
+
+impl Completion {
+    fn failure(&self) -> Option<CallError> {
+        self.error
+            .as_ref()
+            .map(|error| CallError::Unavailable(error.message.clone()))
     }
-    let choice = completion["choices"]
-        .get(0)
-        .ok_or_else(|| CallError::Unavailable("a completion without choices".into()))?;
-    let mut pieces = Vec::new();
-    if let Some(text) = choice["message"]["content"].as_str()
-        && !text.is_empty()
-    {
-        pieces.push(Piece::Text(text.to_string()));
+
+    /// What it says: its text (the message's, or the chunk's delta), and its finish
+    /// reason and token counts when it has them.
+    fn pieces(self, finish: &mut Option<String>, usage: &mut Option<Tokens>) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        if let Some(choice) = self.choices.into_iter().next() {
+            let text = choice.message.or(choice.delta).and_then(|c| c.content);
+            if let Some(text) = text.filter(|text| !text.is_empty()) {
+                pieces.push(Piece::Text(text));
+            }
+            if let Some(reason) = choice.finish_reason {
+                *finish = Some(reason);
+            }
+        }
+        if let Some(counts) = self.usage {
+            *usage = Some(Tokens {
+                prompt: counts.prompt_tokens,
+                completion: counts.completion_tokens,
+            });
+        }
+        pieces
     }
-    let mut finish = choice["finish_reason"].as_str().map(str::to_string);
-    let mut usage = None;
-    pieces_of(
-        &json!({"usage": completion["usage"]}),
-        &mut finish,
-        &mut usage,
-    );
+}
+
+/// A whole completion as pieces: its text, then its end.
+fn whole(completion: Completion) -> Result<Vec<Piece>, CallError> {
+    if let Some(error) = completion.failure() {
+        return Err(error);
+    }
+    if completion.choices.is_empty() {
+        return Err(CallError::Unavailable(
+            "a completion without choices".into(),
+        ));
+    }
+    let (mut finish, mut usage) = (None, None);
+    let mut pieces = completion.pieces(&mut finish, &mut usage);
     pieces.push(Piece::End {
         finish_reason: finish.unwrap_or_else(|| "stop".into()),
         usage,
     });
     Ok(pieces)
-}
-
-/// What one streamed chunk says.
-fn pieces_of(chunk: &Value, finish: &mut Option<String>, usage: &mut Option<Tokens>) -> Vec<Piece> {
-    let mut pieces = Vec::new();
-    if let Some(choice) = chunk["choices"].get(0) {
-        if let Some(text) = choice["delta"]["content"].as_str()
-            && !text.is_empty()
-        {
-            pieces.push(Piece::Text(text.to_string()));
-        }
-        if let Some(reason) = choice["finish_reason"].as_str() {
-            *finish = Some(reason.to_string());
-        }
-    }
-    if let Some(counts) = chunk.get("usage").filter(|u| u.is_object()) {
-        *usage = Some(Tokens {
-            prompt: counts["prompt_tokens"].as_u64().unwrap_or(0) as u32,
-            completion: counts["completion_tokens"].as_u64().unwrap_or(0) as u32,
-        });
-    }
-    pieces
 }
 
 #[async_trait::async_trait]
@@ -132,10 +169,10 @@ impl ModelApi for OpenAi {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if json {
-            let completion: Value = response.json().await.map_err(|error| {
+            let completion: Completion = response.json().await.map_err(|error| {
                 CallError::Unavailable(format!("an unreadable completion: {error}"))
             })?;
-            let pieces = whole(&completion)?;
+            let pieces = whole(completion)?;
             return Ok(futures::stream::iter(pieces.into_iter().map(Ok)).boxed());
         }
         let stream = events(response);
@@ -155,7 +192,7 @@ impl ModelApi for OpenAi {
                             return Some((vec![Ok(end)], (stream, finish, usage, true)));
                         }
                         Some(Ok(event)) => {
-                            let chunk: Value = match serde_json::from_str(&event.data) {
+                            let chunk: Completion = match serde_json::from_str(&event.data) {
                                 Ok(chunk) => chunk,
                                 Err(error) => {
                                     let error = CallError::Unavailable(format!(
@@ -164,11 +201,10 @@ impl ModelApi for OpenAi {
                                     return Some((vec![Err(error)], (stream, finish, usage, true)));
                                 }
                             };
-                            if let Some(message) = chunk["error"]["message"].as_str() {
-                                let error = CallError::Unavailable(message.to_string());
+                            if let Some(error) = chunk.failure() {
                                 return Some((vec![Err(error)], (stream, finish, usage, true)));
                             }
-                            let pieces = pieces_of(&chunk, &mut finish, &mut usage);
+                            let pieces = chunk.pieces(&mut finish, &mut usage);
                             if !pieces.is_empty() {
                                 return Some((
                                     pieces.into_iter().map(Ok).collect(),
