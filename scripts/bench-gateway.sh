@@ -11,6 +11,9 @@
 #      learners send a paced load; premium p99 alone and under the flood, and how many
 #      free calls were shed (503). The upstream cap is small (UPSTREAM_CAP) so that
 #      shedding, not queueing, absorbs the flood.
+# BASELINE=path/to/an/older/duovarsity also runs that binary as a second platform (its own
+# ports and data) and measures it in every round beside the current one: the before and
+# after of a change in one run, as ratios to the same bare handler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +61,27 @@ cleanup() { kill "$server" "$bare_pid" 2>/dev/null; wait "$server" "$bare_pid" 2
 trap 'status=$?; cleanup; exit $status' EXIT
 for _ in $(seq 1 50); do curl -sf "$bare/v1/courses/$slug" >/dev/null && break; sleep 0.1; done
 
+# The baseline platform, when asked for: seeded, with a free learner's token.
+baseline_pid=
+if [ -n "${BASELINE:-}" ]; then
+  baseline_data=$(mktemp -d)
+  baseline_base="http://127.0.0.1:${BENCH_BASELINE_HTTP_PORT:-18186}"
+  (
+    export DUOVARSITY_DATA_DIR="$baseline_data" \
+      DUOVARSITY_HTTP_ADDR="127.0.0.1:${BENCH_BASELINE_HTTP_PORT:-18186}" \
+      DUOVARSITY_ADMIN_ADDR="127.0.0.1:${BENCH_BASELINE_ADMIN_PORT:-18188}" \
+      DUOVARSITY_GRPC_ADDR="127.0.0.1:${BENCH_BASELINE_GRPC_PORT:-15186}"
+    "$BASELINE" seed --demo >/dev/null 2>&1
+    RUST_LOG=warn exec "$BASELINE" up >"$out/baseline.log" 2>&1
+  ) &
+  baseline_pid=$!
+  for _ in $(seq 1 100); do curl -sf "$baseline_base/readyz" >/dev/null && break; sleep 0.1; done
+  saved_base=$base base=$baseline_base
+  baseline_token=$(signup bench@example.com free)
+  base=$saved_base
+fi
+cleanup() { kill "$server" "$bare_pid" $baseline_pid 2>/dev/null; wait "$server" "$bare_pid" $baseline_pid 2>/dev/null; rm -rf "$data" "$work" "$out" "${baseline_data:-}"; }
+
 # wrk NAME URL [wrk options]: appends "name rps p50 p99 non2xx" to results.
 measure() {
   local name=$1 url=$2; shift 2
@@ -70,6 +94,10 @@ for round in $(seq 1 "$rounds"); do
   measure platform-me "$base/v1/users/me" -c"$connections" -H "authorization: Bearer $token"
   measure bare-course "$bare/v1/courses/$slug" -c"$connections"
   measure platform-course "$base/v1/courses/$slug" -c"$connections"
+  if [ -n "$baseline_pid" ]; then
+    measure baseline-me "$baseline_base/v1/users/me" -c"$connections" -H "authorization: Bearer $baseline_token"
+    measure baseline-course "$baseline_base/v1/courses/$slug" -c"$connections"
+  fi
 done
 
 # Paced: each of 8 connections waits so that together they offer about RATE req/s.
@@ -83,7 +111,12 @@ paced half-me "$base/v1/users/me" "$(half platform-me)" -H "authorization: Beare
 paced half-course "$base/v1/courses/$slug" "$(half platform-course)"
 
 # Overload, on a platform whose upstream cap is small: premium alone, then premium while
-# free learners flood.
+# free learners flood. (The baseline, if any, is stopped: it is measured above only.)
+if [ -n "$baseline_pid" ]; then
+  kill "$baseline_pid"
+  wait "$baseline_pid" 2>/dev/null || true
+  baseline_pid=
+fi
 kill "$server"
 wait "$server" 2>/dev/null || true
 rm -rf "$data" "$work"
@@ -114,6 +147,11 @@ for name, values in runs.items():
 mean = {name: sum(v[0] for v in values) / len(values) for name, values in runs.items()}
 print(f"\n/v1/users/me: platform/bare = {mean['platform-me'] / mean['bare-me']:.3f} (goal >= 0.35)")
 print(f"/v1/courses/{{slug}}: platform/bare = {mean['platform-course'] / mean['bare-course']:.3f} (goal >= 0.6)")
+if "baseline-me" in mean:
+    print(f"baseline (BASELINE): /v1/users/me {mean['baseline-me'] / mean['bare-me']:.3f}, "
+          f"/v1/courses/{{slug}} {mean['baseline-course'] / mean['bare-course']:.3f} of bare; "
+          f"current/baseline: {mean['platform-me'] / mean['baseline-me']:.3f} and "
+          f"{mean['platform-course'] / mean['baseline-course']:.3f}")
 for name in ("half-me", "half-course"):
     print(f"{name}: {mean[name]:.0f} req/s, p99 {runs[name][-1][2]:.2f} ms (goal <= 5 ms)")
 alone, flooded = runs["premium-alone"][-1][2], runs["premium-flooded"][-1][2]

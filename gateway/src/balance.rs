@@ -11,6 +11,15 @@
 //! - **Changes:** discovery replaces the endpoint set ([`Pool::update`]). Endpoints that
 //!   stay keep their connection and statistics; calls in flight on an endpoint that left
 //!   finish on it (they hold it), and new calls no longer choose it.
+//!
+//! Why not tower's `p2c::Balance` over `PeakEwma`: both are services driven through
+//! `&mut self` (`poll_ready`, then `call`), and `PeakEwma` measures a call only when the
+//! call passes through it. Shared by every request of a gateway they would sit behind a
+//! `Buffer` (one worker task and a channel hop per call), and the balancer could not leave
+//! out, for one request, the endpoint that just failed it, nor the ejected ones. This pool
+//! is read without a lock per pick and keeps the same estimate (peak-EWMA latency times
+//! calls in flight, as `PeakEwma`'s cost is). The retry budget is tower's (`TpsBudget`,
+//! [`crate::upstream`]).
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

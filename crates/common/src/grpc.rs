@@ -14,20 +14,19 @@
 //! - graceful shutdown: on cancellation the listener closes, in-flight calls finish, and
 //!   after the grace period the server stops regardless.
 
+mod access;
+mod calls;
 mod onward;
+mod validation;
 
-use onward::parse_grpc_timeout;
+pub use access::{AuthLayer, AuthService};
+pub use calls::{CallTelemetry, CallTelemetryLayer};
 pub use onward::{Deadline, Onward, never_sent, overloaded};
+pub use validation::{ValidateLayer, ValidateService};
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +38,7 @@ use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::auth::{AccessPolicy, TokenVerifier, authorize, bearer_token};
 use crate::health::Probe;
-use crate::telemetry;
 
 /// The health entry a liveness probe asks for (`grpc.health.v1` service `liveness`):
 /// SERVING while the server runs, whatever its dependencies say.
@@ -257,272 +254,6 @@ async fn watch_readiness(
             }
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
-    }
-}
-
-/// Enforces the `duovarsity.options.v1.access` option of every method and hands verified
-/// [`crate::auth::Claims`] to handlers through the request extensions.
-#[derive(Clone)]
-pub struct AuthLayer {
-    state: Arc<AuthState>,
-}
-
-struct AuthState {
-    verifier: Arc<TokenVerifier>,
-    policy: AccessPolicy,
-}
-
-impl AuthLayer {
-    pub fn new(verifier: Arc<TokenVerifier>) -> Self {
-        Self {
-            state: Arc::new(AuthState {
-                verifier,
-                policy: AccessPolicy::from_pool(duovarsity_proto::descriptor_pool()),
-            }),
-        }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            state: self.state.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    state: Arc<AuthState>,
-}
-
-impl<S, B, R> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The clone is the one that was driven to readiness (tower's usual swap).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let state = self.state.clone();
-        Box::pin(async move {
-            let access = state.policy.lookup(request.uri().path());
-            let bearer = bearer_token(request.headers().get(http::header::AUTHORIZATION));
-            match authorize(access, bearer, &state.verifier).await {
-                Ok(claims) => {
-                    if let Some(claims) = claims {
-                        request.extensions_mut().insert(claims);
-                    }
-                    inner.call(request).await
-                }
-                Err(error) => Ok(tonic::Status::from(error).into_http()),
-            }
-        })
-    }
-}
-
-/// Checks every request against the protovalidate rules of its message
-/// ([`crate::validate::rules`]) before the handler runs: a violation is INVALID_ARGUMENT
-/// with BadRequest field violations, which the gateway turns into a 400 problem. Only
-/// methods whose request declares rules are buffered and decoded; the others (media
-/// uploads among them) stream through untouched.
-#[derive(Clone)]
-pub struct ValidateLayer {
-    methods: Arc<HashMap<String, prost_reflect::MessageDescriptor>>,
-}
-
-/// The largest request body the layer buffers to check; larger ones are refused.
-const VALIDATED_BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-impl ValidateLayer {
-    pub fn new() -> Self {
-        let mut methods = HashMap::new();
-        for service in duovarsity_proto::descriptor_pool().services() {
-            for method in service.methods() {
-                let input = method.input();
-                if crate::validate::rules::declares_rules(&input) {
-                    methods.insert(format!("/{}/{}", service.full_name(), method.name()), input);
-                }
-            }
-        }
-        Self {
-            methods: Arc::new(methods),
-        }
-    }
-}
-
-impl Default for ValidateLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<S> Layer<S> for ValidateLayer {
-    type Service = ValidateService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ValidateService {
-            inner,
-            methods: self.methods.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ValidateService<S> {
-    inner: S,
-    methods: Arc<HashMap<String, prost_reflect::MessageDescriptor>>,
-}
-
-impl<S, R> Service<http::Request<tonic::body::Body>> for ValidateService<S>
-where
-    S: Service<http::Request<tonic::body::Body>, Response = http::Response<R>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(input) = self.methods.get(request.uri().path()).cloned() else {
-            return Box::pin(inner.call(request));
-        };
-        Box::pin(async move {
-            use http_body_util::BodyExt as _;
-            let (parts, body) = request.into_parts();
-            let bytes = match http_body_util::Limited::new(body, VALIDATED_BODY_LIMIT)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) => {
-                    let status = tonic::Status::resource_exhausted(format!(
-                        "the request could not be read (at most {VALIDATED_BODY_LIMIT} bytes): {error}"
-                    ));
-                    return Ok(status.into_http());
-                }
-            };
-            // One uncompressed gRPC frame: flag, big-endian length, message. Anything else
-            // goes on to tonic, which answers it as it always does.
-            if let Some(message) = single_frame(&bytes)
-                && let Ok(decoded) = prost_reflect::DynamicMessage::decode(input, message)
-            {
-                let violations = crate::validate::rules::violations(&decoded);
-                if !violations.is_empty() {
-                    let status = tonic::Status::from(crate::Error::InvalidArgument(violations));
-                    return Ok(status.into_http());
-                }
-            }
-            let body = tonic::body::Body::new(http_body_util::Full::new(bytes));
-            inner.call(http::Request::from_parts(parts, body)).await
-        })
-    }
-}
-
-/// The message of a body holding exactly one uncompressed gRPC frame.
-fn single_frame(bytes: &[u8]) -> Option<&[u8]> {
-    let (&compressed, rest) = bytes.split_first()?;
-    let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let message = rest.get(4..)?;
-    (compressed == 0 && message.len() == length).then_some(message)
-}
-
-/// A span and metrics per call: `grpc_server_handled_total{method,code}` and
-/// `grpc_server_handling_seconds{method}`.
-#[derive(Clone, Copy)]
-pub struct CallTelemetryLayer;
-
-impl<S> Layer<S> for CallTelemetryLayer {
-    type Service = CallTelemetry<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CallTelemetry { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct CallTelemetry<S> {
-    inner: S,
-}
-
-impl<S, B, R> Service<http::Request<B>> for CallTelemetry<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(left) = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
-        {
-            request
-                .extensions_mut()
-                .insert(Deadline(Instant::now() + left));
-        }
-        let method = request.uri().path().to_string();
-        let span = telemetry::spans::grpc_server(&request);
-        let started = Instant::now();
-        let future = {
-            let _entered = span.enter();
-            // One admission to the database pools per call (crate::db::admission).
-            crate::db::admission::request(self.inner.call(request))
-        };
-        Box::pin(tracing::Instrument::instrument(
-            async move {
-                let result = future.await;
-                // Unary errors are trailers-only responses, so the status is in the headers.
-                let code = match &result {
-                    Ok(response) => telemetry::spans::grpc_status_of(response),
-                    Err(_) => tonic::Code::Unknown,
-                };
-                telemetry::spans::record_grpc_status(&tracing::Span::current(), code, true);
-                let elapsed = started.elapsed();
-                metrics::counter!("grpc_server_handled_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
-                metrics::histogram!("grpc_server_handling_seconds", "method" => method)
-                    .record(elapsed.as_secs_f64());
-                tracing::debug!(
-                    ?code,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "call finished"
-                );
-                result
-            },
-            span,
-        ))
     }
 }
 

@@ -6,7 +6,7 @@
 //!    [`health`] (readiness probes), [`digest`], [`enums`] (stored names of protobuf
 //!    enums).
 //! 2. Subsystems, each owning its settings type: [`telemetry`] (with `LogFormat`),
-//!    [`discovery`], [`pubsub`], [`cache`], [`db`] (storage, and its errors in the
+//!    [`discovery`], [`pubsub`], [`cache`], [`gcra`] (rate limits), [`db`] (storage, and its errors in the
 //!    vocabulary), [`events`], [`auth`], [`validate`], [`reload`].
 //! 3. The gRPC kit: [`grpc`], [`admin`], and the typed [`clients`] services call each
 //!    other with.
@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod enums;
 pub mod error;
 pub mod events;
+pub mod gcra;
 pub mod grpc;
 pub mod health;
 pub mod pubsub;

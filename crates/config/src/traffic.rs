@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub use duovarsity_common::gcra::{Rate, RateError};
+
 use super::{Config, ConfigError};
 
 /// The classes a `DUOVARSITY_RATE_LIMIT_<CLASS>` override may name (lower-case here).
@@ -24,49 +26,6 @@ pub const RATE_CLASSES: &[&str] = &[
     "throttled_writes",
     "throttled_ai",
 ];
-
-/// `count` requests per `period`; a fresh client may spend all of them at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u64,
-    pub period: Duration,
-}
-
-/// Why a rate does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a rate: write <count>/<s|m|h>, for example 50/m")]
-pub struct RateError(pub String);
-
-impl std::str::FromStr for Rate {
-    type Err = RateError;
-
-    fn from_str(text: &str) -> Result<Self, RateError> {
-        let refuse = || RateError(text.to_string());
-        let (count, unit) = text.trim().split_once('/').ok_or_else(refuse)?;
-        let count: u64 = count.trim().parse().map_err(|_| refuse())?;
-        let period = match unit.trim() {
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return Err(refuse()),
-        };
-        if count == 0 || count > 1_000_000 {
-            return Err(refuse());
-        }
-        Ok(Self { count, period })
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unit = match self.period.as_secs() {
-            1 => "s",
-            60 => "m",
-            _ => "h",
-        };
-        write!(f, "{}/{unit}", self.count)
-    }
-}
 
 impl Config {
     pub(super) fn validate_traffic(&self) -> Result<(), ConfigError> {

@@ -16,10 +16,13 @@
 
 #![forbid(unsafe_code)]
 
+mod authoring;
+mod buying;
 mod catalog;
 mod live;
 mod plan;
 mod report;
+mod requests;
 mod scenarios;
 mod timeline;
 
@@ -172,7 +175,7 @@ async fn preflight(
     users: usize,
     password: &str,
 ) -> anyhow::Result<()> {
-    let email = scenarios::learner_email(users.saturating_sub(1));
+    let email = plan::learner_email(users.saturating_sub(1));
     let response = client
         .post(format!("{base}/v1/auth/login"))
         .json(&serde_json::json!({"email": email, "password": password}))

@@ -36,3 +36,8 @@ pub static PLAN: OnceLock<Plan> = OnceLock::new();
 pub fn plan() -> &'static Plan {
     PLAN.get().expect("the plan is set before the attack")
 }
+
+/// The email of load-test learner `i`, as `duovarsity seed --learners N` creates them.
+pub fn learner_email(i: usize) -> String {
+    format!("learner-{i}@load.duovarsity.test")
+}

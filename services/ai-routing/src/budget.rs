@@ -19,6 +19,8 @@ use duovarsity_common::Error;
 use duovarsity_common::db::Database;
 use duovarsity_common::pubsub::RedisLink;
 
+use crate::store;
+
 /// The platform-wide counter's scope.
 pub const PLATFORM: &str = "platform";
 
@@ -76,7 +78,7 @@ impl MemoryBudgets {
     /// Counters holding today's recorded spend of every user and of the platform.
     pub async fn seeded(db: &Database) -> Result<Self, Error> {
         let (day, _) = today();
-        let recorded = crate::usage::spend_since(db, day * 86_400_000).await?;
+        let recorded = crate::store::usage::spend_since(db, day * 86_400_000).await?;
         let budgets = Self::default();
         {
             let mut spent = budgets
@@ -154,6 +156,7 @@ impl Budgets for MemoryBudgets {
     }
 }
 
+/// Budgets in the database ([`crate::store::budgets`]), for PostgreSQL without Redis.
 pub struct SqlBudgets {
     db: Database,
 }
@@ -162,36 +165,6 @@ impl SqlBudgets {
     pub fn new(db: Database) -> Self {
         Self { db }
     }
-}
-
-/// Adds `amount` to (scope, day) if the result stays within `limit`: whether it did.
-async fn add_within(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    scope: &str,
-    day: i64,
-    amount: i64,
-    limit: i64,
-) -> Result<bool, Error> {
-    sqlx::query(
-        "INSERT INTO ai_budget_spend (scope, day, spent_nano) VALUES ($1, $2, 0) \
-         ON CONFLICT (scope, day) DO NOTHING",
-    )
-    .bind(scope)
-    .bind(day)
-    .execute(&mut **tx)
-    .await?;
-    let changed = sqlx::query(
-        "UPDATE ai_budget_spend SET spent_nano = spent_nano + $1 \
-         WHERE scope = $2 AND day = $3 AND spent_nano + $1 <= $4",
-    )
-    .bind(amount)
-    .bind(scope)
-    .bind(day)
-    .bind(limit)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
 }
 
 #[async_trait]
@@ -204,48 +177,33 @@ impl Budgets for SqlBudgets {
         platform_limit: i64,
     ) -> Result<Result<Reservation, Exhausted>, Error> {
         let (day, _) = today();
-        let mut tx = self.db.writer().begin().await?;
-        if !add_within(&mut tx, user, day, amount, user_limit).await? {
-            return Ok(Err(Exhausted::User));
-        }
-        if !add_within(&mut tx, PLATFORM, day, amount, platform_limit).await? {
-            return Ok(Err(Exhausted::Platform));
-        }
-        tx.commit().await?;
-        Ok(Ok(Reservation {
-            user: user.to_string(),
-            day,
-            amount,
-        }))
+        let scopes = [(user, user_limit), (PLATFORM, platform_limit)];
+        Ok(
+            match store::budgets::reserve(&self.db, scopes, day, amount).await? {
+                Some(0) => Err(Exhausted::User),
+                Some(_) => Err(Exhausted::Platform),
+                None => Ok(Reservation {
+                    user: user.to_string(),
+                    day,
+                    amount,
+                }),
+            },
+        )
     }
 
     async fn settle(&self, reservation: &Reservation, actual: i64) -> Result<(), Error> {
-        let delta = actual - reservation.amount;
-        let mut tx = self.db.writer().begin().await?;
-        for scope in [reservation.user.as_str(), PLATFORM] {
-            sqlx::query(
-                "UPDATE ai_budget_spend SET spent_nano = spent_nano + $1 WHERE scope = $2 AND day = $3",
-            )
-            .bind(delta)
-            .bind(scope)
-            .bind(reservation.day)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let scopes = [reservation.user.as_str(), PLATFORM];
+        store::budgets::adjust(
+            &self.db,
+            scopes,
+            reservation.day,
+            actual - reservation.amount,
+        )
+        .await
     }
 
     async fn spent(&self, user: &str) -> Result<i64, Error> {
-        let (day, _) = today();
-        let spent: Option<i64> = sqlx::query_scalar(
-            "SELECT spent_nano FROM ai_budget_spend WHERE scope = $1 AND day = $2",
-        )
-        .bind(user)
-        .bind(day)
-        .fetch_optional(self.db.writer())
-        .await?;
-        Ok(spent.unwrap_or(0))
+        store::budgets::spent(&self.db, user, today().0).await
     }
 }
 

@@ -126,7 +126,7 @@ impl AiRoutingService for AiGrpc {
         let since = day * 86_400_000;
         router.usage.flush().await;
         let (requests, hits, recent) =
-            crate::usage::of_user(&router.db, &who.user, since, 10).await?;
+            crate::store::usage::of_user(&router.db, &who.user, since, 10).await?;
         Ok(Response::new(Usage {
             tier: who.tier.clone(),
             spent_usd: spent as f64 / NANO_PER_USD,

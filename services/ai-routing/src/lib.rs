@@ -28,6 +28,7 @@ pub mod providers;
 pub mod reload;
 pub mod routing;
 mod settlement;
+pub mod store;
 mod streaming;
 pub mod usage;
 
@@ -49,26 +50,15 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Budgets, MemoryBudgets, RedisBudgets, SqlBudgets};
 use crate::reload::CatalogHandle;
 
-pub const SERVICE: &str = "ai-routing";
-pub const OUTBOX_TABLE: &str = "ai_outbox";
+use crate::store::{OUTBOX_TABLE, migrations};
+
 /// The cache of whole answers, keyed by [`caching::key`].
 pub const ANSWER_CACHE: &str = "ai_answer";
 /// How long a cached answer is served (its key covers everything that shapes it, so it
 /// never goes stale; a day bounds how long an answer outlives a changed lesson).
 pub const ANSWER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The service's schema (version range 6000), one SQL file per migration for both
-/// backends.
-pub fn migrations() -> Migrations {
-    Migrations::default()
-        .with(6001, "usage", |_| {
-            include_str!("../migrations/6001_usage.sql").to_string()
-        })
-        .with(6002, "budgets", |_| {
-            include_str!("../migrations/6002_budgets.sql").to_string()
-        })
-        .with_outbox(OUTBOX_TABLE, 6003)
-}
+pub const SERVICE: &str = "ai-routing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

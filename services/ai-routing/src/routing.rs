@@ -208,12 +208,16 @@ impl Router {
             let mut prompt = prepared.prompt.clone();
             prompt.max_tokens = Self::max_tokens(&prompt, model);
             let worst = prompt.estimated_tokens().saturating_add(prompt.max_tokens);
-            if !self.limits.take(
-                &model.name,
-                model.requests_per_minute,
-                model.tokens_per_minute,
-                worst,
-            ) {
+            if !self
+                .limits
+                .take(
+                    &model.name,
+                    model.requests_per_minute,
+                    model.tokens_per_minute,
+                    worst,
+                )
+                .await
+            {
                 metrics::counter!("ai_requests_total", "model" => model.name.clone(), "provider" => model.provider.clone(), "outcome" => "rate_limited_locally").increment(1);
                 continue;
             }

@@ -11,25 +11,12 @@ use duovarsity_common::Error;
 use duovarsity_common::backoff::Backoff;
 use duovarsity_common::db::Database;
 use duovarsity_common::events::outbox::Outbox;
-use duovarsity_common::events::pending_event;
+use duovarsity_common::events::{PendingEvent, pending_event};
 use duovarsity_common::time::now_millis;
 use duovarsity_proto::events::AiUsage;
-use sqlx::Row;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageRow {
-    pub id: String,
-    pub user_id: String,
-    pub model: String,
-    pub provider: String,
-    pub task: String,
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-    pub cost_nano: i64,
-    pub cached: bool,
-    pub latency_ms: u32,
-    pub created_at: i64,
-}
+use crate::store;
+pub use crate::store::usage::UsageRow;
 
 /// Rows waiting to be written at most; past it, recording waits.
 const QUEUE: usize = 10_000;
@@ -134,39 +121,21 @@ impl UsageTask {
     }
 }
 
+/// The rows and their `ai.usage` events, in one transaction.
 async fn write(db: &Database, outbox: &Outbox, rows: &[UsageRow]) -> Result<(), Error> {
     let mut tx = db.writer().begin().await?;
     for usage in rows {
-        insert(&mut tx, outbox, usage).await?;
+        store::usage::insert(&mut tx, usage).await?;
+        outbox.enqueue_event(&mut tx, &usage_event(usage)).await?;
     }
     tx.commit().await?;
     outbox.wake();
     Ok(())
 }
 
-async fn insert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    outbox: &Outbox,
-    usage: &UsageRow,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO ai_usage (id, user_id, model, provider, task, prompt_tokens, completion_tokens, \
-         cost_nano, cached, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&usage.id)
-    .bind(&usage.user_id)
-    .bind(&usage.model)
-    .bind(&usage.provider)
-    .bind(&usage.task)
-    .bind(i64::from(usage.prompt_tokens))
-    .bind(i64::from(usage.completion_tokens))
-    .bind(usage.cost_nano)
-    .bind(i64::from(usage.cached))
-    .bind(i64::from(usage.latency_ms))
-    .bind(usage.created_at)
-    .execute(&mut **tx)
-    .await?;
-    let event = pending_event(
+/// The `ai.usage` event of a row.
+fn usage_event(usage: &UsageRow) -> PendingEvent {
+    pending_event(
         &usage.user_id,
         &AiUsage {
             request_id: usage.id.clone(),
@@ -180,69 +149,7 @@ async fn insert(
             cached: usage.cached,
             latency_ms: i32::try_from(usage.latency_ms).unwrap_or(i32::MAX),
         },
-    );
-    outbox.enqueue_event(tx, &event).await
-}
-
-/// Each user's cost since `since` (ms), and the sum of all of them.
-pub async fn spend_since(db: &Database, since: i64) -> Result<Vec<(String, i64)>, Error> {
-    let rows = sqlx::query(
-        "SELECT user_id, CAST(SUM(cost_nano) AS BIGINT) AS spent FROM ai_usage \
-         WHERE created_at >= $1 GROUP BY user_id",
     )
-    .bind(since)
-    .fetch_all(db.reader())
-    .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("user_id")?, row.try_get("spent")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Error::from)
-}
-
-/// A user's requests and cache hits since `since` (ms), and the latest `limit` rows.
-pub async fn of_user(
-    db: &Database,
-    user_id: &str,
-    since: i64,
-    limit: u32,
-) -> Result<(i64, i64, Vec<UsageRow>), Error> {
-    let counts = sqlx::query(
-        "SELECT COUNT(*) AS requests, CAST(COALESCE(SUM(cached), 0) AS BIGINT) AS hits \
-         FROM ai_usage WHERE user_id = $1 AND created_at >= $2",
-    )
-    .bind(user_id)
-    .bind(since)
-    .fetch_one(db.reader())
-    .await?;
-    let rows = sqlx::query(
-        "SELECT id, user_id, model, provider, task, prompt_tokens, completion_tokens, cost_nano, \
-         cached, latency_ms, created_at FROM ai_usage WHERE user_id = $1 \
-         ORDER BY created_at DESC, id DESC LIMIT $2",
-    )
-    .bind(user_id)
-    .bind(i64::from(limit))
-    .fetch_all(db.reader())
-    .await?;
-    let narrow = |value: i64| u32::try_from(value).unwrap_or(u32::MAX);
-    let recent = rows
-        .iter()
-        .map(|row| {
-            Ok(UsageRow {
-                id: row.try_get("id")?,
-                user_id: row.try_get("user_id")?,
-                model: row.try_get("model")?,
-                provider: row.try_get("provider")?,
-                task: row.try_get("task")?,
-                prompt_tokens: narrow(row.try_get("prompt_tokens")?),
-                completion_tokens: narrow(row.try_get("completion_tokens")?),
-                cost_nano: row.try_get("cost_nano")?,
-                cached: row.try_get::<i64, _>("cached")? != 0,
-                latency_ms: narrow(row.try_get("latency_ms")?),
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok((counts.try_get("requests")?, counts.try_get("hits")?, recent))
 }
 
 pub fn now() -> i64 {

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod payments;
 mod progress;
 pub mod rules;
+mod sections;
 pub mod store;
 
 use std::sync::Arc;

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use duovarsity_common::Error;
 use duovarsity_common::db::Database;
 use duovarsity_common::time::now_millis;
-use sqlx::Row;
+
+use crate::store;
 
 /// How long a key and its stored answer live.
 pub const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -79,55 +80,22 @@ impl Idempotency {
         loop {
             let now = now_millis();
             let expired_before = now - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-            let mut tx = self.db.writer().begin().await?;
-            sqlx::query(
-                "DELETE FROM payment_idempotency WHERE scope = $1 AND idempotency_key = $2 AND created_at < $3",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(expired_before)
-            .execute(&mut *tx)
-            .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO payment_idempotency (scope, idempotency_key, fingerprint, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (scope, idempotency_key) DO NOTHING",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let existing = if inserted == 1 {
-                None
-            } else {
-                Some(
-                    sqlx::query(
-                        "SELECT fingerprint, response FROM payment_idempotency \
-                         WHERE scope = $1 AND idempotency_key = $2",
-                    )
-                    .bind(scope)
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?,
-                )
-            };
-            tx.commit().await?;
-            let row = match existing {
+            let existing =
+                store::idempotency::claim(&self.db, scope, key, fingerprint, now, expired_before)
+                    .await?;
+            let stored = match existing {
                 None => return Ok(Claim::First),
                 // Released between our insert and our read: try again at once.
                 Some(None) => continue,
-                Some(Some(row)) => row,
+                Some(Some(stored)) => stored,
             };
-            let stored: String = row.try_get("fingerprint")?;
-            if stored != fingerprint {
+            if stored.fingerprint != fingerprint {
                 return Err(Error::FailedPrecondition {
                     reason: "IDEMPOTENCY_KEY_REUSED",
                     message: "this Idempotency-Key was used with a different request".into(),
                 });
             }
-            if let Some(response) = row.try_get::<Option<Vec<u8>>, _>("response")? {
+            if let Some(response) = stored.response {
                 return Ok(Claim::Replay(response));
             }
             if started.elapsed() > WAIT_FOR_FIRST {
@@ -142,26 +110,11 @@ impl Idempotency {
 
     /// Stores the first request's answer; later requests with the key get it.
     pub async fn complete(&self, scope: &str, key: &str, response: &[u8]) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE payment_idempotency SET response = $1 WHERE scope = $2 AND idempotency_key = $3",
-        )
-        .bind(response.to_vec())
-        .bind(scope)
-        .bind(key)
-        .execute(self.db.writer())
-        .await?;
-        Ok(())
+        store::idempotency::complete(&self.db, scope, key, response).await
     }
 
     /// Forgets a key whose first request failed without effect, so a retry runs.
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), Error> {
-        sqlx::query(
-            "DELETE FROM payment_idempotency WHERE scope = $1 AND idempotency_key = $2 AND response IS NULL",
-        )
-        .bind(scope)
-        .bind(key)
-        .execute(self.db.writer())
-        .await?;
-        Ok(())
+        store::idempotency::release(&self.db, scope, key).await
     }
 }

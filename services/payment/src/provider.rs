@@ -114,10 +114,10 @@ pub(crate) fn no_answer(error: reqwest::Error) -> ProviderError {
 }
 
 /// Reads a provider's JSON answer: 2xx parsed, 429 and 5xx Unavailable, other 4xx Rejected
-/// with the provider's own description (`describe` finds it in the error body).
+/// with the provider's own description (`describe` reads it from the error body).
 pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
-    describe: fn(&serde_json::Value) -> Option<String>,
+    describe: fn(&[u8]) -> Option<String>,
 ) -> Result<T, ProviderError> {
     let status = response.status();
     let body = response.bytes().await.map_err(no_answer)?;
@@ -126,9 +126,7 @@ pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
             ProviderError::Unavailable(format!("an unexpected answer ({error})"))
         });
     }
-    let detail = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|value| describe(&value))
+    let detail = describe(&body)
         .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
     if status.as_u16() == 429 || status.is_server_error() {
         Err(ProviderError::Unavailable(format!("{status}: {detail}")))

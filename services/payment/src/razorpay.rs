@@ -56,8 +56,18 @@ struct Refund {
 }
 
 /// Razorpay's error body: `{"error": {"code": …, "description": …}}`.
-fn describe(body: &serde_json::Value) -> Option<String> {
-    body["error"]["description"].as_str().map(str::to_string)
+fn describe(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Failure {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        description: String,
+    }
+    serde_json::from_slice::<Failure>(body)
+        .ok()
+        .map(|failure| failure.error.description)
 }
 
 impl Razorpay {

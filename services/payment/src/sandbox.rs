@@ -22,9 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use duovarsity_common::backoff::Backoff;
 use duovarsity_common::secret::Secret;
@@ -32,6 +31,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::signature::sign;
+use api::{create_order, order_payments, refund};
+use checkout::{checkout_page, fail, pay};
+
+mod api;
+mod checkout;
 
 /// Where the sandbox's Razorpay API is served (the client appends `/v1/...`).
 pub const API_PREFIX: &str = "/sandbox/razorpay";
@@ -132,32 +136,6 @@ struct NewOrder {
 struct NewRefund {
     #[serde(default)]
     amount: Option<i64>,
-}
-
-/// The answer of a checkout page: HTML for a browser, JSON for `Accept: application/json`.
-fn page_or_json(headers: &HeaderMap, title: &str, html: String, value: Value) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if wants_json {
-        axum::Json(value).into_response()
-    } else {
-        Html(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
-             <style>body{{font-family:sans-serif;max-width:36em;margin:3em auto}}\
-             code{{background:#eee;padding:0 .2em}}button{{font-size:1.1em;margin-right:1em}}</style>\
-             </head><body><p><strong>Razorpay sandbox</strong> (test mode: no money moves)</p>{html}</body></html>"
-        ))
-        .into_response()
-    }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 impl Sandbox {
@@ -330,217 +308,4 @@ impl Sandbox {
         }
         Ok(payment)
     }
-}
-
-async fn create_order(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    axum::Json(order): axum::Json<NewOrder>,
-) -> Response {
-    if !sandbox.authorized(&headers) {
-        return refusal(StatusCode::UNAUTHORIZED, "Authentication failed");
-    }
-    if order.amount < 100 {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            "The amount must be atleast INR 1.00",
-        );
-    }
-    if order.currency.len() != 3 || !order.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return refusal(StatusCode::BAD_REQUEST, "The currency provided is invalid");
-    }
-    let id = new_id("order");
-    let created_at = unix_now();
-    let body = json!({
-        "id": id,
-        "entity": "order",
-        "amount": order.amount,
-        "amount_paid": 0,
-        "amount_due": order.amount,
-        "currency": order.currency,
-        "receipt": order.receipt,
-        "status": "created",
-        "attempts": 0,
-        "created_at": created_at,
-    });
-    sandbox.books().orders.insert(
-        id,
-        SandboxOrder {
-            amount: order.amount,
-            currency: order.currency,
-            receipt: order.receipt,
-            created_at,
-            payments: Vec::new(),
-        },
-    );
-    axum::Json(body).into_response()
-}
-
-async fn order_payments(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    Path(order_id): Path<String>,
-) -> Response {
-    if !sandbox.authorized(&headers) {
-        return refusal(StatusCode::UNAUTHORIZED, "Authentication failed");
-    }
-    let books = sandbox.books();
-    let Some(order) = books.orders.get(&order_id) else {
-        return refusal(StatusCode::BAD_REQUEST, "The id provided does not exist");
-    };
-    let items: Vec<Value> = order
-        .payments
-        .iter()
-        .filter_map(|id| books.payments.get(id))
-        .map(SandboxPayment::entity)
-        .collect();
-    axum::Json(json!({"entity": "collection", "count": items.len(), "items": items}))
-        .into_response()
-}
-
-async fn refund(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    Path(payment_id): Path<String>,
-    axum::Json(request): axum::Json<NewRefund>,
-) -> Response {
-    if !sandbox.authorized(&headers) {
-        return refusal(StatusCode::UNAUTHORIZED, "Authentication failed");
-    }
-    let (payment, refund) = {
-        let mut books = sandbox.books();
-        let Some(payment) = books.payments.get_mut(&payment_id) else {
-            return refusal(StatusCode::BAD_REQUEST, "The id provided does not exist");
-        };
-        if payment.status != "captured" && payment.status != "refunded" {
-            return refusal(StatusCode::BAD_REQUEST, "The payment has not been captured");
-        }
-        let left = payment.amount - payment.refunded;
-        let amount = request.amount.unwrap_or(left);
-        if amount <= 0 || amount > left {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "The refund amount provided is greater than amount captured",
-            );
-        }
-        payment.refunded += amount;
-        if payment.refunded == payment.amount {
-            payment.status = "refunded";
-        }
-        let refund = json!({
-            "id": new_id("rfnd"),
-            "entity": "refund",
-            "amount": amount,
-            "currency": payment.currency,
-            "payment_id": payment.id,
-            "status": "processed",
-            "created_at": unix_now(),
-        });
-        (payment.clone(), refund)
-    };
-    sandbox.announce(
-        "refund.processed",
-        json!({"refund": {"entity": refund}, "payment": {"entity": payment.entity()}}),
-    );
-    axum::Json(refund).into_response()
-}
-
-async fn checkout_page(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    Path(order_id): Path<String>,
-) -> Response {
-    let books = sandbox.books();
-    let Some(order) = books.orders.get(&order_id) else {
-        return (StatusCode::NOT_FOUND, Html("No such order in the sandbox.")).into_response();
-    };
-    let paid = order
-        .payments
-        .iter()
-        .any(|id| books.payments.get(id).is_some_and(|p| p.status != "failed"));
-    let amount = format!(
-        "{}.{:02} {}",
-        order.amount / 100,
-        order.amount % 100,
-        order.currency
-    );
-    let id = escape(&order_id);
-    let html = if paid {
-        format!("<h1>Order {id}</h1><p>This order is paid.</p>")
-    } else {
-        format!(
-            "<h1>Pay {amount}</h1><p>Order <code>{id}</code> (receipt <code>{}</code>), \
-             created at {}.</p>\
-             <form method=\"post\" action=\"{CHECKOUT_PAGE}{id}/pay\" style=\"display:inline\">\
-             <button>Pay {amount}</button></form>\
-             <form method=\"post\" action=\"{CHECKOUT_PAGE}{id}/fail\" style=\"display:inline\">\
-             <button>Fail the payment</button></form>",
-            escape(&order.receipt),
-            order.created_at
-        )
-    };
-    page_or_json(
-        &headers,
-        "Sandbox checkout",
-        html,
-        json!({"order_id": order_id, "amount": order.amount, "currency": order.currency, "paid": paid}),
-    )
-}
-
-async fn pay(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    Path(order_id): Path<String>,
-) -> Response {
-    let payment = match sandbox.attempt(&order_id, true) {
-        Ok(payment) => payment,
-        Err((status, description)) => return refusal(status, description),
-    };
-    // What Razorpay Checkout hands the client: the signature binds the order and payment.
-    let signature = sign(
-        sandbox.inner.key_secret.expose().as_bytes(),
-        format!("{order_id}|{}", payment.id).as_bytes(),
-    );
-    let html = format!(
-        "<h1>Paid</h1><p>The payment went through; the platform hears of it by webhook and \
-         unlocks the course in a moment.</p><ul>\
-         <li>razorpay_payment_id: <code>{}</code></li>\
-         <li>razorpay_order_id: <code>{}</code></li>\
-         <li>razorpay_signature: <code>{signature}</code></li></ul>",
-        escape(&payment.id),
-        escape(&order_id)
-    );
-    page_or_json(
-        &headers,
-        "Paid",
-        html,
-        json!({
-            "razorpay_payment_id": payment.id,
-            "razorpay_order_id": order_id,
-            "razorpay_signature": signature,
-        }),
-    )
-}
-
-async fn fail(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    Path(order_id): Path<String>,
-) -> Response {
-    let payment = match sandbox.attempt(&order_id, false) {
-        Ok(payment) => payment,
-        Err((status, description)) => return refusal(status, description),
-    };
-    let html = format!(
-        "<h1>Payment failed</h1><p>Payment <code>{}</code> failed. The order stays open: \
-         <a href=\"{CHECKOUT_PAGE}{}\">try again</a>.</p>",
-        escape(&payment.id),
-        escape(&order_id)
-    );
-    page_or_json(
-        &headers,
-        "Payment failed",
-        html,
-        json!({"error": {"code": "BAD_REQUEST_ERROR", "description": "Payment failed", "metadata": {"payment_id": payment.id, "order_id": order_id}}}),
-    )
 }

@@ -59,8 +59,18 @@ struct Refund {
 }
 
 /// Stripe's error body: `{"error": {"type": …, "message": …}}`.
-fn describe(body: &serde_json::Value) -> Option<String> {
-    body["error"]["message"].as_str().map(str::to_string)
+fn describe(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Failure {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        message: String,
+    }
+    serde_json::from_slice::<Failure>(body)
+        .ok()
+        .map(|failure| failure.error.message)
 }
 
 impl Stripe {

@@ -175,9 +175,17 @@ impl ModelApi for Anthropic {
                             return Some((Err(error), (stream, tokens, finish, true)));
                         }
                     };
-                    // An event this build cannot read is passed over, as unknown types are.
-                    let data = serde_json::from_str::<StreamEvent>(&event.data)
-                        .unwrap_or(StreamEvent::Other);
+                    // Unknown types are `Other`; a known type in a shape this build
+                    // cannot read ends the answer with an error that says so.
+                    let data = match serde_json::from_str::<StreamEvent>(&event.data) {
+                        Ok(data) => data,
+                        Err(error) => {
+                            let error = CallError::Unavailable(format!(
+                                "an unreadable stream event: {error}"
+                            ));
+                            return Some((Err(error), (stream, tokens, finish, true)));
+                        }
+                    };
                     match data {
                         StreamEvent::MessageStart { message } => {
                             tokens.prompt = message.usage.input_tokens;

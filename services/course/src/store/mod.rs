@@ -20,6 +20,7 @@ use sqlx::{Any, Row, Transaction};
 mod catalog;
 mod enrollment;
 mod progress;
+mod sections;
 
 pub fn migrations() -> Migrations {
     Migrations::new(
