@@ -8,7 +8,6 @@ use duovarsity_common::Error;
 use duovarsity_common::auth::caller;
 use duovarsity_common::cache::COURSE_OUTLINE_CACHE;
 use duovarsity_common::grpc::http_cacheable;
-use duovarsity_common::time::timestamp_from_millis;
 use duovarsity_proto::content::content_service_server::ContentService;
 use duovarsity_proto::content::*;
 use duovarsity_proto::course::LessonAccess;
@@ -17,6 +16,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use tonic::{Request, Response, Status};
 
+use crate::convert::version_summary;
 use crate::{Contents, LATEST_CACHE};
 
 /// `duovarsity.content.v1.ContentService` over the content domain.
@@ -107,14 +107,7 @@ impl ContentService for ContentGrpc {
         self.0.readable(&request, &lesson_id).await?;
         let versions = self.0.store.versions(&lesson_id).await?;
         Ok(Response::new(ListLessonVersionsResponse {
-            versions: versions
-                .iter()
-                .map(|v| LessonVersionSummary {
-                    version: i32::try_from(v.version).unwrap_or(i32::MAX),
-                    published_at: Some(timestamp_from_millis(v.published_at)),
-                    published_by: v.published_by.clone(),
-                })
-                .collect(),
+            versions: versions.iter().map(version_summary).collect(),
         }))
     }
 

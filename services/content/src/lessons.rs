@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 use duovarsity_common::Error;
-use duovarsity_common::time::{now_millis, timestamp_from_millis};
+use duovarsity_common::time::now_millis;
 use duovarsity_proto::content::*;
 use prost::Message;
 
+use crate::convert::{attachment_to_proto, content_to_proto, draft_to_proto};
 use crate::store::{DraftRow, VersionRow};
 use crate::{Contents, MAX_ATTACHMENTS, MAX_MARKDOWN_BYTES};
 
@@ -15,27 +16,15 @@ impl Contents {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(media) = self.store.media(id).await? {
-                out.push(Attachment {
-                    media_id: media.id.clone(),
-                    filename: media.filename.clone(),
-                    content_type: media.content_type.clone(),
-                    size_bytes: media.size_bytes,
-                    url: format!("/v1/media/{}", media.id),
-                });
+                out.push(attachment_to_proto(&media));
             }
         }
         Ok(out)
     }
 
     pub(crate) async fn content(&self, version: &VersionRow) -> Result<LessonContent, Error> {
-        Ok(LessonContent {
-            lesson_id: version.lesson_id.clone(),
-            course_id: version.course_id.clone(),
-            version: i32::try_from(version.version).unwrap_or(i32::MAX),
-            markdown: version.markdown.clone(),
-            attachments: self.attachments(&version.attachment_ids).await?,
-            published_at: Some(timestamp_from_millis(version.published_at)),
-        })
+        let attachments = self.attachments(&version.attachment_ids).await?;
+        Ok(content_to_proto(version, attachments))
     }
 
     /// A published version (latest when `number` is None) through its cache.
@@ -129,12 +118,7 @@ impl Contents {
             .version(&draft.lesson_id, None)
             .await?
             .map_or(0, |v| v.version);
-        Ok(LessonDraft {
-            lesson_id: draft.lesson_id.clone(),
-            markdown: draft.markdown.clone(),
-            attachments: self.attachments(&draft.attachment_ids).await?,
-            published_version: i32::try_from(published).unwrap_or(i32::MAX),
-            updated_at: Some(timestamp_from_millis(draft.updated_at)),
-        })
+        let attachments = self.attachments(&draft.attachment_ids).await?;
+        Ok(draft_to_proto(draft, attachments, published))
     }
 }

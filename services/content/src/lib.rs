@@ -8,9 +8,14 @@
 //! place. Published content is read through the two-level cache; responses carry `etag`,
 //! `cache-control` and cache-tag metadata that the gateway turns into HTTP caching (304 on
 //! a match) and that drop its edge-cached copies when the course changes.
+//!
+//! Rooms: [`grpc`] holds thin handlers and the HTTP caching policy; `access` asks the
+//! course service, `lessons` decides drafts and versions, `media` stores files; `convert`
+//! is the one place rows become protobuf; [`store`] runs SQL and nothing else.
 #![forbid(unsafe_code)]
 
 mod access;
+mod convert;
 pub mod grpc;
 mod lessons;
 mod media;

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use duovarsity_common::Error;
-use duovarsity_common::time::{now_millis, timestamp_from_millis};
+use duovarsity_common::time::now_millis;
 use duovarsity_proto::content::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::convert;
 use crate::store::MediaRow;
 use crate::{Contents, StartError};
 
@@ -131,19 +132,6 @@ impl Contents {
             created_by: by.to_string(),
         };
         self.store.insert_media(&row).await?;
-        Ok(media_to_proto(&row))
-    }
-}
-
-fn media_to_proto(media: &MediaRow) -> Media {
-    Media {
-        id: media.id.clone(),
-        lesson_id: media.lesson_id.clone(),
-        filename: media.filename.clone(),
-        content_type: media.content_type.clone(),
-        size_bytes: media.size_bytes,
-        sha256: media.sha256.clone(),
-        url: format!("/v1/media/{}", media.id),
-        created_at: Some(timestamp_from_millis(media.created_at)),
+        Ok(convert::media_to_proto(&row))
     }
 }

@@ -14,13 +14,17 @@ use duovarsity_config::Config;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use sqlx::Row;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::NotificationStore;
 
 /// How often an idle mailer looks for new mail.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
+/// Tries of one message before the mailer gives it up.
 const MAX_ATTEMPTS: i64 = 10;
+/// Messages one mailer claims at a time.
+const BATCH: i64 = 20;
 /// How long a mailer holds the rows it claimed before another may send them.
 const CLAIM: Duration = Duration::from_secs(60);
 
@@ -32,7 +36,7 @@ enum Transport {
 
 #[derive(Clone)]
 pub struct Mailer {
-    db: Database,
+    store: NotificationStore,
     transport: Transport,
     from: String,
 }
@@ -63,7 +67,7 @@ impl Mailer {
             }
         };
         Ok(Self {
-            db,
+            store: NotificationStore::new(db),
             transport,
             from: config.mail_from.clone(),
         })
@@ -96,49 +100,25 @@ impl Mailer {
         // Claim a batch first: one atomic UPDATE, whose conditions PostgreSQL re-checks on
         // rows another replica claimed meanwhile, so each row goes to one mailer.
         let now = now_millis();
-        let rows = sqlx::query(
-            "UPDATE mail_outbox SET claimed_until = $1 \
-             WHERE id IN (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND attempts < $2 \
-                          AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT 20) \
-               AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $3) \
-             RETURNING id, recipient, recipient_name, subject, body, attempts",
-        )
-        .bind(now + CLAIM.as_millis() as i64)
-        .bind(MAX_ATTEMPTS)
-        .bind(now)
-        .fetch_all(self.db.writer())
-        .await
-        .map_err(|e| e.to_string())?;
-        // In queue order (RETURNING keeps none).
-        let mut rows = rows
-            .into_iter()
-            .map(|row| Ok((row.try_get::<String, _>("id")?, row)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
+        let claimed = self
+            .store
+            .claim_mail(now, now + CLAIM.as_millis() as i64, MAX_ATTEMPTS, BATCH)
+            .await
             .map_err(|e| e.to_string())?;
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
         let mut sent = 0;
-        for (id, row) in rows {
+        for mail in claimed {
+            let id = mail.id;
             let message = Message::builder()
                 .from(self.from.parse().map_err(|e| format!("mail_from: {e}"))?)
                 .to(Mailbox::new(
-                    Some(
-                        row.try_get::<String, _>("recipient_name")
-                            .map_err(|e| e.to_string())?,
-                    ),
-                    row.try_get::<String, _>("recipient")
-                        .map_err(|e| e.to_string())?
+                    Some(mail.recipient_name),
+                    mail.recipient
                         .parse()
                         .map_err(|e| format!("recipient: {e}"))?,
                 ))
-                .subject(
-                    row.try_get::<String, _>("subject")
-                        .map_err(|e| e.to_string())?,
-                )
+                .subject(mail.subject)
                 .header(ContentType::TEXT_PLAIN)
-                .body(
-                    row.try_get::<String, _>("body")
-                        .map_err(|e| e.to_string())?,
-                )
+                .body(mail.body)
                 .map_err(|e| e.to_string())?;
             let result = match &self.transport {
                 Transport::Files(files) => files
@@ -154,21 +134,16 @@ impl Mailer {
             };
             match result {
                 Ok(()) => {
-                    sqlx::query("UPDATE mail_outbox SET sent_at = $1 WHERE id = $2")
-                        .bind(now_millis())
-                        .bind(&id)
-                        .execute(self.db.writer())
+                    self.store
+                        .mail_sent(&id, now_millis())
                         .await
                         .map_err(|e| e.to_string())?;
                     metrics::counter!("mail_sent_total").increment(1);
                     sent += 1;
                 }
                 Err(error) => {
-                    sqlx::query(
-                        "UPDATE mail_outbox SET attempts = attempts + 1, claimed_until = NULL WHERE id = $1",
-                    )
-                        .bind(&id)
-                        .execute(self.db.writer())
+                    self.store
+                        .mail_failed(&id)
                         .await
                         .map_err(|e| e.to_string())?;
                     metrics::counter!("mail_failed_total").increment(1);

@@ -42,6 +42,7 @@ fn from_row(row: &AnyRow) -> Result<NotificationRow, sqlx::Error> {
     })
 }
 
+#[derive(Clone)]
 pub struct NotificationStore {
     db: Database,
 }
@@ -260,6 +261,79 @@ impl NotificationStore {
         .bind(category)
         .bind(i64::from(in_app))
         .bind(i64::from(email))
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+}
+
+/// A message of the mail outbox, claimed by one mailer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMail {
+    pub id: String,
+    pub recipient: String,
+    pub recipient_name: String,
+    pub subject: String,
+    pub body: String,
+}
+
+impl NotificationStore {
+    /// Claims up to `batch` unsent messages (fewer than `max_attempts` tries, not claimed
+    /// by another mailer) until `claimed_until`, in queue order. One atomic UPDATE, whose
+    /// conditions PostgreSQL re-checks on rows another replica claimed meanwhile, so each
+    /// message goes to one mailer.
+    pub async fn claim_mail(
+        &self,
+        now: i64,
+        claimed_until: i64,
+        max_attempts: i64,
+        batch: i64,
+    ) -> Result<Vec<PendingMail>, Error> {
+        let rows = sqlx::query(
+            "UPDATE mail_outbox SET claimed_until = $1 \
+             WHERE id IN (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND attempts < $2 \
+                          AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4) \
+               AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $3) \
+             RETURNING id, recipient, recipient_name, subject, body",
+        )
+        .bind(claimed_until)
+        .bind(max_attempts)
+        .bind(now)
+        .bind(batch)
+        .fetch_all(self.db.writer())
+        .await?;
+        let mut mail = rows
+            .iter()
+            .map(|row| {
+                Ok(PendingMail {
+                    id: row.try_get("id")?,
+                    recipient: row.try_get("recipient")?,
+                    recipient_name: row.try_get("recipient_name")?,
+                    subject: row.try_get("subject")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // In queue order (RETURNING keeps none).
+        mail.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(mail)
+    }
+
+    pub async fn mail_sent(&self, id: &str, now: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE mail_outbox SET sent_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a failed attempt and frees the message for the next round.
+    pub async fn mail_failed(&self, id: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE mail_outbox SET attempts = attempts + 1, claimed_until = NULL WHERE id = $1",
+        )
+        .bind(id)
         .execute(self.db.writer())
         .await?;
         Ok(())
