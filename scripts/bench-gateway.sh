@@ -120,19 +120,30 @@ fi
 kill "$server"
 wait "$server" 2>/dev/null || true
 rm -rf "$data" "$work"
+# overload PREFIX: premium alone, then under the flood, on the running platform.
+overload() {
+  paced "${1}premium-alone" "$base/v1/users/me" "$premium_rate" -H "authorization: Bearer $premium"
+  wrk -t1 -c"$flood" -d"$((duration + 2))s" -H "authorization: Bearer $token" "$base/v1/users/me" >"$out/flood" 2>&1 &
+  flood_pid=$!
+  sleep 1
+  paced "${1}premium-flooded" "$base/v1/users/me" "$premium_rate" -H "authorization: Bearer $premium"
+  wait $flood_pid
+  echo "${1}flood $(awk '/requests in/ {print $1}' "$out/flood") $(awk '/Non-2xx/ {print $NF}' "$out/flood" | grep . || echo 0)" >>"$out/floods"
+}
+premium_rate=${PREMIUM_RATE:-500}
 DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT=$upstream_cap platform
 trap 'status=$?; cleanup; exit $status' EXIT
-premium_rate=${PREMIUM_RATE:-500}
-paced premium-alone "$base/v1/users/me" "$premium_rate" -H "authorization: Bearer $premium"
-wrk -t1 -c"$flood" -d"$((duration + 2))s" -H "authorization: Bearer $token" "$base/v1/users/me" >"$out/flood" 2>&1 &
-flood_pid=$!
-sleep 1
-paced premium-flooded "$base/v1/users/me" "$premium_rate" -H "authorization: Bearer $premium"
-wait $flood_pid
-flood_total=$(awk '/requests in/ {print $1}' "$out/flood")
-flood_shed=$(awk '/Non-2xx/ {print $NF}' "$out/flood" | grep . || echo 0)
+overload ""
+if [ -n "${BASELINE:-}" ]; then
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  rm -rf "$data" "$work"
+  DUOVARSITY_UPSTREAM_MAX_IN_FLIGHT=$upstream_cap PLATFORM_BINARY=$BASELINE platform
+  trap 'status=$?; cleanup; exit $status' EXIT
+  overload baseline-
+fi
 
-python3 - "$out/results" "$flood_total" "$flood_shed" "$flood" <<'PY'
+python3 - "$out/results" "$out/floods" "$flood" <<'PY'
 import collections, re, sys
 def ms(text):
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
@@ -154,8 +165,13 @@ if "baseline-me" in mean:
           f"{mean['platform-course'] / mean['baseline-course']:.3f}")
 for name in ("half-me", "half-course"):
     print(f"{name}: {mean[name]:.0f} req/s, p99 {runs[name][-1][2]:.2f} ms (goal <= 5 ms)")
-alone, flooded = runs["premium-alone"][-1][2], runs["premium-flooded"][-1][2]
-print(f"overload: premium p99 {alone:.2f} ms alone, {flooded:.2f} ms under a flood of {sys.argv[4]} free "
-      f"connections = {flooded / alone:.2f}x (goal <= 2x); free calls shed: {sys.argv[3]} of {sys.argv[2]}; "
-      f"premium non-2xx: {runs['premium-flooded'][-1][3]}")
+floods = {line.split()[0]: line.split()[1:] for line in open(sys.argv[2])}
+for prefix in ("", "baseline-"):
+    if f"{prefix}premium-alone" not in runs:
+        continue
+    alone, flooded = runs[f"{prefix}premium-alone"][-1][2], runs[f"{prefix}premium-flooded"][-1][2]
+    total, shed = floods[f"{prefix}flood"]
+    print(f"{prefix or 'current '}overload: premium p99 {alone:.2f} ms alone, {flooded:.2f} ms under a flood of "
+          f"{sys.argv[3]} free connections = {flooded / alone:.2f}x (goal <= 2x); free calls shed: {shed} of "
+          f"{total}; premium non-2xx: {runs[f'{prefix}premium-flooded'][-1][3]}")
 PY

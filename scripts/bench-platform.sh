@@ -10,8 +10,13 @@
 start_platform() {
   local http_port=$1 grpc_port=$2 seed=${3:-}
   local target=${CARGO_TARGET_DIR:-target}
-  cargo build --release -p duovarsity -p duovarsity-load >&2
-  binary="$target/release/duovarsity"
+  # PLATFORM_BINARY: run that build (an older one, for a before/after) instead.
+  if [ -n "${PLATFORM_BINARY:-}" ]; then
+    binary=$PLATFORM_BINARY
+  else
+    cargo build --release -p duovarsity -p duovarsity-load >&2
+    binary="$target/release/duovarsity"
+  fi
   base="http://127.0.0.1:$http_port"
   # /metrics is on the admin listener, never the public one.
   admin="http://127.0.0.1:$((http_port + 2000))"

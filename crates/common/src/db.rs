@@ -68,6 +68,16 @@ impl Migrations {
         }
     }
 
+    /// Migrations whose SQL serves both backends: one directory of portable SQL (the
+    /// services' schemas are written so), checked in once.
+    pub fn portable(migrator: Migrator) -> Self {
+        let all: Vec<Migration> = migrator.iter().cloned().collect();
+        Self {
+            sqlite: all.clone(),
+            postgres: all,
+        }
+    }
+
     /// Adds one migration, written per backend by `sql`, at `version`.
     pub fn with(
         mut self,

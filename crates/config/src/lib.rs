@@ -335,6 +335,21 @@ impl ConfigError {
     }
 }
 
+/// `value` of setting `key` lies in `range`, or the error says where it should be.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::setting(
+        key,
+        format!("must be between {} and {}", range.start(), range.end()),
+    ))
+}
+
 /// `http_addr` -> `DUOVARSITY_HTTP_ADDR`.
 pub fn env_var_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_uppercase())

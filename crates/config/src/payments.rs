@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, within};
 
 /// Who takes payments at checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,12 +80,11 @@ impl Config {
                 "stripe needs DUOVARSITY_STRIPE_SECRET_KEY and DUOVARSITY_STRIPE_WEBHOOK_SECRET",
             ));
         }
-        if !(1..=3600).contains(&self.stripe_webhook_tolerance_secs) {
-            return Err(ConfigError::setting(
-                "stripe_webhook_tolerance_secs",
-                "must be between 1 and 3600",
-            ));
-        }
+        within(
+            "stripe_webhook_tolerance_secs",
+            self.stripe_webhook_tolerance_secs,
+            1..=3600,
+        )?;
         if self.payment_refund_window_days > 3650 {
             return Err(ConfigError::setting(
                 "payment_refund_window_days",
@@ -98,12 +97,11 @@ impl Config {
                 "must be between 0 and 10000",
             ));
         }
-        if !(1..=7 * 24 * 3600).contains(&self.payment_reconcile_after_secs) {
-            return Err(ConfigError::setting(
-                "payment_reconcile_after_secs",
-                "must be between 1 and 604800",
-            ));
-        }
+        within(
+            "payment_reconcile_after_secs",
+            self.payment_reconcile_after_secs,
+            1..=7 * 24 * 3600,
+        )?;
         if self.payment_order_ttl_secs <= self.payment_reconcile_after_secs
             || self.payment_order_ttl_secs > 30 * 24 * 3600
         {

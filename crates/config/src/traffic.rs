@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub use duovarsity_common::gcra::{Rate, RateError};
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, within};
 
 /// The classes a `DUOVARSITY_RATE_LIMIT_<CLASS>` override may name (lower-case here).
 pub const RATE_CLASSES: &[&str] = &[
@@ -52,18 +52,16 @@ impl Config {
                 ));
             }
         }
-        if !(100..=300_000).contains(&self.header_read_timeout_ms) {
-            return Err(ConfigError::setting(
-                "header_read_timeout_ms",
-                "must be between 100 and 300000",
-            ));
-        }
-        if !(100..=300_000).contains(&self.body_read_timeout_ms) {
-            return Err(ConfigError::setting(
-                "body_read_timeout_ms",
-                "must be between 100 and 300000",
-            ));
-        }
+        within(
+            "header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100..=300_000,
+        )?;
+        within(
+            "body_read_timeout_ms",
+            self.body_read_timeout_ms,
+            100..=300_000,
+        )?;
         if self.shed_lag_ms > 10_000 {
             return Err(ConfigError::setting(
                 "shed_lag_ms",
@@ -76,18 +74,8 @@ impl Config {
                 "must be a prefix length between 8 and 128",
             ));
         }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            return Err(ConfigError::setting(
-                "max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=10_000).contains(&self.http2_max_streams) {
-            return Err(ConfigError::setting(
-                "http2_max_streams",
-                "must be between 1 and 10000",
-            ));
-        }
+        within("max_connections", self.max_connections, 1..=1_000_000)?;
+        within("http2_max_streams", self.http2_max_streams, 1..=10_000)?;
         self.route_timeouts()?;
         if self.gateway_replicas == 0 || self.gateway_replicas > 10_000 {
             return Err(ConfigError::setting(

@@ -1,7 +1,7 @@
 //! The range and consistency checks of [`Config`] that types alone cannot express; each
 //! refusal names the variable (or file key) to fix.
 
-use crate::{Config, ConfigError};
+use crate::{Config, ConfigError, within};
 
 impl Config {
     /// Range and consistency checks that types alone cannot express.
@@ -87,18 +87,12 @@ impl Config {
                 "must be comma-separated key=value pairs",
             ));
         }
-        if !(1024..=1024 * 1024 * 1024).contains(&self.media_max_bytes) {
-            return Err(ConfigError::setting(
-                "media_max_bytes",
-                "must be between 1024 and 1073741824",
-            ));
-        }
-        if !(1..=3600).contains(&self.cache_l1_ttl_secs) {
-            return Err(ConfigError::setting(
-                "cache_l1_ttl_secs",
-                "must be between 1 and 3600",
-            ));
-        }
+        within(
+            "media_max_bytes",
+            self.media_max_bytes,
+            1024..=1024 * 1024 * 1024,
+        )?;
+        within("cache_l1_ttl_secs", self.cache_l1_ttl_secs, 1..=3600)?;
         if let Some(brokers) = &self.kafka_brokers
             && brokers.split(',').any(|broker| {
                 broker
@@ -112,36 +106,20 @@ impl Config {
                 "must be host:port pairs, separated by commas",
             ));
         }
-        if !(1..=300).contains(&self.live_ping_secs) {
-            return Err(ConfigError::setting(
-                "live_ping_secs",
-                "must be between 1 and 300",
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.live_connections_per_user) {
-            return Err(ConfigError::setting(
-                "live_connections_per_user",
-                "must be between 1 and 1000000",
-            ));
-        }
+        within("live_ping_secs", self.live_ping_secs, 1..=300)?;
+        within(
+            "live_connections_per_user",
+            self.live_connections_per_user,
+            1..=1_000_000,
+        )?;
         if self.bus_max_bytes < 1 << 20 {
             return Err(ConfigError::setting(
                 "bus_max_bytes",
                 "must be at least 1048576 (1 MiB)",
             ));
         }
-        if !(1..=10_000).contains(&self.kafka_partitions) {
-            return Err(ConfigError::setting(
-                "kafka_partitions",
-                "must be between 1 and 10000",
-            ));
-        }
-        if !(1..=16).contains(&self.kafka_replication) {
-            return Err(ConfigError::setting(
-                "kafka_replication",
-                "must be between 1 and 16",
-            ));
-        }
+        within("kafka_partitions", self.kafka_partitions, 1..=10_000)?;
+        within("kafka_replication", self.kafka_replication, 1..=16)?;
         if !self
             .kafka_topic_prefix
             .chars()
@@ -168,18 +146,12 @@ impl Config {
                 ));
             }
         }
-        if !(1024..=256 * 1024 * 1024).contains(&self.body_limit_bytes) {
-            return Err(ConfigError::setting(
-                "body_limit_bytes",
-                "must be between 1024 and 268435456",
-            ));
-        }
-        if !(1..=86_400).contains(&self.jwks_refresh_secs) {
-            return Err(ConfigError::setting(
-                "jwks_refresh_secs",
-                "must be between 1 and 86400",
-            ));
-        }
+        within(
+            "body_limit_bytes",
+            self.body_limit_bytes,
+            1024..=256 * 1024 * 1024,
+        )?;
+        within("jwks_refresh_secs", self.jwks_refresh_secs, 1..=86_400)?;
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::setting(
                 "request_timeout_ms",

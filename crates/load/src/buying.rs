@@ -27,18 +27,8 @@ pub(crate) async fn buy_course(user: &mut GooseUser) -> TransactionResult {
     if let Some(session) = user.get_session_data_mut::<Session>() {
         session.bought += 1;
     }
-    let path = format!("/v1/courses/{}/enrollments", course.id);
-    let mut enrolled = call(
-        user,
-        GooseMethod::Post,
-        &path,
-        "POST /v1/courses/{id}/enrollments",
-        Some(json!({})),
-    )
-    .await?;
-    if enrolled.request.status_code == 409 {
+    if !enroll(user, &course.id).await? {
         // Enrolled (or bought) in an earlier run.
-        user.set_success(&mut enrolled.request)?;
         return Ok(());
     }
     let key = format!("load-{}-{}", user.weighted_users_index, course.id);

@@ -117,3 +117,25 @@ pub(crate) async fn sign_in(
     });
     Ok(())
 }
+
+/// Enrolls the signed-in user in `course_id`; a 409 (enrolled, or bought, in an earlier
+/// run) counts as success. Says whether the enrollment is new.
+pub(crate) async fn enroll(
+    user: &mut GooseUser,
+    course_id: &str,
+) -> Result<bool, Box<TransactionError>> {
+    let path = format!("/v1/courses/{course_id}/enrollments");
+    let mut response = call(
+        user,
+        GooseMethod::Post,
+        &path,
+        "POST /v1/courses/{id}/enrollments",
+        Some(json!({})),
+    )
+    .await?;
+    if response.request.status_code == 409 {
+        user.set_success(&mut response.request)?;
+        return Ok(false);
+    }
+    Ok(true)
+}

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use duovarsity_common::auth::KeySource;
 use duovarsity_common::cache::CacheHub;
-use duovarsity_common::db::Migrations;
+use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_common::health::Probe;
@@ -91,8 +91,14 @@ pub trait ServiceModule: Send + Sync + 'static {
     /// Adds its gRPC services to the server (the platform adds [`Self::probes`]).
     fn register(&self, server: GrpcServer) -> GrpcServer;
 
-    /// Its readiness checks (its database, its caches).
-    fn probes(&self) -> Vec<Probe>;
+    /// Its database: what its readiness checks and [`Self::close`] closes by default.
+    fn database(&self) -> &Database;
+
+    /// Its readiness checks: by default, that its database answers (Redis is not
+    /// needed to answer, and a cache outage must not make every replica unready).
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.database().probe(Self::NAME)]
+    }
 
     /// Work that runs beside the server until `shutdown`: relays, consumers, mailers.
     fn background(
@@ -116,8 +122,10 @@ pub trait ServiceModule: Send + Sync + 'static {
         None
     }
 
-    /// Releases its connections after the server has drained.
-    async fn close(&self);
+    /// Releases its connections after the server has drained: by default its database.
+    async fn close(&self) {
+        self.database().close().await;
+    }
 }
 
 /// An opened module, whatever its type.

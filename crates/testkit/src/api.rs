@@ -231,30 +231,27 @@ impl Api {
 
     /// Publishes a course as the holder of `token`, failing the test otherwise.
     pub async fn publish(&self, token: &str, course_id: &str) {
-        let path = format!("/v1/courses/{course_id}:publish");
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                &path,
-                Some(token),
-                Some(serde_json::json!({})),
-            )
+        self.post_ok(token, &format!("/v1/courses/{course_id}:publish"))
             .await;
-        assert!(status.is_success(), "publish {course_id}: {body}");
     }
 
     /// Enrolls the holder of `token` in a course; returns the enrollment.
     pub async fn enroll(&self, token: &str, course_id: &str) -> serde_json::Value {
-        let path = format!("/v1/courses/{course_id}/enrollments");
+        self.post_ok(token, &format!("/v1/courses/{course_id}/enrollments"))
+            .await
+    }
+
+    /// A POST of `{}` to `path` as the holder of `token` that must succeed; its answer.
+    async fn post_ok(&self, token: &str, path: &str) -> serde_json::Value {
         let (status, body) = self
             .call(
                 reqwest::Method::POST,
-                &path,
+                path,
                 Some(token),
                 Some(serde_json::json!({})),
             )
             .await;
-        assert!(status.is_success(), "enroll in {course_id}: {body}");
+        assert!(status.is_success(), "POST {path}: {body}");
         body
     }
 }

@@ -40,7 +40,6 @@ use duovarsity_common::db::{Backend, Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::grpc::GrpcServer;
-use duovarsity_common::health::Probe;
 use duovarsity_common::pubsub::RedisLink;
 use duovarsity_config::Config;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
@@ -151,14 +150,14 @@ impl ServiceModule for AiRoutingModule {
         Ok(Self::start(&context.config, &caches).await?)
     }
 
+    fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn register(&self, server: GrpcServer) -> GrpcServer {
         server.add_service(AiRoutingServiceServer::new(grpc::AiGrpc(
             self.router.clone(),
         )))
-    }
-
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.db.probe(SERVICE)]
     }
 
     /// Writes usage, publishes its events and watches the catalog file.
@@ -181,10 +180,6 @@ impl ServiceModule for AiRoutingModule {
             tasks.push(Box::pin(usage.run(shutdown)));
         }
         tasks
-    }
-
-    async fn close(&self) {
-        self.db.close().await;
     }
 }
 

@@ -30,7 +30,6 @@ use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::clients::CourseClient;
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::grpc::GrpcServer;
-use duovarsity_common::health::Probe;
 use duovarsity_config::Config;
 use duovarsity_module::{OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::content::content_service_server::ContentServiceServer;
@@ -103,6 +102,10 @@ impl ServiceModule for ContentModule {
         Ok(Self::start(&context.config, &caches).await?)
     }
 
+    fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn register(&self, server: GrpcServer) -> GrpcServer {
         // Media uploads are larger than tonic's 4 MiB default.
         let limit = self.contents.media_max_bytes + 64 * 1024;
@@ -111,17 +114,6 @@ impl ServiceModule for ContentModule {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-    }
-
-    /// The database only: Redis is not needed to answer (the caches fall back to L1 and
-    /// the database), and failing readiness on every replica while Redis is down would turn
-    /// a cache outage into an outage.
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.db.probe(SERVICE)]
-    }
-
-    async fn close(&self) {
-        self.db.close().await;
     }
 }
 

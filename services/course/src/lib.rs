@@ -33,7 +33,6 @@ use duovarsity_common::events::EventBus;
 use duovarsity_common::events::catalog::topics;
 use duovarsity_common::events::consumer::Consumer;
 use duovarsity_common::grpc::GrpcServer;
-use duovarsity_common::health::Probe;
 use duovarsity_config::Config;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::course::course_service_server::CourseServiceServer;
@@ -105,17 +104,14 @@ impl ServiceModule for CourseModule {
         Ok(Self::start(&context.config, &caches).await?)
     }
 
+    fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn register(&self, server: GrpcServer) -> GrpcServer {
         server.add_service(CourseServiceServer::new(grpc::CourseGrpc(
             self.courses.clone(),
         )))
-    }
-
-    /// The database only: Redis is not needed to answer (the caches fall back to L1 and
-    /// the database), and failing readiness on every replica while Redis is down would turn
-    /// a cache outage into an outage.
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.db.probe(SERVICE)]
     }
 
     /// Publishes this service's outbox, and applies payments to enrollments.
@@ -148,10 +144,6 @@ impl ServiceModule for CourseModule {
                 }
             }),
         ]
-    }
-
-    async fn close(&self) {
-        self.db.close().await;
     }
 }
 

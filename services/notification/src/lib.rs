@@ -32,7 +32,6 @@ use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::consumer::Consumer;
 use duovarsity_common::events::{EventBus, topics};
 use duovarsity_common::grpc::GrpcServer;
-use duovarsity_common::health::Probe;
 use duovarsity_config::Config;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::notification::notification_service_server::NotificationServiceServer;
@@ -104,14 +103,14 @@ impl ServiceModule for NotificationModule {
         Ok(Self::start(&context.config).await?)
     }
 
+    fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn register(&self, server: GrpcServer) -> GrpcServer {
         server.add_service(NotificationServiceServer::new(NotificationGrpc(
             self.notifications.clone(),
         )))
-    }
-
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.db.probe(SERVICE)]
     }
 
     /// Consumes every topic and sends mail until `shutdown`.
@@ -142,10 +141,6 @@ impl ServiceModule for NotificationModule {
         }
         tasks.push(Box::pin(self.mailer.clone().run(shutdown)));
         tasks
-    }
-
-    async fn close(&self) {
-        self.db.close().await;
     }
 }
 

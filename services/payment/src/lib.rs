@@ -56,7 +56,6 @@ use duovarsity_common::db::{Backend, Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::grpc::GrpcServer;
-use duovarsity_common::health::Probe;
 use duovarsity_config::Config;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::payment::payment_service_server::PaymentServiceServer;
@@ -184,14 +183,14 @@ impl ServiceModule for PaymentModule {
         Ok(Self::start(&context.config, context.with_gateway).await?)
     }
 
+    fn database(&self) -> &Database {
+        &self.payments.db
+    }
+
     fn register(&self, server: GrpcServer) -> GrpcServer {
         server.add_service(PaymentServiceServer::new(grpc::PaymentGrpc(
             self.payments.clone(),
         )))
-    }
-
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.payments.db.probe(SERVICE)]
     }
 
     /// Publishes the outbox and runs the reconciliation job.
@@ -209,9 +208,5 @@ impl ServiceModule for PaymentModule {
 
     fn http_routes(&self) -> Option<axum::Router> {
         self.payments.providers.sandbox.as_ref().map(|s| s.router())
-    }
-
-    async fn close(&self) {
-        self.payments.db.close().await;
     }
 }

@@ -113,11 +113,27 @@ pub(crate) fn no_answer(error: reqwest::Error) -> ProviderError {
     ProviderError::Unavailable(error.without_url().to_string())
 }
 
+/// The provider's own words in an error body: Razorpay's `{"error": {"description"}}` or
+/// Stripe's `{"error": {"message"}}`.
+fn describe(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Failure {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(alias = "description")]
+        message: String,
+    }
+    serde_json::from_slice::<Failure>(body)
+        .ok()
+        .map(|failure| failure.error.message)
+}
+
 /// Reads a provider's JSON answer: 2xx parsed, 429 and 5xx Unavailable, other 4xx Rejected
-/// with the provider's own description (`describe` reads it from the error body).
+/// with the provider's own words from its error body.
 pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
-    describe: fn(&[u8]) -> Option<String>,
 ) -> Result<T, ProviderError> {
     let status = response.status();
     let body = response.bytes().await.map_err(no_answer)?;

@@ -55,21 +55,6 @@ struct Refund {
     amount: i64,
 }
 
-/// Razorpay's error body: `{"error": {"code": …, "description": …}}`.
-fn describe(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Failure {
-        error: Detail,
-    }
-    #[derive(Deserialize)]
-    struct Detail {
-        description: String,
-    }
-    serde_json::from_slice::<Failure>(body)
-        .ok()
-        .map(|failure| failure.error.description)
-}
-
 impl Razorpay {
     pub fn new(settings: RazorpaySettings) -> Result<Self, ProviderError> {
         let api = Api::new(&settings.base_url, settings.deadline)?;
@@ -108,7 +93,7 @@ impl Provider for Razorpay {
             .send()
             .await
             .map_err(no_answer)?;
-        let order: Order = answer(response, describe).await?;
+        let order: Order = answer(response).await?;
         Ok(ProviderOrder {
             id: order.id,
             client_secret: None,
@@ -124,7 +109,7 @@ impl Provider for Razorpay {
             .send()
             .await
             .map_err(no_answer)?;
-        let payments: Payments = answer(response, describe).await?;
+        let payments: Payments = answer(response).await?;
         // One captured payment settles the order; otherwise an authorized one is next best.
         if let Some(paid) = payments.items.iter().find(|p| p.status == "captured") {
             return Ok(Settlement::Captured {
@@ -162,7 +147,7 @@ impl Provider for Razorpay {
             .send()
             .await
             .map_err(no_answer)?;
-        let refund: Refund = answer(response, describe).await?;
+        let refund: Refund = answer(response).await?;
         Ok(ProviderRefund {
             id: refund.id,
             amount: refund.amount,

@@ -58,21 +58,6 @@ struct Refund {
     amount: i64,
 }
 
-/// Stripe's error body: `{"error": {"type": …, "message": …}}`.
-fn describe(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Failure {
-        error: Detail,
-    }
-    #[derive(Deserialize)]
-    struct Detail {
-        message: String,
-    }
-    serde_json::from_slice::<Failure>(body)
-        .ok()
-        .map(|failure| failure.error.message)
-}
-
 impl Stripe {
     pub fn new(settings: StripeSettings) -> Result<Self, ProviderError> {
         let api = Api::new(&settings.base_url, settings.deadline)?;
@@ -100,7 +85,7 @@ impl Stripe {
             .send()
             .await
             .map_err(no_answer)?;
-        answer(response, describe).await
+        answer(response).await
     }
 }
 
@@ -138,7 +123,7 @@ impl Provider for Stripe {
             .send()
             .await
             .map_err(no_answer)?;
-        let intent: PaymentIntent = answer(response, describe).await?;
+        let intent: PaymentIntent = answer(response).await?;
         Ok(match intent.status.as_str() {
             "succeeded" => Settlement::Captured {
                 fee: intent

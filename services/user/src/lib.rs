@@ -36,7 +36,6 @@ use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::grpc::GrpcServer;
-use duovarsity_common::health::Probe;
 use duovarsity_config::Config;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::user::Role;
@@ -134,13 +133,12 @@ impl ServiceModule for UserModule {
         Ok(Self::start(&context.config, &caches).await?)
     }
 
-    fn register(&self, server: GrpcServer) -> GrpcServer {
-        server.add_service(UserServiceServer::new(UserGrpc(self.users.clone())))
+    fn database(&self) -> &Database {
+        &self.db
     }
 
-    /// Ready while the database answers.
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.db.probe(SERVICE)]
+    fn register(&self, server: GrpcServer) -> GrpcServer {
+        server.add_service(UserServiceServer::new(UserGrpc(self.users.clone())))
     }
 
     /// Publishes this service's outbox, and reloads the signing keys when their directory
@@ -171,10 +169,6 @@ impl ServiceModule for UserModule {
     /// The signing keys, for verifiers in the same process.
     fn local_keys(&self) -> Option<Arc<dyn KeySource>> {
         Some(self.ring.clone())
-    }
-
-    async fn close(&self) {
-        self.db.close().await;
     }
 }
 

@@ -10,10 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 pub fn migrations() -> Migrations {
-    Migrations::new(
-        sqlx::migrate!("./migrations/sqlite"),
-        sqlx::migrate!("./migrations/postgres"),
-    )
+    Migrations::portable(sqlx::migrate!("./migrations"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,12 +23,9 @@ mod progress;
 mod sections;
 
 pub fn migrations() -> Migrations {
-    Migrations::new(
-        sqlx::migrate!("./migrations/sqlite"),
-        sqlx::migrate!("./migrations/postgres"),
-    )
-    .with_outbox(OUTBOX_TABLE, 2002)
-    .with_applied_events(PROCESSED_TABLE, 2003)
+    Migrations::portable(sqlx::migrate!("./migrations"))
+        .with_outbox(OUTBOX_TABLE, 2002)
+        .with_applied_events(PROCESSED_TABLE, 2003)
 }
 
 /// Events of other services the course service has applied (the payment saga).

@@ -10,11 +10,7 @@ use sqlx::{Any, Row, Transaction};
 pub const PROCESSED_TABLE: &str = "notification_processed_events";
 
 pub fn migrations() -> Migrations {
-    Migrations::new(
-        sqlx::migrate!("./migrations/sqlite"),
-        sqlx::migrate!("./migrations/postgres"),
-    )
-    .with_applied_events(PROCESSED_TABLE, 4002)
+    Migrations::portable(sqlx::migrate!("./migrations")).with_applied_events(PROCESSED_TABLE, 4002)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,11 +100,7 @@ pub trait UserStore: Send + Sync {
 
 /// The schema, per backend.
 pub fn migrations() -> Migrations {
-    Migrations::new(
-        sqlx::migrate!("./migrations/sqlite"),
-        sqlx::migrate!("./migrations/postgres"),
-    )
-    .with_outbox(OUTBOX_TABLE, 1002)
+    Migrations::portable(sqlx::migrate!("./migrations")).with_outbox(OUTBOX_TABLE, 1002)
 }
 
 pub struct SqlUserStore {
