@@ -44,11 +44,10 @@ async fn drafts_publish_as_versions_with_http_caching() {
         assert!(["lesson_id", "id"].contains(&field), "{path}: {problem}");
     }
     let (status, problem) = p
-        .call(
-            Method::PUT,
-            &format!("/v1/lessons/{lesson}/draft"),
-            Some(&admin),
-            Some(json!({"markdown": "x", "attachmentIds": ["not-a-uuid"]})),
+        .save_draft(
+            &admin,
+            &lesson,
+            json!({"markdown": "x", "attachmentIds": ["not-a-uuid"]}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
@@ -57,12 +56,7 @@ async fn drafts_publish_as_versions_with_http_caching() {
         "{problem}"
     );
     let (status, draft) = p
-        .call(
-            Method::PUT,
-            &format!("/v1/lessons/{lesson}/draft"),
-            Some(&admin),
-            Some(json!({"markdown": "# Hello\n\nFirst."})),
-        )
+        .save_draft(&admin, &lesson, json!({"markdown": "# Hello\n\nFirst."}))
         .await;
     assert_eq!(status, StatusCode::OK, "{draft}");
     assert_eq!(draft["publishedVersion"], 0);
@@ -128,12 +122,7 @@ async fn drafts_publish_as_versions_with_http_caching() {
         StatusCode::FORBIDDEN
     );
     let (status, _) = p
-        .call(
-            Method::PUT,
-            &format!("/v1/lessons/{lesson}/draft"),
-            Some(&learner),
-            Some(json!({"markdown": "vandal"})),
-        )
+        .save_draft(&learner, &lesson, json!({"markdown": "vandal"}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
@@ -214,13 +203,7 @@ async fn media_uploads_are_checked_stored_and_served() {
     );
     let id = media["id"].as_str().unwrap().to_string();
 
-    let served = p
-        .client
-        .get(p.url(&format!("/v1/media/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let served = p.media(&admin, &id).await;
     assert_eq!(served.status(), StatusCode::OK);
     assert_eq!(served.headers()["content-type"], "image/png");
     assert_eq!(served.headers()["x-content-type-options"], "nosniff");
@@ -247,11 +230,10 @@ async fn media_uploads_are_checked_stored_and_served() {
 
     // Attachments in a draft must be this lesson's media and show up in the content.
     let (status, draft) = p
-        .call(
-            Method::PUT,
-            &format!("/v1/lessons/{lesson}/draft"),
-            Some(&admin),
-            Some(json!({"markdown": "see image", "attachmentIds": [id]})),
+        .save_draft(
+            &admin,
+            &lesson,
+            json!({"markdown": "see image", "attachmentIds": [id]}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{draft}");
@@ -293,27 +275,13 @@ async fn anonymous(gateway: &TestPlatform, url: &str) -> (StatusCode, bool, Stri
 /// the course getting a price, being archived, or losing the lesson.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_content_leaves_every_edge_cache_when_its_course_turns_private() {
-    use duovarsity::Component;
     use duovarsity_testkit::{PrivateRedis, TempPostgres};
     let database = TempPostgres::create().await;
     let redis = PrivateRedis::start();
-    let platform = TestPlatform::start_with_admin(
-        Component::All,
-        &[
-            ("DUOVARSITY_DATABASE_URL", &database.url),
-            ("DUOVARSITY_REDIS_URL", &redis.url()),
-        ],
-    )
-    .await;
-    let grpc = format!("http://{}", platform.grpc_addr());
-    let other = TestPlatform::start_with(
-        Component::Gateway,
-        &[
-            ("DUOVARSITY_USER_SERVICE_URL", &grpc),
-            ("DUOVARSITY_COURSE_SERVICE_URL", &grpc),
-            ("DUOVARSITY_CONTENT_SERVICE_URL", &grpc),
-            ("DUOVARSITY_REDIS_URL", &redis.url()),
-        ],
+    let (platform, other) = TestPlatform::with_second_gateway(
+        &database.url,
+        &redis.url(),
+        &["user", "course", "content"],
     )
     .await;
     let (_, admin) = platform.sign_in(ADMIN).await;

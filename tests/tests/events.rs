@@ -9,8 +9,6 @@ use duovarsity_proto::events::{
 };
 use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
 use prost::Message;
-use reqwest::Method;
-use serde_json::json;
 
 async fn next(subscription: &mut Box<dyn Subscription>) -> (Record, Envelope) {
     let record = tokio::time::timeout(Duration::from_secs(5), subscription.next())
@@ -51,13 +49,7 @@ async fn state_changes_publish_their_events() {
     assert_eq!(created.r#type, "enrollment.created");
 
     for _ in 0..2 {
-        p.call(
-            Method::PUT,
-            &format!("/v1/lessons/{lesson_id}/progress"),
-            Some(&learner),
-            Some(json!({"percent": 100})),
-        )
-        .await;
+        p.progress(&learner, &lesson_id, 100).await;
     }
     // Every update is a progress change; only the first that finished the lesson is a
     // completion.

@@ -68,13 +68,7 @@ async fn media_round_trips_through_an_s3_bucket() {
         "{listing}"
     );
     // ...and comes back through the gateway unchanged.
-    let served = p
-        .client
-        .get(p.url(&format!("/v1/media/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let served = p.media(&admin, id).await;
     assert_eq!(served.status(), StatusCode::OK);
     assert_eq!(served.bytes().await.unwrap().as_ref(), PNG);
     p.stop().await;

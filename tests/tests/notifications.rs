@@ -96,13 +96,7 @@ async fn events_become_inbox_notifications_and_mail() {
     let (course_id, lesson_id) = p.course_with_lesson(&admin, "notified").await;
     p.publish(&admin, &course_id).await;
     p.enroll(&learner, &course_id).await;
-    p.call(
-        Method::PUT,
-        &format!("/v1/lessons/{lesson_id}/progress"),
-        Some(&learner),
-        Some(json!({"percent": 100})),
-    )
-    .await;
+    p.progress(&learner, &lesson_id, 100).await;
 
     let body = inbox(&p, &learner, 4).await;
     let titles: Vec<&str> = body["notifications"]

@@ -653,24 +653,8 @@ async fn course_page(
 async fn public_pages_are_cached_at_the_edge_until_the_course_changes() {
     let database = duovarsity_testkit::TempPostgres::create().await;
     let redis = PrivateRedis::start();
-    let platform = TestPlatform::start_with_admin(
-        Component::All,
-        &[
-            ("DUOVARSITY_DATABASE_URL", &database.url),
-            ("DUOVARSITY_REDIS_URL", &redis.url()),
-        ],
-    )
-    .await;
-    let grpc = format!("http://{}", platform.grpc_addr());
-    let other = TestPlatform::start_with(
-        Component::Gateway,
-        &[
-            ("DUOVARSITY_USER_SERVICE_URL", &grpc),
-            ("DUOVARSITY_COURSE_SERVICE_URL", &grpc),
-            ("DUOVARSITY_REDIS_URL", &redis.url()),
-        ],
-    )
-    .await;
+    let (platform, other) =
+        TestPlatform::with_second_gateway(&database.url, &redis.url(), &["user", "course"]).await;
     let (_, admin) = platform.sign_in(duovarsity_testkit::TEST_ADMIN).await;
     let (course_id, _) = platform.course_with_lesson(&admin, "edge-cached").await;
     platform.publish(&admin, &course_id).await;

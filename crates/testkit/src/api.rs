@@ -241,6 +241,49 @@ impl Api {
             .await
     }
 
+    /// Records `percent` of a lesson as the holder of `token`
+    /// (`PUT /v1/lessons/{lesson}/progress`).
+    pub async fn progress(
+        &self,
+        token: &str,
+        lesson: &str,
+        percent: i32,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/lessons/{lesson}/progress"),
+            Some(token),
+            Some(serde_json::json!({ "percent": percent })),
+        )
+        .await
+    }
+
+    /// Saves a lesson's draft (`PUT /v1/lessons/{lesson}/draft`) as the holder of `token`.
+    pub async fn save_draft(
+        &self,
+        token: &str,
+        lesson: &str,
+        draft: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/lessons/{lesson}/draft"),
+            Some(token),
+            Some(draft),
+        )
+        .await
+    }
+
+    /// `GET /v1/media/{id}` as the holder of `token`, answered as it comes.
+    pub async fn media(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/media/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
     /// A POST of `{}` to `path` as the holder of `token` that must succeed; its answer.
     async fn post_ok(&self, token: &str, path: &str) -> serde_json::Value {
         let (status, body) = self

@@ -151,6 +151,41 @@ impl TestPlatform {
         Self::start_with(component, &settings).await
     }
 
+    /// The whole platform (with the bootstrap admin) on `database` and `redis`, and a
+    /// second gateway beside it that calls its `services` (configuration names) and
+    /// follows its cache invalidations through the same Redis.
+    pub async fn with_second_gateway(
+        database: &str,
+        redis: &str,
+        services: &[&str],
+    ) -> (Self, Self) {
+        let platform = Self::start_with_admin(
+            Component::All,
+            &[
+                ("DUOVARSITY_DATABASE_URL", database),
+                ("DUOVARSITY_REDIS_URL", redis),
+            ],
+        )
+        .await;
+        let grpc = format!("http://{}", platform.grpc_addr());
+        let variables: Vec<String> = services
+            .iter()
+            .map(|name| {
+                format!(
+                    "DUOVARSITY_{}_SERVICE_URL",
+                    name.to_uppercase().replace('-', "_")
+                )
+            })
+            .collect();
+        let mut settings: Vec<(&str, &str)> = variables
+            .iter()
+            .map(|v| (v.as_str(), grpc.as_str()))
+            .collect();
+        settings.push(("DUOVARSITY_REDIS_URL", redis));
+        let gateway = Self::start_with(Component::Gateway, &settings).await;
+        (platform, gateway)
+    }
+
     async fn wait_until_ready(&self) {
         let Some(http) = self.http else {
             return;

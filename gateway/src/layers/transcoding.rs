@@ -34,8 +34,9 @@ const FORWARDED_HEADERS: [&str; 7] = [
     "stripe-signature",
 ];
 
-pub async fn call(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let Some(matched) = request.extensions().get::<Matched>().cloned() else {
+pub async fn call(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
+    // Taken, not cloned: nothing after this needs it in the request.
+    let Some(matched) = request.extensions_mut().remove::<Matched>() else {
         return Problem::new(StatusCode::NOT_FOUND, Code::NotFound, "no route")
             .with_reason("ROUTE_NOT_FOUND")
             .into_response();

@@ -14,14 +14,21 @@ fn catalog(mock: &MockLlm, key_file: &std::path::Path) -> String {
     one_model_catalog(mock, key_file, "metered", 1.0, 10, 0.0001)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_requests_on_two_replicas_spend_exactly_the_budget() {
+/// A mock provider and a catalog file for it in a directory of the test's own (its key
+/// in a file beside it): the directory, the catalog file and the mock.
+async fn metered() -> (tempfile::TempDir, std::path::PathBuf, MockLlm) {
     let mock = MockLlm::openai().await;
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, &mock.key).unwrap();
     let file = dir.path().join("catalog.toml");
     std::fs::write(&file, catalog(&mock, &key_file)).unwrap();
+    (dir, file, mock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_on_two_replicas_spend_exactly_the_budget() {
+    let (_dir, file, mock) = metered().await;
     let redis = redis_url();
     let file_setting = file.display().to_string();
 
@@ -123,12 +130,7 @@ async fn fifty_concurrent_requests_on_two_replicas_spend_exactly_the_budget() {
 /// what was spent survives a restart (the counters start from the recorded usage).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_budget_is_exact_and_survives_a_restart() {
-    let mock = MockLlm::openai().await;
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("key");
-    std::fs::write(&key_file, &mock.key).unwrap();
-    let file = dir.path().join("catalog.toml");
-    std::fs::write(&file, catalog(&mock, &key_file)).unwrap();
+    let (dir, file, _mock) = metered().await;
     let data = dir.path().join("data");
     let settings = [
         ("DUOVARSITY_AI_CATALOG_FILE", file.display().to_string()),
@@ -166,12 +168,7 @@ async fn a_stream_dropped_half_way_pays_for_what_was_streamed() {
     use futures::StreamExt as _;
     use prost::Message as _;
 
-    let mock = MockLlm::openai().await;
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("key");
-    std::fs::write(&key_file, &mock.key).unwrap();
-    let file = dir.path().join("catalog.toml");
-    std::fs::write(&file, catalog(&mock, &key_file)).unwrap();
+    let (_dir, file, mock) = metered().await;
     let file = file.display().to_string();
     let p =
         TestPlatform::start_with(Component::All, &[("DUOVARSITY_AI_CATALOG_FILE", &file)]).await;

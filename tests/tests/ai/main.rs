@@ -136,15 +136,20 @@ fn write_keys(dir: &std::path::Path, mocks: [&MockLlm; 3]) {
     }
 }
 
-/// A chat completion through the gateway: status, the model and cache headers, body.
-async fn chat(p: &TestPlatform, token: &str, body: Value) -> (StatusCode, String, String, Value) {
-    let response = reqwest::Client::new()
+/// `POST /v1/ai/chat/completions` with `body` as the holder of `token`.
+async fn completion(p: &TestPlatform, token: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
         .post(p.url("/v1/ai/chat/completions"))
         .bearer_auth(token)
-        .json(&body)
+        .json(body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A chat completion through the gateway: status, the model and cache headers, body.
+async fn chat(p: &TestPlatform, token: &str, body: Value) -> (StatusCode, String, String, Value) {
+    let response = completion(p, token, &body).await;
     let header = |name: &str| {
         response
             .headers()
@@ -170,13 +175,7 @@ async fn stream(
     mut body: Value,
 ) -> (StatusCode, String, Vec<String>) {
     body["stream"] = json!(true);
-    let response = reqwest::Client::new()
-        .post(p.url("/v1/ai/chat/completions"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = completion(p, token, &body).await;
     let status = response.status();
     let model = response
         .headers()
