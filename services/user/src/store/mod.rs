@@ -170,7 +170,12 @@ impl SqlUserStore {
             .bind(id)
             .execute(self.db.writer())
             .await?;
-        if done.rows_affected() == 0 {
+        self.updated(id, done.rows_affected()).await
+    }
+
+    /// The account an UPDATE of `affected` rows changed: NOT_FOUND when there was none.
+    async fn updated(&self, id: &str, affected: u64) -> Result<UserRecord, Error> {
+        if affected == 0 {
             return Err(Error::not_found(format!("user {id}")));
         }
         self.fetch_user(id).await
@@ -285,10 +290,7 @@ impl UserStore for SqlUserStore {
         .bind(id)
         .execute(self.db.writer())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("user {id}")));
-        }
-        self.fetch_user(id).await
+        self.updated(id, done.rows_affected()).await
     }
 
     async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<UserRecord, Error> {
