@@ -35,6 +35,9 @@ pub struct Route {
     pub method: MethodDescriptor,
     /// `/package.Service/Method`.
     pub grpc_path: String,
+    /// The full name of the service it calls (`package.Service`), for admission and the
+    /// upstream lookup, made once here rather than per request.
+    pub service: String,
     pub access: Access,
     /// The server-streaming sibling the request switches to (`duovarsity.options.v1.stream`).
     pub stream: Option<StreamSwitch>,
@@ -159,6 +162,7 @@ impl RouteTable {
                         response_body: binding.response_body.clone(),
                         method: method.clone(),
                         grpc_path: grpc_path.clone(),
+                        service: method.parent_service().full_name().to_string(),
                         access: access.clone(),
                         stream: stream.clone(),
                         idempotent: idempotent(&method),

@@ -28,7 +28,7 @@ pub async fn admit(State(gateway): State<Arc<Gateway>>, request: Request, next: 
         claims.map(|c| c.tier.as_str()),
         claims.map(|c| c.role.as_str()),
     );
-    let Some(_admitted) = gateway.upstreams.admit(&matched.service(), priority) else {
+    let Some(_admitted) = gateway.upstreams.admit(&matched.route.service, priority) else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,

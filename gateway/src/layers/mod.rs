@@ -40,13 +40,6 @@ pub struct Matched {
     pub bindings: Vec<(Vec<String>, String)>,
 }
 
-impl Matched {
-    /// The full name of the service the route calls.
-    pub fn service(&self) -> String {
-        self.route.method.parent_service().full_name().to_string()
-    }
-}
-
 /// Who calls: the verified claims, or `None` for an anonymous caller of a public route.
 #[derive(Clone)]
 pub struct Caller(pub Option<Claims>);

@@ -54,7 +54,7 @@ async fn transcode_call(
     request: Request,
 ) -> Result<Response, Problem> {
     let (parts, body) = request.into_parts();
-    let service = route.method.parent_service().full_name().to_string();
+    let service = &route.service;
     let raw_body = transcode::takes_raw_body(route);
     let limit = if route.media_body {
         gateway.media_body_limit
@@ -98,7 +98,7 @@ async fn transcode_call(
         let (metadata, stream) = gateway
             .upstreams
             .server_streaming(
-                &service,
+                service,
                 &switch.grpc_path,
                 MetadataMap::from_headers(forwarded),
                 gateway.stream_deadline(&switch.grpc_path),
@@ -111,7 +111,7 @@ async fn transcode_call(
     let (metadata, reply) = gateway
         .upstreams
         .unary(
-            &service,
+            service,
             &route.grpc_path,
             MetadataMap::from_headers(forwarded),
             gateway.deadline(&route.grpc_path),
