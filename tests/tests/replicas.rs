@@ -795,3 +795,91 @@ async fn a_full_pool_queue_refuses_at_once_instead_of_timing_out() {
     p.stop().await;
     database.drop_database().await;
 }
+
+/// The flags a user replica evaluates for the holder of `token`, read over gRPC:
+/// (key, variant) pairs.
+async fn flags_at(replica: &TestPlatform, token: &str) -> Vec<(String, String)> {
+    use duovarsity_proto::flags::EvaluateFlagsRequest;
+    use duovarsity_proto::flags::flag_service_client::FlagServiceClient;
+    let mut client = FlagServiceClient::connect(format!("http://{}", replica.grpc_addr()))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(EvaluateFlagsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let evaluated = client.evaluate_flags(request).await.unwrap().into_inner();
+    evaluated
+        .flags
+        .into_iter()
+        .map(|flag| (flag.key, flag.variant))
+        .collect()
+}
+
+/// A feature flag changed through one replica is evaluated by another within a second
+/// (Redis pub/sub), and with Redis down the other keeps evaluating the last flags it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_change_reaches_another_replica_within_a_second_and_survives_redis_going_down() {
+    let database = TempPostgres::create().await;
+    let mut redis = PrivateRedis::start();
+    let redis_at = redis.url();
+    // The replicas sign with the same keys (a shared Secret in Kubernetes).
+    let keys = tempfile::tempdir().unwrap();
+    let keys_dir = keys.path().display().to_string();
+    let settings = [
+        ("DUOVARSITY_DATABASE_URL", database.url.as_str()),
+        ("DUOVARSITY_REDIS_URL", redis_at.as_str()),
+        ("DUOVARSITY_JWT_KEYS_DIR", keys_dir.as_str()),
+        // The safety net is slow here: only the change message can meet the second.
+        ("DUOVARSITY_FLAGS_RELOAD_SECS", "60"),
+    ];
+    let a = TestPlatform::start_with_admin(Component::Service("user"), &settings).await;
+    let b = TestPlatform::start_with(Component::Service("user"), &settings).await;
+    let gateway = TestPlatform::start_with(
+        Component::Gateway,
+        &[(
+            "DUOVARSITY_USER_SERVICE_URL",
+            &format!("http://{}", a.grpc_addr()),
+        )],
+    )
+    .await;
+    let (_, admin) = gateway.sign_in("admin@example.com").await;
+    let rollout = json!({
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false},
+        "defaultVariant": "on",
+        "targeting": {"if": [{"==": [{"var": "role"}, "admin"]}, "off"]}
+    });
+    let (status, body) = gateway
+        .call(
+            Method::PUT,
+            "/v1/admin/flags/ai-tutor",
+            Some(&admin),
+            Some(rollout),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changed = Instant::now();
+    let wanted = ("ai-tutor".to_string(), "off".to_string());
+    loop {
+        if flags_at(&b, &admin).await.contains(&wanted) {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "replica B still evaluates the old flags after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        flags_at(&b, &admin).await.contains(&wanted),
+        "with Redis down, replica B keeps the last flags"
+    );
+    redis.restart();
+    gateway.stop().await;
+    b.stop().await;
+    a.stop().await;
+}

@@ -97,7 +97,8 @@ impl Starting {
         embedded: bool,
     ) -> anyhow::Result<Services> {
         let addr = listener.local_addr()?;
-        let mut context = ServiceContext::new(self.config.clone());
+        let mut context =
+            ServiceContext::new(self.config.clone()).with_shutdown(self.shutdown.clone());
         if embedded {
             context = context.with_gateway();
         }

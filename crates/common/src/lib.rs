@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod enums;
 pub mod error;
 pub mod events;
+pub mod flags;
 pub mod gcra;
 pub mod grpc;
 pub mod health;

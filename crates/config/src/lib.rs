@@ -172,6 +172,13 @@ pub struct Config {
     /// The AI-routing service's model catalog and policy (TOML); reloaded when it changes
     /// or on SIGHUP. Unset: the built-in catalog (every model on the offline sandbox).
     pub ai_catalog_file: Option<PathBuf>,
+    /// Feature flags in flagd's JSON format, imported into the user service's flags (and
+    /// its audit trail, source "file") at start and whenever the file changes; flags it
+    /// does not name are left alone. Unset: flags come from the admin API only.
+    pub flags_file: Option<PathBuf>,
+    /// How often every process re-reads the published flags from Redis (the safety net
+    /// for a missed change message), and the owner re-publishes them, in seconds.
+    pub flags_reload_secs: u64,
     /// How long an in-process (L1) cache entry lives, in seconds: the staleness bound if a
     /// replica misses an invalidation message.
     pub cache_l1_ttl_secs: u64,
@@ -277,6 +284,8 @@ impl Default for Config {
             kafka_replication: 1,
             kafka_topic_prefix: String::new(),
             ai_catalog_file: None,
+            flags_file: None,
+            flags_reload_secs: 10,
             payment_provider: PaymentProvider::Razorpay,
             payment_sandbox: PaymentSandbox::Auto,
             razorpay_api_url: None,

@@ -93,6 +93,7 @@ impl Config {
             1024..=1024 * 1024 * 1024,
         )?;
         within("cache_l1_ttl_secs", self.cache_l1_ttl_secs, 1..=3600)?;
+        within("flags_reload_secs", self.flags_reload_secs, 1..=3600)?;
         if let Some(brokers) = &self.kafka_brokers
             && brokers.split(',').any(|broker| {
                 broker

@@ -18,6 +18,7 @@ use duovarsity_common::auth::KeySource;
 use duovarsity_common::cache::CacheHub;
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::EventBus;
+use duovarsity_common::flags::distribution::Distribution;
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_common::health::Probe;
 use duovarsity_config::Config;
@@ -37,6 +38,9 @@ pub struct ServiceContext {
     /// [`ServiceModule::http_routes`] (`duovarsity up`).
     pub with_gateway: bool,
     caches: OnceCell<CacheHub>,
+    flags: OnceCell<Distribution>,
+    /// Stops the process-wide followers (flags): the platform's shutdown.
+    stop: CancellationToken,
 }
 
 impl ServiceContext {
@@ -45,7 +49,15 @@ impl ServiceContext {
             config,
             with_gateway: false,
             caches: OnceCell::new(),
+            flags: OnceCell::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Process-wide followers (flags) stop when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.stop = shutdown;
+        self
     }
 
     /// The context of a process whose gateway serves the modules' HTTP routes.
@@ -59,6 +71,28 @@ impl ServiceContext {
     pub async fn caches(&self) -> Result<CacheHub, CachesError> {
         self.caches
             .get_or_try_init(|| CacheHub::connect(self.config.cache_settings()))
+            .await
+            .cloned()
+            .map_err(CachesError)
+    }
+}
+
+impl ServiceContext {
+    /// The process's feature flags, shared by every module of the process: followed
+    /// through Redis when configured (connected the first time a module asks), published
+    /// by the user service, which owns them.
+    pub async fn flags(&self) -> Result<Distribution, CachesError> {
+        self.flags
+            .get_or_try_init(|| {
+                Distribution::connect(
+                    self.config
+                        .redis_url
+                        .as_ref()
+                        .map(|url| url.expose().as_str()),
+                    std::time::Duration::from_secs(self.config.flags_reload_secs),
+                    self.stop.clone(),
+                )
+            })
             .await
             .cloned()
             .map_err(CachesError)

@@ -47,6 +47,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.payment.v1");
         }
     }
+    pub mod flags {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.flags.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("duovarsity.events.v1");
@@ -74,6 +79,7 @@ pub use duovarsity::ai::v1 as ai;
 pub use duovarsity::content::v1 as content;
 pub use duovarsity::course::v1 as course;
 pub use duovarsity::events::v1 as events;
+pub use duovarsity::flags::v1 as flags;
 pub use duovarsity::notification::v1 as notification;
 pub use duovarsity::payment::v1 as payment;
 pub use duovarsity::user::v1 as user;

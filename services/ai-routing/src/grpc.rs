@@ -5,6 +5,7 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::caller;
+use duovarsity_common::flags::{FlagContext, Flags};
 use duovarsity_common::grpc::Onward;
 use duovarsity_proto::ai::ai_routing_service_server::AiRoutingService;
 use duovarsity_proto::ai::*;
@@ -19,7 +20,24 @@ use crate::budget::today;
 use crate::convert::{chunk, completion, completion_id};
 
 #[derive(Clone)]
-pub struct AiGrpc(pub Router);
+pub struct AiGrpc {
+    pub router: Router,
+    /// `ai-tutor`: whether the caller may ask the tutor at all.
+    pub flags: Flags,
+}
+
+/// The caller of a completion, once the `ai-tutor` flag lets them in (403
+/// `FEATURE_DISABLED` otherwise: a rollout that has not reached them, or the kill switch).
+fn tutor_caller<T>(flags: &Flags, request: &Request<T>) -> Result<Caller, Error> {
+    let claims = caller(request)?;
+    if !flags.enabled(AI_TUTOR, &FlagContext::caller(claims)) {
+        return Err(Error::permission_denied(
+            "FEATURE_DISABLED",
+            "the AI tutor is not available to you yet",
+        ));
+    }
+    caller_of(request)
+}
 
 fn caller_of<T>(request: &Request<T>) -> Result<Caller, Error> {
     let claims = caller(request)?;
@@ -48,6 +66,9 @@ fn with_headers<T>(message: T, model: &str, cached: bool) -> Response<T> {
     response
 }
 
+/// The flag that turns the tutor on and off.
+const AI_TUTOR: &str = "ai-tutor";
+
 const NANO_PER_USD: f64 = 1e9;
 
 #[tonic::async_trait]
@@ -56,8 +77,8 @@ impl AiRoutingService for AiGrpc {
         &self,
         request: Request<ChatCompletionRequest>,
     ) -> Result<Response<ChatCompletion>, Status> {
-        let who = caller_of(&request)?;
-        let answer = self.0.complete(&who, request.get_ref()).await?;
+        let who = tutor_caller(&self.flags, &request)?;
+        let answer = self.router.complete(&who, request.get_ref()).await?;
         Ok(with_headers(
             completion(&answer),
             &answer.model,
@@ -71,8 +92,8 @@ impl AiRoutingService for AiGrpc {
         &self,
         request: Request<ChatCompletionRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        let who = caller_of(&request)?;
-        let opened = self.0.stream(&who, request.get_ref()).await?;
+        let who = tutor_caller(&self.flags, &request)?;
+        let opened = self.router.stream(&who, request.get_ref()).await?;
         let id = completion_id();
         let model = opened.model.clone();
         let chunks = opened
@@ -91,7 +112,7 @@ impl AiRoutingService for AiGrpc {
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ModelList>, Status> {
         let who = caller_of(&request)?;
-        let live = self.0.catalog.current();
+        let live = self.router.catalog.current();
         let model = |id: &str, owned_by: &str| Model {
             id: id.to_string(),
             object: "model".into(),
@@ -119,7 +140,7 @@ impl AiRoutingService for AiGrpc {
         request: Request<GetUsageRequest>,
     ) -> Result<Response<Usage>, Status> {
         let who = caller_of(&request)?;
-        let router = &self.0;
+        let router = &self.router;
         let live = router.catalog.current();
         let spent = router.budgets.spent(&who.user).await?;
         let (day, resets) = today();

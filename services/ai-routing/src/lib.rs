@@ -78,6 +78,8 @@ pub enum StartError {
 pub struct AiRoutingModule {
     db: Database,
     router: Router,
+    /// The process's feature flags (`ai-tutor`).
+    flags: duovarsity_common::flags::Flags,
     outbox: Outbox,
     /// Taken by [`ServiceModule::background`], which runs it.
     usage_task: std::sync::Mutex<Option<usage::UsageTask>>,
@@ -125,6 +127,7 @@ impl AiRoutingModule {
         Ok(Self {
             db,
             router,
+            flags: duovarsity_common::flags::Flags::new(),
             outbox,
             usage_task: std::sync::Mutex::new(Some(usage_task)),
         })
@@ -147,7 +150,9 @@ impl ServiceModule for AiRoutingModule {
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
         let caches = context.caches().await?;
-        Ok(Self::start(&context.config, &caches).await?)
+        let mut module = Self::start(&context.config, &caches).await?;
+        module.flags = context.flags().await?.flags;
+        Ok(module)
     }
 
     fn database(&self) -> &Database {
@@ -155,9 +160,10 @@ impl ServiceModule for AiRoutingModule {
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {
-        server.add_service(AiRoutingServiceServer::new(grpc::AiGrpc(
-            self.router.clone(),
-        )))
+        server.add_service(AiRoutingServiceServer::new(grpc::AiGrpc {
+            router: self.router.clone(),
+            flags: self.flags.clone(),
+        }))
     }
 
     /// Writes usage, publishes its events and watches the catalog file.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
+use duovarsity_common::flags::FlagContext;
 use duovarsity_common::time::now_millis;
 use duovarsity_proto::payment::{ConfirmPaymentRequest, Order};
 
@@ -32,6 +33,8 @@ use crate::store::orders::OrderRow;
 /// provider order.
 const WAIT_FOR_RACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
+/// The flag naming the provider new orders use (a string variant: `razorpay`, `stripe`).
+const CHECKOUT_PROVIDER: &str = "checkout-provider";
 
 impl Payments {
     pub async fn checkout(
@@ -40,7 +43,9 @@ impl Payments {
         caller: &Caller,
         course_id: &str,
     ) -> Result<Order, Error> {
-        let provider = self.providers.checkout()?;
+        let context = FlagContext::caller(claims).with_course(course_id);
+        let chosen = self.flags.string(CHECKOUT_PROVIDER, &context);
+        let provider = self.providers.checkout_for(chosen.as_deref())?;
         let course = self.courses.course(caller, course_id).await?;
         let Some(price) = course.price.clone().filter(|price| price.amount_minor > 0) else {
             return Err(Error::FailedPrecondition {

@@ -121,6 +121,8 @@ pub struct Payments {
     courses: Courses,
     idempotency: Idempotency,
     rules: Rules,
+    /// `checkout-provider`: which provider new orders use, for a gradual move.
+    flags: duovarsity_common::flags::Flags,
 }
 
 impl Payments {
@@ -149,7 +151,11 @@ pub struct PaymentModule {
 
 impl PaymentModule {
     /// `with_gateway`: the gateway runs in this process (the sandbox can be served).
-    async fn start(config: &Config, with_gateway: bool) -> Result<Self, StartError> {
+    async fn start(
+        config: &Config,
+        with_gateway: bool,
+        flags: duovarsity_common::flags::Flags,
+    ) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), migrations()).await?;
         let providers = Providers::from_config(config, with_gateway)?;
         Ok(Self {
@@ -159,6 +165,7 @@ impl PaymentModule {
                 courses: Courses::new(config.service_channel("course", Courses::endpoint)?),
                 providers: Arc::new(providers),
                 rules: Rules::from_config(config),
+                flags,
                 db,
             },
         })
@@ -180,7 +187,8 @@ impl ServiceModule for PaymentModule {
     }
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
-        Ok(Self::start(&context.config, context.with_gateway).await?)
+        let flags = context.flags().await?.flags;
+        Ok(Self::start(&context.config, context.with_gateway, flags).await?)
     }
 
     fn database(&self) -> &Database {

@@ -219,6 +219,22 @@ impl Providers {
     }
 
     /// The provider that takes payments at checkout.
+    /// The provider a new order uses: the one the `checkout-provider` flag names when this
+    /// process has it configured (a flag naming one it lacks is logged and ignored, so a
+    /// rollout never breaks checkout), else `DUOVARSITY_PAYMENT_PROVIDER`'s.
+    pub fn checkout_for(&self, flagged: Option<&str>) -> Result<Arc<dyn Provider>, Error> {
+        if let Some(name) = flagged {
+            if let Some(provider) = self.clients.get(name) {
+                return Ok(provider.clone());
+            }
+            tracing::warn!(
+                provider = name,
+                "checkout-provider names a provider that is not configured here; using the configured one"
+            );
+        }
+        self.checkout()
+    }
+
     pub fn checkout(&self) -> Result<Arc<dyn Provider>, Error> {
         let name = match self.checkout {
             Some(PaymentProvider::Razorpay) => "razorpay",

@@ -19,6 +19,7 @@
 
 mod accounts;
 mod convert;
+pub mod flags;
 pub mod grpc;
 pub mod password;
 pub mod rules;
@@ -35,20 +36,28 @@ use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::EventBus;
 use duovarsity_common::events::outbox::Outbox;
+use duovarsity_common::flags::distribution::Distribution;
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_config::Config;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_proto::flags::flag_service_server::FlagServiceServer;
 use duovarsity_proto::user::Role;
 use duovarsity_proto::user::user_service_server::UserServiceServer;
 use tokio_util::sync::CancellationToken;
 
+use crate::flags::FlagOwner;
+use crate::flags::grpc::FlagGrpc;
 use crate::grpc::UserGrpc;
+use crate::store::flags::FlagStore;
 use crate::store::{SqlUserStore, UserStore};
 
 /// The service name used for its database file and in logs.
 pub const SERVICE: &str = "user";
 /// The full name of the gRPC service.
 pub const USER_SERVICE_NAME: &str = duovarsity_proto::user::user_service_server::SERVICE_NAME;
+/// The feature-flag service, served beside the user service: flags target by tier and
+/// role, which this service owns, and need a database and an audit trail, which it has.
+pub const FLAG_SERVICE_NAME: &str = duovarsity_proto::flags::flag_service_server::SERVICE_NAME;
 /// The cache of GetMe answers (see [`Users`]).
 pub const PROFILE_CACHE: &str = "user_profile";
 
@@ -71,12 +80,19 @@ pub struct UserModule {
     keys_dir: std::path::PathBuf,
     users: Users,
     outbox: Outbox,
+    flags: FlagOwner,
+    flags_file: Option<std::path::PathBuf>,
+    flags_reload: Duration,
 }
 
 impl UserModule {
     /// Connects (and, unless turned off, migrates) the database, loads (or creates) the
     /// signing keys, and makes sure the bootstrap admin of the configuration exists.
-    async fn start(config: &Config, caches: &CacheHub) -> Result<Self, StartError> {
+    async fn start(
+        config: &Config,
+        caches: &CacheHub,
+        distribution: Distribution,
+    ) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let ring = Arc::new(KeyRing::load(
             &config.jwt_keys_dir(),
@@ -105,12 +121,21 @@ impl UserModule {
                 .map_err(|error| StartError::BootstrapAdmin(error.to_string()))?;
             tracing::info!(email = %email, "bootstrap admin is present");
         }
+        let flags = FlagOwner::new(FlagStore::new(db.clone()), distribution);
+        // Serve with the stored flags (a failure here leaves the built-in defaults until
+        // the first periodic publish).
+        if let Err(error) = flags.publish().await {
+            tracing::warn!(%error, "flags not loaded at start");
+        }
         Ok(Self {
             db,
             ring,
             keys_dir: config.jwt_keys_dir(),
             users,
             outbox,
+            flags,
+            flags_file: config.flags_file.clone(),
+            flags_reload: Duration::from_secs(config.flags_reload_secs),
         })
     }
 
@@ -122,7 +147,7 @@ impl UserModule {
 #[async_trait]
 impl ServiceModule for UserModule {
     const NAME: &'static str = SERVICE;
-    const GRPC_SERVICES: &'static [&'static str] = &[USER_SERVICE_NAME];
+    const GRPC_SERVICES: &'static [&'static str] = &[USER_SERVICE_NAME, FLAG_SERVICE_NAME];
 
     fn migrations() -> Migrations {
         store::migrations()
@@ -130,7 +155,8 @@ impl ServiceModule for UserModule {
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
         let caches = context.caches().await?;
-        Ok(Self::start(&context.config, &caches).await?)
+        let distribution = context.flags().await?;
+        Ok(Self::start(&context.config, &caches, distribution).await?)
     }
 
     fn database(&self) -> &Database {
@@ -138,7 +164,9 @@ impl ServiceModule for UserModule {
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {
-        server.add_service(UserServiceServer::new(UserGrpc(self.users.clone())))
+        server
+            .add_service(UserServiceServer::new(UserGrpc(self.users.clone())))
+            .add_service(FlagServiceServer::new(FlagGrpc(self.flags.clone())))
     }
 
     /// Publishes this service's outbox, and reloads the signing keys when their directory
@@ -163,7 +191,15 @@ impl ServiceModule for UserModule {
                 }
             },
         );
-        vec![Box::pin(relay.run(shutdown)), Box::pin(keys)]
+        let flags =
+            self.flags
+                .clone()
+                .run(self.flags_file.clone(), self.flags_reload, shutdown.clone());
+        vec![
+            Box::pin(relay.run(shutdown)),
+            Box::pin(keys),
+            Box::pin(flags),
+        ]
     }
 
     /// The signing keys, for verifiers in the same process.

@@ -4,6 +4,7 @@
 //! sharing Redis, and the official `openai` Python client.
 
 mod budgets;
+mod flags;
 mod privacy;
 mod routing;
 

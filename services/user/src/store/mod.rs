@@ -14,6 +14,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tracing::Instrument as _;
 
+pub mod flags;
 mod tokens;
 
 /// A stored account.

@@ -1,0 +1,198 @@
+//! Feature flags on a running platform: the `ai-tutor` flag rolled out by tier, the kill
+//! switch and its removal; the admin API's validation, access and audit trail; and the
+//! caller's evaluated flags.
+
+use duovarsity_testkit::TestPlatform;
+use duovarsity_testkit::llm::MockLlm;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{ask, catalog, chat, learner_of_tier, platform, write_keys};
+
+fn tutor(state: &str, targeting: Value) -> Value {
+    json!({
+        "state": state,
+        "variants": {"on": true, "off": false},
+        "defaultVariant": "off",
+        "targeting": targeting
+    })
+}
+
+async fn put(p: &TestPlatform, token: &str, key: &str, definition: Value) -> (StatusCode, Value) {
+    p.call(
+        Method::PUT,
+        &format!("/v1/admin/flags/{key}"),
+        Some(token),
+        Some(definition),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ai_tutor_rolls_out_by_tier_is_killed_and_every_change_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, backup, claude) = (
+        MockLlm::openai().await,
+        MockLlm::openai().await,
+        MockLlm::anthropic().await,
+    );
+    write_keys(dir.path(), [&primary, &backup, &claude]);
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(
+        &file,
+        catalog(dir.path(), &primary, &backup, &claude, "model-a"),
+    )
+    .unwrap();
+    let p = platform(&file, &[]).await;
+    let (admin_id, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let free = learner_of_tier(&p, "free@example.com", "TIER_FREE").await;
+    let premium = learner_of_tier(&p, "premium@example.com", "TIER_PREMIUM").await;
+    let asks = |token: String| {
+        let p = &p;
+        async move { chat(p, &token, ask("model-a", "What is a borrow?")).await }
+    };
+
+    // Undefined: the built-in default (on) for everyone.
+    assert_eq!(asks(free.clone()).await.0, StatusCode::OK);
+
+    // Premium learners first.
+    let premium_first = tutor(
+        "ENABLED",
+        json!({"if": [{"in": [{"var": "tier"}, ["premium"]]}, "on"]}),
+    );
+    let (status, body) = put(&p, &admin, "ai-tutor", premium_first.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["updatedBy"], admin_id);
+    let (status, _, _, refused) = asks(free.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(refused["reason"], "FEATURE_DISABLED", "{refused}");
+    assert_eq!(asks(premium.clone()).await.0, StatusCode::OK);
+
+    // What the front end sees, cacheable for this user only.
+    let response = reqwest::Client::new()
+        .get(p.url("/v1/me/flags"))
+        .bearer_auth(&free)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "private, max-age=5");
+    let mine: Value = response.json().await.unwrap();
+    let tutor_flag = mine["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "ai-tutor")
+        .cloned()
+        .unwrap();
+    assert_eq!(tutor_flag["value"], false, "{mine}");
+    assert_eq!(tutor_flag["variant"], "off");
+
+    // A broken rule is refused with the reason, and the running flag stays.
+    let broken = tutor(
+        "ENABLED",
+        json!({"if": [{"==": [{"var": "email"}, "x"]}, "on"]}),
+    );
+    let (status, body) = put(&p, &admin, "ai-tutor", broken).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("unknown attribute"), "{body}");
+    assert_eq!(asks(premium.clone()).await.0, StatusCode::OK);
+    let (_, stored) = p
+        .call(Method::GET, "/v1/admin/flags/ai-tutor", Some(&admin), None)
+        .await;
+    assert_eq!(stored["definition"], premium_first);
+
+    // Only admins read or write flags.
+    let (status, _) = put(&p, &premium, "ai-tutor", tutor("ENABLED", json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for path in [
+        "/v1/admin/flags/ai-tutor",
+        "/v1/admin/flags/ai-tutor/history",
+        "/v1/admin/flags",
+    ] {
+        let (status, _) = p.call(Method::GET, path, Some(&premium), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        let (status, _) = p.call(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // The kill switch: off for everyone, premium too.
+    let killed = tutor(
+        "DISABLED",
+        json!({"if": [{"in": [{"var": "tier"}, ["premium"]]}, "on"]}),
+    );
+    assert_eq!(
+        put(&p, &admin, "ai-tutor", killed.clone()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(asks(premium.clone()).await.0, StatusCode::FORBIDDEN);
+
+    // Removed: the built-in default again.
+    let (status, _) = p
+        .call(
+            Method::DELETE,
+            "/v1/admin/flags/ai-tutor",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(asks(free.clone()).await.0, StatusCode::OK);
+    let (status, _) = p
+        .call(
+            Method::DELETE,
+            "/v1/admin/flags/ai-tutor",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Every change, newest first, with who and the definitions before and after; the
+    // refused one is not there.
+    let (status, history) = p
+        .call(
+            Method::GET,
+            "/v1/admin/flags/ai-tutor/history",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let changes = history["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 3, "{history}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["actor"] == admin_id && c["source"] == "api")
+    );
+    assert_eq!(changes[0]["previous"], killed);
+    assert!(
+        changes[0].get("definition").is_none_or(Value::is_null),
+        "a delete: {history}"
+    );
+    assert_eq!(changes[1]["definition"], killed);
+    assert_eq!(changes[1]["previous"], premium_first);
+    assert!(
+        changes[2].get("previous").is_none_or(Value::is_null),
+        "a create"
+    );
+    let (_, page) = p
+        .call(
+            Method::GET,
+            "/v1/admin/flags/ai-tutor/history?pageSize=2",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let token = page["nextPageToken"].as_str().unwrap();
+    let (_, rest) = p
+        .call(
+            Method::GET,
+            &format!("/v1/admin/flags/ai-tutor/history?pageSize=2&pageToken={token}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(rest["changes"].as_array().unwrap().len(), 1, "{rest}");
+    p.stop().await;
+}
