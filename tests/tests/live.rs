@@ -85,6 +85,54 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
         "another user's progress leaked"
     );
 
+    // The `live-progress` flag turned off for this course: no progress frames, while the
+    // progress is still saved; removed, frames come again.
+    let off_here = serde_json::json!({
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false},
+        "defaultVariant": "on",
+        "targeting": {"if": [{"==": [{"var": "courseId"}, course_id.as_str()]}, "off"]}
+    });
+    let (status, body) = p
+        .call(
+            Method::PUT,
+            "/v1/admin/flags/live-progress",
+            Some(&admin),
+            Some(off_here),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let progress_path = format!("/v1/lessons/{lesson_id}/progress");
+    let progress = |percent: u32| {
+        p.call(
+            Method::PUT,
+            &progress_path,
+            Some(&learner),
+            Some(serde_json::json!({"percent": percent, "positionSeconds": 80})),
+        )
+    };
+    assert_eq!(progress(50).await.0, reqwest::StatusCode::OK);
+    assert!(
+        next_frame(&mut tab_a, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a progress frame with live-progress off"
+    );
+    let (status, _) = p
+        .call(
+            Method::DELETE,
+            "/v1/admin/flags/live-progress",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(progress(60).await.0, reqwest::StatusCode::OK);
+    let frame = next_frame(&mut tab_a, Duration::from_secs(1))
+        .await
+        .expect("progress again once the flag is removed");
+    assert_eq!(frame["progress"]["percent"], 60, "{frame}");
+
     // Presence: two connections now; the learner may ask, another learner may not.
     let (_, me) = p
         .call(Method::GET, "/v1/users/me", Some(&learner), None)

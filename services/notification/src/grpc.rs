@@ -22,8 +22,8 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<StreamNotificationsRequest>,
     ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
-        let user = caller(&request)?.sub.clone();
-        let stream = self.0.stream(user, request.into_inner().after_seq)?;
+        let claims = caller(&request)?.clone();
+        let stream = self.0.stream(&claims, request.into_inner().after_seq)?;
         Ok(Response::new(Box::pin(futures::stream::unfold(
             Some(stream),
             LiveStream::next,

@@ -14,19 +14,24 @@ use duovarsity_proto::notification::{
 
 use crate::Notifications;
 use crate::convert::notification_to_proto;
-use crate::stream::LiveStream;
+use crate::stream::{LiveStream, ProgressFilter};
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Every category, in the order preferences list them.
 const CATEGORIES: [Category; 3] = [Category::Account, Category::Learning, Category::Billing];
 
 impl Notifications {
-    /// The user's live stream: the inbox after `after_seq`, then news as it comes.
-    pub(crate) fn stream(&self, user: String, after_seq: i64) -> Result<LiveStream, Error> {
-        let attached = self.live.attach(&user)?;
+    /// The caller's live stream: the inbox after `after_seq`, then news as it comes.
+    pub(crate) fn stream(&self, caller: &Claims, after_seq: i64) -> Result<LiveStream, Error> {
+        let attached = self.live.attach(&caller.sub)?;
         Ok(LiveStream {
             store: self.store.clone(),
-            user,
+            user: caller.sub.clone(),
+            progress: ProgressFilter {
+                flags: self.flags.clone(),
+                tier: caller.tier.clone(),
+                role: caller.role.clone(),
+            },
             last: after_seq.max(0),
             attached,
             queue: std::collections::VecDeque::new(),

@@ -70,7 +70,10 @@ pub struct NotificationModule {
 }
 
 impl NotificationModule {
-    async fn start(config: &Config) -> Result<Self, StartError> {
+    async fn start(
+        config: &Config,
+        flags: duovarsity_common::flags::Flags,
+    ) -> Result<Self, StartError> {
         let db = Database::open(&config.database(SERVICE), store::migrations()).await?;
         let mailer = mail::Mailer::from_config(config, db.clone()).map_err(StartError::Mail)?;
         let per_user = config.live_connections_per_user;
@@ -82,6 +85,7 @@ impl NotificationModule {
             notifications: Notifications {
                 store: Arc::new(NotificationStore::new(db.clone())),
                 live,
+                flags,
             },
             db,
             mailer,
@@ -100,7 +104,8 @@ impl ServiceModule for NotificationModule {
     }
 
     async fn open(context: &ServiceContext) -> Result<Self, OpenError> {
-        Ok(Self::start(&context.config).await?)
+        let flags = context.flags().await?.flags;
+        Ok(Self::start(&context.config, flags).await?)
     }
 
     fn database(&self) -> &Database {
@@ -149,4 +154,6 @@ impl ServiceModule for NotificationModule {
 pub struct Notifications {
     store: Arc<NotificationStore>,
     live: LiveHub,
+    /// `live-progress`: whether a stream carries progress frames.
+    flags: duovarsity_common::flags::Flags,
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use duovarsity_common::flags::{FlagContext, Flags};
 use duovarsity_proto::notification::{LiveEvent, live_event};
 use tonic::Status;
 
@@ -13,6 +14,29 @@ use crate::store::NotificationStore;
 /// for a wake-up lost between replicas).
 const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The flag that lets progress frames through a live stream.
+const LIVE_PROGRESS: &str = "live-progress";
+
+/// Whether a stream's holder gets progress frames (`live-progress`, evaluated per frame
+/// so that a change applies to open streams at once).
+pub struct ProgressFilter {
+    pub(crate) flags: Flags,
+    pub(crate) tier: String,
+    pub(crate) role: String,
+}
+
+impl ProgressFilter {
+    fn passes(&self, user: &str, course_id: &str) -> bool {
+        let context = FlagContext {
+            user_id: Some(user),
+            tier: Some(&self.tier),
+            role: Some(&self.role),
+            course_id: Some(course_id),
+        };
+        self.flags.enabled(LIVE_PROGRESS, &context)
+    }
+}
+
 /// One live stream, pulled by the server as its client reads: the inbox after the last
 /// sequence number sent (in pages of 100) whenever it is woken (or every
 /// [`STREAM_POLL`]), and progress changes as they come. A stream is its state and this
@@ -21,6 +45,7 @@ const STREAM_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct LiveStream {
     pub(crate) store: Arc<NotificationStore>,
     pub(crate) user: String,
+    pub(crate) progress: ProgressFilter,
     pub(crate) last: i64,
     pub(crate) attached: live::Attached,
     pub(crate) queue: std::collections::VecDeque<LiveEvent>,
@@ -60,9 +85,13 @@ impl LiveStream {
             };
             match signal {
                 Signal::Wake => stream.reread = true,
-                Signal::Progress(progress) => stream.queue.push_back(LiveEvent {
-                    event: Some(live_event::Event::Progress(progress)),
-                }),
+                Signal::Progress(progress) => {
+                    if stream.progress.passes(&stream.user, &progress.course_id) {
+                        stream.queue.push_back(LiveEvent {
+                            event: Some(live_event::Event::Progress(progress)),
+                        });
+                    }
+                }
             }
         }
     }

@@ -420,3 +420,52 @@ async fn reconciliation_applies_missed_webhooks_and_expires_abandoned_orders() {
     shop.assert_ledger_balances().await;
     shop.p.stop().await;
 }
+
+/// The `checkout-provider` flag moves new orders from one provider to another, and an
+/// order keeps the provider it was made with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkout_provider_flag_moves_new_orders_to_another_provider() {
+    let mock = MockStripe::start().await;
+    // Razorpay (the sandbox) takes payments; Stripe is configured too.
+    let settings = [
+        ("DUOVARSITY_STRIPE_API_URL", mock.url()),
+        ("DUOVARSITY_STRIPE_SECRET_KEY", mock.secret_key.clone()),
+        (
+            "DUOVARSITY_STRIPE_WEBHOOK_SECRET",
+            mock.webhook_secret.clone(),
+        ),
+    ];
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let shop = Shop::start(&settings).await;
+    let (course, _, before) = shop.pending_learner("moving-course").await;
+    let (status, first) = shop.checkout(&before, &course, None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(first["payWith"]["razorpay"].is_object(), "{first}");
+
+    let to_stripe = json!({
+        "state": "ENABLED",
+        "variants": {"razorpay": "razorpay", "stripe": "stripe"},
+        "defaultVariant": "razorpay",
+        "targeting": {"fractional": [["stripe", 100], ["razorpay", 0]]}
+    });
+    let (status, body) = shop
+        .p
+        .call(
+            Method::PUT,
+            "/v1/admin/flags/checkout-provider",
+            Some(&shop.admin),
+            Some(to_stripe),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, after) = shop.p.sign_up("after@example.com").await;
+    shop.p.enroll(&after, &course).await;
+    let (status, second) = shop.checkout(&after, &course, None).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert!(second["payWith"]["stripe"].is_object(), "{second}");
+    assert_eq!(mock.intents(), 1);
+    // The first learner's order was made with Razorpay and stays there.
+    let order = shop.order(&before, first["id"].as_str().unwrap()).await;
+    assert!(order["payWith"]["razorpay"].is_object(), "{order}");
+    shop.p.stop().await;
+}
