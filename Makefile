@@ -45,6 +45,7 @@ release:
 ## the AI router (added latency, and overload at twice the sustained rate: refused fast),
 ## rate limits and the gateway against a bare handler.
 bench:
+	cargo bench -p duovarsity-common --bench flags
 	scripts/bench.sh
 	scripts/bench-catalog.sh
 	scripts/bench-events.sh
