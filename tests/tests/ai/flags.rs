@@ -196,3 +196,65 @@ async fn the_ai_tutor_rolls_out_by_tier_is_killed_and_every_change_is_audited() 
     assert_eq!(rest["changes"].as_array().unwrap().len(), 1, "{rest}");
     p.stop().await;
 }
+
+fn flagd_file(free_learners: &str) -> String {
+    json!({"flags": {"ai-tutor": tutor(
+        "ENABLED",
+        json!({"if": [{"==": [{"var": "tier"}, "free"]}, free_learners, "on"]}),
+    )}})
+    .to_string()
+}
+
+/// `DUOVARSITY_FLAGS_FILE` (a ConfigMap in Kubernetes): imported at start and when it
+/// changes, recorded with the file's SHA-256; a broken file changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flags_file_is_imported_at_start_and_on_change_with_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, backup, claude) = (
+        MockLlm::openai().await,
+        MockLlm::openai().await,
+        MockLlm::anthropic().await,
+    );
+    write_keys(dir.path(), [&primary, &backup, &claude]);
+    let catalog_file = dir.path().join("catalog.toml");
+    std::fs::write(&catalog_file, catalog(dir.path(), &primary, &backup, &claude, "model-a")).unwrap();
+    let flags_file = dir.path().join("flags.json");
+    std::fs::write(&flags_file, flagd_file("off")).unwrap();
+    let p = platform(
+        &catalog_file,
+        &[("DUOVARSITY_FLAGS_FILE", flags_file.display().to_string())],
+    )
+    .await;
+    let (_, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let free = learner_of_tier(&p, "file-free@example.com", "TIER_FREE").await;
+    let asks = || chat(&p, &free, ask("model-a", "What is a trait?"));
+    assert_eq!(asks().await.0, StatusCode::FORBIDDEN, "imported at start");
+
+    let sha256 = |text: &str| duovarsity_common::digest::sha256_hex(text.as_bytes());
+    let history = || async {
+        let (_, history) = p
+            .call(Method::GET, "/v1/admin/flags/ai-tutor/history", Some(&admin), None)
+            .await;
+        history["changes"].as_array().cloned().unwrap_or_default()
+    };
+    let changes = history().await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["source"], "file");
+    assert_eq!(changes[0]["actor"], "file");
+    assert_eq!(changes[0]["checksum"], sha256(&flagd_file("off")));
+
+    // Rolled out to free learners by editing the file.
+    std::fs::write(&flags_file, flagd_file("on")).unwrap();
+    crate::wait_until("the edited file applies", || async {
+        asks().await.0 == StatusCode::OK
+    })
+    .await;
+    assert_eq!(history().await[0]["checksum"], sha256(&flagd_file("on")));
+
+    // A broken file: refused, the flags in use stay, nothing recorded.
+    std::fs::write(&flags_file, r#"{"flags": {"ai-tutor": {"state": "MAYBE"}}}"#).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(asks().await.0, StatusCode::OK);
+    assert_eq!(history().await.len(), 2);
+    p.stop().await;
+}
