@@ -33,6 +33,7 @@ async fn grpcurl_lists_services_and_calls_methods() {
     assert!(ok, "{listing}");
     for service in [
         "duovarsity.user.v1.UserService",
+        "duovarsity.flags.v1.FlagService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -89,6 +90,36 @@ async fn grpcurl_lists_services_and_calls_methods() {
     let (ok, me) = grpcurl(&me).await;
     assert!(ok, "{me}");
     assert!(me.contains("ops@example.com"), "{me}");
+
+    // Feature flags: the caller's evaluated flags; listing definitions is for admins.
+    let evaluate = [
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "duovarsity.flags.v1.FlagService/EvaluateFlags",
+    ];
+    let (ok, evaluated) = grpcurl(&evaluate).await;
+    assert!(ok, "{evaluated}");
+    let evaluated: Value = serde_json::from_str(&evaluated).unwrap();
+    assert!(
+        evaluated["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["key"] == "ai-tutor" && f["value"] == true && f["reason"] == "DEFAULT"),
+        "{evaluated}"
+    );
+    let (ok, refused) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "duovarsity.flags.v1.FlagService/ListFlags",
+    ])
+    .await;
+    assert!(!ok);
+    assert!(refused.contains("PermissionDenied"), "{refused}");
 
     // Without a token the service itself refuses, with the same rule as the gateway.
     let (ok, refused) =
