@@ -173,7 +173,7 @@ async fn the_policy_file_reloads_and_a_broken_one_is_refused() {
     };
     std::fs::write(&file, policy("3/m")).unwrap();
     let file_setting = file.display().to_string();
-    let p = TestPlatform::start_with(
+    let p = TestPlatform::start_with_admin(
         Component::All,
         &[
             ("DUOVARSITY_RATE_LIMITS_ENABLED", "true"),
@@ -217,6 +217,35 @@ async fn the_policy_file_reloads_and_a_broken_one_is_refused() {
     let answer = get(&p, "/.well-known/jwks.json", &fresh_address(), None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.policy, "\"anonymous\";q=100;w=60");
+
+    // Both reloads are in the audit trail, with the checksum of the file applied.
+    let (_, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let changes = loop {
+        let (_, body) = p
+            .call(
+                reqwest::Method::GET,
+                "/v1/admin/changes?subject=settings/rate-limits",
+                Some(&admin),
+                None,
+            )
+            .await;
+        let changes = body["changes"].as_array().cloned().unwrap_or_default();
+        if changes.len() == 2 {
+            break changes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not recorded: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(changes[0]["definition"]["applied"], false, "{changes:?}");
+    assert_eq!(changes[1]["definition"]["applied"], true, "{changes:?}");
+    assert_eq!(
+        changes[1]["checksum"],
+        duovarsity_common::digest::sha256_hex(policy("100/m").as_bytes())
+    );
     p.stop().await;
 }
 

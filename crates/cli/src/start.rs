@@ -14,6 +14,7 @@ use duovarsity_common::events::EventBus;
 use duovarsity_common::events::embedded::EmbeddedBus;
 use duovarsity_common::events::kafka::KafkaBus;
 use duovarsity_common::grpc::{AuthLayer, GrpcServer, LocalGrpc};
+use duovarsity_common::reload::Audit;
 use duovarsity_config::Config;
 use duovarsity_gateway::Gateway;
 use duovarsity_module::{ModuleEntry, RunningModule, ServiceContext, Upstream};
@@ -172,6 +173,7 @@ impl Starting {
         caches: &CacheHub,
         local: Option<(String, LocalGrpc)>,
         modules: &[Arc<dyn RunningModule>],
+        audit: Audit,
     ) -> anyhow::Result<axum::Router> {
         let config = &self.config;
         let upstreams: Vec<Upstream> = MODULES.iter().map(Upstream::from).collect();
@@ -181,6 +183,7 @@ impl Starting {
             config,
             gateway.verifier(),
             self.shutdown.clone(),
+            audit,
         )
         .await
         .context("starting the gateway's rate limits")?;
@@ -260,8 +263,9 @@ pub(crate) async fn embedded(config: Config) -> anyhow::Result<Platform> {
         .take()
         .context("an embedded process has the services' caches")?;
     let local = services.local.take().map(|local| (url, local));
+    let audit = Audit::new(services.bus.clone());
     let admin = starting
-        .gateway(http, &caches, local, &services.modules)
+        .gateway(http, &caches, local, &services.modules, audit)
         .await?;
     starting.finish(Some(admin), Some(http_addr), Some(services))
 }
@@ -285,6 +289,12 @@ pub(crate) async fn gateway(config: Config) -> anyhow::Result<Platform> {
     let caches = CacheHub::connect(starting.config.cache_settings())
         .await
         .context("connecting the gateway's edge cache to Redis (DUOVARSITY_REDIS_URL)")?;
-    let admin = starting.gateway(http, &caches, None, &[]).await?;
+    // Reloads of the rate-limit policy reach the audit trail through Kafka when it is
+    // configured; a gateway without a broker only logs and counts them.
+    let audit = match starting.config.kafka_brokers {
+        Some(_) => Audit::new(open_bus(&starting.config, "gateway-bus.db").await?),
+        None => Audit::default(),
+    };
+    let admin = starting.gateway(http, &caches, None, &[], audit).await?;
     starting.finish(Some(admin), Some(http_addr), None)
 }

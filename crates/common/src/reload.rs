@@ -53,3 +53,66 @@ async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
     let _ = hangups;
     std::future::pending().await
 }
+
+/// Where reloads are reported: `settings.reloaded` events on the bus (the user service
+/// records them in the audit trail beside flag changes), or nowhere (a process without a
+/// bus: they are logged and counted only). A report is published off the reloading
+/// thread, retried with backoff for about a minute, then given up with a log line.
+#[derive(Clone, Default)]
+pub struct Audit {
+    bus: Option<std::sync::Arc<dyn crate::events::EventBus>>,
+}
+
+/// How many times a report is tried before it is given up.
+const AUDIT_ATTEMPTS: u32 = 8;
+
+impl Audit {
+    pub fn new(bus: std::sync::Arc<dyn crate::events::EventBus>) -> Self {
+        Self { bus: Some(bus) }
+    }
+
+    /// Reports that `component` reloaded `file` (`None`: its built-in settings), applied
+    /// or refused with `error`.
+    pub fn record(&self, component: &str, file: Option<&Path>, error: Option<String>) {
+        let Some(bus) = self.bus.clone() else {
+            return;
+        };
+        let payload = duovarsity_proto::events::SettingsReloaded {
+            component: component.to_string(),
+            path: file.map(|f| f.display().to_string()).unwrap_or_default(),
+            checksum: file
+                .and_then(|f| std::fs::read(f).ok())
+                .map(|bytes| crate::digest::sha256_hex(&bytes))
+                .unwrap_or_default(),
+            applied: error.is_none(),
+            error: error.unwrap_or_default(),
+            replica: hostname(),
+        };
+        let event = crate::events::pending_event(component, &payload);
+        tokio::spawn(async move {
+            let mut backoff =
+                crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
+            for attempt in 1..=AUDIT_ATTEMPTS {
+                match bus.publish(event.record.clone()).await {
+                    Ok(_) => return,
+                    Err(error) if attempt == AUDIT_ATTEMPTS => {
+                        tracing::warn!(%error, component = %payload.component, "a settings reload was not recorded in the audit trail");
+                    }
+                    Err(_) => backoff.wait().await,
+                }
+            }
+        });
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
+}

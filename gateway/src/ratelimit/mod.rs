@@ -131,11 +131,12 @@ fn read_policy(
 
 impl RateLimiter {
     /// The limiter `config` asks for (None when limits are off), reloading its policy file
-    /// until `shutdown`.
+    /// until `shutdown` and reporting each reload to `audit`.
     pub async fn start(
         config: &Config,
         verifier: Arc<TokenVerifier>,
         shutdown: CancellationToken,
+        audit: duovarsity_common::reload::Audit,
     ) -> Result<Option<Arc<Self>>, LimitsError> {
         if !config.rate_limits_enabled {
             return Ok(None);
@@ -166,7 +167,11 @@ impl RateLimiter {
         let watcher = limiter.clone();
         tokio::spawn(async move {
             let file = watcher.file.clone();
-            duovarsity_common::reload::watch(file, shutdown, || watcher.reload()).await;
+            duovarsity_common::reload::watch(file.clone(), shutdown, || {
+                let refused = watcher.reload().err();
+                audit.record("rate-limits", file.as_deref(), refused);
+            })
+            .await;
         });
         Ok(Some(limiter))
     }
@@ -180,7 +185,7 @@ impl RateLimiter {
 
     /// Reads the policy file again; a bad one is refused, logged and counted, and the
     /// running policy stays.
-    fn reload(&self) {
+    fn reload(&self) -> Result<(), String> {
         match read_policy(self.file.as_ref(), &self.overrides) {
             Ok(policy) => {
                 *self
@@ -189,10 +194,12 @@ impl RateLimiter {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
                 metrics::counter!("rate_limit_reloads_total", "outcome" => "applied").increment(1);
                 tracing::info!("rate-limit policy reloaded");
+                Ok(())
             }
             Err(error) => {
                 metrics::counter!("rate_limit_reloads_total", "outcome" => "refused").increment(1);
                 tracing::error!(%error, "rate-limit policy refused; the running one stays");
+                Err(error.to_string())
             }
         }
     }

@@ -172,10 +172,13 @@ impl ServiceModule for AiRoutingModule {
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask> {
-        let relay = self.outbox.relay(self.db.clone(), bus);
+        let relay = self.outbox.relay(self.db.clone(), bus.clone());
         let mut tasks: Vec<BackgroundTask> = vec![
             Box::pin(relay.run(shutdown.clone())),
-            Box::pin(self.router.catalog.clone().watch(shutdown.clone())),
+            Box::pin(self.router.catalog.clone().watch(
+                shutdown.clone(),
+                duovarsity_common::reload::Audit::new(bus.clone()),
+            )),
         ];
         let usage = self
             .usage_task

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use duovarsity_common::reload::Audit;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{BUILT_IN, Catalog, CatalogError};
@@ -85,11 +86,13 @@ impl CatalogHandle {
         }
     }
 
-    /// Reloads on file changes and SIGHUP until `shutdown`.
-    pub async fn watch(self, shutdown: CancellationToken) {
+    /// Reloads on file changes and SIGHUP until `shutdown`, reporting each reload, applied
+    /// or refused, to `audit`.
+    pub async fn watch(self, shutdown: CancellationToken, audit: Audit) {
         let file = self.file.clone();
-        duovarsity_common::reload::watch(file, shutdown, || {
-            let _ = self.reload();
+        duovarsity_common::reload::watch(file.clone(), shutdown, || {
+            let refused = self.reload().err().map(|error| error.to_string());
+            audit.record("ai-catalog", file.as_deref(), refused);
         })
         .await;
     }

@@ -34,8 +34,9 @@ use async_trait::async_trait;
 use duovarsity_common::auth::{KeyError, KeyRing, KeySource, TokenIssuer};
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::db::{Database, Migrations};
-use duovarsity_common::events::EventBus;
+use duovarsity_common::events::consumer::Consumer;
 use duovarsity_common::events::outbox::Outbox;
+use duovarsity_common::events::{EventBus, topics};
 use duovarsity_common::flags::distribution::Distribution;
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_config::Config;
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::flags::FlagOwner;
 use crate::flags::grpc::FlagGrpc;
+use crate::flags::settings::SettingsAudit;
 use crate::grpc::UserGrpc;
 use crate::store::flags::FlagStore;
 use crate::store::{SqlUserStore, UserStore};
@@ -176,7 +178,7 @@ impl ServiceModule for UserModule {
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask> {
-        let relay = self.outbox.relay(self.db.clone(), bus);
+        let relay = self.outbox.relay(self.db.clone(), bus.clone());
         let ring = self.ring.clone();
         let keys = duovarsity_common::reload::watch(
             Some(self.keys_dir.clone()),
@@ -195,10 +197,26 @@ impl ServiceModule for UserModule {
             self.flags
                 .clone()
                 .run(self.flags_file.clone(), self.flags_reload, shutdown.clone());
+        // Settings reloads of other processes, into the audit trail.
+        let settings = Consumer::new(
+            self.db.clone(),
+            store::PROCESSED_TABLE,
+            bus.clone(),
+            topics::SETTINGS,
+            SERVICE,
+            SettingsAudit,
+        );
+        let stop = shutdown.clone();
+        let settings = async move {
+            if let Err(error) = settings.run(stop).await {
+                tracing::error!(%error, "the settings audit consumer stopped");
+            }
+        };
         vec![
             Box::pin(relay.run(shutdown)),
             Box::pin(keys),
             Box::pin(flags),
+            Box::pin(settings),
         ]
     }
 

@@ -217,7 +217,11 @@ async fn a_flags_file_is_imported_at_start_and_on_change_with_its_checksum() {
     );
     write_keys(dir.path(), [&primary, &backup, &claude]);
     let catalog_file = dir.path().join("catalog.toml");
-    std::fs::write(&catalog_file, catalog(dir.path(), &primary, &backup, &claude, "model-a")).unwrap();
+    std::fs::write(
+        &catalog_file,
+        catalog(dir.path(), &primary, &backup, &claude, "model-a"),
+    )
+    .unwrap();
     let flags_file = dir.path().join("flags.json");
     std::fs::write(&flags_file, flagd_file("off")).unwrap();
     let p = platform(
@@ -233,7 +237,12 @@ async fn a_flags_file_is_imported_at_start_and_on_change_with_its_checksum() {
     let sha256 = |text: &str| duovarsity_common::digest::sha256_hex(text.as_bytes());
     let history = || async {
         let (_, history) = p
-            .call(Method::GET, "/v1/admin/flags/ai-tutor/history", Some(&admin), None)
+            .call(
+                Method::GET,
+                "/v1/admin/flags/ai-tutor/history",
+                Some(&admin),
+                None,
+            )
             .await;
         history["changes"].as_array().cloned().unwrap_or_default()
     };
@@ -252,9 +261,77 @@ async fn a_flags_file_is_imported_at_start_and_on_change_with_its_checksum() {
     assert_eq!(history().await[0]["checksum"], sha256(&flagd_file("on")));
 
     // A broken file: refused, the flags in use stay, nothing recorded.
-    std::fs::write(&flags_file, r#"{"flags": {"ai-tutor": {"state": "MAYBE"}}}"#).unwrap();
+    std::fs::write(
+        &flags_file,
+        r#"{"flags": {"ai-tutor": {"state": "MAYBE"}}}"#,
+    )
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(asks().await.0, StatusCode::OK);
     assert_eq!(history().await.len(), 2);
+    p.stop().await;
+}
+
+/// Reloads of the AI catalog, applied or refused, are in the same audit trail as flag
+/// changes, with the file's checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_reloads_are_recorded_in_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, backup, claude) = (
+        MockLlm::openai().await,
+        MockLlm::openai().await,
+        MockLlm::anthropic().await,
+    );
+    write_keys(dir.path(), [&primary, &backup, &claude]);
+    let file = dir.path().join("catalog.toml");
+    let text = |model: &str| catalog(dir.path(), &primary, &backup, &claude, model);
+    std::fs::write(&file, text("model-a")).unwrap();
+    let p = platform(&file, &[]).await;
+    let (_, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+    let changes = || async {
+        let (status, body) = p
+            .call(
+                Method::GET,
+                "/v1/admin/changes?subject=settings/ai-catalog",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["changes"].as_array().cloned().unwrap_or_default()
+    };
+
+    std::fs::write(&file, text("model-b")).unwrap();
+    crate::wait_until("the applied reload is recorded", || async {
+        changes().await.len() == 1
+    })
+    .await;
+    std::fs::write(&file, "this is not toml [").unwrap();
+    crate::wait_until("the refused reload is recorded", || async {
+        changes().await.len() == 2
+    })
+    .await;
+    let recorded = changes().await;
+    let (refused, applied) = (&recorded[0], &recorded[1]);
+    assert_eq!(applied["source"], "file");
+    assert_eq!(applied["definition"]["applied"], true, "{applied}");
+    assert_eq!(
+        applied["checksum"],
+        duovarsity_common::digest::sha256_hex(text("model-b").as_bytes())
+    );
+    assert_eq!(refused["definition"]["applied"], false, "{refused}");
+    assert!(!refused["definition"]["error"].as_str().unwrap().is_empty());
+    assert!(applied["actor"].as_str().unwrap().starts_with("ai-catalog"));
+
+    // The whole trail lists them too; learners may not read it.
+    let (_, all) = p
+        .call(Method::GET, "/v1/admin/changes", Some(&admin), None)
+        .await;
+    assert!(all["changes"].as_array().unwrap().len() >= 2, "{all}");
+    let learner = learner_of_tier(&p, "curious@example.com", "TIER_FREE").await;
+    let (status, _) = p
+        .call(Method::GET, "/v1/admin/changes", Some(&learner), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     p.stop().await;
 }

@@ -6,7 +6,7 @@
 use duovarsity_proto::events::{
     AiUsage, CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
     EnrollmentRevoked, Envelope, LessonCompleted, LessonProgressed, PaymentCaptured,
-    PaymentRefunded, UserRegistered,
+    PaymentRefunded, SettingsReloaded, UserRegistered,
 };
 
 use crate::Error;
@@ -19,6 +19,7 @@ pub mod topics {
     pub const PROGRESS: &str = "progress.v1";
     pub const PAYMENT: &str = "payment.v1";
     pub const AI: &str = "ai.v1";
+    pub const SETTINGS: &str = "settings.v1";
 }
 
 /// A payload of `duovarsity.events.v1` with the topic it travels on and its type name.
@@ -57,6 +58,7 @@ catalog! {
     PaymentCaptured => topics::PAYMENT, "payment.captured";
     PaymentRefunded => topics::PAYMENT, "payment.refunded";
     AiUsage => topics::AI, "ai.usage";
+    SettingsReloaded => topics::SETTINGS, "settings.reloaded";
 }
 
 /// The envelope's payload as `E`, refusing a payload of another type.
@@ -92,6 +94,7 @@ mod tests {
             PaymentCaptured::FULL_NAME,
             PaymentRefunded::FULL_NAME,
             LessonCompleted::FULL_NAME,
+            SettingsReloaded::FULL_NAME,
         ] {
             assert!(pool.get_message_by_name(name).is_some(), "{name}");
         }

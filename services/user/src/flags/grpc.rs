@@ -11,7 +11,7 @@ use duovarsity_proto::flags::flag_service_server::FlagService;
 use duovarsity_proto::flags::{
     DeleteFlagRequest, DeleteFlagResponse, EvaluateFlagsRequest, EvaluateFlagsResponse,
     EvaluatedFlag, Flag, FlagChange, GetFlagHistoryRequest, GetFlagHistoryResponse, GetFlagRequest,
-    ListFlagsRequest, ListFlagsResponse, PutFlagRequest,
+    ListChangesRequest, ListChangesResponse, ListFlagsRequest, ListFlagsResponse, PutFlagRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -37,6 +37,38 @@ fn flag(record: FlagRecord) -> Flag {
         key: record.key,
         updated_at: Some(timestamp_from_millis(record.updated_at)),
         updated_by: record.updated_by,
+    }
+}
+
+impl FlagGrpc {
+    /// One page of the audit trail of `subject` (all when `None`), and the next token.
+    async fn changes(
+        &self,
+        subject: Option<&str>,
+        requested_size: i32,
+        token: &str,
+        method: &str,
+    ) -> Result<(Vec<FlagChange>, String), Error> {
+        let size = page_size(requested_size, 50);
+        let before = page_token::cursor(token, method, |id| {
+            uuid::Uuid::parse_str(id).is_ok().then(|| id.to_string())
+        })?;
+        // One extra row tells whether another page exists.
+        let records = self.0.history(subject, before.as_deref(), size + 1).await?;
+        let (records, next_page_token) = page_token::page(records, size, |r| r.id.clone());
+        let changes = records
+            .into_iter()
+            .map(|record| FlagChange {
+                previous: record.previous.as_deref().and_then(definition),
+                definition: record.definition.as_deref().and_then(definition),
+                key: record.key,
+                actor: record.actor,
+                source: record.source,
+                checksum: record.checksum,
+                changed_at: Some(timestamp_from_millis(record.changed_at)),
+            })
+            .collect();
+        Ok((changes, next_page_token))
     }
 }
 
@@ -91,29 +123,35 @@ impl FlagService for FlagGrpc {
     ) -> Result<Response<GetFlagHistoryResponse>, Status> {
         let request = request.into_inner();
         checked_key(&request.key)?;
-        let size = page_size(request.page_size, 50);
-        let before = page_token::cursor(&request.page_token, "GetFlagHistory", |id| {
-            uuid::Uuid::parse_str(id).is_ok().then(|| id.to_string())
-        })?;
-        // One extra row tells whether another page exists.
-        let records = self
-            .0
-            .history(&request.key, before.as_deref(), size + 1)
+        let (changes, next_page_token) = self
+            .changes(
+                Some(&request.key),
+                request.page_size,
+                &request.page_token,
+                "GetFlagHistory",
+            )
             .await?;
-        let (records, next_page_token) = page_token::page(records, size, |r| r.id.clone());
-        let changes = records
-            .into_iter()
-            .map(|record| FlagChange {
-                previous: record.previous.as_deref().and_then(definition),
-                definition: record.definition.as_deref().and_then(definition),
-                key: record.key,
-                actor: record.actor,
-                source: record.source,
-                checksum: record.checksum,
-                changed_at: Some(timestamp_from_millis(record.changed_at)),
-            })
-            .collect();
         Ok(Response::new(GetFlagHistoryResponse {
+            changes,
+            next_page_token,
+        }))
+    }
+
+    async fn list_changes(
+        &self,
+        request: Request<ListChangesRequest>,
+    ) -> Result<Response<ListChangesResponse>, Status> {
+        let request = request.into_inner();
+        let subject = Some(request.subject.as_str()).filter(|s| !s.is_empty());
+        let (changes, next_page_token) = self
+            .changes(
+                subject,
+                request.page_size,
+                &request.page_token,
+                "ListChanges",
+            )
+            .await?;
+        Ok(Response::new(ListChangesResponse {
             changes,
             next_page_token,
         }))

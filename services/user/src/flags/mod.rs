@@ -7,6 +7,7 @@
 
 pub mod grpc;
 pub mod json;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -109,13 +110,15 @@ impl FlagOwner {
         self.publish().await
     }
 
+    /// Changes of `subject` (a flag key, or `settings/<component>`; `None`: all), newest
+    /// first.
     pub async fn history(
         &self,
-        key: &str,
+        subject: Option<&str>,
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FlagChangeRecord>, Error> {
-        self.store.history(key, before, limit).await
+        self.store.history(subject, before, limit).await
     }
 
     /// Imports a flagd file: every flag it names that differs from the stored one, in the

@@ -146,18 +146,20 @@ impl FlagStore {
         Ok(true)
     }
 
-    /// Up to `limit` changes of `key`, newest first, older than the change `before`.
+    /// Up to `limit` changes of `key` (`None`: of everything), newest first, older than
+    /// the change `before`.
     pub async fn history(
         &self,
-        key: &str,
+        key: Option<&str>,
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FlagChangeRecord>, Error> {
         let rows = sqlx::query(
             "SELECT id, key, actor, source, checksum, previous, definition, changed_at \
-             FROM flag_changes WHERE key = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
+             FROM flag_changes WHERE ($1 = '' OR key = $1) AND ($2 = '' OR id < $2) \
+             ORDER BY id DESC LIMIT $3",
         )
-        .bind(key)
+        .bind(key.unwrap_or(""))
         .bind(before.unwrap_or(""))
         .bind(i64::from(limit))
         .fetch_all(self.db.writer())
@@ -176,4 +178,27 @@ impl FlagStore {
         };
         Ok(rows.iter().map(change).collect::<Result<_, _>>()?)
     }
+}
+
+/// Records a change that happened elsewhere (a settings reload) in the caller's
+/// transaction; its id is the event's, so a redelivered event adds nothing.
+pub async fn record_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    change: &FlagChangeRecord,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO flag_changes (id, key, actor, source, checksum, previous, definition, changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&change.id)
+    .bind(&change.key)
+    .bind(&change.actor)
+    .bind(&change.source)
+    .bind(&change.checksum)
+    .bind(&change.previous)
+    .bind(&change.definition)
+    .bind(change.changed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

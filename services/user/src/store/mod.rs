@@ -101,8 +101,13 @@ pub trait UserStore: Send + Sync {
 
 /// The schema, per backend.
 pub fn migrations() -> Migrations {
-    Migrations::portable(sqlx::migrate!("./migrations")).with_outbox(OUTBOX_TABLE, 1002)
+    Migrations::portable(sqlx::migrate!("./migrations"))
+        .with_outbox(OUTBOX_TABLE, 1002)
+        .with_applied_events(PROCESSED_TABLE, 1004)
 }
+
+/// Events the user service has applied (settings reloads for the audit trail).
+pub const PROCESSED_TABLE: &str = "user_processed_events";
 
 pub struct SqlUserStore {
     db: Database,
