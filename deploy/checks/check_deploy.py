@@ -16,6 +16,7 @@ platform's module table in DUOVARSITY_MODULES; by hand:
   keeps it quiet.
 """
 
+import json
 import os
 import subprocess
 import unittest
@@ -440,6 +441,21 @@ class Chart(unittest.TestCase):
             self.assertTrue(kafka)
             for trigger in kafka:
                 self.assertTrue(trigger["metadata"]["consumerGroup"].startswith("prod."))
+
+    def test_a_flags_file_is_mounted_into_the_user_service_only(self):
+        objects = manifests(VALUE_SETS["all-on"])
+        for obj, pod in pod_specs(objects):
+            if obj["kind"] == "Job":
+                continue
+            env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+            if component_of(obj) == "user":
+                self.assertEqual(env.get("DUOVARSITY_FLAGS_FILE"), "/etc/duovarsity/flags/flags.json")
+                volumes = {v["name"]: v for v in pod["volumes"]}
+                self.assertTrue(volumes["flags"]["configMap"]["name"].endswith("-flags"))
+            else:
+                self.assertNotIn("DUOVARSITY_FLAGS_FILE", env, component_of(obj))
+        configmap = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-flags"))
+        self.assertIn("ai-tutor", json.loads(configmap["data"]["flags.json"])["flags"])
 
     def test_the_chart_ships_the_rules_and_dashboards_of_deploy(self):
         objects = manifests(VALUE_SETS["production"])
