@@ -264,3 +264,118 @@ async fn concurrent_rotation_has_one_winner(store: Arc<dyn UserStore>) {
 duovarsity_testkit::on_sqlite_and_postgres!(
     |url: String| async move { suite(open(&url).await).await }
 );
+
+mod flags {
+    use duovarsity_common::Error;
+    use duovarsity_common::db::Database;
+    use duovarsity_common::flags::FlagContext;
+    use duovarsity_common::flags::distribution::Distribution;
+    use duovarsity_user::flags::FlagOwner;
+    use duovarsity_user::store::flags::{Author, FlagChangeRecord, FlagStore, record_change};
+    use duovarsity_user::store::migrations;
+    use serde_json::json;
+
+    fn on(on: bool) -> serde_json::Value {
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false},
+               "defaultVariant": if on { "on" } else { "off" }})
+    }
+
+    async fn suite(url: String) {
+        let db = Database::connect(&url, None, 8).await.unwrap();
+        db.migrate(&migrations()).await.unwrap();
+        let store = FlagStore::new(db.clone());
+        let admin = Author {
+            actor: "admin-1",
+            source: "api",
+            checksum: "",
+        };
+
+        // A write and its change row; the same definition again changes nothing.
+        assert!(
+            store
+                .change("a", Some("{\"x\":1}"), &admin, 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .change("a", Some("{\"x\":1}"), &admin, 2_000)
+                .await
+                .unwrap()
+        );
+        assert!(!store.change("missing", None, &admin, 2_000).await.unwrap());
+        // The version never goes backwards, even with a clock that does.
+        assert!(
+            store
+                .change("a", Some("{\"x\":2}"), &admin, 500)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.version().await.unwrap(), 1_001);
+        assert!(store.change("a", None, &admin, 3_000).await.unwrap());
+        let history = store.history(Some("a"), None, 10).await.unwrap();
+        let definitions: Vec<_> = history.iter().map(|c| c.definition.clone()).collect();
+        assert_eq!(
+            definitions,
+            [
+                None,
+                Some("{\"x\":2}".to_string()),
+                Some("{\"x\":1}".to_string())
+            ]
+        );
+        assert_eq!(history[0].previous.as_deref(), Some("{\"x\":2}"));
+        // Paging: older than the newest.
+        let older = store
+            .history(Some("a"), Some(&history[0].id), 10)
+            .await
+            .unwrap();
+        assert_eq!(older.len(), 2);
+
+        // A change recorded from an event is recorded once, however often it arrives.
+        let reload = FlagChangeRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            key: "settings/ai-catalog".into(),
+            actor: "ai-catalog@host".into(),
+            source: "file".into(),
+            checksum: "abc".into(),
+            previous: None,
+            definition: Some("{\"applied\":true}".into()),
+            changed_at: 4_000,
+        };
+        for _ in 0..2 {
+            let mut tx = db.writer().begin().await.unwrap();
+            record_change(&mut tx, &reload).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(
+            store
+                .history(Some("settings/ai-catalog"), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.history(None, None, 10).await.unwrap().len(), 4);
+
+        // The owner: at most `max` flags; replacing one is always allowed; what it
+        // publishes is what this process evaluates.
+        let owner = FlagOwner::new(store.clone(), Distribution::local()).with_max_flags(2);
+        owner.put("f1", &on(true), "admin-1").await.unwrap();
+        owner.put("f2", &on(false), "admin-1").await.unwrap();
+        match owner.put("f3", &on(true), "admin-1").await {
+            Err(Error::FailedPrecondition { reason, .. }) => assert_eq!(reason, "TOO_MANY_FLAGS"),
+            other => panic!("expected TOO_MANY_FLAGS, got {other:?}"),
+        }
+        owner.put("f2", &on(true), "admin-1").await.unwrap();
+        assert!(owner.flags().enabled("f2", &FlagContext::default()));
+        owner.delete("f1", "admin-1").await.unwrap();
+        owner.put("f3", &on(true), "admin-1").await.unwrap();
+        assert!(matches!(
+            owner.delete("f1", "admin-1").await,
+            Err(Error::NotFound { .. })
+        ));
+        db.close().await;
+    }
+
+    duovarsity_testkit::on_sqlite_and_postgres!(|url: String| async move { suite(url).await });
+}

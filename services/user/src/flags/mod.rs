@@ -21,11 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::flags::{Author, FlagChangeRecord, FlagRecord, FlagStore};
 
+/// The most flags there may be: every process holds and publishes all of them.
+pub const MAX_FLAGS: usize = 500;
+
 /// The owner of the flags: the store, and the process's distribution.
 #[derive(Clone)]
 pub struct FlagOwner {
     store: FlagStore,
     distribution: Distribution,
+    max_flags: usize,
 }
 
 impl FlagOwner {
@@ -33,7 +37,14 @@ impl FlagOwner {
         Self {
             store,
             distribution,
+            max_flags: MAX_FLAGS,
         }
+    }
+
+    /// With another limit on the number of flags (tests).
+    pub fn with_max_flags(mut self, max_flags: usize) -> Self {
+        self.max_flags = max_flags;
+        self
     }
 
     /// The flags this process evaluates.
@@ -85,6 +96,15 @@ impl FlagOwner {
         actor: &str,
     ) -> Result<FlagRecord, Error> {
         Flag::compile(key, definition).map_err(|reason| Error::invalid("definition", reason))?;
+        if self.store.get(key).await?.is_none() && self.store.count().await? >= self.max_flags {
+            return Err(Error::FailedPrecondition {
+                reason: "TOO_MANY_FLAGS",
+                message: format!(
+                    "there are {} flags already, the most there may be; delete one first",
+                    self.max_flags
+                ),
+            });
+        }
         let author = Author {
             actor,
             source: "api",

@@ -72,6 +72,14 @@ impl FlagStore {
         Ok(row.as_ref().map(flag_from_row).transpose()?)
     }
 
+    /// How many flags there are.
+    pub async fn count(&self) -> Result<usize, Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM flags")
+            .fetch_one(self.db.writer())
+            .await?;
+        Ok(usize::try_from(row.try_get::<i64, _>("n")?).unwrap_or(usize::MAX))
+    }
+
     /// The version of the flag set: the time of the last change (0 before any).
     pub async fn version(&self) -> Result<i64, Error> {
         let row = sqlx::query("SELECT MAX(changed_at) AS version FROM flag_changes")
