@@ -16,7 +16,7 @@ pub mod distribution;
 pub mod openfeature;
 pub mod targeting;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -169,11 +169,22 @@ impl Flags {
     }
 }
 
+/// Counters of evaluations of built-in flags nobody defined (`variant="default"`), made on
+/// first use.
+static BUILT_IN_COUNTERS: [OnceLock<metrics::Counter>; BUILT_IN.len()] =
+    [const { OnceLock::new() }; BUILT_IN.len()];
+
+/// A built-in flag's default (false for a key the code does not know), counted.
 fn built_in(key: &str) -> bool {
-    BUILT_IN
-        .iter()
-        .find(|(name, ..)| *name == key)
-        .is_some_and(|(_, on, _)| *on)
+    let Some(index) = BUILT_IN.iter().position(|(name, ..)| *name == key) else {
+        return false;
+    };
+    BUILT_IN_COUNTERS[index]
+        .get_or_init(|| {
+            metrics::counter!("flag_evaluations_total", "flag" => BUILT_IN[index].0, "variant" => "default")
+        })
+        .increment(1);
+    BUILT_IN[index].1
 }
 
 /// Evaluates one compiled flag (counted in `flag_evaluations_total{flag,variant}`).
