@@ -3,11 +3,10 @@
 //! caller's evaluated flags.
 
 use duovarsity_testkit::TestPlatform;
-use duovarsity_testkit::llm::MockLlm;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{ask, catalog, chat, learner_of_tier, platform, write_keys};
+use crate::{Mocks, ask, chat, learner_of_tier, platform};
 
 fn tutor(state: &str, targeting: Value) -> Value {
     json!({
@@ -30,20 +29,8 @@ async fn put(p: &TestPlatform, token: &str, key: &str, definition: Value) -> (St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ai_tutor_rolls_out_by_tier_is_killed_and_every_change_is_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    let (primary, backup, claude) = (
-        MockLlm::openai().await,
-        MockLlm::openai().await,
-        MockLlm::anthropic().await,
-    );
-    write_keys(dir.path(), [&primary, &backup, &claude]);
-    let file = dir.path().join("catalog.toml");
-    std::fs::write(
-        &file,
-        catalog(dir.path(), &primary, &backup, &claude, "model-a"),
-    )
-    .unwrap();
-    let p = platform(&file, &[]).await;
+    let mocks = Mocks::start().await;
+    let p = platform(&mocks.file, &[]).await;
     let (admin_id, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
     let free = learner_of_tier(&p, "free@example.com", "TIER_FREE").await;
     let premium = learner_of_tier(&p, "premium@example.com", "TIER_PREMIUM").await;
@@ -209,23 +196,11 @@ fn flagd_file(free_learners: &str) -> String {
 /// changes, recorded with the file's SHA-256; a broken file changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flags_file_is_imported_at_start_and_on_change_with_its_checksum() {
-    let dir = tempfile::tempdir().unwrap();
-    let (primary, backup, claude) = (
-        MockLlm::openai().await,
-        MockLlm::openai().await,
-        MockLlm::anthropic().await,
-    );
-    write_keys(dir.path(), [&primary, &backup, &claude]);
-    let catalog_file = dir.path().join("catalog.toml");
-    std::fs::write(
-        &catalog_file,
-        catalog(dir.path(), &primary, &backup, &claude, "model-a"),
-    )
-    .unwrap();
-    let flags_file = dir.path().join("flags.json");
+    let mocks = Mocks::start().await;
+    let flags_file = mocks.dir.path().join("flags.json");
     std::fs::write(&flags_file, flagd_file("off")).unwrap();
     let p = platform(
-        &catalog_file,
+        &mocks.file,
         &[("DUOVARSITY_FLAGS_FILE", flags_file.display().to_string())],
     )
     .await;
@@ -276,17 +251,9 @@ async fn a_flags_file_is_imported_at_start_and_on_change_with_its_checksum() {
 /// changes, with the file's checksum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_reloads_are_recorded_in_the_audit_trail() {
-    let dir = tempfile::tempdir().unwrap();
-    let (primary, backup, claude) = (
-        MockLlm::openai().await,
-        MockLlm::openai().await,
-        MockLlm::anthropic().await,
-    );
-    write_keys(dir.path(), [&primary, &backup, &claude]);
-    let file = dir.path().join("catalog.toml");
-    let text = |model: &str| catalog(dir.path(), &primary, &backup, &claude, model);
-    std::fs::write(&file, text("model-a")).unwrap();
-    let p = platform(&file, &[]).await;
+    let mocks = Mocks::start().await;
+    let (file, text) = (&mocks.file, |model: &str| mocks.catalog(model));
+    let p = platform(file, &[]).await;
     let (_, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
     let changes = || async {
         let (status, body) = p
@@ -301,12 +268,12 @@ async fn catalog_reloads_are_recorded_in_the_audit_trail() {
         body["changes"].as_array().cloned().unwrap_or_default()
     };
 
-    std::fs::write(&file, text("model-b")).unwrap();
+    std::fs::write(file, text("model-b")).unwrap();
     crate::wait_until("the applied reload is recorded", || async {
         changes().await.len() == 1
     })
     .await;
-    std::fs::write(&file, "this is not toml [").unwrap();
+    std::fs::write(file, "this is not toml [").unwrap();
     crate::wait_until("the refused reload is recorded", || async {
         changes().await.len() == 2
     })

@@ -130,6 +130,50 @@ tiers = {tiers}
     )
 }
 
+/// Three mock providers (two OpenAI-compatible, one Anthropic) with their keys written
+/// into a temporary directory and a catalog over them (`catalog.toml`, default
+/// `model-a`) beside the keys.
+struct Mocks {
+    dir: tempfile::TempDir,
+    primary: MockLlm,
+    backup: MockLlm,
+    claude: MockLlm,
+    file: std::path::PathBuf,
+}
+
+impl Mocks {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, backup, claude) = (
+            MockLlm::openai().await,
+            MockLlm::openai().await,
+            MockLlm::anthropic().await,
+        );
+        write_keys(dir.path(), [&primary, &backup, &claude]);
+        let file = dir.path().join("catalog.toml");
+        let mocks = Self {
+            dir,
+            primary,
+            backup,
+            claude,
+            file,
+        };
+        std::fs::write(&mocks.file, mocks.catalog("model-a")).unwrap();
+        mocks
+    }
+
+    /// The catalog text with `default_model`.
+    fn catalog(&self, default_model: &str) -> String {
+        catalog(
+            self.dir.path(),
+            &self.primary,
+            &self.backup,
+            &self.claude,
+            default_model,
+        )
+    }
+}
+
 /// Writes the mocks' keys as files under `dir` (mounted secrets, as in production).
 fn write_keys(dir: &std::path::Path, mocks: [&MockLlm; 3]) {
     for (name, mock) in ["primary", "backup", "claude"].iter().zip(mocks) {

@@ -2,12 +2,11 @@
 //! is checked against the caller's access before anything is answered or served.
 
 use duovarsity::Component;
-use duovarsity_testkit::llm::MockLlm;
 use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{catalog, chat, learner_of_tier, platform, write_keys};
+use crate::{Mocks, chat, learner_of_tier, platform};
 
 fn hint(lesson: &str, words: Option<&str>) -> Value {
     let messages = match words {
@@ -76,22 +75,10 @@ async fn the_sandbox_model_never_repeats_one_learners_words_to_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_sees_each_learners_words_only_in_their_own_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let (primary, backup, claude) = (
-        MockLlm::openai().await,
-        MockLlm::openai().await,
-        MockLlm::anthropic().await,
-    );
-    write_keys(dir.path(), [&primary, &backup, &claude]);
-    let file = dir.path().join("catalog.toml");
-    std::fs::write(
-        &file,
-        catalog(dir.path(), &primary, &backup, &claude, "model-a"),
-    )
-    .unwrap();
-    let p = platform(&file, &[]).await;
+    let mocks = Mocks::start().await;
+    let p = platform(&mocks.file, &[]).await;
     two_learners(&p).await;
-    let requests = primary.requests();
+    let requests = mocks.primary.requests();
     // Each learner's words once (the second ask was a private hit), the shared hint once.
     assert_eq!(requests.len(), 3, "{requests:?}");
     let with = |marker: &str| {
