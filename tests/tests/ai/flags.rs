@@ -27,6 +27,11 @@ async fn put(p: &TestPlatform, token: &str, key: &str, definition: Value) -> (St
     .await
 }
 
+async fn delete(p: &TestPlatform, token: &str, key: &str) -> StatusCode {
+    let path = format!("/v1/admin/flags/{key}");
+    p.call(Method::DELETE, &path, Some(token), None).await.0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ai_tutor_rolls_out_by_tier_is_killed_and_every_change_is_audited() {
     let mocks = Mocks::start().await;
@@ -114,25 +119,9 @@ async fn the_ai_tutor_rolls_out_by_tier_is_killed_and_every_change_is_audited() 
     assert_eq!(asks(premium.clone()).await.0, StatusCode::FORBIDDEN);
 
     // Removed: the built-in default again.
-    let (status, _) = p
-        .call(
-            Method::DELETE,
-            "/v1/admin/flags/ai-tutor",
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(delete(&p, &admin, "ai-tutor").await, StatusCode::OK);
     assert_eq!(asks(free.clone()).await.0, StatusCode::OK);
-    let (status, _) = p
-        .call(
-            Method::DELETE,
-            "/v1/admin/flags/ai-tutor",
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(delete(&p, &admin, "ai-tutor").await, StatusCode::NOT_FOUND);
 
     // Every change, newest first, with who and the definitions before and after; the
     // refused one is not there.

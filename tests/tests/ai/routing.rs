@@ -1,58 +1,28 @@
 //! Routing, reload, caching, breakers and streaming on one platform over the mocks.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use duovarsity_testkit::TestPlatform;
-use duovarsity_testkit::llm::{Behaviour, MockLlm};
+use duovarsity_testkit::llm::Behaviour;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{ask, catalog, chat, learner_of_tier, platform, stream, wait_until, write_keys};
+use crate::{Mocks, ask, chat, learner_of_tier, platform, stream, wait_until};
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    file: PathBuf,
-    keys: PathBuf,
-    primary: MockLlm,
-    backup: MockLlm,
-    claude: MockLlm,
+    m: Mocks,
     p: TestPlatform,
 }
 
 impl Setup {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (primary, backup, claude) = (
-            MockLlm::openai().await,
-            MockLlm::openai().await,
-            MockLlm::anthropic().await,
-        );
-        let keys = dir.path().to_path_buf();
-        write_keys(&keys, [&primary, &backup, &claude]);
-        let file = dir.path().join("catalog.toml");
-        std::fs::write(&file, catalog(&keys, &primary, &backup, &claude, "model-a")).unwrap();
-        let p = platform(&file, &[]).await;
-        Self {
-            _dir: dir,
-            file,
-            keys,
-            primary,
-            backup,
-            claude,
-            p,
-        }
+        let m = Mocks::start().await;
+        let p = platform(&m.file, &[]).await;
+        Self { m, p }
     }
 
     fn rewrite(&self, default_model: &str) {
-        let text = catalog(
-            &self.keys,
-            &self.primary,
-            &self.backup,
-            &self.claude,
-            default_model,
-        );
-        std::fs::write(&self.file, text).unwrap();
+        std::fs::write(&self.m.file, self.m.catalog(default_model)).unwrap();
     }
 }
 
@@ -104,7 +74,7 @@ async fn routing_follows_tier_task_and_floor_and_the_catalog_reloads_live() {
     );
     assert_eq!(body["usage"]["completion_tokens"], 10);
     assert_eq!(body["usage"]["prompt_tokens"], 10);
-    let claude_request = &s.claude.requests()[0];
+    let claude_request = &s.m.claude.requests()[0];
     assert_eq!(claude_request["messages"][0]["role"], "user");
 
     // The models list shows what the tier may name.
@@ -130,7 +100,7 @@ async fn routing_follows_tier_task_and_floor_and_the_catalog_reloads_live() {
         chat(&s.p, &free, ask("default", "hello")).await.1 == "model-b"
     })
     .await;
-    std::fs::write(&s.file, "[policy]\ndefault_model = 3\n").unwrap();
+    std::fs::write(&s.m.file, "[policy]\ndefault_model = 3\n").unwrap();
     wait_until("the refused reload to be counted", || async {
         s.p.metrics()
             .await
@@ -155,7 +125,7 @@ async fn cache_hits_cost_nothing_and_every_parameter_changes_the_key() {
     let (_, _, cache, body) = chat(&s.p, &learner, exact.clone()).await;
     assert_eq!(cache, "hit", "{body}");
     assert_eq!(body["cached"], true);
-    assert_eq!(s.primary.calls(), 1, "one provider call for two answers");
+    assert_eq!(s.m.primary.calls(), 1, "one provider call for two answers");
     for (field, value) in [
         ("max_tokens", json!(5)),
         ("top_p", json!(0.5)),
@@ -206,7 +176,7 @@ async fn whole_answers_are_asked_for_whole_and_understood_when_a_stream_was_aske
         (StatusCode::OK, "model-a"),
         "{body}"
     );
-    let asked = s.primary.requests().pop().unwrap();
+    let asked = s.m.primary.requests().pop().unwrap();
     assert_eq!(asked["stream"], false, "{asked}");
     assert!(asked.get("stream_options").is_none(), "{asked}");
     let message = &body["choices"][0]["message"];
@@ -220,14 +190,14 @@ async fn whole_answers_are_asked_for_whole_and_understood_when_a_stream_was_aske
 
     // Streamed to the caller, answered whole by the server: the same text arrives as
     // chunks and the stream ends properly.
-    s.primary.set(Behaviour::AnswerWhole);
+    s.m.primary.set(Behaviour::AnswerWhole);
     let (status, model, events) = stream(&s.p, &learner, ask("model-a", "stream it")).await;
     assert_eq!(
         (status, model.as_str()),
         (StatusCode::OK, "model-a"),
         "{events:?}"
     );
-    assert_eq!(s.primary.requests().pop().unwrap()["stream"], true);
+    assert_eq!(s.m.primary.requests().pop().unwrap()["stream"], true);
     assert_eq!(
         events.last().map(String::as_str),
         Some("[DONE]"),
@@ -251,15 +221,15 @@ async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it
     let s = Setup::start().await;
     let learner = learner_of_tier(&s.p, "breaker@example.com", "TIER_FREE").await;
     // A stream without a first token within the policy's 2 s: the next model answers.
-    s.primary.set_latency(Duration::from_secs(3));
+    s.m.primary.set_latency(Duration::from_secs(3));
     let (status, model, events) = stream(&s.p, &learner, ask("auto", "slow?")).await;
     assert_eq!(
         (status, model.as_str()),
         (StatusCode::OK, "model-b"),
         "{events:?}"
     );
-    s.primary.set_latency(Duration::ZERO);
-    s.primary.set(Behaviour::Down);
+    s.m.primary.set_latency(Duration::ZERO);
+    s.m.primary.set(Behaviour::Down);
     for _ in 0..2 {
         let (status, model, _, body) = chat(&s.p, &learner, ask("auto", "hi")).await;
         assert_eq!(
@@ -271,18 +241,18 @@ async fn an_outage_opens_the_breaker_the_fallback_answers_and_recovery_closes_it
     // Failures in a row opened primary's breaker: it is no longer called. (Its gauge,
     // ai_breaker_state, is process-wide and shared with the tests running beside this
     // one, so the test asserts the behaviour.)
-    let called = s.primary.calls();
+    let called = s.m.primary.calls();
     let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
     assert_eq!(model, "model-b");
-    assert_eq!(s.primary.calls(), called, "an open breaker is not called");
-    s.primary.set(Behaviour::Answer);
+    assert_eq!(s.m.primary.calls(), called, "an open breaker is not called");
+    s.m.primary.set(Behaviour::Answer);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // After open_secs a probe goes through; it succeeds and the breaker closes.
     let (_, model, _, _) = chat(&s.p, &learner, ask("auto", "hi")).await;
     assert_eq!(model, "model-a");
     // Rate limited (429) everywhere: a 503 after the bounded attempts, not a loop.
-    s.backup.set(Behaviour::RateLimited);
-    s.primary.set(Behaviour::RateLimited);
+    s.m.backup.set(Behaviour::RateLimited);
+    s.m.primary.set(Behaviour::RateLimited);
     let (status, _, _, problem) = chat(&s.p, &learner, ask("auto", "hi")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     s.p.stop().await;
@@ -306,7 +276,7 @@ async fn streams_end_with_done_or_with_an_error_never_a_silent_switch() {
     assert_eq!(last["usage"]["completion_tokens"], 10);
 
     // Broken after the first chunk: the stream ends with an error event, no fallback.
-    s.primary.set(Behaviour::BreakAfterFirstChunk);
+    s.m.primary.set(Behaviour::BreakAfterFirstChunk);
     let (status, _, events) = stream(&s.p, &learner, ask("auto", "stream again")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(events[0].contains("chat.completion.chunk"), "{events:?}");
@@ -319,7 +289,7 @@ async fn streams_end_with_done_or_with_an_error_never_a_silent_switch() {
         "{error}"
     );
     assert!(!events.iter().any(|e| e == "[DONE]"));
-    assert_eq!(s.backup.calls(), 0, "no silent switch to another model");
+    assert_eq!(s.m.backup.calls(), 0, "no silent switch to another model");
     // Refused before any output: a plain problem response, not a stream.
     let (status, _, events) = stream(&s.p, &learner, ask("model-premium", "x")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{events:?}");
