@@ -17,6 +17,7 @@ pub mod edge_cache;
 pub mod lag;
 pub mod layers;
 pub mod live;
+pub mod meters;
 pub mod openapi;
 pub mod priority;
 pub mod problem;

@@ -11,6 +11,7 @@ use duovarsity_proto::method_option;
 use http::Method;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
+use crate::meters::RouteMeters;
 use crate::template::{PathTemplate, TemplateError};
 
 /// Where the HTTP body goes in the request message.
@@ -29,6 +30,10 @@ pub enum BodyTarget {
 pub struct Route {
     pub http_method: Method,
     pub template: PathTemplate,
+    /// The template as text: the `route` label of the request metrics.
+    pub label: String,
+    /// This route's metric handles, made once (`layers::metrics`).
+    pub meters: RouteMeters,
     pub body: BodyTarget,
     /// Empty: the whole response message is the HTTP body.
     pub response_body: String,
@@ -155,9 +160,12 @@ impl RouteTable {
                         "*" => BodyTarget::Whole,
                         field => BodyTarget::Field(field.to_string()),
                     };
+                    let template = PathTemplate::parse(&path)?;
                     routes.push(Route {
                         http_method,
-                        template: PathTemplate::parse(&path)?,
+                        label: template.to_string(),
+                        meters: RouteMeters::default(),
+                        template,
                         body,
                         response_body: binding.response_body.clone(),
                         method: method.clone(),

@@ -1,6 +1,7 @@
 //! What every REST call counts, and the request id added to problem bodies built before
 //! the id was at hand.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -10,12 +11,13 @@ use axum::response::Response;
 use http::header;
 use http_body_util::BodyExt;
 
+use crate::meters;
 use crate::problem;
+use crate::routes::Route;
 
-/// The route template a response answered (`unmatched` when none did), set by the routing
-/// layer.
+/// The route a response answered, set by the routing layer (none: `unmatched`).
 #[derive(Clone)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub Arc<Route>);
 
 pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -34,32 +36,37 @@ pub async fn record(request: Request, next: Next) -> Response {
     {
         response = attach_request_id(response, request_id).await;
     }
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map_or_else(|| "unmatched".to_string(), |label| label.0.clone());
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    match response.extensions().get::<RouteLabel>() {
+        Some(RouteLabel(route)) => route.meters.record(&route.label, &method, status, seconds),
+        None => {
+            meters::requests_counter("unmatched", &method, status).increment(1);
+            metrics::histogram!("http_request_duration_seconds", "route" => "unmatched")
+                .record(seconds);
+        }
+    }
     response
 }
 
 /// Counts a REST call in `http_requests_in_flight` for as long as it runs (also when the
 /// client goes away and the call is dropped).
-struct InFlight;
+struct InFlight(&'static metrics::Gauge);
+
+/// The gauge's handle, made on the first call (after the process installed its recorder).
+static IN_FLIGHT: OnceLock<metrics::Gauge> = OnceLock::new();
 
 impl InFlight {
     fn enter() -> Self {
-        metrics::gauge!("http_requests_in_flight").increment(1.0);
-        Self
+        let gauge = IN_FLIGHT.get_or_init(|| metrics::gauge!("http_requests_in_flight"));
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 

@@ -48,10 +48,10 @@ pub async fn route(
             return problem.into_response();
         }
     };
-    let label = matched.route.template.to_string();
-    telemetry::spans::record_http_route(&method, &label);
+    let route = matched.route.clone();
+    telemetry::spans::record_http_route(&method, &route.label);
     request.extensions_mut().insert(matched);
     let mut response = next.run(request).await;
-    response.extensions_mut().insert(RouteLabel(label));
+    response.extensions_mut().insert(RouteLabel(route));
     response
 }
