@@ -184,10 +184,12 @@ fn fractional(
         let name = pair[0]
             .as_str()
             .ok_or_else(|| format!("a fractional bucket names a variant, not {}", pair[0]))?;
+        // Whole numbers, also when written as 10.0 (protobuf's Struct carries every
+        // number as a double, so a definition read back through the API looks so).
         let weight = pair[1]
-            .as_u64()
-            .and_then(|w| u32::try_from(w).ok())
-            .filter(|w| *w <= 100_000)
+            .as_f64()
+            .filter(|w| w.fract() == 0.0 && (0.0..=100_000.0).contains(w))
+            .map(|w| w as u32)
             .ok_or_else(|| {
                 format!(
                     "the weight of {name:?} is a whole number from 0 to 100000, not {}",

@@ -80,7 +80,20 @@ fn a_learner_stays_in_a_rollout_as_it_grows() {
             .cloned()
             .collect::<std::collections::HashSet<_>>()
     };
+    // Weights written as doubles (as the API's Struct carries them) mean the same.
+    let doubles = Flags::new();
+    doubles.replace(set(
+        json!({"ai-tutor": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off", "targeting": {"fractional": [["on", 5.0], ["off", 95.0]]}}}),
+        1,
+    ));
     let five = enabled_at(5);
+    let five_doubles: std::collections::HashSet<_> = users
+        .iter()
+        .filter(|u| doubles.enabled("ai-tutor", &context(u, "free", "learner")))
+        .cloned()
+        .collect();
+    assert_eq!(five, five_doubles);
     let twenty = enabled_at(20);
     let all = enabled_at(100);
     assert!(
