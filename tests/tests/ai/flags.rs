@@ -291,3 +291,101 @@ async fn catalog_reloads_are_recorded_in_the_audit_trail() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     p.stop().await;
 }
+
+/// The flag API against hostile input: an oversized or deeply nested definition and a bad
+/// key are refused with the reason; concurrent writes leave the history and the state in
+/// agreement; each caller's evaluated flags are their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_definitions_races_and_other_callers_change_nothing_they_should_not() {
+    let mocks = Mocks::start().await;
+    let p = platform(&mocks.file, &[]).await;
+    let (_, admin) = p.sign_in(duovarsity_testkit::TEST_ADMIN).await;
+
+    // Larger than 16 KiB: refused, and nothing is stored.
+    let huge = json!({"state": "ENABLED", "variants": {"on": "x".repeat(20_000)},
+                      "defaultVariant": "on"});
+    let (status, body) = put(&p, &admin, "huge", huge).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("bytes"), "{body}");
+    let (status, _) = p
+        .call(Method::GET, "/v1/admin/flags/huge", Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Nested 300 deep: refused before it is compiled; the platform answers on.
+    let mut deep = json!({"==": [{"var": "tier"}, "free"]});
+    for _ in 0..300 {
+        deep = json!({"!": deep});
+    }
+    let (status, body) = put(
+        &p,
+        &admin,
+        "deep",
+        tutor("ENABLED", json!({"if": [deep, "on"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // A key outside the alphabet.
+    let (status, body) = put(&p, &admin, "Not_A-Key", tutor("ENABLED", json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("flag key"), "{body}");
+
+    // Twenty admins' writes at once: the history holds each applied change once, and the
+    // flag in force is the newest change's definition.
+    let writes = (0..20).map(|n| {
+        let definition = json!({"state": "ENABLED", "variants": {"v": n}, "defaultVariant": "v"});
+        let (p, admin) = (&p, &admin);
+        async move { put(p, admin, "raced", definition).await.0 }
+    });
+    for status in futures::future::join_all(writes).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, history) = p
+        .call(
+            Method::GET,
+            "/v1/admin/flags/raced/history",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let changes = history["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 20, "{history}");
+    let (_, stored) = p
+        .call(Method::GET, "/v1/admin/flags/raced", Some(&admin), None)
+        .await;
+    assert_eq!(stored["definition"], changes[0]["definition"]);
+
+    // Each caller gets their own evaluation, never another's (the answer is private).
+    let (ada_id, ada) = p.sign_up("ada@example.com").await;
+    let (_, bob) = p.sign_up("bob@example.com").await;
+    let only_ada = tutor(
+        "ENABLED",
+        json!({"if": [{"==": [{"var": "userId"}, ada_id]}, "on"]}),
+    );
+    assert_eq!(
+        put(&p, &admin, "ai-tutor", only_ada).await.0,
+        StatusCode::OK
+    );
+    let tutor_for = |token: String| {
+        let p = &p;
+        async move {
+            let (_, mine) = p
+                .call(Method::GET, "/v1/me/flags", Some(&token), None)
+                .await;
+            mine["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["key"] == "ai-tutor")
+                .map(|f| f["value"].clone())
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(tutor_for(ada.clone()).await, Some(json!(true)));
+        assert_eq!(tutor_for(bob.clone()).await, Some(json!(false)));
+    }
+    let (status, _) = p.call(Method::GET, "/v1/me/flags", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    p.stop().await;
+}
