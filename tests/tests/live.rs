@@ -230,6 +230,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
                 user_id: learner_id.clone(),
                 email: "slow@example.com".into(),
                 display_name: format!("{n} {}", "x".repeat(50_000)),
+                time_zone: "UTC".into(),
             },
         );
         bus.publish(event.record).await.unwrap();

@@ -168,6 +168,7 @@ async fn main() {
                 user_id: aggregate.clone(),
                 email: format!("{aggregate}@example.com"),
                 display_name: format!("Learner {n}"),
+                time_zone: "UTC".into(),
             },
         );
         // A topic of the bench's own, so runs never mix with the platform's events.

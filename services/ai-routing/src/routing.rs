@@ -106,6 +106,10 @@ impl Router {
         // Shared only when nothing of the caller's reached the prompt; the caller's own
         // words are cached for them alone, and only when the answer is repeatable.
         let own_cacheable = task_policy.cacheable || prompt.temperature == Some(0.0);
+        let (course_id, lesson_id) = lesson
+            .as_ref()
+            .map(|(_, lesson)| (lesson.course_id.clone(), lesson.id.clone()))
+            .unwrap_or_default();
         let scope = match lesson {
             Some((task, lesson)) if prompt.messages.is_empty() => {
                 prompt.messages = shared_prompt(task, &lesson);
@@ -136,6 +140,8 @@ impl Router {
         let account = Account {
             user: caller.user.clone(),
             task: plan.task.clone(),
+            course_id,
+            lesson_id,
             started,
             prompt_estimate: prompt.estimated_tokens(),
         };

@@ -23,6 +23,9 @@ use crate::usage::{self, UsageRow};
 pub(crate) struct Account {
     pub user: String,
     pub task: String,
+    /// The lesson the task named (empty when none).
+    pub course_id: String,
+    pub lesson_id: String,
     pub started: Instant,
     /// The prompt's estimated tokens (charged when the provider never said).
     pub prompt_estimate: u32,
@@ -174,6 +177,8 @@ impl Router {
             model: answer.model.clone(),
             provider: answer.provider.clone(),
             task: account.task.clone(),
+            course_id: account.course_id.clone(),
+            lesson_id: account.lesson_id.clone(),
             prompt_tokens: answer.prompt_tokens,
             completion_tokens: answer.completion_tokens,
             cost_nano: cost,

@@ -148,6 +148,8 @@ fn usage_event(usage: &UsageRow) -> PendingEvent {
             cost_nano_usd: usage.cost_nano,
             cached: usage.cached,
             latency_ms: i32::try_from(usage.latency_ms).unwrap_or(i32::MAX),
+            course_id: usage.course_id.clone(),
+            lesson_id: usage.lesson_id.clone(),
         },
     )
 }

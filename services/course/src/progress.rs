@@ -70,6 +70,7 @@ impl Courses {
             learner_id: enrollment.learner_id.clone(),
             course_id: lesson.course_id.clone(),
             lesson_id: lesson.id.clone(),
+            lesson_title: lesson.title.clone(),
             ..LessonProgressed::default()
         };
         let events = ProgressEvents {
@@ -90,6 +91,7 @@ impl Courses {
                     learner_id: enrollment.learner_id.clone(),
                     course_id: course.id.clone(),
                     lesson_id: lesson.id.clone(),
+                    lesson_title: lesson.title.clone(),
                 },
             ),
             course_completed: pending_event(

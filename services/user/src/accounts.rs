@@ -8,7 +8,7 @@ use duovarsity_common::validate::{page_size, page_token};
 use duovarsity_proto::user::{ListUsersResponse, Role, Tier, UpdateProfileRequest, User};
 use prost::Message as _;
 
-use crate::convert::{registered_event, stored, user_to_proto};
+use crate::convert::{profile_updated_event, registered_event, stored, user_to_proto};
 use crate::rules::{
     account_violations, check_display_name, check_locale, check_time_zone, ensure_valid,
     normalize_email,
@@ -165,7 +165,7 @@ impl Users {
         };
         let user = self
             .store
-            .update_profile(user_id, &patch, now_millis())
+            .update_profile(user_id, &patch, now_millis(), profile_updated_event)
             .await?;
         self.profiles.invalidate(&user.id).await;
         user_to_proto(&user)

@@ -7,7 +7,7 @@ use duovarsity_common::Error;
 use duovarsity_common::enums::StoredName;
 use duovarsity_common::events::{PendingEvent, pending_event};
 use duovarsity_common::time::timestamp_from_millis;
-use duovarsity_proto::events::UserRegistered;
+use duovarsity_proto::events::{UserProfileUpdated, UserRegistered};
 use duovarsity_proto::user::{Role, Tier, User};
 
 use crate::store::UserRecord;
@@ -41,6 +41,19 @@ pub fn registered_event(user: &UserRecord) -> PendingEvent {
             user_id: user.id.clone(),
             email: user.email.clone(),
             display_name: user.display_name.clone(),
+            time_zone: user.time_zone.clone(),
+        },
+    )
+}
+
+/// The `user.profile_updated` event of an account whose profile changed.
+pub fn profile_updated_event(user: &UserRecord) -> PendingEvent {
+    pending_event(
+        &user.id,
+        &UserProfileUpdated {
+            user_id: user.id.clone(),
+            display_name: user.display_name.clone(),
+            time_zone: user.time_zone.clone(),
         },
     )
 }

@@ -88,6 +88,15 @@ async fn accounts(store: &dyn UserStore) {
                 ..Default::default()
             },
             42,
+            |user| {
+                duovarsity_common::events::pending_event(
+                    &user.id,
+                    &duovarsity_proto::events::UserProfileUpdated {
+                        user_id: user.id.clone(),
+                        ..Default::default()
+                    },
+                )
+            },
         )
         .await
         .unwrap();

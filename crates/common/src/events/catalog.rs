@@ -6,7 +6,7 @@
 use duovarsity_proto::events::{
     AiUsage, CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
     EnrollmentRevoked, Envelope, LessonCompleted, LessonProgressed, PaymentCaptured,
-    PaymentRefunded, SettingsReloaded, UserRegistered,
+    PaymentRefunded, SettingsReloaded, UserProfileUpdated, UserRegistered,
 };
 
 use crate::Error;
@@ -48,6 +48,7 @@ macro_rules! catalog {
 
 catalog! {
     UserRegistered => topics::USER, "user.registered";
+    UserProfileUpdated => topics::USER, "user.profile_updated";
     CoursePublished => topics::COURSE, "course.published";
     EnrollmentCreated => topics::ENROLLMENT, "enrollment.created";
     EnrollmentActivated => topics::ENROLLMENT, "enrollment.activated";
@@ -85,6 +86,8 @@ mod tests {
         let pool = duovarsity_proto::descriptor_pool();
         for name in [
             UserRegistered::FULL_NAME,
+            UserProfileUpdated::FULL_NAME,
+            AiUsage::FULL_NAME,
             CoursePublished::FULL_NAME,
             EnrollmentCreated::FULL_NAME,
             EnrollmentActivated::FULL_NAME,

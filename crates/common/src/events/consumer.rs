@@ -11,6 +11,8 @@
 //! The consumer's service owns the processed-events table (`<service>_processed_events`,
 //! columns `consumer_group`, `event_id`, `processed_at`, primary key on the first two).
 
+pub mod batch;
+
 use std::sync::Arc;
 use std::time::Duration;
 

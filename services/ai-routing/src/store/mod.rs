@@ -20,4 +20,7 @@ pub fn migrations() -> Migrations {
             include_str!("../../migrations/6002_budgets.sql").to_string()
         })
         .with_outbox(OUTBOX_TABLE, 6003)
+        .with(6004, "usage_lesson", |_| {
+            include_str!("../../migrations/6004_usage_lesson.sql").to_string()
+        })
 }

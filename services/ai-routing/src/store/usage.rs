@@ -12,6 +12,9 @@ pub struct UsageRow {
     pub model: String,
     pub provider: String,
     pub task: String,
+    /// The lesson the request was about (empty when none was named).
+    pub course_id: String,
+    pub lesson_id: String,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub cost_nano: i64,
@@ -27,7 +30,8 @@ pub async fn insert(
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO ai_usage (id, user_id, model, provider, task, prompt_tokens, completion_tokens, \
-         cost_nano, cached, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         cost_nano, cached, latency_ms, created_at, course_id, lesson_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&usage.id)
     .bind(&usage.user_id)
@@ -40,6 +44,8 @@ pub async fn insert(
     .bind(i64::from(usage.cached))
     .bind(i64::from(usage.latency_ms))
     .bind(usage.created_at)
+    .bind(&usage.course_id)
+    .bind(&usage.lesson_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -77,7 +83,7 @@ pub async fn of_user(
     .await?;
     let rows = sqlx::query(
         "SELECT id, user_id, model, provider, task, prompt_tokens, completion_tokens, cost_nano, \
-         cached, latency_ms, created_at FROM ai_usage WHERE user_id = $1 \
+         cached, latency_ms, created_at, course_id, lesson_id FROM ai_usage WHERE user_id = $1 \
          ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(user_id)
@@ -94,6 +100,8 @@ pub async fn of_user(
                 model: row.try_get("model")?,
                 provider: row.try_get("provider")?,
                 task: row.try_get("task")?,
+                course_id: row.try_get("course_id")?,
+                lesson_id: row.try_get("lesson_id")?,
                 prompt_tokens: narrow(row.try_get("prompt_tokens")?),
                 completion_tokens: narrow(row.try_get("completion_tokens")?),
                 cost_nano: row.try_get("cost_nano")?,

@@ -75,12 +75,14 @@ pub trait UserStore: Send + Sync {
     async fn insert_users(&self, users: &[(UserRecord, PendingEvent)]) -> Result<usize, Error>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, Error>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, Error>;
-    /// Applies the patch; NOT_FOUND for an unknown id.
+    /// Applies the patch and, in the same transaction, the event `changed` makes of the
+    /// account after it; NOT_FOUND for an unknown id.
     async fn update_profile(
         &self,
         id: &str,
         patch: &ProfilePatch,
         now: i64,
+        changed: for<'u> fn(&'u UserRecord) -> PendingEvent,
     ) -> Result<UserRecord, Error>;
     async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<UserRecord, Error>;
     async fn set_tier(&self, id: &str, tier: &str, now: i64) -> Result<UserRecord, Error>;
@@ -283,20 +285,30 @@ impl UserStore for SqlUserStore {
         id: &str,
         patch: &ProfilePatch,
         now: i64,
+        changed: for<'u> fn(&'u UserRecord) -> PendingEvent,
     ) -> Result<UserRecord, Error> {
-        let done = sqlx::query(
+        let mut tx = self.db.writer().begin().await?;
+        let sql = format!(
             "UPDATE users SET display_name = COALESCE($1, display_name), \
              locale = COALESCE($2, locale), time_zone = COALESCE($3, time_zone), \
-             updated_at = $4 WHERE id = $5",
-        )
-        .bind(patch.display_name.as_deref())
-        .bind(patch.locale.as_deref())
-        .bind(patch.time_zone.as_deref())
-        .bind(now)
-        .bind(id)
-        .execute(self.db.writer())
-        .await?;
-        self.updated(id, done.rows_affected()).await
+             updated_at = $4 WHERE id = $5 RETURNING {USER_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(patch.display_name.as_deref())
+            .bind(patch.locale.as_deref())
+            .bind(patch.time_zone.as_deref())
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let user = match row {
+            Some(row) => user_from_row(&row)?,
+            None => return Err(Error::not_found(format!("user {id}"))),
+        };
+        self.outbox.enqueue_event(&mut tx, &changed(&user)).await?;
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(user)
     }
 
     async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<UserRecord, Error> {
