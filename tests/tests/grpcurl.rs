@@ -34,6 +34,7 @@ async fn grpcurl_lists_services_and_calls_methods() {
     for service in [
         "duovarsity.user.v1.UserService",
         "duovarsity.flags.v1.FlagService",
+        "duovarsity.analytics.v1.AnalyticsService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -116,6 +117,49 @@ async fn grpcurl_lists_services_and_calls_methods() {
         &header,
         &addr,
         "duovarsity.flags.v1.FlagService/ListFlags",
+    ])
+    .await;
+    assert!(!ok);
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+
+    // Analytics: the caller's own activity (nothing yet, in UTC), and a preference change;
+    // the platform overview is for admins.
+    let activity = [
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "duovarsity.analytics.v1.AnalyticsService/GetMyActivity",
+    ];
+    let (ok, activity) = grpcurl(&activity).await;
+    assert!(ok, "{activity}");
+    let activity: Value = serde_json::from_str(&activity).unwrap();
+    assert_eq!(activity["timeZone"], "UTC", "{activity}");
+    assert_eq!(
+        activity["calendar"].as_array().unwrap().len(),
+        30,
+        "{activity}"
+    );
+    let (ok, preferences) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        "-d",
+        r#"{"leaderboardHidden":true,"dailyGoalXp":30}"#,
+        &addr,
+        "duovarsity.analytics.v1.AnalyticsService/UpdateMyPreferences",
+    ])
+    .await;
+    assert!(ok, "{preferences}");
+    let preferences: Value = serde_json::from_str(&preferences).unwrap();
+    assert_eq!(preferences["dailyGoalXp"], 30, "{preferences}");
+    assert_eq!(preferences["leaderboardHidden"], true, "{preferences}");
+    let (ok, refused) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "duovarsity.analytics.v1.AnalyticsService/GetPlatformAnalytics",
     ])
     .await;
     assert!(!ok);

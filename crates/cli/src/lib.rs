@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use duovarsity_ai_routing::AiRoutingModule;
+use duovarsity_analytics::AnalyticsModule;
 use duovarsity_common::db::Database;
 use duovarsity_common::events::EventBus;
 use duovarsity_config::Config;
@@ -39,6 +40,7 @@ pub const MODULES: &[ModuleEntry] = &[
     ModuleEntry::of::<NotificationModule>(),
     ModuleEntry::of::<PaymentModule>(),
     ModuleEntry::of::<AiRoutingModule>(),
+    ModuleEntry::of::<AnalyticsModule>(),
 ];
 
 /// The configuration names of [`MODULES`], in table order.
@@ -198,6 +200,20 @@ pub(crate) async fn open_alone<M: ServiceModule>(config: &Config) -> anyhow::Res
         .await
         .map_err(|error| anyhow::anyhow!(error))
         .with_context(|| format!("opening the {} service", M::NAME))
+}
+
+/// Rebuilds the leaderboards' Redis sorted sets from the analytics database; returns the
+/// members written.
+pub async fn rebuild_leaderboards(config: &Config) -> anyhow::Result<usize> {
+    if config.redis_url.is_none() {
+        anyhow::bail!(
+            "leaderboards are read from the database when DUOVARSITY_REDIS_URL is not set; there is nothing to rebuild"
+        );
+    }
+    let analytics: AnalyticsModule = open_alone(config).await?;
+    let rebuilt = analytics.analytics().leaderboards().rebuild().await;
+    ServiceModule::close(&analytics).await;
+    rebuilt.map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 /// Creates an account with a role on the configured database.

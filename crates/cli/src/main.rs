@@ -74,6 +74,18 @@ enum Command {
         #[command(subcommand)]
         command: AiCommand,
     },
+    /// Analytics maintenance.
+    Analytics {
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnalyticsCommand {
+    /// Rebuild the leaderboards' Redis sorted sets (this week's and last week's) from the
+    /// analytics database, which is their truth.
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -253,6 +265,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if report.failed > 0 {
                 anyhow::bail!("{} answers could not be generated", report.failed);
             }
+            Ok(())
+        }
+        Command::Analytics {
+            command: AnalyticsCommand::Rebuild,
+        } => {
+            let _telemetry = telemetry::init("duovarsity-analytics", config.log_format);
+            let members = duovarsity::rebuild_leaderboards(&config).await?;
+            println!("leaderboards rebuilt: {members} members in this and last week's sets");
             Ok(())
         }
         Command::Keys {

@@ -52,6 +52,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.flags.v1");
         }
     }
+    pub mod analytics {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.analytics.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("duovarsity.events.v1");
@@ -76,6 +81,7 @@ pub mod google {
 }
 
 pub use duovarsity::ai::v1 as ai;
+pub use duovarsity::analytics::v1 as analytics;
 pub use duovarsity::content::v1 as content;
 pub use duovarsity::course::v1 as course;
 pub use duovarsity::events::v1 as events;
