@@ -2,8 +2,8 @@
 //!
 //! - anonymous browsing: the catalog, course pages and free lessons, by Zipf popularity;
 //! - a learner session: sign in once, enroll in a popular free course, keep a WebSocket
-//!   open, read lessons, record progress forward, look at the profile and the inbox, and
-//!   now and then ask the AI tutor for a hint;
+//!   open, read lessons, record progress forward, look at the profile, the inbox, their XP
+//!   and streak and the week's leaderboard, and now and then ask the AI tutor for a hint;
 //! - a purchase: enroll in a paid course, check out, pay in the Razorpay sandbox, and wait
 //!   for the webhook to capture the order;
 //! - instructor authoring (rare): a draft course with a section, a lesson and its text.
@@ -45,6 +45,8 @@ pub fn scenarios(pace: Duration) -> Result<Vec<Scenario>, GooseError> {
             .register_transaction(transaction!(record_progress).set_weight(3)?)
             .register_transaction(transaction!(my_profile).set_weight(2)?)
             .register_transaction(transaction!(unread_count).set_weight(1)?)
+            .register_transaction(transaction!(my_activity).set_weight(1)?)
+            .register_transaction(transaction!(leaderboard).set_weight(1)?)
             .register_transaction(transaction!(ask_hint).set_weight(1)?)
             .set_wait_time(min, max)?,
         scenario!("Purchase")
@@ -201,6 +203,32 @@ async fn unread_count(user: &mut GooseUser) -> TransactionResult {
         GooseMethod::Get,
         path,
         "GET /v1/notifications:unreadCount",
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Today's XP, the streak and the 30-day calendar.
+async fn my_activity(user: &mut GooseUser) -> TransactionResult {
+    call(
+        user,
+        GooseMethod::Get,
+        "/v1/me/activity",
+        "GET /v1/me/activity",
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The week's global board: the top 50 and the learner's own rank.
+async fn leaderboard(user: &mut GooseUser) -> TransactionResult {
+    call(
+        user,
+        GooseMethod::Get,
+        "/v1/leaderboards/global?limit=50",
+        "GET /v1/leaderboards/global",
         None,
     )
     .await?;

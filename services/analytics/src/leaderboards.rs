@@ -413,8 +413,10 @@ impl Leaderboards {
 
     /// The start-up check, then every few seconds: rebuild stale (or disagreeing) sets once
     /// Redis answers. Runs until `shutdown`.
+    /// (A background task runs until shutdown: without Redis, it only waits.)
     pub async fn maintain(self, shutdown: CancellationToken) {
         if self.redis.is_none() {
+            shutdown.cancelled().await;
             return;
         }
         loop {
