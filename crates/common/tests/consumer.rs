@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::events::consumer::batch::{BatchConsumer, BatchHandler};
 use duovarsity_common::events::consumer::{Consumer, Handler, Outcome};
 use duovarsity_common::events::{EventBus, Outgoing, Subscription};
 use duovarsity_proto::events::Envelope;
@@ -278,4 +279,140 @@ async fn the_handler_runs_in_the_producers_trace() {
     let consumed = seen.lock().unwrap().clone().expect("the handler ran");
     assert_eq!(trace_id(&consumed), trace_id(&produced), "one trace");
     assert_ne!(consumed, produced, "the consumer's own span within it");
+}
+
+/// The batching handler: counts what a batch applies, and fails a whole batch that holds
+/// a poisonous event (as a constraint or a bug would).
+struct CountingBatches(std::sync::Mutex<Vec<usize>>);
+
+#[async_trait]
+impl BatchHandler for CountingBatches {
+    type Applied = usize;
+
+    async fn handle_batch(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelopes: &[Envelope],
+    ) -> Result<usize, Error> {
+        for envelope in envelopes {
+            CountingHandler.handle(tx, envelope).await?;
+        }
+        Ok(envelopes.len())
+    }
+
+    async fn committed(&self, applied: usize) {
+        self.0.lock().unwrap().push(applied);
+    }
+}
+
+/// A batch with a repeat inside it, an event applied before, garbage and a poison event:
+/// the garbage and the poison are dead-lettered, every other event is applied once, and
+/// the offsets move past all of them.
+async fn batch_suite(db: Database, bus: Arc<dyn EventBus>) {
+    let single = Consumer::new(
+        db.clone(),
+        "test_processed_events",
+        bus.clone(),
+        "user.v1",
+        "batches",
+        CountingHandler,
+    );
+    let batches = BatchConsumer::new(
+        db.clone(),
+        "test_processed_events",
+        bus.clone(),
+        "user.v1",
+        "batches",
+        CountingBatches(Default::default()),
+    )
+    .with_retries(2, Duration::from_millis(5));
+    let mut subscription = bus.subscribe("user.v1", "batches").await.unwrap();
+    // b0 is applied before, one at a time.
+    bus.publish(envelope("b0", "user.registered"))
+        .await
+        .unwrap();
+    let first = subscription.next().await.unwrap();
+    assert_eq!(
+        single.process(&mut subscription, &first).await,
+        Outcome::Applied
+    );
+
+    // One batch: clean, apart from the repeat of b1 and the replay of b0.
+    for id in ["b1", "b2", "b1", "b0", "b3"] {
+        bus.publish(envelope(id, "user.registered")).await.unwrap();
+    }
+    let mut records = Vec::new();
+    for _ in 0..5 {
+        records.push(subscription.next().await.unwrap());
+    }
+    let outcomes = batches.process(&mut subscription, &records).await;
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::Duplicate,
+            Outcome::Duplicate,
+            Outcome::Applied
+        ]
+    );
+    assert_eq!(effects(&db).await, 4);
+
+    // A batch with garbage and a poison event: the batch fails and is applied one at a
+    // time, so only those two are lost to the dead-letter topic.
+    bus.publish(envelope("b4", "user.registered"))
+        .await
+        .unwrap();
+    bus.publish(Outgoing {
+        topic: "user.v1".into(),
+        key: "u1".into(),
+        payload: Bytes::from_static(b"\xff\xff not protobuf"),
+        headers: vec![],
+    })
+    .await
+    .unwrap();
+    bus.publish(envelope("b5", "poisonous")).await.unwrap();
+    bus.publish(envelope("b6", "user.registered"))
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for _ in 0..4 {
+        records.push(subscription.next().await.unwrap());
+    }
+    let outcomes = batches.process(&mut subscription, &records).await;
+    assert_eq!(outcomes[0], Outcome::Applied);
+    assert!(
+        matches!(&outcomes[1], Outcome::DeadLettered(r) if r.contains("not an event envelope"))
+    );
+    assert!(matches!(&outcomes[2], Outcome::DeadLettered(r) if r.contains("always fails")));
+    assert_eq!(outcomes[3], Outcome::Applied);
+    assert_eq!(effects(&db).await, 6, "b0 to b4 and b6, once each");
+
+    // Committed: a new member of the group starts after all of them.
+    drop(subscription);
+    let mut resumed = bus.subscribe("user.v1", "batches").await.unwrap();
+    bus.publish(envelope("b7", "user.registered"))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let decoded = Envelope::decode(next.payload.clone()).unwrap();
+    assert_eq!(decoded.event_id, "b7");
+}
+
+#[tokio::test]
+async fn the_batching_consumer_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    batch_suite(sqlite(&dir).await, Arc::new(bus)).await;
+}
+
+#[tokio::test]
+async fn the_batching_consumer_on_postgres() {
+    let database = TempPostgres::create().await;
+    let (bus, _bus_dir) = duovarsity_testkit::embedded_bus(1).await;
+    batch_suite(open(&database.url).await, Arc::new(bus)).await;
+    database.drop_database().await;
 }

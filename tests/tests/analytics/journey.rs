@@ -162,12 +162,29 @@ async fn completed_lessons_become_xp_streak_and_rank_and_every_route_keeps_to_it
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert_eq!(refused["reason"], "NOT_ENROLLED");
 
+    // Ada asks the tutor for a hint on lesson 1 (the router's ai.usage event names it).
+    let hint = duovarsity_common::events::pending_event(
+        &ada_id,
+        &duovarsity_proto::events::AiUsage {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            user_id: ada_id.clone(),
+            model: "model-a".into(),
+            task: "hint".into(),
+            cost_nano_usd: 1_500,
+            course_id: course.clone(),
+            lesson_id: lessons[1].clone(),
+            ..Default::default()
+        },
+    );
+    p.bus().publish(hint.record).await.unwrap();
+
     // The instructor's dashboard.
     let path = format!("/v1/courses/{course}/analytics");
     let dashboard = until(&p, &teacher, &path, |d| {
-        d["days"]
-            .as_array()
-            .is_some_and(|days| days.last().unwrap()["completions"] == "1")
+        d["days"].as_array().is_some_and(|days| {
+            let today = days.last().unwrap();
+            today["completions"] == "1" && today["aiHintRequests"] == "1"
+        })
     })
     .await;
     let today = dashboard["days"]
@@ -197,6 +214,12 @@ async fn completed_lessons_become_xp_streak_and_rank_and_every_route_keeps_to_it
         "{dashboard}"
     );
     assert_eq!(funnel[3]["title"], "Lesson 3");
+    let hinted: Vec<&Value> = funnel
+        .iter()
+        .filter(|l| l["aiHintRequests"] == "1")
+        .collect();
+    assert_eq!(hinted.len(), 1, "{dashboard}");
+    assert_eq!(hinted[0]["title"], "Lesson 1");
     // Ada has not completed the course and was last in lesson 2; Bob has, so he stopped
     // nowhere.
     let stopped: Vec<&Value> = funnel.iter().filter(|l| l["stoppedHere"] == "1").collect();
@@ -242,6 +265,8 @@ async fn completed_lessons_become_xp_streak_and_rank_and_every_route_keeps_to_it
     assert_eq!(today["dailyActive"], "2", "{overview}");
     assert_eq!(today["monthlyActive"], "2", "{overview}");
     assert_eq!(today["enrollments"], "2", "{overview}");
+    assert_eq!(today["aiRequests"], "1", "{overview}");
+    assert_eq!(today["aiCostNanoUsd"], "1500", "{overview}");
     assert!(
         today["newAccounts"]
             .as_str()
@@ -305,6 +330,39 @@ async fn completed_lessons_become_xp_streak_and_rank_and_every_route_keeps_to_it
         get(&p, None, "/v1/me/activity:export").await.0,
         StatusCode::UNAUTHORIZED
     );
+
+    // Every route wants a token; a course id must be a UUID.
+    for path in [
+        "/v1/me/activity".to_string(),
+        "/v1/me/analytics-preferences".to_string(),
+        format!("/v1/courses/{course}/leaderboard"),
+        format!("/v1/courses/{course}/analytics"),
+    ] {
+        assert_eq!(
+            get(&p, None, &path).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    let (status, _) = p
+        .call(
+            Method::PATCH,
+            "/v1/me/analytics-preferences",
+            None,
+            Some(json!({"dailyGoalXp": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for path in [
+        "/v1/courses/not-a-uuid/leaderboard",
+        "/v1/courses/not-a-uuid/analytics",
+    ] {
+        assert_eq!(
+            get(&p, Some(&ada), path).await.0,
+            StatusCode::BAD_REQUEST,
+            "{path}"
+        );
+    }
 
     // The routes are in the OpenAPI document.
     let (_, openapi) = get(&p, None, "/openapi.json").await;

@@ -2,9 +2,10 @@
 //! many as are waiting (up to a limit) in one database transaction.
 //!
 //! It takes the records that are ready (the first one waited for, then any that arrive
-//! within the linger), drops the event ids already recorded for the group (and repeats
-//! within the batch), hands the new envelopes to the [`BatchHandler`] in bus order, records
-//! their ids and commits once; then commits each partition's last offset. When the batch
+//! within the linger), records their event ids for the group in one statement that also
+//! says which were new (repeats within the batch count once), hands the new envelopes to
+//! the [`BatchHandler`] in bus order and commits once; then commits each partition's last
+//! offset. When the batch
 //! fails, it is applied again one event at a time through the single-event path (with its
 //! retries and dead-letter topic), so one poison event does not hold back the others and
 //! nothing is lost. A handler that aggregates (adds up the rows of a batch before writing
@@ -112,9 +113,10 @@ impl<H: BatchHandler> BatchConsumer<H> {
         }
     }
 
-    /// At most `max_batch` events per transaction (at least 1), waiting `linger` for more.
+    /// At most `max_batch` events per transaction (1 to 10,000), waiting `linger` for more.
     pub fn with_batch(mut self, max_batch: usize, linger: Duration) -> Self {
-        self.max_batch = max_batch.max(1);
+        // Each event id is one bound parameter of one statement.
+        self.max_batch = max_batch.clamp(1, 10_000);
         self.linger = linger;
         self
     }
@@ -250,53 +252,54 @@ impl<H: BatchHandler> BatchConsumer<H> {
         outcomes
     }
 
-    /// One transaction: the new events of `batch` handled and recorded. Returns the
+    /// One transaction: the new events of `batch` recorded and handled. Returns the
     /// indexes applied.
+    ///
+    /// Recording comes first, as one `INSERT .. ON CONFLICT DO NOTHING RETURNING`: the ids
+    /// it returns are the events new to the group (found through the primary key, in the
+    /// same statement that records them), and only those are handled. A failure after it
+    /// rolls the records back with everything else.
     async fn apply_batch(&self, batch: &[(usize, Envelope)]) -> Result<Vec<usize>, Error> {
-        if batch.is_empty() {
+        let mut candidates: Vec<(usize, &Envelope)> = Vec::with_capacity(batch.len());
+        let mut ids = HashSet::new();
+        for (index, envelope) in batch {
+            // A repeat within the batch is a duplicate of its first.
+            if ids.insert(envelope.event_id.as_str()) {
+                candidates.push((*index, envelope));
+            }
+        }
+        if candidates.is_empty() {
             return Ok(Vec::new());
         }
         let table = self.single.processed_table;
-        let group = &self.single.group;
-        let mut tx = self.single.db.writer().begin().await?;
-        let mut seen: HashSet<String> = HashSet::new();
-        let select = format!(
-            "SELECT event_id FROM {table} WHERE consumer_group = $1 AND event_id IN ({})",
-            placeholders(2, batch.len())
+        let rows: Vec<String> = (0..candidates.len())
+            .map(|i| format!("($1, ${}, $2)", i + 3))
+            .collect();
+        let insert = format!(
+            "INSERT INTO {table} (consumer_group, event_id, processed_at) VALUES {} \
+             ON CONFLICT (consumer_group, event_id) DO NOTHING RETURNING event_id",
+            rows.join(", ")
         );
-        let mut query = sqlx::query(&select).bind(group);
-        for (_, envelope) in batch {
+        let mut query = sqlx::query(&insert)
+            .bind(&self.single.group)
+            .bind(now_millis());
+        for (_, envelope) in &candidates {
             query = query.bind(&envelope.event_id);
         }
+        let mut tx = self.single.db.writer().begin().await?;
+        let mut recorded: HashSet<String> = HashSet::new();
         for row in query.fetch_all(&mut *tx).await? {
-            seen.insert(row.try_get("event_id")?);
+            recorded.insert(row.try_get("event_id")?);
         }
-        let mut fresh: Vec<(usize, &Envelope)> = Vec::new();
-        for (index, envelope) in batch {
-            // Recorded before, or a repeat within this batch.
-            if seen.insert(envelope.event_id.clone()) {
-                fresh.push((*index, envelope));
-            }
-        }
+        let fresh: Vec<(usize, &Envelope)> = candidates
+            .into_iter()
+            .filter(|(_, envelope)| recorded.contains(&envelope.event_id))
+            .collect();
         if fresh.is_empty() {
             return Ok(Vec::new());
         }
         let envelopes: Vec<Envelope> = fresh.iter().map(|(_, e)| (*e).clone()).collect();
         let applied = self.handler.handle_batch(&mut tx, &envelopes).await?;
-        let rows: Vec<String> = (0..fresh.len())
-            .map(|i| format!("($1, ${}, $2)", i + 3))
-            .collect();
-        let insert = format!(
-            "INSERT INTO {table} (consumer_group, event_id, processed_at) VALUES {}",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(&insert).bind(group).bind(now_millis());
-        for (_, envelope) in &fresh {
-            query = query.bind(&envelope.event_id);
-        }
-        // A unique violation (another member applied one concurrently) fails the batch,
-        // and the one-by-one path then skips what the other applied.
-        query.execute(&mut *tx).await?;
         tx.commit().await?;
         self.handler.committed(applied).await;
         Ok(fresh.into_iter().map(|(index, _)| index).collect())
