@@ -158,9 +158,21 @@ impl Api {
         )
     }
 
-    /// A draft course (`slug`) owned by the holder of `token`, with one section and one
-    /// required text lesson; returns (course id, lesson id).
+    /// A draft course owned by the holder of `token`, with one section of one lesson;
+    /// returns (course id, lesson id).
     pub async fn course_with_lesson(&self, token: &str, slug: &str) -> (String, String) {
+        let (course_id, mut lessons) = self.course_with_lessons(token, slug, 1).await;
+        (course_id, lessons.remove(0))
+    }
+
+    /// A draft course owned by the holder of `token`, with one section of `count` required
+    /// text lessons (`Lesson 0`, `Lesson 1`, ...); returns (course id, lesson ids).
+    pub async fn course_with_lessons(
+        &self,
+        token: &str,
+        slug: &str,
+        count: usize,
+    ) -> (String, Vec<String>) {
         use reqwest::Method;
         let course = serde_json::json!({"slug": slug, "title": slug, "level": "LEVEL_BEGINNER", "language": "en"});
         let (status, course) = self
@@ -177,22 +189,22 @@ impl Api {
             )
             .await;
         assert!(status.is_success(), "create section: {section}");
-        let lesson =
-            serde_json::json!({"title": "L", "kind": "LESSON_KIND_TEXT", "required": true});
-        let section_id = section["id"].as_str().unwrap_or_default();
-        let (status, lesson) = self
-            .call(
-                Method::POST,
-                &format!("/v1/sections/{section_id}/lessons"),
-                Some(token),
-                Some(lesson),
-            )
-            .await;
-        assert!(status.is_success(), "create lesson: {lesson}");
-        (
-            course_id,
-            lesson["id"].as_str().unwrap_or_default().to_string(),
-        )
+        let section_id = section["id"].as_str().unwrap_or_default().to_string();
+        let mut lessons = Vec::with_capacity(count);
+        for n in 0..count {
+            let lesson = serde_json::json!({"title": format!("Lesson {n}"), "kind": "LESSON_KIND_TEXT", "required": true});
+            let (status, lesson) = self
+                .call(
+                    Method::POST,
+                    &format!("/v1/sections/{section_id}/lessons"),
+                    Some(token),
+                    Some(lesson),
+                )
+                .await;
+            assert!(status.is_success(), "create lesson: {lesson}");
+            lessons.push(lesson["id"].as_str().unwrap_or_default().to_string());
+        }
+        (course_id, lessons)
     }
 
     /// A published course priced `price_minor` of `currency`, owned by the holder of

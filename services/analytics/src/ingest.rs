@@ -24,7 +24,8 @@ use sqlx::{Any, Transaction};
 
 use crate::facts::{Fact, moment};
 use crate::leaderboards::{GLOBAL, Increment, Leaderboards};
-use crate::store::ingest::{self as store, Changes, EnrollmentRow, LearnerRow, LessonRow, Profile};
+use crate::store::changes::{Changes, EnrollmentRow, LearnerRow, LessonRow, Profile};
+use crate::store::ingest as store;
 use crate::xp::{self, COURSE_XP, LESSON_XP};
 
 /// The batch being applied: states as loaded and changed, and the changes to write.

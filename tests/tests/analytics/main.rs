@@ -47,37 +47,7 @@ pub async fn course_with_lessons(
     slug: &str,
     count: usize,
 ) -> (String, Vec<String>) {
-    let course = json!({"slug": slug, "title": slug, "level": "LEVEL_BEGINNER", "language": "en"});
-    let (status, course) = p
-        .call(Method::POST, "/v1/courses", Some(token), Some(course))
-        .await;
-    assert!(status.is_success(), "{course}");
-    let course_id = course["id"].as_str().unwrap().to_string();
-    let (status, section) = p
-        .call(
-            Method::POST,
-            &format!("/v1/courses/{course_id}/sections"),
-            Some(token),
-            Some(json!({"title": "S"})),
-        )
-        .await;
-    assert!(status.is_success(), "{section}");
-    let section_id = section["id"].as_str().unwrap();
-    let mut lessons = Vec::new();
-    for n in 0..count {
-        let lesson =
-            json!({"title": format!("Lesson {n}"), "kind": "LESSON_KIND_TEXT", "required": true});
-        let (status, lesson) = p
-            .call(
-                Method::POST,
-                &format!("/v1/sections/{section_id}/lessons"),
-                Some(token),
-                Some(lesson),
-            )
-            .await;
-        assert!(status.is_success(), "{lesson}");
-        lessons.push(lesson["id"].as_str().unwrap().to_string());
-    }
+    let (course_id, lessons) = p.course_with_lessons(token, slug, count).await;
     p.publish(token, &course_id).await;
     (course_id, lessons)
 }

@@ -5,93 +5,12 @@
 //! Tables are written in one order (the order of [`write`]), and each statement's rows in
 //! key order, so two batches that touch the same rows lock them in the same order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Any, Row, Transaction};
 
+use super::changes::{Changes, EnrollmentRow, LearnerRow, LessonRow, Profile};
 use super::{Val, insert_rows, select_in};
-
-/// What the consumer needs of a learner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LearnerRow {
-    pub time_zone: String,
-    pub hidden: bool,
-}
-
-/// A learner's state in a lesson.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LessonRow {
-    pub course_id: String,
-    pub started_at: i64,
-    pub completed_at: Option<i64>,
-    pub position_seconds: i64,
-    pub last_at: i64,
-}
-
-/// A learner's enrollment in a course.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnrollmentRow {
-    pub enrolled_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-/// A profile as a user event states it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub display_name: String,
-    pub time_zone: String,
-    pub registered_at: Option<i64>,
-}
-
-/// Additions to one learner's local day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DayDelta {
-    pub xp: i64,
-    pub lessons_completed: i64,
-    pub seconds: i64,
-}
-
-/// Additions to one course's UTC day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CourseDayDelta {
-    pub enrollments: i64,
-    pub completions: i64,
-    pub ai_hint_requests: i64,
-}
-
-/// Additions to the platform's UTC day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PlatformDelta {
-    pub new_accounts: i64,
-    pub enrollments: i64,
-    pub completions: i64,
-    pub ai_requests: i64,
-    pub ai_cost_nano_usd: i64,
-}
-
-/// Everything one batch changes. Keys are tuples of ids, dates (`YYYY-MM-DD`) and weeks.
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// Learners that have no row yet (written with defaults).
-    pub new_learners: BTreeSet<String>,
-    pub profiles: BTreeMap<String, Profile>,
-    pub lessons: BTreeMap<(String, String), LessonRow>,
-    pub enrollments: BTreeMap<(String, String), EnrollmentRow>,
-    /// Course id to (title, instructor id).
-    pub courses: BTreeMap<String, (String, String)>,
-    /// (course, lesson) to (title, AI hint requests to add).
-    pub course_lessons: BTreeMap<(String, String), (String, i64)>,
-    pub learner_days: BTreeMap<(String, String), DayDelta>,
-    /// (week, scope, learner) to XP to add.
-    pub weekly: BTreeMap<(String, String, String), i64>,
-    pub course_days: BTreeMap<(String, String), CourseDayDelta>,
-    pub course_active: BTreeSet<(String, String, String)>,
-    pub active_days: BTreeSet<(String, String)>,
-    /// (course, day, currency) to (captured, refunded) to add.
-    pub revenue: BTreeMap<(String, String, String), (i64, i64)>,
-    pub platform: BTreeMap<String, PlatformDelta>,
-}
 
 pub async fn learners(
     tx: &mut Transaction<'_, Any>,
@@ -208,7 +127,7 @@ pub async fn write(tx: &mut Transaction<'_, Any>, changes: Changes) -> Result<()
         new_learners.into_iter().map(|id| (id, None)).collect();
     learners.extend(profiles.into_iter().map(|(id, p)| (id, Some(p))));
     let (stated, defaults): (Vec<_>, Vec<_>) = learners.into_iter().partition(|(_, p)| p.is_some());
-    let rows = |list: Vec<(String, Option<Profile>)>| -> Vec<Vec<Val>> {
+    let learner_rows = |list: Vec<(String, Option<Profile>)>| -> Vec<Vec<Val>> {
         list.into_iter()
             .map(|(id, profile)| {
                 let p = profile.unwrap_or(Profile {
@@ -216,240 +135,202 @@ pub async fn write(tx: &mut Transaction<'_, Any>, changes: Changes) -> Result<()
                     time_zone: "UTC".into(),
                     registered_at: None,
                 });
+                let (hidden, goal) = (Val::Int(0), Val::Int(0));
                 vec![
                     id.into(),
                     p.display_name.into(),
                     p.time_zone.into(),
                     p.registered_at.into(),
-                    Val::Int(0),
-                    Val::Int(0),
+                    hidden,
+                    goal,
                 ]
             })
             .collect()
     };
-    insert_rows(
-        tx,
-        LEARNER_HEAD,
-        "ON CONFLICT (learner_id) DO UPDATE SET display_name = excluded.display_name, \
-         time_zone = excluded.time_zone, \
-         registered_at = COALESCE(analytics_learners.registered_at, excluded.registered_at)",
-        rows(stated),
-    )
-    .await?;
-    insert_rows(
-        tx,
-        LEARNER_HEAD,
-        "ON CONFLICT (learner_id) DO NOTHING",
-        rows(defaults),
-    )
-    .await?;
-
-    let rows = lessons
-        .into_iter()
-        .map(|((learner, lesson), row)| {
-            vec![
-                learner.into(),
-                lesson.into(),
-                row.course_id.into(),
-                row.started_at.into(),
-                row.completed_at.into(),
-                row.position_seconds.into(),
-                row.last_at.into(),
-            ]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_lessons (learner_id, lesson_id, course_id, started_at, \
-         completed_at, position_seconds, last_at)",
-        "ON CONFLICT (learner_id, lesson_id) DO UPDATE SET started_at = excluded.started_at, \
-         completed_at = excluded.completed_at, position_seconds = excluded.position_seconds, \
-         last_at = excluded.last_at",
-        rows,
-    )
-    .await?;
-
-    let rows = enrollments
-        .into_iter()
-        .map(|((course, learner), row)| {
-            vec![
-                course.into(),
-                learner.into(),
-                row.enrolled_at.into(),
-                row.completed_at.into(),
-                row.revoked_at.into(),
-            ]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_enrollments (course_id, learner_id, enrolled_at, completed_at, \
-         revoked_at)",
-        "ON CONFLICT (course_id, learner_id) DO UPDATE SET enrolled_at = excluded.enrolled_at, \
-         completed_at = excluded.completed_at, revoked_at = excluded.revoked_at",
-        rows,
-    )
-    .await?;
-
-    let rows = courses
-        .into_iter()
-        .map(|(course, (title, instructor))| vec![course.into(), title.into(), instructor.into()])
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_courses (course_id, title, instructor_id)",
-        "ON CONFLICT (course_id) DO UPDATE SET title = excluded.title, \
-         instructor_id = excluded.instructor_id",
-        rows,
-    )
-    .await?;
-
-    // A title only replaces one when it is known (an AI request does not name it).
-    let rows = course_lessons
-        .into_iter()
-        .map(|((course, lesson), (title, hints))| {
-            vec![course.into(), lesson.into(), title.into(), hints.into()]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_course_lessons (course_id, lesson_id, title, ai_hint_requests)",
-        "ON CONFLICT (course_id, lesson_id) DO UPDATE SET \
-         title = CASE WHEN excluded.title = '' THEN analytics_course_lessons.title ELSE excluded.title END, \
-         ai_hint_requests = analytics_course_lessons.ai_hint_requests + excluded.ai_hint_requests",
-        rows,
-    )
-    .await?;
-
-    let rows = learner_days
-        .into_iter()
-        .map(|((learner, day), d)| {
-            vec![
-                learner.into(),
-                day.into(),
-                d.xp.into(),
-                d.lessons_completed.into(),
-                d.seconds.into(),
-            ]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_learner_days (learner_id, day, xp, lessons_completed, seconds)",
-        "ON CONFLICT (learner_id, day) DO UPDATE SET xp = analytics_learner_days.xp + excluded.xp, \
-         lessons_completed = analytics_learner_days.lessons_completed + excluded.lessons_completed, \
-         seconds = analytics_learner_days.seconds + excluded.seconds",
-        rows,
-    )
-    .await?;
-
-    let rows = weekly
-        .into_iter()
-        .map(|((week, scope, learner), xp)| {
-            vec![week.into(), scope.into(), learner.into(), xp.into()]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_weekly_xp (week, scope, learner_id, xp)",
-        "ON CONFLICT (week, scope, learner_id) DO UPDATE SET xp = analytics_weekly_xp.xp + excluded.xp",
-        rows,
-    )
-    .await?;
-
-    let rows = course_days
-        .into_iter()
-        .map(|((course, day), d)| {
-            vec![
-                course.into(),
-                day.into(),
-                d.enrollments.into(),
-                d.completions.into(),
-                d.ai_hint_requests.into(),
-            ]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_course_days (course_id, day, enrollments, completions, ai_hint_requests)",
-        "ON CONFLICT (course_id, day) DO UPDATE SET \
-         enrollments = analytics_course_days.enrollments + excluded.enrollments, \
-         completions = analytics_course_days.completions + excluded.completions, \
-         ai_hint_requests = analytics_course_days.ai_hint_requests + excluded.ai_hint_requests",
-        rows,
-    )
-    .await?;
-
-    let rows = course_active
-        .into_iter()
-        .map(|(course, day, learner)| vec![course.into(), day.into(), learner.into()])
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_course_active (course_id, day, learner_id)",
-        "ON CONFLICT (course_id, day, learner_id) DO NOTHING",
-        rows,
-    )
-    .await?;
-
-    let rows = active_days
-        .into_iter()
-        .map(|(day, learner)| vec![day.into(), learner.into()])
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_active_days (day, learner_id)",
-        "ON CONFLICT (day, learner_id) DO NOTHING",
-        rows,
-    )
-    .await?;
-
-    let rows = revenue
-        .into_iter()
-        .map(|((course, day, currency), (captured, refunded))| {
-            vec![
-                course.into(),
-                day.into(),
-                currency.into(),
-                captured.into(),
-                refunded.into(),
-            ]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_revenue_days (course_id, day, currency, captured_minor, refunded_minor)",
-        "ON CONFLICT (course_id, day, currency) DO UPDATE SET \
-         captured_minor = analytics_revenue_days.captured_minor + excluded.captured_minor, \
-         refunded_minor = analytics_revenue_days.refunded_minor + excluded.refunded_minor",
-        rows,
-    )
-    .await?;
-
-    let rows = platform
-        .into_iter()
-        .map(|(day, d)| {
-            vec![
-                day.into(),
-                d.new_accounts.into(),
-                d.enrollments.into(),
-                d.completions.into(),
-                d.ai_requests.into(),
-                d.ai_cost_nano_usd.into(),
-            ]
-        })
-        .collect();
-    insert_rows(
-        tx,
-        "INSERT INTO analytics_platform_days (day, new_accounts, enrollments, completions, \
-         ai_requests, ai_cost_nano_usd)",
-        "ON CONFLICT (day) DO UPDATE SET \
-         new_accounts = analytics_platform_days.new_accounts + excluded.new_accounts, \
-         enrollments = analytics_platform_days.enrollments + excluded.enrollments, \
-         completions = analytics_platform_days.completions + excluded.completions, \
-         ai_requests = analytics_platform_days.ai_requests + excluded.ai_requests, \
-         ai_cost_nano_usd = analytics_platform_days.ai_cost_nano_usd + excluded.ai_cost_nano_usd",
-        rows,
-    )
-    .await
+    // (statement head, conflict clause, rows), in the one order every batch writes in.
+    let statements: Vec<(&str, &str, Vec<Vec<Val>>)> = vec![
+        (
+            LEARNER_HEAD,
+            "ON CONFLICT (learner_id) DO UPDATE SET display_name = excluded.display_name, \
+             time_zone = excluded.time_zone, \
+             registered_at = COALESCE(analytics_learners.registered_at, excluded.registered_at)",
+            learner_rows(stated),
+        ),
+        (
+            LEARNER_HEAD,
+            "ON CONFLICT (learner_id) DO NOTHING",
+            learner_rows(defaults),
+        ),
+        (
+            "INSERT INTO analytics_lessons (learner_id, lesson_id, course_id, started_at, \
+             completed_at, position_seconds, last_at)",
+            "ON CONFLICT (learner_id, lesson_id) DO UPDATE SET started_at = excluded.started_at, \
+             completed_at = excluded.completed_at, position_seconds = excluded.position_seconds, \
+             last_at = excluded.last_at",
+            lessons
+                .into_iter()
+                .map(|((learner, lesson), row)| {
+                    vec![
+                        learner.into(),
+                        lesson.into(),
+                        row.course_id.into(),
+                        row.started_at.into(),
+                        row.completed_at.into(),
+                        row.position_seconds.into(),
+                        row.last_at.into(),
+                    ]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_enrollments (course_id, learner_id, enrolled_at, completed_at, \
+             revoked_at)",
+            "ON CONFLICT (course_id, learner_id) DO UPDATE SET enrolled_at = excluded.enrolled_at, \
+             completed_at = excluded.completed_at, revoked_at = excluded.revoked_at",
+            enrollments
+                .into_iter()
+                .map(|((course, learner), row)| {
+                    vec![
+                        course.into(),
+                        learner.into(),
+                        row.enrolled_at.into(),
+                        row.completed_at.into(),
+                        row.revoked_at.into(),
+                    ]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_courses (course_id, title, instructor_id)",
+            "ON CONFLICT (course_id) DO UPDATE SET title = excluded.title, \
+             instructor_id = excluded.instructor_id",
+            courses
+                .into_iter()
+                .map(|(course, (title, instructor))| {
+                    vec![course.into(), title.into(), instructor.into()]
+                })
+                .collect(),
+        ),
+        (
+            // A title only replaces one when it is known (an AI request does not name it).
+            "INSERT INTO analytics_course_lessons (course_id, lesson_id, title, ai_hint_requests)",
+            "ON CONFLICT (course_id, lesson_id) DO UPDATE SET \
+             title = CASE WHEN excluded.title = '' THEN analytics_course_lessons.title ELSE excluded.title END, \
+             ai_hint_requests = analytics_course_lessons.ai_hint_requests + excluded.ai_hint_requests",
+            course_lessons
+                .into_iter()
+                .map(|((course, lesson), (title, hints))| {
+                    vec![course.into(), lesson.into(), title.into(), hints.into()]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_learner_days (learner_id, day, xp, lessons_completed, seconds)",
+            "ON CONFLICT (learner_id, day) DO UPDATE SET xp = analytics_learner_days.xp + excluded.xp, \
+             lessons_completed = analytics_learner_days.lessons_completed + excluded.lessons_completed, \
+             seconds = analytics_learner_days.seconds + excluded.seconds",
+            learner_days
+                .into_iter()
+                .map(|((learner, day), d)| {
+                    vec![
+                        learner.into(),
+                        day.into(),
+                        d.xp.into(),
+                        d.lessons_completed.into(),
+                        d.seconds.into(),
+                    ]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_weekly_xp (week, scope, learner_id, xp)",
+            "ON CONFLICT (week, scope, learner_id) DO UPDATE SET xp = analytics_weekly_xp.xp + excluded.xp",
+            weekly
+                .into_iter()
+                .map(|((week, scope, learner), xp)| {
+                    vec![week.into(), scope.into(), learner.into(), xp.into()]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_course_days (course_id, day, enrollments, completions, ai_hint_requests)",
+            "ON CONFLICT (course_id, day) DO UPDATE SET \
+             enrollments = analytics_course_days.enrollments + excluded.enrollments, \
+             completions = analytics_course_days.completions + excluded.completions, \
+             ai_hint_requests = analytics_course_days.ai_hint_requests + excluded.ai_hint_requests",
+            course_days
+                .into_iter()
+                .map(|((course, day), d)| {
+                    vec![
+                        course.into(),
+                        day.into(),
+                        d.enrollments.into(),
+                        d.completions.into(),
+                        d.ai_hint_requests.into(),
+                    ]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_course_active (course_id, day, learner_id)",
+            "ON CONFLICT (course_id, day, learner_id) DO NOTHING",
+            course_active
+                .into_iter()
+                .map(|(course, day, learner)| vec![course.into(), day.into(), learner.into()])
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_active_days (day, learner_id)",
+            "ON CONFLICT (day, learner_id) DO NOTHING",
+            active_days
+                .into_iter()
+                .map(|(day, learner)| vec![day.into(), learner.into()])
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_revenue_days (course_id, day, currency, captured_minor, refunded_minor)",
+            "ON CONFLICT (course_id, day, currency) DO UPDATE SET \
+             captured_minor = analytics_revenue_days.captured_minor + excluded.captured_minor, \
+             refunded_minor = analytics_revenue_days.refunded_minor + excluded.refunded_minor",
+            revenue
+                .into_iter()
+                .map(|((course, day, currency), (captured, refunded))| {
+                    vec![
+                        course.into(),
+                        day.into(),
+                        currency.into(),
+                        captured.into(),
+                        refunded.into(),
+                    ]
+                })
+                .collect(),
+        ),
+        (
+            "INSERT INTO analytics_platform_days (day, new_accounts, enrollments, completions, \
+             ai_requests, ai_cost_nano_usd)",
+            "ON CONFLICT (day) DO UPDATE SET \
+             new_accounts = analytics_platform_days.new_accounts + excluded.new_accounts, \
+             enrollments = analytics_platform_days.enrollments + excluded.enrollments, \
+             completions = analytics_platform_days.completions + excluded.completions, \
+             ai_requests = analytics_platform_days.ai_requests + excluded.ai_requests, \
+             ai_cost_nano_usd = analytics_platform_days.ai_cost_nano_usd + excluded.ai_cost_nano_usd",
+            platform
+                .into_iter()
+                .map(|(day, d)| {
+                    vec![
+                        day.into(),
+                        d.new_accounts.into(),
+                        d.enrollments.into(),
+                        d.completions.into(),
+                        d.ai_requests.into(),
+                        d.ai_cost_nano_usd.into(),
+                    ]
+                })
+                .collect(),
+        ),
+    ];
+    for (head, tail, rows) in statements {
+        insert_rows(tx, head, tail, rows).await?;
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 
 use std::collections::HashSet;
 
-use super::ingest::EnrollmentRow;
+use super::changes::EnrollmentRow;
 use super::read_in;
 
 /// A learner's row as the API shows it.

@@ -2,6 +2,7 @@
 //! the consumer ([`ingest`]), reads for activity and leaderboards ([`learners`]) and for
 //! dashboards ([`dashboards`]).
 
+pub mod changes;
 pub mod dashboards;
 pub mod ingest;
 pub mod learners;
