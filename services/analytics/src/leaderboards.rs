@@ -35,6 +35,25 @@ const KEY_TTL_SECS: i64 = 15 * 24 * 3600;
 /// Neighbours shown on each side of the caller.
 const NEIGHBOURS: i64 = 2;
 
+/// A board's read in one round trip (KEYS[1] the set; ARGV: the top's size, the caller,
+/// neighbours on each side): the top with scores, the caller's 0-based rank (-1 when not a
+/// member), the set's size, and the caller's neighbourhood with scores.
+static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local top = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local rank = redis.call('ZREVRANK', KEYS[1], ARGV[2])
+local size = redis.call('ZCARD', KEYS[1])
+if not rank then
+  return {top, -1, size, {}}
+end
+local side = tonumber(ARGV[3])
+local around = redis.call('ZREVRANGE', KEYS[1], math.max(rank - side, 0), rank + side, 'WITHSCORES')
+return {top, rank, size, around}
+",
+    )
+});
+
 /// XP earned by a learner, for one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Increment {
@@ -192,22 +211,16 @@ impl Leaderboards {
         self.read_database(week, scope, limit, me).await
     }
 
+    /// One round trip: [`READ`] answers the top, the caller's rank, the board's size and
+    /// the caller's neighbours (with the caller) together.
     async fn read_redis(&self, week: &str, scope: &str, limit: i64, me: &str) -> Option<Board> {
         let redis = self.redis.as_ref()?;
-        let key = key(week, scope);
         let mut connection = redis.connection();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREVRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(limit - 1)
-            .arg("WITHSCORES");
-        pipe.cmd("ZREVRANK").arg(&key).arg(me);
-        pipe.cmd("ZSCORE").arg(&key).arg(me);
-        pipe.cmd("ZCARD").arg(&key);
-        type Answer = (Vec<(String, f64)>, Option<i64>, Option<f64>, i64);
-        let (top, rank, score, learners): Answer = redis
-            .call("leaderboard_read", pipe.query_async(&mut connection))
+        let mut read = READ.key(key(week, scope));
+        read.arg(limit).arg(me).arg(NEIGHBOURS);
+        type Answer = (Vec<(String, f64)>, i64, i64, Vec<(String, f64)>);
+        let (top, rank, learners, around): Answer = redis
+            .call("leaderboard_read", read.invoke_async(&mut connection))
             .await?;
         let mut board = Board {
             top: places(top, 1),
@@ -216,28 +229,13 @@ impl Leaderboards {
             learners,
             from_redis: true,
         };
-        match (rank, score) {
-            (Some(rank), Some(score)) => {
-                board.me = Some(Place {
-                    rank: rank + 1,
-                    learner: me.to_string(),
-                    xp: score as i64,
-                });
-                let from = (rank - NEIGHBOURS).max(0);
-                let to = rank + NEIGHBOURS;
-                board.neighbours = if to < limit {
-                    board.top[from as usize..board.top.len().min(to as usize + 1)].to_vec()
-                } else {
-                    let mut range = redis::cmd("ZREVRANGE");
-                    range.arg(&key).arg(from).arg(to).arg("WITHSCORES");
-                    let around: Vec<(String, f64)> = redis
-                        .call("leaderboard_read", range.query_async(&mut connection))
-                        .await?;
-                    places(around, from + 1)
-                };
-            }
+        if rank >= 0 {
+            let first = (rank - NEIGHBOURS).max(0) + 1;
+            board.neighbours = places(around, first);
+            board.me = board.neighbours.iter().find(|p| p.learner == me).cloned();
+        } else {
             // Not a member: no XP this week, or hidden (then counted for themselves).
-            _ => board.me = self.hidden_place(week, scope, me).await.ok()?,
+            board.me = self.hidden_place(week, scope, me).await.ok()?;
         }
         Some(board)
     }
