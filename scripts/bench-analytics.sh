@@ -26,8 +26,9 @@ echo "== consumer: $events progress events on PostgreSQL"
 
 echo "== leaderboard reads at $rate/s through the gateway ($learners learners on the board)"
 export DUOVARSITY_REDIS_URL=$DUOVARSITY_TEST_REDIS_URL
-# A key prefix of its own is not configurable: start from an empty board.
-redis-cli -u "$DUOVARSITY_REDIS_URL" --scan --pattern 'duovarsity:leaderboard:*' | xargs -r redis-cli -u "$DUOVARSITY_REDIS_URL" del >/dev/null
+# Keys are not prefixed per platform: start from an empty Redis (the test server), so no
+# cached catalog or board of an earlier run answers for this one.
+redis-cli -u "$DUOVARSITY_REDIS_URL" --scan --pattern 'duovarsity:*' | xargs -r redis-cli -u "$DUOVARSITY_REDIS_URL" del >/dev/null
 source scripts/bench-platform.sh
 start_platform "${BENCH_HTTP_PORT:-18096}" "${BENCH_GRPC_PORT:-15096}" --seed
 "$binary" seed --learners "$learners" >/dev/null

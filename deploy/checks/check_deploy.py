@@ -18,6 +18,7 @@ platform's module table in DUOVARSITY_MODULES; by hand:
 
 import json
 import os
+import re
 import subprocess
 import unittest
 from pathlib import Path
@@ -141,9 +142,11 @@ def references(pod):
     return named, texts
 
 
-def module_table_gaps(modules, values, schema, compose):
-    """What adding a module to the platform's table left out of the chart and the compose
-    file: one line per place, naming the module and the file to edit."""
+def module_table_gaps(modules, values, schema, compose, cluster=None, capacity=None):
+    """What adding a module to the platform's table left out of the chart, the compose
+    file and the scripts that run it as processes (`scripts/cluster.sh`, whose `services=(..)`
+    is `cluster`, and the capacity model's `SERVICES`, `capacity`): one line per place,
+    naming the module and the file to edit."""
     components = set(values.get("components", {}))
     schema_components = set(schema["properties"]["components"]["properties"])
     services = compose.get("services", {})
@@ -164,6 +167,19 @@ def module_table_gaps(modules, values, schema, compose):
             if service.get("environment", {}).get(variable) != f"http://{module}:50051":
                 gaps.append(f"{module}: {variable} is not http://{module}:50051 for {name} in deploy/compose.yaml")
                 break
+    # Every module has a database: one the database Secret does not reach would start on
+    # an embedded SQLite file inside its pod.
+    for entry in values.get("secrets", {}).get("env", []):
+        listed = entry.get("components") or []
+        if entry["name"].startswith("DUOVARSITY_DATABASE_") and listed:
+            for module in modules:
+                if module not in listed:
+                    gaps.append(f"{module}: not among the components of {entry['name']} under secrets.env in helm/duovarsity/values.yaml")
+    for module in modules:
+        if cluster is not None and module not in cluster:
+            gaps.append(f"{module}: not in services=(..) of scripts/cluster.sh")
+        if capacity is not None and module not in capacity:
+            gaps.append(f"{module}: not in SERVICES of scripts/capacity.py")
     for extra in sorted(components - set(modules) - {"gateway"}):
         gaps.append(f"{extra}: a component in helm/duovarsity/values.yaml that is not in the module table")
     return gaps
@@ -542,13 +558,17 @@ class Compose(unittest.TestCase):
         values = yaml.safe_load((CHART / "values.yaml").read_text())
         schema = __import__("json").loads((CHART / "values.schema.json").read_text())
         compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
-        gaps = module_table_gaps(modules(), values, schema, compose)
+        cluster = re.search(r"^services=\(([^)]*)\)", (ROOT / "scripts" / "cluster.sh").read_text(), re.M).group(1).split()
+        capacity = re.search(r"^SERVICES = \[([^\]]*)\]", (ROOT / "scripts" / "capacity.py").read_text(), re.M).group(1)
+        capacity = [name.strip().strip('"') for name in capacity.split(",")]
+        gaps = module_table_gaps(modules(), values, schema, compose, cluster, capacity)
         self.assertEqual(gaps, [], "\n" + "\n".join(gaps))
         # A module added to the table alone is named, with every file it still needs.
-        gaps = module_table_gaps(modules() + ["billing"], values, schema, compose)
+        gaps = module_table_gaps(modules() + ["billing"], values, schema, compose, cluster, capacity)
         self.assertEqual(
-            [gap.split(":")[0] for gap in gaps], ["billing"] * 4, gaps)
-        self.assertIn("DUOVARSITY_BILLING_SERVICE_URL", gaps[-1])
+            [gap.split(":")[0] for gap in gaps], ["billing"] * 8, gaps)
+        self.assertTrue(any("DUOVARSITY_BILLING_SERVICE_URL" in gap for gap in gaps), gaps)
+        self.assertTrue(any("DUOVARSITY_DATABASE_URL" in gap for gap in gaps), gaps)
 
     def test_compose_runs_every_component_on_real_backends(self):
         compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
