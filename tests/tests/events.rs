@@ -102,3 +102,118 @@ async fn state_changes_publish_their_events() {
     }
     p.stop().await;
 }
+
+/// The catalog's events, which discovery follows: publishing and editing a course say
+/// what it is now, archiving says it left, publishing a lesson's content carries its title
+/// and text, deleting a lesson says so; each through its service's outbox, once.
+#[tokio::test]
+async fn catalog_changes_publish_their_events() {
+    use duovarsity_proto::events::{CourseArchived, CourseUpdated, LessonDeleted, LessonPublished};
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await;
+    let bus = p.bus();
+    let mut courses = bus.subscribe("course.v1", "test").await.unwrap();
+    let mut lessons = bus.subscribe("lesson.v1", "test").await.unwrap();
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
+    let (course_id, ids) = p.course_with_lessons(&admin, "catalog-events", 2).await;
+    let text = format!("# Borrowing\n\n{}", "ownership é ".repeat(7_000));
+    let (status, body) = p
+        .save_draft(&admin, &ids[0], serde_json::json!({"markdown": text}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, body) = p
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/lessons/{}/content:publish", ids[0]),
+            Some(&admin),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (record, envelope) = next(&mut lessons).await;
+    assert_eq!(
+        (envelope.r#type.as_str(), record.key.as_str()),
+        ("lesson.published", ids[0].as_str())
+    );
+    let published = LessonPublished::decode(envelope.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(
+        (
+            published.course_id.as_str(),
+            published.title.as_str(),
+            published.version
+        ),
+        (course_id.as_str(), "Lesson 0", 1)
+    );
+    // Long text is cut at 64 KiB on a character boundary, and says so.
+    assert!(published.truncated);
+    assert!(published.markdown.len() <= 64 * 1024 && text.starts_with(&published.markdown));
+
+    // Publishing the course: course.published and the full entry.
+    p.publish(&admin, &course_id).await;
+    let (_, first) = next(&mut courses).await;
+    assert_eq!(first.r#type, "course.published");
+    let (_, entry) = next(&mut courses).await;
+    assert_eq!(entry.r#type, "course.updated");
+    let entry = CourseUpdated::decode(entry.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(
+        (entry.title.as_str(), entry.status.as_str()),
+        ("catalog-events", "published")
+    );
+
+    // An edit says what the course is after it.
+    let (status, body) = p
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/courses/{course_id}"),
+            Some(&admin),
+            Some(serde_json::json!({"title": "Ownership in depth", "tags": ["rust", "memory"]})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (_, edited) = next(&mut courses).await;
+    let edited = CourseUpdated::decode(edited.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(edited.title, "Ownership in depth");
+    assert_eq!(edited.tags, ["rust", "memory"]);
+    assert_eq!(
+        (edited.slug.as_str(), edited.status.as_str()),
+        ("catalog-events", "published")
+    );
+
+    // Deleting a lesson, then archiving the course (twice: one event).
+    let (status, _) = p
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/lessons/{}", ids[1]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    let (_, deleted) = next(&mut lessons).await;
+    let deleted = LessonDeleted::decode(deleted.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(
+        (deleted.lesson_id.as_str(), deleted.course_id.as_str()),
+        (ids[1].as_str(), course_id.as_str())
+    );
+    for _ in 0..2 {
+        let (status, _) = p
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/courses/{course_id}:archive"),
+                Some(&admin),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert!(status.is_success());
+    }
+    let (_, archived) = next(&mut courses).await;
+    assert_eq!(archived.r#type, "course.archived");
+    let archived = CourseArchived::decode(archived.payload.unwrap().value.as_slice()).unwrap();
+    assert_eq!(archived.course_id, course_id);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), courses.next())
+            .await
+            .is_err(),
+        "archiving again is not news"
+    );
+    p.stop().await;
+}

@@ -352,7 +352,7 @@ async fn seed(
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 content
                     .contents()
-                    .publish(&lesson.id, &course.id, owner)
+                    .publish(&lesson.id, &course.id, &lesson_title, owner)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 lesson_count += 1;

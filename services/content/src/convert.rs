@@ -65,3 +65,30 @@ pub fn version_summary(version: &VersionRow) -> LessonVersionSummary {
         published_by: version.published_by.clone(),
     }
 }
+
+/// The most Markdown a `lesson.published` event carries (64 KiB); the rest is read with
+/// GetLessonVersion.
+pub const MAX_EVENT_TEXT: usize = 64 * 1024;
+
+/// The `lesson.published` event of a new version, its text cut at [`MAX_EVENT_TEXT`] on a
+/// character boundary.
+pub fn lesson_published_event(
+    version: &VersionRow,
+    title: &str,
+) -> duovarsity_common::events::PendingEvent {
+    let mut end = version.markdown.len().min(MAX_EVENT_TEXT);
+    while !version.markdown.is_char_boundary(end) {
+        end -= 1;
+    }
+    duovarsity_common::events::pending_event(
+        &version.lesson_id,
+        &duovarsity_proto::events::LessonPublished {
+            lesson_id: version.lesson_id.clone(),
+            course_id: version.course_id.clone(),
+            title: title.to_string(),
+            version: i32::try_from(version.version).unwrap_or(i32::MAX),
+            markdown: version.markdown[..end].to_string(),
+            truncated: end < version.markdown.len(),
+        },
+    )
+}

@@ -155,7 +155,9 @@ impl ContentService for ContentGrpc {
         let lesson_id = request.get_ref().lesson_id.clone();
         let access = self.0.editable(&request, &lesson_id).await?;
         Ok(Response::new(
-            self.0.publish(&lesson_id, &access.course_id, &by).await?,
+            self.0
+                .publish(&lesson_id, &access.course_id, &access.lesson_title, &by)
+                .await?,
         ))
     }
 

@@ -7,7 +7,9 @@ use duovarsity_common::time::now_millis;
 use duovarsity_proto::content::*;
 use prost::Message;
 
-use crate::convert::{attachment_to_proto, content_to_proto, draft_to_proto};
+use crate::convert::{
+    attachment_to_proto, content_to_proto, draft_to_proto, lesson_published_event,
+};
 use crate::store::{DraftRow, VersionRow};
 use crate::{Contents, MAX_ATTACHMENTS, MAX_MARKDOWN_BYTES};
 
@@ -94,6 +96,7 @@ impl Contents {
         &self,
         lesson_id: &str,
         course_id: &str,
+        title: &str,
         by: &str,
     ) -> Result<LessonContent, Error> {
         let draft =
@@ -106,7 +109,9 @@ impl Contents {
                 })?;
         let version = self
             .store
-            .publish(&draft, course_id, now_millis(), by)
+            .publish(&draft, course_id, now_millis(), by, |version| {
+                lesson_published_event(version, title)
+            })
             .await?;
         self.latest.invalidate(lesson_id).await;
         self.content(&version).await

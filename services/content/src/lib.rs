@@ -29,11 +29,13 @@ use async_trait::async_trait;
 use duovarsity_common::cache::{Cache, CacheHub};
 use duovarsity_common::clients::CourseClient;
 use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::events::EventBus;
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_config::Config;
-use duovarsity_module::{OpenError, ServiceContext, ServiceModule};
+use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
 use duovarsity_proto::content::content_service_server::ContentServiceServer;
 use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
 
 use crate::grpc::ContentGrpc;
 use crate::media::open_object_store;
@@ -104,6 +106,16 @@ impl ServiceModule for ContentModule {
 
     fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Publishes this service's outbox (`lesson.published`) until `shutdown`.
+    fn background(
+        &self,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Vec<BackgroundTask> {
+        let relay = self.contents.store.outbox().relay(self.db.clone(), bus);
+        vec![Box::pin(relay.run(shutdown))]
     }
 
     fn register(&self, server: GrpcServer) -> GrpcServer {

@@ -11,6 +11,19 @@ async fn open(url: &str) -> Database {
     db
 }
 
+/// The event a publish writes beside its version.
+fn published(
+    version: &duovarsity_content::store::VersionRow,
+) -> duovarsity_common::events::PendingEvent {
+    duovarsity_common::events::pending_event(
+        &version.lesson_id,
+        &duovarsity_proto::events::LessonPublished {
+            lesson_id: version.lesson_id.clone(),
+            ..Default::default()
+        },
+    )
+}
+
 fn draft(lesson: &str, markdown: &str, attachments: &[&str]) -> DraftRow {
     DraftRow {
         lesson_id: lesson.into(),
@@ -40,7 +53,7 @@ async fn suite(db: Database) {
 
     // Versions count from 1 per lesson; a published version does not follow the draft.
     let first = store
-        .publish(&saved, "course-1", 10, "teacher")
+        .publish(&saved, "course-1", 10, "teacher", published)
         .await
         .unwrap();
     assert_eq!(first.version, 1);
@@ -54,6 +67,7 @@ async fn suite(db: Database) {
             "course-1",
             20,
             "teacher",
+            published,
         )
         .await
         .unwrap();
@@ -66,7 +80,9 @@ async fn suite(db: Database) {
     assert_eq!(store.version("lesson-1", None).await.unwrap(), Some(second));
     assert_eq!(store.version("lesson-1", Some(3)).await.unwrap(), None);
     let other = draft("lesson-2", "# Other", &[]);
-    let other = store.publish(&other, "course-1", 30, "teacher").await;
+    let other = store
+        .publish(&other, "course-1", 30, "teacher", published)
+        .await;
     assert_eq!(other.unwrap().version, 1, "numbers are per lesson");
 
     // Concurrent publishes of one lesson: each that succeeds has a number of its own,
@@ -77,7 +93,13 @@ async fn suite(db: Database) {
             tokio::spawn(async move {
                 let text = format!("# Race {n}");
                 store
-                    .publish(&draft("lesson-3", &text, &[]), "course-1", n, "teacher")
+                    .publish(
+                        &draft("lesson-3", &text, &[]),
+                        "course-1",
+                        n,
+                        "teacher",
+                        published,
+                    )
                     .await
                     .map(|version| (version.version, text))
             })

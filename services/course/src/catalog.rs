@@ -9,7 +9,7 @@ use duovarsity_common::events::pending_event;
 use duovarsity_common::time::now_millis;
 use duovarsity_common::validate::page_token;
 use duovarsity_proto::course::*;
-use duovarsity_proto::events::CoursePublished;
+use duovarsity_proto::events::{CourseArchived, CoursePublished};
 
 use crate::convert::*;
 use crate::rules::*;
@@ -90,9 +90,17 @@ impl Courses {
             },
         );
         // Publishing an already published course again is not news.
-        let event = (course.status != "published").then_some(&published);
+        let events = if course.status == "published" {
+            Vec::new()
+        } else {
+            let listed = CourseRow {
+                status: "published".into(),
+                ..course.clone()
+            };
+            vec![published, course_updated_event(&listed)]
+        };
         self.store
-            .set_status(&course.id, "published", now_millis(), event)
+            .set_status(&course.id, "published", now_millis(), &events)
             .await?;
         self.changed(&course.id).await;
         course_to_proto(&self.course_row(&course.id).await?)
@@ -200,8 +208,29 @@ impl Courses {
             }
         }
         ensure_valid(violations)?;
+        let updated = CourseRow {
+            slug: patch.slug.clone().unwrap_or_else(|| course.slug.clone()),
+            title: patch.title.clone().unwrap_or_else(|| course.title.clone()),
+            summary: patch
+                .summary
+                .clone()
+                .unwrap_or_else(|| course.summary.clone()),
+            level: patch.level.clone().unwrap_or_else(|| course.level.clone()),
+            language: patch
+                .language
+                .clone()
+                .unwrap_or_else(|| course.language.clone()),
+            tags: patch.tags.clone().unwrap_or_else(|| course.tags.clone()),
+            price: patch.price.clone().unwrap_or_else(|| course.price.clone()),
+            ..course.clone()
+        };
         self.store
-            .update_course(&course.id, &patch, now_millis())
+            .update_course(
+                &course.id,
+                &patch,
+                now_millis(),
+                &course_updated_event(&updated),
+            )
             .await?;
         if patch.slug.is_some() {
             self.slugs.invalidate(&course.slug).await;
@@ -225,8 +254,17 @@ impl Courses {
         request: ArchiveCourseRequest,
     ) -> Result<Course, Error> {
         let course = self.editable_course(claims, &request.id).await?;
+        // Archiving an archived course again is not news.
+        let events = if course.status == "archived" {
+            Vec::new()
+        } else {
+            let archived = CourseArchived {
+                course_id: course.id.clone(),
+            };
+            vec![pending_event(&course.id, &archived)]
+        };
         self.store
-            .set_status(&course.id, "archived", now_millis(), None)
+            .set_status(&course.id, "archived", now_millis(), &events)
             .await?;
         self.changed(&course.id).await;
         course_to_proto(&self.course_row(&course.id).await?)

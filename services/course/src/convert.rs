@@ -101,6 +101,27 @@ pub fn progress_to_proto(progress: &ProgressRow) -> LessonProgress {
     }
 }
 
+/// The `course.updated` event of a course as it is (or is about to be).
+pub fn course_updated_event(course: &CourseRow) -> duovarsity_common::events::PendingEvent {
+    let (price_currency, price_minor) = course.price.clone().unwrap_or_default();
+    duovarsity_common::events::pending_event(
+        &course.id,
+        &duovarsity_proto::events::CourseUpdated {
+            course_id: course.id.clone(),
+            slug: course.slug.clone(),
+            title: course.title.clone(),
+            summary: course.summary.clone(),
+            level: course.level.clone(),
+            language: course.language.clone(),
+            tags: course.tags.clone(),
+            price_currency,
+            price_minor,
+            instructor_id: course.instructor_id.clone(),
+            status: course.status.clone(),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,17 +167,18 @@ impl Courses {
         let course_id = String::from_utf8(course_id.to_vec())
             .map_err(|e| Error::internal("cached lesson course", &e))?;
         let outline = self.outline(&course_id).await?;
-        let still_there = outline
+        let lesson_title = outline
             .sections
             .iter()
             .flat_map(|s| &s.lessons)
-            .any(|l| l.id == lesson_id);
+            .find(|l| l.id == lesson_id)
+            .map(|l| l.title.clone());
         let course = outline
             .course
             .ok_or_else(|| Error::internal("course", &"a cached outline has no course"))?;
-        if !still_there {
+        let Some(lesson_title) = lesson_title else {
             return Err(Error::not_found(format!("lesson {lesson_id}")));
-        }
+        };
         let status = status_name(course.status)?;
         let paid = course.price.is_some();
         let needs_enrollment = status == "archived" || (paid && status == "published");
@@ -190,6 +191,7 @@ impl Courses {
             can_read: can_read_lessons(claims, &status, &course.instructor_id, paid, enrolled),
             can_edit,
             public: status == "published" && !paid,
+            lesson_title,
         })
     }
 }

@@ -3,7 +3,9 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
+use duovarsity_common::events::pending_event;
 use duovarsity_proto::course::*;
+use duovarsity_proto::events::LessonDeleted;
 
 use duovarsity_common::validate::rules;
 
@@ -188,7 +190,13 @@ impl Courses {
         request: DeleteLessonRequest,
     ) -> Result<DeleteLessonResponse, Error> {
         let (lesson, course) = self.editable_lesson(claims, &request.id).await?;
-        self.store.delete_lesson(&lesson.id).await?;
+        let deleted = LessonDeleted {
+            lesson_id: lesson.id.clone(),
+            course_id: course.id.clone(),
+        };
+        self.store
+            .delete_lesson(&lesson.id, &pending_event(&lesson.id, &deleted))
+            .await?;
         self.changed(&course.id).await;
         Ok(DeleteLessonResponse {})
     }

@@ -111,6 +111,12 @@ async fn suite(store: Arc<CourseStore>) {
                 ..Default::default()
             },
             5,
+            &duovarsity_common::events::pending_event(
+                &a.id,
+                &duovarsity_proto::events::CourseArchived {
+                    course_id: a.id.clone(),
+                },
+            ),
         )
         .await
         .unwrap();

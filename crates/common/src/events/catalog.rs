@@ -4,9 +4,10 @@
 //! one place and right in another.
 
 use duovarsity_proto::events::{
-    AiUsage, CoursePublished, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
-    EnrollmentRevoked, Envelope, LessonCompleted, LessonProgressed, PaymentCaptured,
-    PaymentRefunded, SettingsReloaded, UserProfileUpdated, UserRegistered,
+    AiUsage, CourseArchived, CoursePublished, CourseUpdated, EnrollmentActivated,
+    EnrollmentCompleted, EnrollmentCreated, EnrollmentRevoked, Envelope, LessonCompleted,
+    LessonDeleted, LessonProgressed, LessonPublished, PaymentCaptured, PaymentRefunded,
+    SettingsReloaded, UserProfileUpdated, UserRegistered,
 };
 
 use crate::Error;
@@ -15,6 +16,7 @@ use crate::Error;
 pub mod topics {
     pub const USER: &str = "user.v1";
     pub const COURSE: &str = "course.v1";
+    pub const LESSON: &str = "lesson.v1";
     pub const ENROLLMENT: &str = "enrollment.v1";
     pub const PROGRESS: &str = "progress.v1";
     pub const PAYMENT: &str = "payment.v1";
@@ -50,6 +52,10 @@ catalog! {
     UserRegistered => topics::USER, "user.registered";
     UserProfileUpdated => topics::USER, "user.profile_updated";
     CoursePublished => topics::COURSE, "course.published";
+    CourseUpdated => topics::COURSE, "course.updated";
+    CourseArchived => topics::COURSE, "course.archived";
+    LessonPublished => topics::LESSON, "lesson.published";
+    LessonDeleted => topics::LESSON, "lesson.deleted";
     EnrollmentCreated => topics::ENROLLMENT, "enrollment.created";
     EnrollmentActivated => topics::ENROLLMENT, "enrollment.activated";
     EnrollmentCompleted => topics::ENROLLMENT, "enrollment.completed";
@@ -89,6 +95,10 @@ mod tests {
             UserProfileUpdated::FULL_NAME,
             AiUsage::FULL_NAME,
             CoursePublished::FULL_NAME,
+            CourseUpdated::FULL_NAME,
+            CourseArchived::FULL_NAME,
+            LessonPublished::FULL_NAME,
+            LessonDeleted::FULL_NAME,
             EnrollmentCreated::FULL_NAME,
             EnrollmentActivated::FULL_NAME,
             EnrollmentCompleted::FULL_NAME,

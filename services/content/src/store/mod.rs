@@ -6,11 +6,16 @@
 
 use duovarsity_common::Error;
 use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::events::PendingEvent;
+use duovarsity_common::events::outbox::Outbox;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// The content service's outbox (`lesson.published`).
+pub const OUTBOX_TABLE: &str = "content_outbox";
+
 pub fn migrations() -> Migrations {
-    Migrations::portable(sqlx::migrate!("./migrations"))
+    Migrations::portable(sqlx::migrate!("./migrations")).with_outbox(OUTBOX_TABLE, 3002)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,7 @@ pub struct MediaRow {
 
 pub struct ContentStore {
     db: Database,
+    outbox: Outbox,
 }
 
 fn ids(text: &str) -> Vec<String> {
@@ -90,7 +96,15 @@ const MEDIA_COLUMNS: &str =
 
 impl ContentStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            outbox: Outbox::new(OUTBOX_TABLE),
+        }
+    }
+
+    /// The outbox [`ContentStore::publish`] writes to (its relay publishes it).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub async fn save_draft(&self, draft: &DraftRow) -> Result<(), Error> {
@@ -133,6 +147,7 @@ impl ContentStore {
         course_id: &str,
         now: i64,
         by: &str,
+        event: impl FnOnce(&VersionRow) -> PendingEvent,
     ) -> Result<VersionRow, Error> {
         let mut tx = self.db.writer().begin().await?;
         let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS next FROM lesson_versions WHERE lesson_id = $1")
@@ -161,7 +176,9 @@ impl ContentStore {
         .bind(&version.published_by)
         .execute(&mut *tx)
         .await?;
+        self.outbox.enqueue_event(&mut tx, &event(&version)).await?;
         tx.commit().await?;
+        self.outbox.wake();
         Ok(version)
     }
 

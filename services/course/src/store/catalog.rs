@@ -45,11 +45,13 @@ impl CourseStore {
         Ok(())
     }
 
+    /// Applies `patch` and writes `event` (the course after it) in the same transaction.
     pub async fn update_course(
         &self,
         id: &str,
         patch: &CoursePatch,
         now: i64,
+        event: &PendingEvent,
     ) -> Result<(), Error> {
         let mut tx = self.db.writer().begin().await?;
         let row = sqlx::query(&format!(
@@ -97,17 +99,16 @@ impl CourseStore {
                 .await?;
             write_tags(&mut tx, id, tags).await?;
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit_with(tx, std::iter::once(event)).await
     }
 
-    /// Changes the status, writing `event` in the same transaction.
+    /// Changes the status, writing `events` in the same transaction.
     pub async fn set_status(
         &self,
         id: &str,
         status: &str,
         now: i64,
-        event: Option<&PendingEvent>,
+        events: &[PendingEvent],
     ) -> Result<(), Error> {
         let mut tx = self.db.writer().begin().await?;
         sqlx::query(
@@ -120,7 +121,7 @@ impl CourseStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        self.commit_with(tx, event.into_iter()).await
+        self.commit_with(tx, events.iter()).await
     }
 
     /// A course by id or slug, with its tags and prerequisites.

@@ -129,12 +129,14 @@ impl CourseStore {
         Ok(())
     }
 
-    pub async fn delete_lesson(&self, id: &str) -> Result<(), Error> {
+    /// Deletes a lesson and writes `event` in the same transaction.
+    pub async fn delete_lesson(&self, id: &str, event: &PendingEvent) -> Result<(), Error> {
+        let mut tx = self.db.writer().begin().await?;
         sqlx::query("DELETE FROM lessons WHERE id = $1")
             .bind(id)
-            .execute(self.db.writer())
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        self.commit_with(tx, std::iter::once(event)).await
     }
 
     pub async fn lesson_count(&self, course_id: &str) -> Result<i64, Error> {
