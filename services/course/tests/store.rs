@@ -111,12 +111,7 @@ async fn suite(store: Arc<CourseStore>) {
                 ..Default::default()
             },
             5,
-            &duovarsity_common::events::pending_event(
-                &a.id,
-                &duovarsity_proto::events::CourseArchived {
-                    course_id: a.id.clone(),
-                },
-            ),
+            &event::<duovarsity_proto::events::CourseUpdated>(),
         )
         .await
         .unwrap();
@@ -368,6 +363,11 @@ async fn suite(store: Arc<CourseStore>) {
         "{types:?}"
     );
     assert_eq!(types.get("enrollment.completed"), Some(&1), "{types:?}");
+    assert_eq!(
+        types.get("course.updated"),
+        Some(&1),
+        "the patch's event: {types:?}"
+    );
 }
 
 duovarsity_testkit::on_sqlite_and_postgres!(
