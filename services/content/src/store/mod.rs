@@ -149,12 +149,24 @@ impl ContentStore {
         by: &str,
         event: impl FnOnce(&VersionRow) -> PendingEvent,
     ) -> Result<VersionRow, Error> {
+        // One statement numbers and inserts the version: the transaction's first statement
+        // is a write, so on SQLite it waits for the write lock instead of failing to
+        // upgrade a read once the outbox relay (another writer) has committed.
         let mut tx = self.db.writer().begin().await?;
-        let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS next FROM lesson_versions WHERE lesson_id = $1")
-            .bind(&draft.lesson_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("next")?;
+        let next: i64 = sqlx::query(&format!(
+            "INSERT INTO lesson_versions ({VERSION_COLUMNS}) \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6 \
+             FROM lesson_versions WHERE lesson_id = $1 RETURNING version"
+        ))
+        .bind(&draft.lesson_id)
+        .bind(course_id)
+        .bind(&draft.markdown)
+        .bind(draft.attachment_ids.join(","))
+        .bind(now)
+        .bind(by)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("version")?;
         let version = VersionRow {
             lesson_id: draft.lesson_id.clone(),
             version: next,
@@ -164,18 +176,6 @@ impl ContentStore {
             published_at: now,
             published_by: by.to_string(),
         };
-        sqlx::query(&format!(
-            "INSERT INTO lesson_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(&version.lesson_id)
-        .bind(version.version)
-        .bind(&version.course_id)
-        .bind(&version.markdown)
-        .bind(version.attachment_ids.join(","))
-        .bind(version.published_at)
-        .bind(&version.published_by)
-        .execute(&mut *tx)
-        .await?;
         self.outbox.enqueue_event(&mut tx, &event(&version)).await?;
         tx.commit().await?;
         self.outbox.wake();
