@@ -5,6 +5,8 @@ use duovarsity_common::Error;
 use duovarsity_common::db::Database;
 use sqlx::Row;
 
+use super::each;
+
 /// (title, instructor id) of a published course.
 pub async fn course(db: &Database, id: &str) -> Result<Option<(String, String)>, Error> {
     let row =
@@ -35,19 +37,16 @@ pub async fn course_days(
     .bind(to)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("day")?,
-                [
-                    r.try_get("enrollments")?,
-                    r.try_get("completions")?,
-                    r.try_get("ai_hint_requests")?,
-                ],
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((
+            r.try_get("day")?,
+            [
+                r.try_get("enrollments")?,
+                r.try_get("completions")?,
+                r.try_get("ai_hint_requests")?,
+            ],
+        ))
+    })
 }
 
 /// Distinct learners active in a course per day of [from, to].
@@ -66,10 +65,7 @@ pub async fn course_active_per_day(
     .bind(to)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("day")?, r.try_get("n")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| Ok((r.try_get("day")?, r.try_get("n")?)))
 }
 
 /// Distinct learners active in a course (or, with `course` None, on the platform) in
@@ -188,10 +184,7 @@ pub async fn completion_times(
     .bind(to_ms)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| r.try_get("took"))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| r.try_get("took"))
 }
 
 /// Revenue rows (day, currency, captured, refunded) of a course (or every course) in [from, to].
@@ -226,17 +219,14 @@ pub async fn revenue(
             .await?
         }
     };
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("day")?,
-                r.try_get("currency")?,
-                r.try_get("captured")?,
-                r.try_get("refunded")?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((
+            r.try_get("day")?,
+            r.try_get("currency")?,
+            r.try_get("captured")?,
+            r.try_get("refunded")?,
+        ))
+    })
 }
 
 /// The platform's days in [from, to]: (day, [new accounts, enrollments, completions, AI
@@ -254,19 +244,16 @@ pub async fn platform_days(
     .bind(to)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("day")?,
-                [
-                    r.try_get("new_accounts")?,
-                    r.try_get("enrollments")?,
-                    r.try_get("completions")?,
-                    r.try_get("ai_requests")?,
-                    r.try_get("ai_cost_nano_usd")?,
-                ],
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((
+            r.try_get("day")?,
+            [
+                r.try_get("new_accounts")?,
+                r.try_get("enrollments")?,
+                r.try_get("completions")?,
+                r.try_get("ai_requests")?,
+                r.try_get("ai_cost_nano_usd")?,
+            ],
+        ))
+    })
 }

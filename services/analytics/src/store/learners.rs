@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use std::collections::HashSet;
 
 use super::changes::EnrollmentRow;
-use super::read_in;
+use super::{each, read_in};
 
 /// A learner's row as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,17 +85,14 @@ pub async fn days(db: &Database, id: &str) -> Result<Vec<(String, i64, i64, i64)
     .bind(id)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("day")?,
-                r.try_get("xp")?,
-                r.try_get("lessons_completed")?,
-                r.try_get("seconds")?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((
+            r.try_get("day")?,
+            r.try_get("xp")?,
+            r.try_get("lessons_completed")?,
+            r.try_get("seconds")?,
+        ))
+    })
 }
 
 /// Every lesson state: (course, lesson, started, completed, position, last).
@@ -110,19 +107,16 @@ pub async fn lessons(
     .bind(id)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("course_id")?,
-                r.try_get("lesson_id")?,
-                r.try_get("started_at")?,
-                r.try_get("completed_at")?,
-                r.try_get("position_seconds")?,
-                r.try_get("last_at")?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((
+            r.try_get("course_id")?,
+            r.try_get("lesson_id")?,
+            r.try_get("started_at")?,
+            r.try_get("completed_at")?,
+            r.try_get("position_seconds")?,
+            r.try_get("last_at")?,
+        ))
+    })
 }
 
 pub async fn enrollments(db: &Database, id: &str) -> Result<Vec<(String, EnrollmentRow)>, Error> {
@@ -133,19 +127,16 @@ pub async fn enrollments(db: &Database, id: &str) -> Result<Vec<(String, Enrollm
     .bind(id)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("course_id")?,
-                EnrollmentRow {
-                    enrolled_at: r.try_get("enrolled_at")?,
-                    completed_at: r.try_get("completed_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                },
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((
+            r.try_get("course_id")?,
+            EnrollmentRow {
+                enrolled_at: r.try_get("enrolled_at")?,
+                completed_at: r.try_get("completed_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+            },
+        ))
+    })
 }
 
 /// Whether the learner may see a course's board: enrolled (not revoked).
@@ -169,10 +160,9 @@ pub async fn weeks(db: &Database, id: &str) -> Result<Vec<(String, String, i64)>
     .bind(id)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("week")?, r.try_get("scope")?, r.try_get("xp")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| {
+        Ok((r.try_get("week")?, r.try_get("scope")?, r.try_get("xp")?))
+    })
 }
 
 /// Every (course, UTC day) the learner was active in.
@@ -183,29 +173,21 @@ pub async fn active_days(db: &Database, id: &str) -> Result<Vec<(String, String)
     .bind(id)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("course_id")?, r.try_get("day")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| Ok((r.try_get("course_id")?, r.try_get("day")?)))
 }
 
 pub async fn names(db: &Database, ids: &[String]) -> Result<Vec<(String, String)>, Error> {
     let sql = "SELECT learner_id, display_name FROM analytics_learners WHERE learner_id IN (";
-    Ok(read_in(db, sql, ids)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("learner_id")?, row.try_get("display_name")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&read_in(db, sql, ids).await?, |row| {
+        Ok((row.try_get("learner_id")?, row.try_get("display_name")?))
+    })
 }
 
 const VISIBLE: &str = "FROM analytics_weekly_xp w JOIN analytics_learners l ON l.learner_id = w.learner_id \
      WHERE w.week = $1 AND w.scope = $2 AND l.leaderboard_hidden = 0";
 
 fn pairs(rows: &[AnyRow]) -> Result<Vec<(String, i64)>, Error> {
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("learner_id")?, r.try_get("xp")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(rows, |r| Ok((r.try_get("learner_id")?, r.try_get("xp")?)))
 }
 
 pub async fn weekly_top(
@@ -361,10 +343,7 @@ pub async fn weekly_scopes(db: &Database, week: &str) -> Result<Vec<String>, Err
         .bind(week)
         .fetch_all(db.reader())
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| r.try_get("scope"))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| r.try_get("scope"))
 }
 
 /// The learner's (scope, xp) in a week.
@@ -380,8 +359,5 @@ pub async fn learner_week(
     .bind(id)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("scope")?, r.try_get("xp")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    each(&rows, |r| Ok((r.try_get("scope")?, r.try_get("xp")?)))
 }

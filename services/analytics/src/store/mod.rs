@@ -20,6 +20,17 @@ pub fn migrations() -> Migrations {
     Migrations::portable(sqlx::migrate!("./migrations")).with_applied_events(PROCESSED_TABLE, 7002)
 }
 
+/// Each row decoded as `T` (the reads' one shape).
+pub fn each<T>(
+    rows: &[AnyRow],
+    decode: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, duovarsity_common::Error> {
+    Ok(rows
+        .iter()
+        .map(decode)
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
 /// Rows per multi-row statement (well under every backend's parameter limit).
 const CHUNK: usize = 200;
 
