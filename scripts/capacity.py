@@ -56,7 +56,7 @@ ASSUMPTIONS = {
     "hours_per_month": 730,
 }
 
-SERVICES = ["gateway", "user", "course", "content", "notification", "payment", "ai-routing", "analytics"]
+SERVICES = ["gateway", "user", "course", "content", "notification", "payment", "ai-routing", "analytics", "discovery"]
 
 
 def measure(args):

@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 dir=${CLUSTER_DIR:-/tmp/duovarsity-cluster}
 target=${CARGO_TARGET_DIR:-target}
 binary="$target/release/duovarsity"
-services=(user course content notification payment ai-routing analytics)
+services=(user course content notification payment ai-routing analytics discovery)
 database=dv_cluster
 
 log() { echo "cluster: $*" >&2; }

@@ -35,6 +35,7 @@ async fn grpcurl_lists_services_and_calls_methods() {
         "duovarsity.user.v1.UserService",
         "duovarsity.flags.v1.FlagService",
         "duovarsity.analytics.v1.AnalyticsService",
+        "duovarsity.discovery.v1.DiscoveryService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -164,6 +165,33 @@ async fn grpcurl_lists_services_and_calls_methods() {
     .await;
     assert!(!ok);
     assert!(refused.contains("PermissionDenied"), "{refused}");
+
+    // Discovery: search anonymously (nothing is published here, and facets come back
+    // empty), and a filter outside its values refused with the field named.
+    let (ok, found) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"q":"pyth","page_size":5}"#,
+        &addr,
+        "duovarsity.discovery.v1.DiscoveryService/Search",
+    ])
+    .await;
+    assert!(ok, "{found}");
+    let found: Value = serde_json::from_str(&found).unwrap();
+    assert!(found["facets"].is_object(), "{found}");
+    let (ok, refused) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"q":"pyth","level":"expert"}"#,
+        &addr,
+        "duovarsity.discovery.v1.DiscoveryService/Search",
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        refused.contains("InvalidArgument") && refused.contains("level"),
+        "{refused}"
+    );
 
     // Without a token the service itself refuses, with the same rule as the gateway.
     let (ok, refused) =

@@ -4,6 +4,7 @@
 //! every service's schema. Tests start the same thing on port 0.
 #![forbid(unsafe_code)]
 
+pub mod reindex;
 pub mod seed;
 mod start;
 pub mod warm;
@@ -19,6 +20,7 @@ use duovarsity_common::events::EventBus;
 use duovarsity_config::Config;
 use duovarsity_content::ContentModule;
 use duovarsity_course::CourseModule;
+use duovarsity_discovery::DiscoveryModule;
 use duovarsity_module::{ModuleEntry, RunningModule, ServiceContext, ServiceModule};
 use duovarsity_notification::NotificationModule;
 use duovarsity_payment::PaymentModule;
@@ -41,6 +43,7 @@ pub const MODULES: &[ModuleEntry] = &[
     ModuleEntry::of::<PaymentModule>(),
     ModuleEntry::of::<AiRoutingModule>(),
     ModuleEntry::of::<AnalyticsModule>(),
+    ModuleEntry::of::<DiscoveryModule>(),
 ];
 
 /// The configuration names of [`MODULES`], in table order.

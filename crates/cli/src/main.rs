@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: AnalyticsCommand,
     },
+    /// Search maintenance.
+    Discovery {
+        #[command(subcommand)]
+        command: DiscoveryCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +91,14 @@ enum AnalyticsCommand {
     /// Rebuild the leaderboards' Redis sorted sets (this week's and last week's) from the
     /// analytics database, which is their truth.
     Rebuild,
+}
+
+#[derive(Subcommand)]
+enum DiscoveryCommand {
+    /// Replace the search catalog with what the course and content services list now
+    /// (published courses and their lessons' published text); every discovery replica's
+    /// index follows within a second.
+    Reindex,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +286,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let _telemetry = telemetry::init("duovarsity-analytics", config.log_format);
             let members = duovarsity::rebuild_leaderboards(&config).await?;
             println!("leaderboards rebuilt: {members} members in this and last week's sets");
+            Ok(())
+        }
+        Command::Discovery {
+            command: DiscoveryCommand::Reindex,
+        } => {
+            let _telemetry = telemetry::init("duovarsity-discovery", config.log_format);
+            let report = duovarsity::reindex::reindex(&config).await?;
+            let written = report.written;
+            println!(
+                "reindexed in {:.1} s: {} courses, {} lessons; {} courses unlisted, {} lessons removed",
+                report.took.as_secs_f64(),
+                written.courses,
+                written.lessons,
+                written.unlisted,
+                written.removed_lessons
+            );
             Ok(())
         }
         Command::Keys {

@@ -57,6 +57,11 @@ pub mod duovarsity {
             tonic::include_proto!("duovarsity.analytics.v1");
         }
     }
+    pub mod discovery {
+        pub mod v1 {
+            tonic::include_proto!("duovarsity.discovery.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("duovarsity.events.v1");
@@ -84,6 +89,7 @@ pub use duovarsity::ai::v1 as ai;
 pub use duovarsity::analytics::v1 as analytics;
 pub use duovarsity::content::v1 as content;
 pub use duovarsity::course::v1 as course;
+pub use duovarsity::discovery::v1 as discovery;
 pub use duovarsity::events::v1 as events;
 pub use duovarsity::flags::v1 as flags;
 pub use duovarsity::notification::v1 as notification;
