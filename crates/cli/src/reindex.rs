@@ -56,6 +56,7 @@ fn entry(course: Course) -> CourseEntry {
         price_minor,
         instructor_id: course.instructor_id,
         status: "published".into(),
+        prerequisite_ids: course.prerequisite_ids,
     }
 }
 

@@ -128,7 +128,13 @@ impl Courses {
                 ));
             }
         }
-        self.store.set_prerequisites(&course.id, &ids).await?;
+        let updated = CourseRow {
+            prerequisite_ids: ids.clone(),
+            ..course.clone()
+        };
+        self.store
+            .set_prerequisites(&course.id, &ids, &course_updated_event(&updated))
+            .await?;
         self.changed(&course.id).await;
         Ok(())
     }

@@ -118,6 +118,7 @@ pub fn course_updated_event(course: &CourseRow) -> duovarsity_common::events::Pe
             price_minor,
             instructor_id: course.instructor_id.clone(),
             status: course.status.clone(),
+            prerequisite_ids: course.prerequisite_ids.clone(),
         },
     )
 }

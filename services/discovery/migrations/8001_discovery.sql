@@ -19,7 +19,8 @@ CREATE TABLE discovery_courses (
     price_currency TEXT NOT NULL,                -- empty: free
     price_minor    BIGINT NOT NULL,
     instructor_id  TEXT NOT NULL,
-    status         TEXT NOT NULL,                -- draft, published or archived
+    status         TEXT NOT NULL,                -- draft, published, archived, unlisted
+    prerequisite_ids TEXT NOT NULL,              -- one per line
     event_at       BIGINT NOT NULL,
     changed_at     BIGINT NOT NULL
 );
@@ -40,11 +41,44 @@ CREATE TABLE discovery_lessons (
 CREATE INDEX discovery_lessons_course ON discovery_lessons (course_id);
 CREATE INDEX discovery_lessons_changed ON discovery_lessons (changed_at);
 
--- Who holds which course: a paid lesson's text is searchable by its owners only.
+-- Who holds which course (a paid lesson's text is searchable by its owners only), since
+-- when, and when they last learned in it.
 CREATE TABLE discovery_enrollments (
     learner_id  TEXT NOT NULL,
     course_id   TEXT NOT NULL,
     status      TEXT NOT NULL,                   -- active, pending_payment, completed, revoked
+    enrolled_at BIGINT NOT NULL,
+    active_at   BIGINT NOT NULL,
     event_at    BIGINT NOT NULL,
     PRIMARY KEY (learner_id, course_id)
 );
+
+-- Lessons each learner completed ("continue" skips them).
+CREATE TABLE discovery_completed_lessons (
+    learner_id TEXT NOT NULL,
+    lesson_id  TEXT NOT NULL,
+    course_id  TEXT NOT NULL,
+    PRIMARY KEY (learner_id, lesson_id)
+);
+
+-- The item-to-item model, kept by every enrollment that starts or ends holding a course
+-- (active or completed): learners per course, and learners per ordered pair of courses.
+CREATE TABLE discovery_course_learners (
+    course_id TEXT PRIMARY KEY,
+    learners  BIGINT NOT NULL
+);
+CREATE TABLE discovery_course_pairs (
+    course_id TEXT NOT NULL,
+    other_id  TEXT NOT NULL,
+    learners  BIGINT NOT NULL,
+    PRIMARY KEY (course_id, other_id)
+);
+CREATE INDEX discovery_course_pairs_strongest ON discovery_course_pairs (course_id, learners);
+
+-- Prerequisites of each course, by the course they require ("ready for").
+CREATE TABLE discovery_prerequisites (
+    course_id       TEXT NOT NULL,
+    prerequisite_id TEXT NOT NULL,
+    PRIMARY KEY (course_id, prerequisite_id)
+);
+CREATE INDEX discovery_prerequisites_required ON discovery_prerequisites (prerequisite_id);

@@ -18,6 +18,7 @@ pub struct CourseEntry {
     /// `draft`, `published`, `archived`, or `unlisted` (published once, but absent from
     /// the owning service's catalog at the last reindex).
     pub status: String,
+    pub prerequisite_ids: Vec<String>,
 }
 
 impl CourseEntry {

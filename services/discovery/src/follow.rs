@@ -8,11 +8,12 @@
 //! rows already applied at the same `changed_at` are skipped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use duovarsity_common::backoff::Backoff;
+use duovarsity_common::cache::Cache;
 use duovarsity_common::db::Database;
 use duovarsity_common::error::Error;
 use duovarsity_common::time::now_millis;
@@ -30,9 +31,16 @@ const OVERLAP_MS: i64 = 5_000;
 /// Lessons read and indexed per step of a build.
 const BUILD_PAGE: i64 = 5_000;
 
+/// Every course as this replica's follower last applied it (recommendations read titles,
+/// levels and whether a course is listed from it).
+pub type Courses = Arc<RwLock<HashMap<String, CourseEntry>>>;
+
 pub struct Follower {
     db: Database,
     index: Arc<SearchIndex>,
+    shared: Courses,
+    /// Answers naming a changed course (related courses at the edge) are dropped through it.
+    answers: Option<Cache>,
     ready: Arc<AtomicBool>,
     changed: Arc<Notify>,
     courses: HashMap<String, CourseEntry>,
@@ -53,18 +61,27 @@ impl Follower {
     pub fn new(
         db: Database,
         index: Arc<SearchIndex>,
+        shared: Courses,
         ready: Arc<AtomicBool>,
         changed: Arc<Notify>,
     ) -> Self {
         Self {
             db,
             index,
+            shared,
+            answers: None,
             ready,
             changed,
             courses: HashMap::new(),
             seen: HashMap::new(),
             watermark: 0,
         }
+    }
+
+    /// Drops the cached answers that name a course once this replica applied its change.
+    pub fn invalidating(mut self, answers: Cache) -> Self {
+        self.answers = Some(answers);
+        self
     }
 
     /// Builds the index from every row of the database.
@@ -96,8 +113,18 @@ impl Follower {
             built.lessons += edits.len();
             self.index.apply(&edits)?;
         }
+        self.share(self.courses.values());
         self.watermark = started;
         Ok(built)
+    }
+
+    /// Publishes `courses` to the shared map.
+    fn share<'a>(&self, courses: impl Iterator<Item = &'a CourseEntry>) {
+        if let Ok(mut shared) = self.shared.write() {
+            for course in courses {
+                shared.insert(course.id.clone(), course.clone());
+            }
+        }
     }
 
     /// The edit that puts `lesson` in the index, if its course is listed.
@@ -157,9 +184,15 @@ impl Follower {
                     .unwrap_or(Edit::RemoveDocument(&lesson.entry.id)),
             );
         }
+        self.share(courses.iter().map(|c| &c.entry));
         let applied = courses.len() + lessons.len();
         self.index.apply(&edits)?;
         drop(edits);
+        if let Some(answers) = &self.answers {
+            for course in &courses {
+                answers.invalidate(&course.entry.id).await;
+            }
+        }
         // How long after the database took each change it became searchable here.
         let now = now_millis();
         for changed_at in courses

@@ -8,7 +8,10 @@
 //! - `course.archived`: the course leaves search;
 //! - `lesson.published`: the lesson's title and text; `lesson.deleted`: a tombstone;
 //! - `enrollment.created` / `activated` / `completed` / `revoked`: who owns the course
-//!   (the text of a paid lesson is searchable by its owners only).
+//!   (the text of a paid lesson is searchable by its owners only), and the item-to-item
+//!   model of courses taken together;
+//! - `progress.lesson_progressed` / `lesson_completed`: when a learner last learned in a
+//!   course, and the lessons they finished ("continue").
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use duovarsity_common::events::consumer::Handler;
 use duovarsity_common::time::now_millis;
 use duovarsity_proto::events::{
     CourseArchived, CourseUpdated, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
-    EnrollmentRevoked, Envelope, LessonDeleted, LessonPublished,
+    EnrollmentRevoked, Envelope, LessonCompleted, LessonDeleted, LessonProgressed, LessonPublished,
 };
 use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
@@ -55,6 +58,7 @@ impl From<CourseUpdated> for CourseEntry {
             price_minor: course.price_minor,
             instructor_id: course.instructor_id,
             status: course.status,
+            prerequisite_ids: course.prerequisite_ids,
         }
     }
 }
@@ -117,12 +121,29 @@ impl Handler for Ingest {
                 let e = decode::<EnrollmentRevoked>(envelope)?;
                 store::put_enrollment(tx, &e.learner_id, &e.course_id, "revoked", at).await
             }
+            LessonProgressed::TYPE => {
+                let p = decode::<LessonProgressed>(envelope)?;
+                store::learned(tx, &p.learner_id, &p.course_id, None, at).await
+            }
+            LessonCompleted::TYPE => {
+                let c = decode::<LessonCompleted>(envelope)?;
+                store::learned(tx, &c.learner_id, &c.course_id, Some(&c.lesson_id), at).await
+            }
             // Other events of these topics (course.published, ...) say nothing new here.
             _ => Ok(()),
         }
     }
 
-    async fn committed(&self, _envelope: &Envelope) {
-        self.changed.notify_one();
+    async fn committed(&self, envelope: &Envelope) {
+        // Only catalog rows are followed by the index.
+        if matches!(
+            envelope.r#type.as_str(),
+            CourseUpdated::TYPE
+                | CourseArchived::TYPE
+                | LessonPublished::TYPE
+                | LessonDeleted::TYPE
+        ) {
+            self.changed.notify_one();
+        }
     }
 }

@@ -10,6 +10,10 @@
 //!   pages, counts facets and highlights; the text of a paid lesson reaches only the
 //!   callers who may read it.
 //!
+//! - [`recommend`] answers "what next" from the learner's rows, the item-to-item model kept
+//!   by enrollment events and course outlines; [`model`] ranks (and `discovery evaluate`
+//!   measures the same ranking).
+//!
 //! Rooms: [`grpc`] holds thin handlers; [`store`] runs SQL and nothing else;
 //! [`reindex`] replaces the catalog rows with what the owning services list.
 #![forbid(unsafe_code)]
@@ -20,7 +24,9 @@ pub mod grpc;
 mod highlight;
 pub mod index;
 pub mod ingest;
+pub mod model;
 pub mod query;
+mod recommend;
 pub mod reindex;
 mod search;
 pub mod store;
@@ -29,17 +35,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use duovarsity_common::cache::Cache;
+use duovarsity_common::clients::CourseClient;
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::consumer::Consumer;
 use duovarsity_common::events::{EventBus, topics};
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_common::health::Probe;
 use duovarsity_module::{BackgroundTask, OpenError, ServiceContext, ServiceModule};
+use duovarsity_proto::course::CourseOutline;
 use duovarsity_proto::discovery::discovery_service_server::DiscoveryServiceServer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::follow::Follower;
+use crate::follow::{Courses, Follower};
 use crate::grpc::DiscoveryGrpc;
 use crate::index::SearchIndex;
 use crate::ingest::Ingest;
@@ -47,14 +56,33 @@ use crate::ingest::Ingest;
 pub const SERVICE: &str = "discovery";
 /// The consumer group of the discovery service on every topic it reads.
 pub const GROUP: &str = "discovery";
+/// Course outlines kept for "continue", and for how long (a reordered or deleted lesson
+/// shows there after at most this long).
+const OUTLINES: u64 = 10_000;
+const OUTLINE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+/// The cache whose keys are course ids, invalidated when this service learns a course
+/// changed: answers that mention the course carry its tag, so the gateway's edge cache
+/// drops them then (not when the course service changed it, before discovery knew).
+pub const ANSWERS_CACHE: &str = "discovery_answers";
 /// The topics it consumes.
-pub const TOPICS: [&str; 3] = [topics::COURSE, topics::LESSON, topics::ENROLLMENT];
+pub const TOPICS: [&str; 4] = [
+    topics::COURSE,
+    topics::LESSON,
+    topics::ENROLLMENT,
+    topics::PROGRESS,
+];
 
 /// The discovery domain: the database, this replica's index, and whether it is built.
 #[derive(Clone)]
 pub struct Discovery {
     db: Database,
     index: Arc<SearchIndex>,
+    courses: Courses,
+    /// Course outlines ("continue"), briefly.
+    outlines: moka::future::Cache<String, Arc<CourseOutline>>,
+    course_service: CourseClient,
+    /// Names the answers that mention a course (tags of cached related courses).
+    answers: Cache,
     ready: Arc<AtomicBool>,
     /// Wakes the follower when this replica's consumer committed a change.
     changed: Arc<Notify>,
@@ -99,9 +127,11 @@ impl DiscoveryModule {
         Follower::new(
             d.db.clone(),
             d.index.clone(),
+            d.courses.clone(),
             d.ready.clone(),
             d.changed.clone(),
         )
+        .invalidating(d.answers.clone())
     }
 }
 
@@ -122,6 +152,17 @@ impl ServiceModule for DiscoveryModule {
             discovery: Discovery {
                 db,
                 index: Arc::new(index),
+                courses: Courses::default(),
+                outlines: moka::future::Cache::builder()
+                    .max_capacity(OUTLINES)
+                    .time_to_live(OUTLINE_TTL)
+                    .build(),
+                answers: context.caches().await?.cache(ANSWERS_CACHE),
+                course_service: CourseClient::new(
+                    context
+                        .config
+                        .service_channel("course", CourseClient::endpoint)?,
+                ),
                 ready: Arc::new(AtomicBool::new(false)),
                 changed: Arc::new(Notify::new()),
             },

@@ -118,9 +118,10 @@ async fn the_index_follows_edits_prices_deletions_and_archiving_and_reindex_repa
         .unwrap();
     sqlx::query(
         "INSERT INTO discovery_courses (course_id, slug, title, summary, level, language, tags, \
-         price_currency, price_minor, instructor_id, status, event_at, changed_at) VALUES \
-         ('0190f1c2-0000-7000-8000-000000000001', 'ghost', 'Ghost Course', '', 'beginner', \
-         'en', '', '', 0, '0190f1c2-0000-7000-8000-000000000002', 'published', 0, $1)",
+         price_currency, price_minor, instructor_id, status, prerequisite_ids, event_at, \
+         changed_at) VALUES ('0190f1c2-0000-7000-8000-000000000001', 'ghost', 'Ghost Course', \
+         '', 'beginner', 'en', '', '', 0, '0190f1c2-0000-7000-8000-000000000002', 'published', \
+         '', 0, $1)",
     )
     .bind(now_millis())
     .execute(&db)

@@ -1,10 +1,12 @@
 //! The discovery service on a running platform, through REST: what search finds and shows
 //! to whom (`search`: typos, prefixes, facets, highlights, pages, paid text, bad input),
 //! how the index follows the catalog's events and `duovarsity discovery reindex`
-//! (`catalog`), and the fixed set of queries over the demo catalog (`quality`).
+//! (`catalog`), the fixed set of queries over the demo catalog (`quality`), and
+//! recommendations and related courses (`recommend`).
 
 mod catalog;
 mod quality;
+mod recommend;
 mod search;
 
 use std::collections::BTreeMap;

@@ -1,12 +1,13 @@
-//! The course service, as the content and payment services ask it: a course's price and
-//! instructor, the caller's enrollment, and what the caller may do with a lesson.
+//! The course service, as the content, payment and discovery services ask it: a course's
+//! price, instructor and outline, the caller's enrollment, and what the caller may do with
+//! a lesson.
 
 use std::time::Duration;
 
 use duovarsity_proto::course::course_service_client::CourseServiceClient;
 use duovarsity_proto::course::{
-    CheckLessonAccessRequest, Course, Enrollment, GetCourseRequest, GetMyEnrollmentRequest,
-    LessonAccess,
+    CheckLessonAccessRequest, Course, CourseOutline, Enrollment, GetCourseRequest,
+    GetMyEnrollmentRequest, LessonAccess,
 };
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
@@ -47,18 +48,23 @@ impl CourseClient {
             .timeout(CALL_DEADLINE)
     }
 
-    /// The course as the caller may see it (NOT_FOUND for a draft of someone else).
-    pub async fn course(&self, caller: &Onward, course_id: &str) -> Result<Course, Error> {
+    /// The course with its sections and lessons in order, as the caller may see it
+    /// (NOT_FOUND for a draft of someone else).
+    pub async fn outline(&self, caller: &Onward, course_id: &str) -> Result<CourseOutline, Error> {
         let request = GetCourseRequest {
             id: course_id.to_string(),
         };
-        let outline = self
-            .call(caller, request, |mut client, request| {
-                Box::pin(async move { client.get_course(request).await })
-            })
+        self.call(caller, request, |mut client, request| {
+            Box::pin(async move { client.get_course(request).await })
+        })
+        .await?
+        .ok_or_else(|| Error::not_found(format!("course {course_id}")))
+    }
+
+    /// The course as the caller may see it (NOT_FOUND for a draft of someone else).
+    pub async fn course(&self, caller: &Onward, course_id: &str) -> Result<Course, Error> {
+        self.outline(caller, course_id)
             .await?
-            .ok_or_else(|| Error::not_found(format!("course {course_id}")))?;
-        outline
             .course
             .ok_or_else(|| Error::internal("course service", &"an outline without a course"))
     }

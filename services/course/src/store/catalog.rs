@@ -299,7 +299,13 @@ impl CourseStore {
         Ok(())
     }
 
-    pub async fn set_prerequisites(&self, course_id: &str, ids: &[String]) -> Result<(), Error> {
+    /// Replaces a course's prerequisites, writing `event` in the same transaction.
+    pub async fn set_prerequisites(
+        &self,
+        course_id: &str,
+        ids: &[String],
+        event: &PendingEvent,
+    ) -> Result<(), Error> {
         let mut tx = self.db.writer().begin().await?;
         sqlx::query("DELETE FROM course_prerequisites WHERE course_id = $1")
             .bind(course_id)
@@ -314,7 +320,6 @@ impl CourseStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit_with(tx, std::iter::once(event)).await
     }
 }

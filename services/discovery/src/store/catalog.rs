@@ -1,28 +1,21 @@
-//! The discovery service's SQL over sqlx `Any`, and nothing else: the catalog rows events
-//! write (each guarded by `event_at`, so an older change never overwrites a newer one), the
-//! change feed replicas follow, and who owns which course.
+//! The catalog rows: courses and lessons as events (or a reindex) state them, each write
+//! guarded by `event_at`, and the change feed replicas follow.
 
-use duovarsity_common::db::{Database, Migrations};
+use duovarsity_common::db::Database;
 use duovarsity_common::error::Error;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::each;
 use crate::catalog::{Changed, CourseEntry, LessonEntry};
 
-/// Events this service has applied (the idempotent consumer's table).
-pub const PROCESSED_TABLE: &str = "discovery_processed_events";
-
-/// The service's schema (version range 8000).
-pub fn migrations() -> Migrations {
-    Migrations::portable(sqlx::migrate!("./migrations")).with_applied_events(PROCESSED_TABLE, 8002)
-}
-
 const COURSE_COLUMNS: &str = "course_id, slug, title, summary, level, language, tags, \
-     price_currency, price_minor, instructor_id, status, changed_at";
+     price_currency, price_minor, instructor_id, status, prerequisite_ids, changed_at";
 const LESSON_COLUMNS: &str = "lesson_id, course_id, title, markdown, version, deleted, changed_at";
 
 fn course(row: &AnyRow) -> Result<Changed<CourseEntry>, sqlx::Error> {
     let tags: String = row.try_get("tags")?;
+    let prerequisites: String = row.try_get("prerequisite_ids")?;
     Ok(Changed {
         entry: CourseEntry {
             id: row.try_get("course_id")?,
@@ -36,6 +29,7 @@ fn course(row: &AnyRow) -> Result<Changed<CourseEntry>, sqlx::Error> {
             price_minor: row.try_get("price_minor")?,
             instructor_id: row.try_get("instructor_id")?,
             status: row.try_get("status")?,
+            prerequisite_ids: prerequisites.lines().map(str::to_string).collect(),
         },
         changed_at: row.try_get("changed_at")?,
     })
@@ -55,33 +49,24 @@ fn lesson(row: &AnyRow) -> Result<Changed<LessonEntry>, sqlx::Error> {
     })
 }
 
-fn each<T>(
-    rows: &[AnyRow],
-    decode: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
-) -> Result<Vec<T>, Error> {
-    Ok(rows
-        .iter()
-        .map(decode)
-        .collect::<Result<_, sqlx::Error>>()?)
-}
-
-/// Writes `course` as of `event_at` unless the row holds a newer change.
+/// Writes `course` (and its prerequisites) as of `event_at` unless the row holds a newer
+/// change.
 pub async fn put_course(
     tx: &mut Transaction<'_, Any>,
     course: &CourseEntry,
     event_at: i64,
     now: i64,
 ) -> Result<(), Error> {
-    sqlx::query(
+    let written = sqlx::query(
         "INSERT INTO discovery_courses (course_id, slug, title, summary, level, language, tags, \
-         price_currency, price_minor, instructor_id, status, event_at, changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         price_currency, price_minor, instructor_id, status, prerequisite_ids, event_at, \
+         changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (course_id) DO UPDATE SET slug = excluded.slug, title = excluded.title, \
          summary = excluded.summary, level = excluded.level, language = excluded.language, \
          tags = excluded.tags, price_currency = excluded.price_currency, \
          price_minor = excluded.price_minor, instructor_id = excluded.instructor_id, \
-         status = excluded.status, event_at = excluded.event_at, \
-         changed_at = excluded.changed_at \
+         status = excluded.status, prerequisite_ids = excluded.prerequisite_ids, \
+         event_at = excluded.event_at, changed_at = excluded.changed_at \
          WHERE discovery_courses.event_at <= excluded.event_at",
     )
     .bind(&course.id)
@@ -95,10 +80,28 @@ pub async fn put_course(
     .bind(course.price_minor)
     .bind(&course.instructor_id)
     .bind(&course.status)
+    .bind(course.prerequisite_ids.join("\n"))
     .bind(event_at)
     .bind(now)
     .execute(&mut **tx)
     .await?;
+    if written.rows_affected() == 0 {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM discovery_prerequisites WHERE course_id = $1")
+        .bind(&course.id)
+        .execute(&mut **tx)
+        .await?;
+    for required in &course.prerequisite_ids {
+        sqlx::query(
+            "INSERT INTO discovery_prerequisites (course_id, prerequisite_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&course.id)
+        .bind(required)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -152,41 +155,6 @@ pub async fn put_lesson(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Records a learner's enrollment status in a course as of `event_at`.
-pub async fn put_enrollment(
-    tx: &mut Transaction<'_, Any>,
-    learner_id: &str,
-    course_id: &str,
-    status: &str,
-    event_at: i64,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO discovery_enrollments (learner_id, course_id, status, event_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (learner_id, course_id) DO UPDATE SET \
-         status = excluded.status, event_at = excluded.event_at \
-         WHERE discovery_enrollments.event_at <= excluded.event_at",
-    )
-    .bind(learner_id)
-    .bind(course_id)
-    .bind(status)
-    .bind(event_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// The courses `learner_id` holds (active or completed enrollments).
-pub async fn owned_courses(db: &Database, learner_id: &str) -> Result<Vec<String>, Error> {
-    let rows = sqlx::query(
-        "SELECT course_id FROM discovery_enrollments \
-         WHERE learner_id = $1 AND status IN ('active', 'completed')",
-    )
-    .bind(learner_id)
-    .fetch_all(db.reader())
-    .await?;
-    each(&rows, |row| row.try_get("course_id"))
 }
 
 /// Courses the database took at or after `since` (the change feed; read from the primary,
