@@ -4,9 +4,10 @@
 //! every service's schema. Tests start the same thing on port 0.
 #![forbid(unsafe_code)]
 
-pub mod reindex;
+pub mod discovery;
 pub mod seed;
 mod start;
+pub mod tracks;
 pub mod warm;
 
 use std::net::SocketAddr;

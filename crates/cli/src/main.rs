@@ -55,7 +55,8 @@ enum Command {
         #[arg(long)]
         demo: bool,
         /// Load-test learners `learner-<i>@load.duovarsity.test` for i in 0..N, all with
-        /// one password (printed); existing ones are kept.
+        /// one password (printed); existing ones are kept. With the demo catalog there,
+        /// each also follows a learning track (enrollments `discovery evaluate` measures).
         #[arg(long, value_name = "N")]
         learners: Option<usize>,
     },
@@ -99,6 +100,12 @@ enum DiscoveryCommand {
     /// (published courses and their lessons' published text); every discovery replica's
     /// index follows within a second.
     Reindex,
+    /// Hold out each learner's last enrollment, recommend from the rest, and print
+    /// hit-rate@K of the recommender and of a popularity baseline side by side.
+    Evaluate {
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +249,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     duovarsity::seed::learner_email(count.saturating_sub(1)),
                     duovarsity::seed::LEARNER_PASSWORD
                 );
+                match duovarsity::tracks::seed(&config, count).await? {
+                    Some(tracks) => println!(
+                        "{} learners follow learning tracks: {} new enrollments",
+                        tracks.learners, tracks.enrollments
+                    ),
+                    None => println!(
+                        "no learning-track enrollments: the demo catalog is not there (seed --demo)"
+                    ),
+                }
             }
             Ok(())
         }
@@ -292,7 +308,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             command: DiscoveryCommand::Reindex,
         } => {
             let _telemetry = telemetry::init("duovarsity-discovery", config.log_format);
-            let report = duovarsity::reindex::reindex(&config).await?;
+            let report = duovarsity::discovery::reindex(&config).await?;
             let written = report.written;
             println!(
                 "reindexed in {:.1} s: {} courses, {} lessons; {} courses unlisted, {} lessons removed",
@@ -301,6 +317,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 written.lessons,
                 written.unlisted,
                 written.removed_lessons
+            );
+            Ok(())
+        }
+        Command::Discovery {
+            command: DiscoveryCommand::Evaluate { k },
+        } => {
+            let _telemetry = telemetry::init("duovarsity-discovery", config.log_format);
+            let found = duovarsity::discovery::evaluate(&config, k).await?;
+            println!(
+                "{} learners, each one's last enrollment held out: hit-rate@{} recommender {:.3}, popularity {:.3} ({:.2}x)",
+                found.learners,
+                found.k,
+                found.hit_rate(),
+                found.baseline_hit_rate(),
+                found.hit_rate() / found.baseline_hit_rate().max(f64::MIN_POSITIVE)
             );
             Ok(())
         }

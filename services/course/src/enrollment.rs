@@ -5,11 +5,11 @@
 use bytes::Bytes;
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
-use duovarsity_common::events::pending_event;
+use duovarsity_common::events::{pending_event, pending_event_at};
 use duovarsity_common::time::now_millis;
 use duovarsity_common::validate::page_token;
 use duovarsity_proto::course::*;
-use duovarsity_proto::events::EnrollmentCreated;
+use duovarsity_proto::events::{EnrollmentCompleted, EnrollmentCreated};
 
 use crate::convert::*;
 use crate::rules::*;
@@ -81,6 +81,52 @@ impl Courses {
             },
         );
         enrollment_to_proto(&self.store.enroll(&enrollment, &created).await?)
+    }
+
+    /// Seeds an enrollment that began at `at` (and, with `completed`, was completed a minute
+    /// later), with the events a real one would have published, at those times. No
+    /// prerequisite, payment or progress is checked or made: `duovarsity seed` only.
+    pub async fn seed_enrollment(
+        &self,
+        learner_id: &str,
+        course_id: &str,
+        completed: bool,
+        at: i64,
+    ) -> Result<bool, Error> {
+        let completed_at = completed.then_some(at + 60_000);
+        let certificate_number = completed.then(Courses::certificate_number).transpose()?;
+        let enrollment = EnrollmentRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            course_id: course_id.to_string(),
+            learner_id: learner_id.to_string(),
+            status: if completed { "completed" } else { "active" }.into(),
+            enrolled_at: at,
+            completed_at,
+            certificate_number: certificate_number.clone(),
+        };
+        let mut events = vec![pending_event_at(
+            &enrollment.id,
+            &EnrollmentCreated {
+                enrollment_id: enrollment.id.clone(),
+                course_id: course_id.to_string(),
+                learner_id: learner_id.to_string(),
+                status: "active".into(),
+            },
+            at,
+        )];
+        if let (Some(done_at), Some(number)) = (completed_at, certificate_number) {
+            events.push(pending_event_at(
+                &enrollment.id,
+                &EnrollmentCompleted {
+                    enrollment_id: enrollment.id.clone(),
+                    course_id: course_id.to_string(),
+                    learner_id: learner_id.to_string(),
+                    certificate_number: number,
+                },
+                done_at,
+            ));
+        }
+        self.store.seed_enrollment(&enrollment, &events).await
     }
 
     pub async fn get_my_enrollment(

@@ -16,7 +16,7 @@ use crate::rules::*;
 use crate::store::*;
 
 impl Courses {
-    fn certificate_number() -> Result<String, Error> {
+    pub(crate) fn certificate_number() -> Result<String, Error> {
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let mut bytes = [0u8; 12];
         SystemRandom::new()

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod evaluate;
 pub mod follow;
 pub mod grpc;
 mod highlight;

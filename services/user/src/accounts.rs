@@ -69,6 +69,15 @@ impl Users {
     /// string. Accounts are written in batches of 500 per transaction, each with its
     /// `user.registered` event, so the other services learn of them as of any account.
     /// Emails that exist are skipped; returns how many accounts were created.
+    /// The id of the account with `email`, if there is one (seeding looks learners up).
+    pub async fn id_of(&self, email: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .store
+            .user_by_email(&normalize_email(email))
+            .await?
+            .map(|user| user.id))
+    }
+
     pub async fn create_learners(
         &self,
         accounts: &[(String, String)],

@@ -128,7 +128,7 @@ async fn the_index_follows_edits_prices_deletions_and_archiving_and_reindex_repa
     .await
     .unwrap();
     until(&p, None, &[("q", "")], |f| names(f) == ["Ghost Course"]).await;
-    let report = duovarsity::reindex::reindex(&config).await.unwrap();
+    let report = duovarsity::discovery::reindex(&config).await.unwrap();
     assert_eq!(
         (
             report.written.courses,

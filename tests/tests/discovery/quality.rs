@@ -1,10 +1,15 @@
-//! Search quality over the demo catalog (`duovarsity seed`): queries as learners type them,
-//! with typos and unfinished words, each with the course that must come first.
+//! Quality over the demo catalog (`duovarsity seed --demo`): queries as learners type
+//! them, with typos and unfinished words, each with the course that must come first; and
+//! `duovarsity discovery evaluate` over learners seeded along learning tracks
+//! (`seed --learners N`), where the recommender must beat popularity by half again.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use duovarsity::Component;
 use duovarsity_config::Config;
+use duovarsity_discovery::DiscoveryModule;
+use duovarsity_module::{ServiceContext, ServiceModule};
 use duovarsity_testkit::TestPlatform;
 
 use crate::{search, titles, total, until};
@@ -55,8 +60,11 @@ const QUERIES: [(&str, &str); 34] = [
     ("kuberentes ess", "Kubernetes Essentials"),
 ];
 
+/// Seeded learners (each follows a track; `duovarsity::tracks`).
+const LEARNERS: usize = 400;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typed_queries_over_the_demo_catalog_find_the_expected_course_first() {
+async fn typed_queries_find_the_expected_course_first_and_recommendations_beat_popularity() {
     let p = TestPlatform::start_with(Component::All, &[]).await;
     let config = Config::from_sources(
         None,
@@ -83,6 +91,49 @@ async fn typed_queries_over_the_demo_catalog_find_the_expected_course_first() {
         wrong.len(),
         QUERIES.len(),
         wrong.join("\n")
+    );
+
+    // Learners along tracks; once discovery has every enrollment, the evaluation.
+    duovarsity::seed::learners(&config, LEARNERS).await.unwrap();
+    let tracks = duovarsity::tracks::seed(&config, LEARNERS)
+        .await
+        .unwrap()
+        .unwrap();
+    let discovery: DiscoveryModule = DiscoveryModule::open(&ServiceContext::new(config.clone()))
+        .await
+        .unwrap();
+    let began = Instant::now();
+    loop {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM discovery_enrollments")
+            .fetch_one(discovery.discovery().database().writer().inner())
+            .await
+            .unwrap();
+        if count == i64::try_from(tracks.enrollments).unwrap() {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "{count} of {tracks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ServiceModule::close(&discovery).await;
+    let found = duovarsity::discovery::evaluate(&config, 10).await.unwrap();
+    println!(
+        "{} learners: hit-rate@10 recommender {:.3}, popularity {:.3}",
+        found.learners,
+        found.hit_rate(),
+        found.baseline_hit_rate()
+    );
+    assert_eq!(
+        found.learners, LEARNERS,
+        "every seeded learner holds two courses or more"
+    );
+    assert!(
+        found.hit_rate() >= 1.5 * found.baseline_hit_rate(),
+        "{found:?}: {:.3} vs {:.3}",
+        found.hit_rate(),
+        found.baseline_hit_rate()
     );
     p.stop().await;
 }

@@ -175,6 +175,16 @@ pub struct PendingEvent {
 ///
 /// [`Envelope`]: duovarsity_proto::events::Envelope
 pub fn pending_event<E: Event>(aggregate_id: &str, payload: &E) -> PendingEvent {
+    pending_event_at(aggregate_id, payload, crate::time::now_millis())
+}
+
+/// [`pending_event`] of something that happened at `occurred_at` (milliseconds since the
+/// epoch): seeded history.
+pub fn pending_event_at<E: Event>(
+    aggregate_id: &str,
+    payload: &E,
+    occurred_at: i64,
+) -> PendingEvent {
     let (topic, event_type, full_name) = (E::TOPIC, E::TYPE, E::FULL_NAME);
     use prost::Message as _;
     let event_id = uuid::Uuid::now_v7().to_string();
@@ -189,7 +199,7 @@ pub fn pending_event<E: Event>(aggregate_id: &str, payload: &E) -> PendingEvent 
         event_id: event_id.clone(),
         r#type: event_type.to_string(),
         aggregate_id: aggregate_id.to_string(),
-        occurred_at: Some(crate::time::timestamp_from_millis(crate::time::now_millis())),
+        occurred_at: Some(crate::time::timestamp_from_millis(occurred_at)),
         traceparent: traceparent.clone(),
         payload: Some(prost_types::Any {
             type_url: format!("type.googleapis.com/{full_name}"),

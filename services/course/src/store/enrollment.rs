@@ -52,6 +52,34 @@ impl CourseStore {
             .ok_or_else(|| Error::internal("course", &"the enrollment just written is missing"))
     }
 
+    /// Writes a seeded enrollment as it is (any status) with its events, unless the learner
+    /// has one in the course already; whether it was written.
+    pub async fn seed_enrollment(
+        &self,
+        enrollment: &EnrollmentRow,
+        events: &[PendingEvent],
+    ) -> Result<bool, Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO enrollments ({ENROLLMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (course_id, learner_id) DO NOTHING"
+        ))
+        .bind(&enrollment.id)
+        .bind(&enrollment.course_id)
+        .bind(&enrollment.learner_id)
+        .bind(&enrollment.status)
+        .bind(enrollment.enrolled_at)
+        .bind(enrollment.completed_at)
+        .bind(&enrollment.certificate_number)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        self.commit_with(tx, events.iter().filter(|_| inserted))
+            .await?;
+        Ok(inserted)
+    }
+
     /// Which of `course_ids` the learner has completed.
     pub async fn completed_among(
         &self,

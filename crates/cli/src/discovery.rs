@@ -1,8 +1,8 @@
-//! `duovarsity discovery reindex`: reads the catalog from its owning services over gRPC
-//! (every published course of the course service with its outline, and each lesson's
-//! published text from the content service) and replaces the discovery database's catalog
-//! rows with it ([`duovarsity_discovery::reindex`]); every discovery replica's index follows
-//! within a poll.
+//! `duovarsity discovery` commands. [`reindex`] reads the catalog from its owning services
+//! over gRPC (every published course of the course service with its outline, and each
+//! lesson's published text from the content service) and replaces the discovery
+//! database's catalog rows with it ([`duovarsity_discovery::reindex`]); every discovery
+//! replica's index follows within a poll. [`evaluate`] measures the recommender.
 //!
 //! Like `ai warm`, it calls the configured service URLs (`grpc_addr` in embedded mode) with
 //! a short-lived admin token signed with the platform's own keys (`jwt_keys_dir`), so that
@@ -139,6 +139,18 @@ async fn snapshot(
         .try_collect()
         .await?;
     Ok(snapshot)
+}
+
+/// `duovarsity discovery evaluate`: the hold-out evaluation over the discovery database.
+pub async fn evaluate(
+    config: &Config,
+    k: usize,
+) -> anyhow::Result<duovarsity_discovery::evaluate::Evaluation> {
+    anyhow::ensure!((1..=50).contains(&k), "--k must be 1 to 50");
+    let discovery: DiscoveryModule = crate::open_alone(config).await?;
+    let found = duovarsity_discovery::evaluate::evaluate(discovery.discovery().database(), k).await;
+    ServiceModule::close(&discovery).await;
+    found.map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 pub async fn reindex(config: &Config) -> anyhow::Result<Report> {
