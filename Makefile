@@ -43,8 +43,10 @@ release:
 ## catalog and lesson reads with the cache hit rate (wrk), events through outbox, bus and
 ## consumer (in-process and Kafka), 10,000 live WebSockets with fan-out latency, payments,
 ## the AI router (added latency, and overload at twice the sustained rate: refused fast),
-## rate limits, the gateway against a bare handler, and analytics (the consumer on
-## PostgreSQL beside the bare bus; leaderboard reads at 2,000/s beside /v1/users/me).
+## rate limits, the gateway against a bare handler, analytics (the consumer on
+## PostgreSQL beside the bare bus; leaderboard reads at 2,000/s beside /v1/users/me), and
+## discovery (10,000 courses: ingest, index build, search at 500/s in the service and
+## through the gateway beside the catalog's query filter, publish to searchable).
 bench:
 	cargo bench -p duovarsity-common --bench flags
 	scripts/bench.sh
@@ -56,6 +58,7 @@ bench:
 	scripts/bench-limits.sh
 	scripts/bench-gateway.sh
 	scripts/bench-analytics.sh
+	scripts/bench-discovery.sh
 
 ## The learner-mix load test (goose) against a local platform with the demo catalog, 60 s;
 ## BASE_URL=... for another platform. Writes load-report/report.md (see scripts/load.sh).

@@ -3,7 +3,9 @@
 #   start_platform HTTP_PORT GRPC_PORT [--seed]
 # Sets `binary`, `base` (the gateway URL), `data`, `work` and `server` (the pid), stops
 # the server and removes the directories on exit, and returns once /readyz answers.
-# `--seed` loads the demo catalog first. DUOVARSITY_* variables set by the caller apply.
+# `--seed` loads the demo catalog first; SEED_ARGS (for example `--courses 10000`) are
+# passed to `duovarsity seed` before the start. DUOVARSITY_* variables set by the caller
+# apply.
 # Rate limits are off unless the caller sets DUOVARSITY_RATE_LIMITS_ENABLED: the load
 # comes from one address and would measure the limiter's refusals.
 
@@ -28,6 +30,10 @@ start_platform() {
     DUOVARSITY_RATE_LIMITS_ENABLED="${DUOVARSITY_RATE_LIMITS_ENABLED:-false}"
   if [ "$seed" = "--seed" ]; then
     "$binary" seed --demo >/dev/null 2>&1
+  fi
+  if [ -n "${SEED_ARGS:-}" ]; then
+    # shellcheck disable=SC2086 # the arguments are words on purpose
+    "$binary" seed $SEED_ARGS >&2
   fi
   RUST_LOG=warn "$binary" up >"$work/server.log" 2>&1 &
   server=$!

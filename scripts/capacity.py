@@ -189,7 +189,7 @@ def plan(inputs, traffic, a):
 
     events = rps * inputs["events"]["published_per_request"]
     mb_s = events * inputs["events"]["bytes_per_event"] / 1e6
-    consumers = max(r[3] for r in rows if r[0] in ("notification", "course", "analytics"))
+    consumers = max(r[3] for r in rows if r[0] in ("notification", "course", "analytics", "discovery"))
     partitions = max(consumers, math.ceil(mb_s / a["kafka_partition_mb_s"]))
     brokers = max(a["kafka_min_brokers"], math.ceil(mb_s * a["kafka_replication"] / a["kafka_broker_mb_s"]))
 
@@ -342,7 +342,7 @@ def model(args):
             ii["postgres"]["cpu_ms_per_request"] *= 1 + extra
             # The added CPU is writes: reads stay what they were.
             ii["load"]["read_share"] = load["read_share"] / (1 + extra)
-            for name in ("course", "notification", "analytics"):
+            for name in ("course", "notification", "analytics", "discovery"):
                 if name in ii["components"]:
                     ii["components"][name]["cpu_ms_per_request"] *= 1 + extra
         q = plan(ii, tt, a)

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod discovery;
+pub mod generated;
 pub mod seed;
 mod start;
 pub mod tracks;

@@ -59,6 +59,10 @@ enum Command {
         /// each also follows a learning track (enrollments `discovery evaluate` measures).
         #[arg(long, value_name = "N")]
         learners: Option<usize>,
+        /// A large generated catalog for benchmarks: N courses `gen-<i>` of ten lessons
+        /// each, by twenty instructors `instructor-<n>@load.duovarsity.test`.
+        #[arg(long, value_name = "N")]
+        courses: Option<usize>,
     },
     /// Administrative tasks on the configured database.
     Admin {
@@ -220,9 +224,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Seed { demo, learners } => {
-            if !demo && learners.is_none() {
-                anyhow::bail!("say what to seed: `duovarsity seed --demo` and/or `--learners N`");
+        Command::Seed {
+            demo,
+            learners,
+            courses,
+        } => {
+            if !demo && learners.is_none() && courses.is_none() {
+                anyhow::bail!(
+                    "say what to seed: `duovarsity seed --demo`, `--learners N` and/or `--courses N`"
+                );
             }
             let _telemetry = telemetry::init("duovarsity-seed", config.log_format);
             if demo {
@@ -237,6 +247,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                         duovarsity::seed::DEMO_PASSWORD
                     );
                 }
+            }
+            if let Some(count) = courses {
+                let started = std::time::Instant::now();
+                let made = duovarsity::generated::seed(&config, count).await?;
+                println!(
+                    "generated {} courses with {} lessons ({} existed) in {:.1} s",
+                    made.courses,
+                    made.lessons,
+                    made.existed,
+                    started.elapsed().as_secs_f64()
+                );
             }
             if let Some(count) = learners {
                 let started = std::time::Instant::now();

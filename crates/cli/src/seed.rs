@@ -291,100 +291,152 @@ async fn seed(
     for (n, (instructor, slug, title, level, tags, price, prerequisite)) in
         COURSES.iter().enumerate()
     {
-        let owner = &instructor_ids[*instructor];
-        let course = courses
-            .courses()
-            .create_course(
-                owner,
-                &Course {
-                    slug: slug.to_string(),
-                    title: title.to_string(),
-                    summary: summary(title, tags),
-                    level: *level as i32,
-                    tags: tags.iter().map(|t| t.to_string()).collect(),
-                    language: "en".into(),
-                    price: (*price > 0).then(|| Money {
-                        currency: "USD".into(),
-                        amount_minor: *price,
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("course {slug}: {e}"))?;
-        for (s, section_title) in SECTIONS.iter().enumerate().take(2 + n % 2) {
-            let section = courses
-                .courses()
-                .add_section(&course.id, section_title)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let section_row = courses
-                .courses()
-                .section_row(&section.id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            for l in 0..(2 + (n + s) % 2) {
-                let kind = if l == 1 {
-                    LessonKind::Video
-                } else {
-                    LessonKind::Text
-                };
-                let lesson_title = format!("{section_title}: part {}", l + 1);
-                let lesson = courses
-                    .courses()
-                    .add_lesson(
-                        &section_row,
-                        &CreateLessonRequest {
-                            section_id: section.id.clone(),
-                            title: lesson_title.clone(),
-                            kind: kind as i32,
-                            estimated_minutes: 8 + ((n + l) % 4) as i32 * 5,
+        let course = Course {
+            slug: slug.to_string(),
+            title: title.to_string(),
+            summary: summary(title, tags),
+            level: *level as i32,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            language: "en".into(),
+            price: (*price > 0).then(|| Money {
+                currency: "USD".into(),
+                amount_minor: *price,
+            }),
+            ..Default::default()
+        };
+        let sections: Vec<SectionPlan> = SECTIONS
+            .iter()
+            .enumerate()
+            .take(2 + n % 2)
+            .map(|(s, section_title)| SectionPlan {
+                title: section_title.to_string(),
+                lessons: (0..(2 + (n + s) % 2))
+                    .map(|l| {
+                        let lesson_title = format!("{section_title}: part {}", l + 1);
+                        LessonPlan {
+                            body: markdown(title, &lesson_title, tags),
+                            title: lesson_title,
+                            video: l == 1,
+                            minutes: 8 + ((n + l) % 4) as i32 * 5,
                             required: !(s == 2 && l == 1),
-                        },
-                    )
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let body = markdown(title, &lesson_title, tags);
-                content
-                    .contents()
-                    .save_draft(&lesson.id, &body, &[], owner)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                content
-                    .contents()
-                    .publish(&lesson.id, &course.id, &lesson_title, owner)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                lesson_count += 1;
-            }
-        }
-        let row = courses
-            .courses()
-            .course_by_id(&course.id)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !prerequisite.is_empty() {
-            let required: &String = ids_by_slug
-                .get(prerequisite)
-                .context("prerequisites come first in the table")?;
-            courses
-                .courses()
-                .replace_prerequisites(&row, std::slice::from_ref(required))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        courses
-            .courses()
-            .publish(&row)
-            .await
-            .map_err(|e| anyhow::anyhow!("publishing {slug}: {e}"))?;
-        ids_by_slug.insert(*slug, course.id.clone());
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let prerequisites: Vec<String> = if prerequisite.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                ids_by_slug
+                    .get(prerequisite)
+                    .cloned()
+                    .context("prerequisites come first in the table")?,
+            ]
+        };
+        let owner = &instructor_ids[*instructor];
+        let (id, lessons) =
+            publish_course(courses, content, owner, &course, &sections, &prerequisites).await?;
+        lesson_count += lessons;
+        ids_by_slug.insert(*slug, id);
     }
     Ok(SeedReport {
         courses: COURSES.len(),
         lessons: lesson_count,
         already_present: false,
     })
+}
+
+/// A lesson to create and publish.
+pub(crate) struct LessonPlan {
+    pub title: String,
+    pub body: String,
+    pub video: bool,
+    pub minutes: i32,
+    pub required: bool,
+}
+
+/// A section to create, with its lessons.
+pub(crate) struct SectionPlan {
+    pub title: String,
+    pub lessons: Vec<LessonPlan>,
+}
+
+/// Creates `course` for `owner` with its sections and lessons, publishes every lesson's
+/// body and then the course (with `prerequisites`); (course id, lessons made).
+pub(crate) async fn publish_course(
+    courses: &CourseModule,
+    content: &ContentModule,
+    owner: &str,
+    course: &Course,
+    sections: &[SectionPlan],
+    prerequisites: &[String],
+) -> anyhow::Result<(String, usize)> {
+    let domain = courses.courses();
+    let created = domain
+        .create_course(owner, course)
+        .await
+        .map_err(|e| anyhow::anyhow!("course {}: {e}", course.slug))?;
+    let mut made = 0;
+    for plan in sections {
+        let section = domain
+            .add_section(&created.id, &plan.title)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let section_row = domain
+            .section_row(&section.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for lesson in &plan.lessons {
+            let kind = if lesson.video {
+                LessonKind::Video
+            } else {
+                LessonKind::Text
+            };
+            let made_lesson = domain
+                .add_lesson(
+                    &section_row,
+                    &CreateLessonRequest {
+                        section_id: section.id.clone(),
+                        title: lesson.title.clone(),
+                        kind: kind as i32,
+                        estimated_minutes: lesson.minutes,
+                        required: lesson.required,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let contents = content.contents();
+            contents
+                .save_draft(&made_lesson.id, &lesson.body, &[], owner)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            contents
+                .publish(&made_lesson.id, &created.id, &lesson.title, owner)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            made += 1;
+        }
+    }
+    let row = domain
+        .course_by_id(&created.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !prerequisites.is_empty() {
+        domain
+            .replace_prerequisites(&row, prerequisites)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let row = domain
+        .course_by_id(&created.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    domain
+        .publish(&row)
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing {}: {e}", course.slug))?;
+    Ok((created.id, made))
 }
 
 fn summary(title: &str, tags: &[&str]) -> String {

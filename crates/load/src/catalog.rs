@@ -11,6 +11,7 @@ use serde_json::Value;
 pub struct Course {
     pub id: String,
     pub slug: String,
+    pub title: String,
     pub paid: bool,
     /// Whether a new learner may enroll (no prerequisite courses).
     pub open: bool,
@@ -48,6 +49,7 @@ impl Catalog {
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 courses.push(Course {
                     slug: text(course, "slug")?,
+                    title: text(course, "title")?,
                     paid: !course["price"].is_null(),
                     open: course["prerequisiteIds"]
                         .as_array()

@@ -1,9 +1,11 @@
 //! The scenarios of a learner's day, weighted as goose users:
 //!
-//! - anonymous browsing: the catalog, course pages and free lessons, by Zipf popularity;
+//! - anonymous browsing: the catalog, course pages with their related courses and free
+//!   lessons, by Zipf popularity, and searching while typing a title;
 //! - a learner session: sign in once, enroll in a popular free course, keep a WebSocket
 //!   open, read lessons, record progress forward, look at the profile, the inbox, their XP
-//!   and streak and the week's leaderboard, and now and then ask the AI tutor for a hint;
+//!   and streak, the week's leaderboard and their recommendations, search while typing,
+//!   and now and then ask the AI tutor for a hint;
 //! - a purchase: enroll in a paid course, check out, pay in the Razorpay sandbox, and wait
 //!   for the webhook to capture the order;
 //! - instructor authoring (rare): a draft course with a section, a lesson and its text.
@@ -37,6 +39,8 @@ pub fn scenarios(pace: Duration) -> Result<Vec<Scenario>, GooseError> {
             .register_transaction(transaction!(browse_catalog).set_weight(1)?)
             .register_transaction(transaction!(browse_course).set_weight(4)?)
             .register_transaction(transaction!(browse_lesson).set_weight(2)?)
+            .register_transaction(transaction!(browse_related).set_weight(1)?)
+            .register_transaction(transaction!(search_while_typing).set_weight(1)?)
             .set_wait_time(min, max)?,
         scenario!("LearnerSession")
             .set_weight(35)?
@@ -47,6 +51,8 @@ pub fn scenarios(pace: Duration) -> Result<Vec<Scenario>, GooseError> {
             .register_transaction(transaction!(unread_count).set_weight(1)?)
             .register_transaction(transaction!(my_activity).set_weight(1)?)
             .register_transaction(transaction!(leaderboard).set_weight(1)?)
+            .register_transaction(transaction!(recommendations).set_weight(1)?)
+            .register_transaction(transaction!(search_while_typing).set_weight(1)?)
             .register_transaction(transaction!(ask_hint).set_weight(1)?)
             .set_wait_time(min, max)?,
         scenario!("Purchase")
@@ -235,6 +241,68 @@ async fn leaderboard(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// What to learn next: continue, ready for, because you took, popular.
+async fn recommendations(user: &mut GooseUser) -> TransactionResult {
+    call(
+        user,
+        GooseMethod::Get,
+        "/v1/me/recommendations",
+        "GET /v1/me/recommendations",
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A course page's "learners also took" (public, cached at the edge).
+async fn browse_related(user: &mut GooseUser) -> TransactionResult {
+    let path = format!("/v1/courses/{}/related", plan().catalog.popular().id);
+    send(
+        user,
+        GooseMethod::Get,
+        &path,
+        "GET /v1/courses/{id}/related",
+        |b| b,
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a search box sends while a popular title is typed: the first words of it at
+/// three moments (a third, two thirds, all of it), one time in five with two letters
+/// of a long word swapped.
+pub(crate) fn typed(title: &str, typo: bool, moments: usize) -> Vec<String> {
+    let mut words: Vec<String> = title
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.to_lowercase())
+        .collect();
+    if typo && let Some(word) = words.iter_mut().find(|w| w.is_ascii() && w.len() >= 5) {
+        // Swap two letters in the middle of the word.
+        let mut letters: Vec<char> = word.chars().collect();
+        letters.swap(1, 2);
+        *word = letters.into_iter().collect();
+    }
+    let text = words.join(" ");
+    let chars: Vec<char> = text.chars().collect();
+    (1..=moments)
+        .map(|m| {
+            chars[..(chars.len() * m).div_ceil(moments).max(2).min(chars.len())]
+                .iter()
+                .collect()
+        })
+        .collect()
+}
+
+async fn search_while_typing(user: &mut GooseUser) -> TransactionResult {
+    let title = plan().catalog.popular().title.clone();
+    for query in typed(&title, rand::random::<u8>() % 5 == 0, 3) {
+        let path = format!("/v1/search?q={}", query.replace(' ', "%20"));
+        send(user, GooseMethod::Get, &path, "GET /v1/search", |b| b).await?;
+    }
+    Ok(())
+}
+
 /// A hint on the current lesson, at one of three levels: learners on the same lesson
 /// share the answer, so this is where the AI cache earns its keep.
 async fn ask_hint(user: &mut GooseUser) -> TransactionResult {
@@ -270,4 +338,23 @@ async fn ask_hint(user: &mut GooseUser) -> TransactionResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::typed;
+
+    #[test]
+    fn a_title_is_typed_in_three_moments_and_a_typo_swaps_letters_of_a_long_word() {
+        assert_eq!(
+            typed("Rust Fundamentals", false, 3),
+            ["rust f", "rust fundame", "rust fundamentals"]
+        );
+        assert_eq!(
+            typed("Rust Fundamentals", true, 3).last().unwrap(),
+            "rust fnudamentals"
+        );
+        // Short titles still send at least two letters.
+        assert_eq!(typed("Go", false, 3), ["go", "go", "go"]);
+    }
 }

@@ -5,7 +5,7 @@
 -- `event_at` is when the change happened at its source (the event's occurred_at): a row
 -- takes a change only if it is at least as recent, so a late or replayed event never
 -- undoes a newer one. `changed_at` is when this database took the change: every replica
--- follows the catalog tables by it (docs/architecture.md, "Discovery").
+-- follows the catalog tables by it (docs/architecture.md, "Search and recommendations").
 
 -- Courses as their latest course.updated / course.archived says.
 CREATE TABLE discovery_courses (

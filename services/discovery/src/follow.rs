@@ -220,6 +220,11 @@ impl Follower {
             let began = std::time::Instant::now();
             match self.build().await {
                 Ok(built) => {
+                    metrics::gauge!("discovery_index_build_seconds")
+                        .set(began.elapsed().as_secs_f64());
+                    if let Ok(bytes) = self.index.size_bytes() {
+                        metrics::gauge!("discovery_index_bytes").set(bytes as f64);
+                    }
                     tracing::info!(
                         courses = built.courses,
                         lessons = built.lessons,

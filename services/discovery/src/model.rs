@@ -6,8 +6,9 @@
 //! Order: up to [`READY_FIRST`] courses whose prerequisites the learner completed (most
 //! learners first), then courses taken together with theirs, scored by the cosine of
 //! co-enrollment, `together / sqrt(learners(a) * learners(b))`, summed over the learner's
-//! courses (so a course everyone takes does not swamp the rest), then the most popular
-//! courses at the learner's level, then the most popular of any level.
+//! courses (so a course everyone takes does not swamp the rest; pairs of fewer than
+//! [`MIN_TOGETHER`] learners are not used), then the most popular courses at the learner's
+//! level, then the most popular of any level.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +20,10 @@ pub const READY_FIRST: usize = 3;
 pub const RECENT_COURSES: usize = 10;
 /// Neighbours read per course.
 pub const NEIGHBOURS: i64 = 200;
+/// Learners who must have taken two courses together before one is suggested for the
+/// other: below it a pair could reveal one person's enrollments (the only learner of a
+/// course, say) to anyone reading a course page's related courses.
+pub const MIN_TOGETHER: i64 = 3;
 
 /// Why a course is suggested.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +95,7 @@ pub fn rank(
         };
         let n_taken = learners(taken).max(1) as f64;
         for (other, together) in neighbours {
-            if *together <= 0 {
+            if *together < MIN_TOGETHER {
                 continue;
             }
             let n_other = learners(other).max(1) as f64;
@@ -155,7 +160,7 @@ pub fn related(
     let mut scored: Vec<(String, f64)> = neighbours
         .iter()
         .filter(|(other, together)| {
-            *together > 0
+            *together >= MIN_TOGETHER
                 && other != course_id
                 && catalog.get(other).is_some_and(CourseEntry::is_listed)
         })

@@ -101,7 +101,7 @@ async fn recommendations_follow_progress_prerequisites_and_co_enrollment_and_ski
         &spec("cooking", "Cooking", "LEVEL_BEGINNER", &three[..1]),
     )
     .await;
-    let (_, _) = course(
+    let (art, _) = course(
         &p,
         &admin,
         &spec("art", "Art History", "LEVEL_ADVANCED", &three[..1]),
@@ -126,6 +126,10 @@ async fn recommendations_follow_progress_prerequisites_and_co_enrollment_and_ski
     for n in 0..4 {
         let (_, other) = p.sign_up(&format!("cook-{n}@example.com")).await;
         p.enroll(&other, &cooking).await;
+        if n < 2 {
+            // Two learners are not enough to name a pair in public.
+            p.enroll(&other, &art).await;
+        }
     }
 
     // A new learner: what is popular at the beginner level, most learners first.
@@ -239,6 +243,15 @@ async fn recommendations_follow_progress_prerequisites_and_co_enrollment_and_ski
         "{related}"
     );
     assert_eq!(related["items"][0]["reason"], "taken_together");
+    let (_, cooking_related) = p
+        .call(
+            Method::GET,
+            &format!("/v1/courses/{cooking}/related"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(cooking_related["items"], json!([]), "{cooking_related}");
     // Archiving SQL takes it out of Rust's related courses at once (the edge cache too).
     ok(
         &p,
