@@ -296,7 +296,7 @@ pub(crate) fn typed(title: &str, typo: bool, moments: usize) -> Vec<String> {
 
 async fn search_while_typing(user: &mut GooseUser) -> TransactionResult {
     let title = plan().catalog.popular().title.clone();
-    for query in typed(&title, rand::random::<u8>() % 5 == 0, 3) {
+    for query in typed(&title, rand::random::<u8>().is_multiple_of(5), 3) {
         let path = format!("/v1/search?q={}", query.replace(' ', "%20"));
         send(user, GooseMethod::Get, &path, "GET /v1/search", |b| b).await?;
     }
