@@ -84,12 +84,13 @@ async fn ask(clients: &Clients, target: Target, query: &str) -> bool {
                     query.split(' ').next().unwrap_or(query),
                 ),
             };
-            let sent = clients
-                .http
-                .get(format!("{}{path}", clients.base))
-                .query(&[(key, value), ("pageSize", "10")])
-                .send()
-                .await;
+            let Ok(url) = reqwest13::Url::parse_with_params(
+                &format!("{}{path}", clients.base),
+                &[(key, value), ("pageSize", "10")],
+            ) else {
+                return false;
+            };
+            let sent = clients.http.get(url).send().await;
             match sent {
                 Ok(answer) => answer.status().is_success() && answer.bytes().await.is_ok(),
                 Err(_) => false,
