@@ -28,6 +28,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -194,13 +195,21 @@ impl GrpcServer {
         }
 
         let stop = shutdown.clone();
+        // Nagle off on every accepted connection: the builder's `tcp_nodelay` applies only
+        // to listeners it binds itself, and with Nagle a small answer waited for the
+        // client's delayed ACK (direct gRPC calls measured p50 6 ms against 1 ms of work
+        // in scripts/bench-discovery.sh).
+        let incoming = TcpListenerStream::new(listener).map(|accepted| {
+            accepted.and_then(|stream| {
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            })
+        });
         let server = Server::builder()
             .accept_http1(true)
             .layer(layers)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                stop.cancelled().await
-            });
+            .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
         let result = tokio::select! {
             result = server => result,
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         grpc: DiscoveryServiceClient::new(
             Channel::from_shared(args.grpc.clone())?
                 .connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
                 .timeout(Duration::from_secs(10))
                 .connect()
                 .await?,
