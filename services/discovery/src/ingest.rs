@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use duovarsity_common::Error;
 use duovarsity_common::events::Event;
 use duovarsity_common::events::catalog::decode;
-use duovarsity_common::events::consumer::Handler;
+use duovarsity_common::events::consumer::batch::BatchHandler;
 use duovarsity_common::time::now_millis;
 use duovarsity_proto::events::{
     CourseArchived, CourseUpdated, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
@@ -64,86 +64,97 @@ impl From<CourseUpdated> for CourseEntry {
 }
 
 #[async_trait]
-impl Handler for Ingest {
-    async fn handle(
+impl BatchHandler for Ingest {
+    /// Whether the batch changed a catalog row (the index follows those).
+    type Applied = bool;
+
+    async fn handle_batch(
         &self,
         tx: &mut Transaction<'_, Any>,
-        envelope: &Envelope,
-    ) -> Result<(), Error> {
-        let at = moment(envelope);
-        let now = now_millis();
-        match envelope.r#type.as_str() {
-            CourseUpdated::TYPE => {
-                let course = CourseEntry::from(decode::<CourseUpdated>(envelope)?);
-                store::put_course(tx, &course, at, now).await
-            }
-            CourseArchived::TYPE => {
-                let archived = decode::<CourseArchived>(envelope)?;
-                store::set_course_status(tx, &archived.course_id, "archived", at, now).await
-            }
-            LessonPublished::TYPE => {
-                let published = decode::<LessonPublished>(envelope)?;
-                let lesson = LessonEntry {
-                    id: published.lesson_id,
-                    course_id: published.course_id,
-                    title: published.title,
-                    markdown: published.markdown,
-                    version: i64::from(published.version),
-                    deleted: false,
-                };
-                store::put_lesson(tx, &lesson, at, now).await
-            }
-            LessonDeleted::TYPE => {
-                let deleted = decode::<LessonDeleted>(envelope)?;
-                let tombstone = LessonEntry {
-                    id: deleted.lesson_id,
-                    course_id: deleted.course_id,
-                    title: String::new(),
-                    markdown: String::new(),
-                    version: 0,
-                    deleted: true,
-                };
-                store::put_lesson(tx, &tombstone, at, now).await
-            }
-            EnrollmentCreated::TYPE => {
-                let e = decode::<EnrollmentCreated>(envelope)?;
-                store::put_enrollment(tx, &e.learner_id, &e.course_id, &e.status, at).await
-            }
-            EnrollmentActivated::TYPE => {
-                let e = decode::<EnrollmentActivated>(envelope)?;
-                store::put_enrollment(tx, &e.learner_id, &e.course_id, "active", at).await
-            }
-            EnrollmentCompleted::TYPE => {
-                let e = decode::<EnrollmentCompleted>(envelope)?;
-                store::put_enrollment(tx, &e.learner_id, &e.course_id, "completed", at).await
-            }
-            EnrollmentRevoked::TYPE => {
-                let e = decode::<EnrollmentRevoked>(envelope)?;
-                store::put_enrollment(tx, &e.learner_id, &e.course_id, "revoked", at).await
-            }
-            LessonProgressed::TYPE => {
-                let p = decode::<LessonProgressed>(envelope)?;
-                store::learned(tx, &p.learner_id, &p.course_id, None, at).await
-            }
-            LessonCompleted::TYPE => {
-                let c = decode::<LessonCompleted>(envelope)?;
-                store::learned(tx, &c.learner_id, &c.course_id, Some(&c.lesson_id), at).await
-            }
-            // Other events of these topics (course.published, ...) say nothing new here.
-            _ => Ok(()),
+        envelopes: &[Envelope],
+    ) -> Result<bool, Error> {
+        for envelope in envelopes {
+            apply(tx, envelope).await?;
         }
+        Ok(envelopes.iter().any(is_catalog))
     }
 
-    async fn committed(&self, envelope: &Envelope) {
-        // Only catalog rows are followed by the index.
-        if matches!(
-            envelope.r#type.as_str(),
-            CourseUpdated::TYPE
-                | CourseArchived::TYPE
-                | LessonPublished::TYPE
-                | LessonDeleted::TYPE
-        ) {
+    async fn committed(&self, catalog: bool) {
+        if catalog {
             self.changed.notify_one();
         }
+    }
+}
+
+fn is_catalog(envelope: &Envelope) -> bool {
+    matches!(
+        envelope.r#type.as_str(),
+        CourseUpdated::TYPE | CourseArchived::TYPE | LessonPublished::TYPE | LessonDeleted::TYPE
+    )
+}
+
+/// Applies one event, in the batch's transaction.
+async fn apply(tx: &mut Transaction<'_, Any>, envelope: &Envelope) -> Result<(), Error> {
+    let at = moment(envelope);
+    let now = now_millis();
+    match envelope.r#type.as_str() {
+        CourseUpdated::TYPE => {
+            let course = CourseEntry::from(decode::<CourseUpdated>(envelope)?);
+            store::put_course(tx, &course, at, now).await
+        }
+        CourseArchived::TYPE => {
+            let archived = decode::<CourseArchived>(envelope)?;
+            store::set_course_status(tx, &archived.course_id, "archived", at, now).await
+        }
+        LessonPublished::TYPE => {
+            let published = decode::<LessonPublished>(envelope)?;
+            let lesson = LessonEntry {
+                id: published.lesson_id,
+                course_id: published.course_id,
+                title: published.title,
+                markdown: published.markdown,
+                version: i64::from(published.version),
+                deleted: false,
+            };
+            store::put_lesson(tx, &lesson, at, now).await
+        }
+        LessonDeleted::TYPE => {
+            let deleted = decode::<LessonDeleted>(envelope)?;
+            let tombstone = LessonEntry {
+                id: deleted.lesson_id,
+                course_id: deleted.course_id,
+                title: String::new(),
+                markdown: String::new(),
+                version: 0,
+                deleted: true,
+            };
+            store::put_lesson(tx, &tombstone, at, now).await
+        }
+        EnrollmentCreated::TYPE => {
+            let e = decode::<EnrollmentCreated>(envelope)?;
+            store::put_enrollment(tx, &e.learner_id, &e.course_id, &e.status, at).await
+        }
+        EnrollmentActivated::TYPE => {
+            let e = decode::<EnrollmentActivated>(envelope)?;
+            store::put_enrollment(tx, &e.learner_id, &e.course_id, "active", at).await
+        }
+        EnrollmentCompleted::TYPE => {
+            let e = decode::<EnrollmentCompleted>(envelope)?;
+            store::put_enrollment(tx, &e.learner_id, &e.course_id, "completed", at).await
+        }
+        EnrollmentRevoked::TYPE => {
+            let e = decode::<EnrollmentRevoked>(envelope)?;
+            store::put_enrollment(tx, &e.learner_id, &e.course_id, "revoked", at).await
+        }
+        LessonProgressed::TYPE => {
+            let p = decode::<LessonProgressed>(envelope)?;
+            store::learned(tx, &p.learner_id, &p.course_id, None, at).await
+        }
+        LessonCompleted::TYPE => {
+            let c = decode::<LessonCompleted>(envelope)?;
+            store::learned(tx, &c.learner_id, &c.course_id, Some(&c.lesson_id), at).await
+        }
+        // Other events of these topics (course.published, ...) say nothing new here.
+        _ => Ok(()),
     }
 }

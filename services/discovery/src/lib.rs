@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use duovarsity_common::cache::Cache;
 use duovarsity_common::clients::CourseClient;
 use duovarsity_common::db::{Database, Migrations};
-use duovarsity_common::events::consumer::Consumer;
+use duovarsity_common::events::consumer::batch::BatchConsumer;
 use duovarsity_common::events::{EventBus, topics};
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_common::health::Probe;
@@ -65,6 +65,9 @@ const OUTLINE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 /// changed: answers that mention the course carry its tag, so the gateway's edge cache
 /// drops them then (not when the course service changed it, before discovery knew).
 pub const ANSWERS_CACHE: &str = "discovery_answers";
+/// Events per transaction, and how long a batch waits for more after its first.
+pub const BATCH: usize = 200;
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// The topics it consumes.
 pub const TOPICS: [&str; 4] = [
     topics::COURSE,
@@ -108,9 +111,9 @@ impl DiscoveryModule {
         &self.discovery
     }
 
-    /// The consumer of one topic.
-    pub fn consumer(&self, bus: Arc<dyn EventBus>, topic: &str) -> Consumer<Ingest> {
-        Consumer::new(
+    /// The consumer of one topic (a transaction per batch of events).
+    pub fn consumer(&self, bus: Arc<dyn EventBus>, topic: &str) -> BatchConsumer<Ingest> {
+        BatchConsumer::new(
             self.discovery.db.clone(),
             store::PROCESSED_TABLE,
             bus,
@@ -120,6 +123,7 @@ impl DiscoveryModule {
                 changed: self.discovery.changed.clone(),
             },
         )
+        .with_batch(BATCH, LINGER)
     }
 
     /// This replica's follower (built by [`ServiceModule::background`]; benchmarks run one).
