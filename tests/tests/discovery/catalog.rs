@@ -12,7 +12,7 @@ use duovarsity_config::Config;
 use duovarsity_discovery::DiscoveryModule;
 use duovarsity_module::{ServiceContext, ServiceModule};
 use duovarsity_proto::discovery::SearchRequest;
-use duovarsity_testkit::{TEST_ADMIN, TestPlatform};
+use duovarsity_testkit::{TEST_ADMIN, TempPostgres, TestPlatform};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -23,8 +23,20 @@ fn names(found: &serde_json::Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_index_follows_edits_prices_deletions_and_archiving_and_reindex_repairs_it() {
-    let p = TestPlatform::start_with_admin(Component::All, &[]).await;
+async fn the_index_follows_the_catalog_and_reindex_repairs_it_on_sqlite() {
+    follows_the_catalog(&[]).await;
+}
+
+/// The same on PostgreSQL: the same answers in the distributed mode's database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_the_catalog_and_reindex_repairs_it_on_postgres() {
+    let database = TempPostgres::create().await;
+    follows_the_catalog(&[("DUOVARSITY_DATABASE_URL", database.url.as_str())]).await;
+    database.drop_database().await;
+}
+
+async fn follows_the_catalog(settings: &[(&str, &str)]) {
+    let p = TestPlatform::start_with_admin(Component::All, settings).await;
     let (_, admin) = p.sign_in(TEST_ADMIN).await;
     let (course_id, lessons) = course(
         &p,
@@ -93,20 +105,18 @@ async fn the_index_follows_edits_prices_deletions_and_archiving_and_reindex_repa
 
     // Reindex repairs rows the events never fixed: a course wrongly hidden comes back, a
     // course the owners do not list goes.
-    let config = Config::from_sources(
-        None,
-        &BTreeMap::from([
-            (
-                "DUOVARSITY_DATA_DIR".to_string(),
-                p.data_dir().display().to_string(),
-            ),
-            (
-                "DUOVARSITY_GRPC_ADDR".to_string(),
-                p.grpc_addr().to_string(),
-            ),
-        ]),
-    )
-    .unwrap();
+    let mut env = BTreeMap::from([
+        (
+            "DUOVARSITY_DATA_DIR".to_string(),
+            p.data_dir().display().to_string(),
+        ),
+        (
+            "DUOVARSITY_GRPC_ADDR".to_string(),
+            p.grpc_addr().to_string(),
+        ),
+    ]);
+    env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_sources(None, &env).unwrap();
     let discovery: DiscoveryModule = DiscoveryModule::open(&ServiceContext::new(config.clone()))
         .await
         .unwrap();

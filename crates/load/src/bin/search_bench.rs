@@ -38,6 +38,10 @@ struct Args {
     /// Each target runs this many times, in turns.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// The platform's admin listener: the service's own search time is read from its
+    /// `discovery_search_duration_seconds` histogram before and after each run.
+    #[arg(long)]
+    admin: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -63,8 +67,8 @@ struct Clients {
     base: String,
 }
 
-/// One request; whether it succeeded.
-async fn ask(clients: &Clients, target: Target, query: &str) -> bool {
+/// One request; what went wrong, if anything.
+async fn ask(clients: &Clients, target: Target, query: &str) -> Result<(), String> {
     match target {
         Target::Service => {
             let mut grpc = clients.grpc.clone();
@@ -72,7 +76,10 @@ async fn ask(clients: &Clients, target: Target, query: &str) -> bool {
                 q: query.to_string(),
                 ..SearchRequest::default()
             };
-            grpc.search(request).await.is_ok()
+            grpc.search(request)
+                .await
+                .map(drop)
+                .map_err(|status| format!("gRPC {:?}", status.code()))
         }
         Target::Gateway | Target::Catalog => {
             let (path, key, value) = match target {
@@ -88,12 +95,14 @@ async fn ask(clients: &Clients, target: Target, query: &str) -> bool {
                 &format!("{}{path}", clients.base),
                 &[(key, value), ("pageSize", "10")],
             ) else {
-                return false;
+                return Err("a query that is not a URL".into());
             };
-            let sent = clients.http.get(url).send().await;
-            match sent {
-                Ok(answer) => answer.status().is_success() && answer.bytes().await.is_ok(),
-                Err(_) => false,
+            match clients.http.get(url).send().await {
+                Ok(answer) if answer.status().is_success() => {
+                    answer.bytes().await.map(drop).map_err(|e| e.to_string())
+                }
+                Ok(answer) => Err(format!("HTTP {}", answer.status())),
+                Err(error) => Err(format!("{error}")),
             }
         }
     }
@@ -115,21 +124,23 @@ async fn run(clients: &Arc<Clients>, target: Target, queries: &Arc<Vec<String>>,
         let (clients, queries) = (clients.clone(), queries.clone());
         tasks.spawn(async move {
             let query = &queries[usize::try_from(k).unwrap_or(0) % queries.len()];
-            let ok = ask(&clients, target, query).await;
-            (due.elapsed(), ok)
+            let outcome = ask(&clients, target, query).await;
+            (due.elapsed(), outcome)
         });
     }
     let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    let mut errors = 0;
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
     while let Some(done) = tasks.join_next().await {
-        let (took, ok) = done.expect("a request task");
+        let (took, outcome) = done.expect("a request task");
         latencies.push(took);
-        errors += usize::from(!ok);
+        if let Err(kind) = outcome {
+            *errors.entry(kind).or_default() += 1;
+        }
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort();
     println!(
-        "{:<38} {:>5.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}",
+        "{:<38} {:>5.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {:?}",
         target.name(),
         latencies.len() as f64 / elapsed,
         percentile(&latencies, 0.50),
@@ -137,6 +148,49 @@ async fn run(clients: &Arc<Clients>, target: Target, queries: &Arc<Vec<String>>,
         percentile(&latencies, 1.0),
         errors
     );
+}
+
+/// Cumulative counts of the service's search-time histogram, by upper bound (seconds).
+async fn service_histogram(clients: &Clients, admin: &str) -> Vec<(f64, f64)> {
+    let Ok(answer) = clients.http.get(format!("{admin}/metrics")).send().await else {
+        return Vec::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("discovery_search_duration_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The smallest histogram bound under which 50 % and 99 % of the searches between two
+/// readings took, in milliseconds.
+fn service_quantiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - earlier)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    let bound = |q: f64| {
+        delta
+            .iter()
+            .find(|(_, n)| *n >= q * total)
+            .map(|(le, _)| le * 1000.0)
+    };
+    Some((bound(0.5)?, bound(0.99)?, total))
 }
 
 #[tokio::main]
@@ -179,7 +233,21 @@ async fn main() -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         println!("-- round {round}");
         for target in [Target::Service, Target::Gateway, Target::Catalog] {
+            let before = match &args.admin {
+                Some(admin) => service_histogram(&clients, admin).await,
+                None => Vec::new(),
+            };
             run(&clients, target, &queries, &args).await;
+            if let Some(admin) = &args.admin
+                && !matches!(target, Target::Catalog)
+                && let Some((p50, p99, n)) =
+                    service_quantiles(&before, &service_histogram(&clients, admin).await)
+            {
+                println!(
+                    "{:<38} {n:>5.0} searches: in the service p50 <= {p50} ms, p99 <= {p99} ms",
+                    "  (its histogram)"
+                );
+            }
         }
     }
     println!("done in {:.0} s", began.elapsed().as_secs_f64());
