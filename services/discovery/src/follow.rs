@@ -96,7 +96,7 @@ impl Follower {
             .collect();
         built.courses = listed.len();
         let edits: Vec<Edit<'_>> = listed.iter().map(|c| Edit::PutCourse(c)).collect();
-        self.index.apply(&edits)?;
+        self.index.stage(&edits)?;
         self.courses = courses
             .into_iter()
             .map(|c| (c.entry.id.clone(), c.entry))
@@ -111,8 +111,9 @@ impl Follower {
                 .filter_map(|lesson| self.put_lesson(&lesson.entry))
                 .collect();
             built.lessons += edits.len();
-            self.index.apply(&edits)?;
+            self.index.stage(&edits)?;
         }
+        self.index.commit()?;
         self.share(self.courses.values());
         self.watermark = started;
         Ok(built)

@@ -145,7 +145,29 @@ impl SearchIndex {
         if edits.is_empty() {
             return Ok(());
         }
+        self.stage(edits)?;
+        self.commit()
+    }
+
+    /// Makes what was staged visible to searches (one commit: a build stages its pages
+    /// and commits once, so it leaves few segments to merge while searches run).
+    pub fn commit(&self) -> Result<(), Error> {
         let mut writer = self
+            .writer
+            .lock()
+            .map_err(|_| Error::internal("search index writer", &"poisoned"))?;
+        writer
+            .commit()
+            .map_err(internal("committing the search index"))?;
+        drop(writer);
+        self.reader
+            .reload()
+            .map_err(internal("reloading the search index"))
+    }
+
+    /// Adds `edits` to the next commit.
+    pub fn stage(&self, edits: &[Edit<'_>]) -> Result<(), Error> {
+        let writer = self
             .writer
             .lock()
             .map_err(|_| Error::internal("search index writer", &"poisoned"))?;
@@ -171,13 +193,7 @@ impl SearchIndex {
                 }
             }
         }
-        writer
-            .commit()
-            .map_err(internal("committing the search index"))?;
-        drop(writer);
-        self.reader
-            .reload()
-            .map_err(internal("reloading the search index"))
+        Ok(())
     }
 
     /// Documents in the index (deleted ones excluded).

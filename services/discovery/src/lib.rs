@@ -207,16 +207,15 @@ impl ServiceModule for DiscoveryModule {
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Vec<BackgroundTask> {
-        let mut tasks: Vec<BackgroundTask> = Vec::new();
-        for topic in TOPICS {
-            let consumer = self.consumer(bus.clone(), topic);
-            let stop = shutdown.clone();
-            tasks.push(Box::pin(async move {
-                if let Err(error) = consumer.run(stop).await {
-                    tracing::error!(%error, topic, "discovery consumer stopped");
-                }
-            }));
-        }
+        let mut tasks: Vec<BackgroundTask> = TOPICS
+            .iter()
+            .map(|topic| -> BackgroundTask {
+                Box::pin(
+                    self.consumer(bus.clone(), topic)
+                        .run_until(shutdown.clone()),
+                )
+            })
+            .collect();
         tasks.push(Box::pin(self.follower().run(shutdown)));
         tasks
     }

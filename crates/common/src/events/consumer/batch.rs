@@ -127,6 +127,15 @@ impl<H: BatchHandler> BatchConsumer<H> {
         self
     }
 
+    /// [`Self::run`] as a module's background task: until `shutdown`, logging why if it
+    /// stops before.
+    pub async fn run_until(self, shutdown: CancellationToken) {
+        let (topic, group) = (self.single.topic.clone(), self.single.group.clone());
+        if let Err(error) = self.run(shutdown).await {
+            tracing::error!(%error, topic, group, "consumer stopped");
+        }
+    }
+
     /// Consumes until `shutdown`, resubscribing with backoff while the bus is unavailable.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
         let mut backoff = self.single.backoff();
