@@ -293,5 +293,14 @@ async fn recommendations_follow_progress_prerequisites_and_co_enrollment_and_ski
         .call(Method::GET, "/v1/courses/not-a-uuid/related", None, None)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Both routes are in the OpenAPI document.
+    let (_, openapi) = p.call(Method::GET, "/openapi.json", None, None).await;
+    for path in ["/v1/me/recommendations", "/v1/courses/{course_id}/related"] {
+        assert!(
+            openapi["paths"][path]["get"].is_object(),
+            "{path} is documented"
+        );
+    }
     p.stop().await;
 }

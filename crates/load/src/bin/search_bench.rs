@@ -38,6 +38,10 @@ struct Args {
     /// Each target runs this many times, in turns.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Seconds of quiet before each run: the catalog filter overloads the course service
+    /// at these rates, and its queue drains after the run (into the next one, without it).
+    #[arg(long, default_value_t = 5)]
+    settle: u64,
     /// The platform's admin listener: the service's own search time is read from its
     /// `discovery_search_duration_seconds` histogram before and after each run.
     #[arg(long)]
@@ -233,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         println!("-- round {round}");
         for target in [Target::Service, Target::Gateway, Target::Catalog] {
+            tokio::time::sleep(Duration::from_secs(args.settle)).await;
             let before = match &args.admin {
                 Some(admin) => service_histogram(&clients, admin).await,
                 None => Vec::new(),
