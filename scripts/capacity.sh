@@ -75,7 +75,7 @@ snapshot "$work/after.json"
 scripts/cluster.sh down >&2
 
 echo "== live connections" >&2
-CONNECTIONS=${LIVE_CONNECTIONS:-10000} ROUNDS=3 scripts/bench-live.sh >"$work/live.txt" 2>/dev/null
+CONNECTIONS=${LIVE_CONNECTIONS:-10000} ROUNDS=3 scripts/bench-live.sh >"$work/live.txt" 2>"$work/live.err" || { tail -20 "$work/live.err" >&2; exit 1; }
 cat "$work/live.txt" >&2
 
 echo "== one Redis shard" >&2
