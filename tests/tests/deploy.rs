@@ -237,6 +237,17 @@ async fn exercise(p: &TestPlatform, mock: &MockLlm) {
     }
     p.enroll(&learner, &course_id).await;
     let _socket = p.live(&learner, 0).await;
+    // A search (answered once this replica's index is built).
+    let mut searched = false;
+    for _ in 0..100 {
+        let (status, _) = p.call(Method::GET, "/v1/search?q=metr", None, None).await;
+        if status == StatusCode::OK {
+            searched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(searched, "search answers");
 
     // A record that is no event envelope: the consumers dead-letter it.
     p.bus()

@@ -24,6 +24,20 @@ use crate::catalog::{Changed, CourseEntry, LessonEntry};
 use crate::index::{Edit, SearchIndex};
 use crate::store;
 
+/// What an answer shows of a course (related courses, cards): a change of any of it
+/// drops the answers cached with its tag.
+fn shown(course: &CourseEntry) -> (&str, &str, &str, &str, &str, bool, &str) {
+    (
+        course.status.as_str(),
+        course.title.as_str(),
+        course.slug.as_str(),
+        course.level.as_str(),
+        course.language.as_str(),
+        course.is_free(),
+        course.instructor_id.as_str(),
+    )
+}
+
 /// How often a replica looks for changes another replica's consumer wrote.
 pub const POLL: Duration = Duration::from_millis(250);
 /// How far back each poll looks before the previous one began.
@@ -153,6 +167,19 @@ impl Follower {
             .into_iter()
             .filter(|l| self.is_new(&l.entry.id, l))
             .collect();
+        // Courses that were listed and changed what an answer shows of them (listing,
+        // price, title...): cached answers naming them are dropped once applied here.
+        // Other changes drop nothing, since every invalidation also voids the edge
+        // cache's answers in flight.
+        let shown_changed: Vec<String> = courses
+            .iter()
+            .filter(|c| {
+                self.courses
+                    .get(&c.entry.id)
+                    .is_some_and(|old| old.is_listed() && shown(old) != shown(&c.entry))
+            })
+            .map(|c| c.entry.id.clone())
+            .collect();
         // Each changed course with its live lessons (re-indexed with it: level, price and
         // the rest are facets of theirs too), or None when it left the catalog.
         let mut course_lessons = Vec::with_capacity(courses.len());
@@ -190,8 +217,8 @@ impl Follower {
         self.index.apply(&edits)?;
         drop(edits);
         if let Some(answers) = &self.answers {
-            for course in &courses {
-                answers.invalidate(&course.entry.id).await;
+            for id in &shown_changed {
+                answers.invalidate(id).await;
             }
         }
         // How long after the database took each change it became searchable here.
