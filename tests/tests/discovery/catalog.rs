@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use duovarsity::Component;
+use duovarsity_common::events::pending_event_at;
 use duovarsity_common::time::now_millis;
 use duovarsity_config::Config;
 use duovarsity_discovery::DiscoveryModule;
+use duovarsity_discovery::follow::POLL as follow_poll_interval;
 use duovarsity_module::{ServiceContext, ServiceModule};
 use duovarsity_proto::discovery::SearchRequest;
+use duovarsity_proto::events::CourseUpdated;
 use duovarsity_testkit::{TEST_ADMIN, TempPostgres, TestPlatform};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -73,6 +76,7 @@ async fn follows_the_catalog(settings: &[(&str, &str)]) {
     .await;
     let (_, took) = until(&p, None, &[("q", "celestial ")], |f| total(f) == 1).await;
     println!("edit searchable after {took:?}");
+
     assert_eq!(total(&search(&p, None, &[("q", "orbital ")]).await.1), 0);
 
     // A price: the lessons' text is now for buyers only.
@@ -121,6 +125,50 @@ async fn follows_the_catalog(settings: &[(&str, &str)]) {
         .await
         .unwrap();
     let db = discovery.discovery().database().writer().inner().clone();
+    // A replayed or late event (an older state, published again) changes nothing: once
+    // the consumer has recorded it, the row and the index keep the newer title.
+    let stale = pending_event_at(
+        &course_id,
+        &CourseUpdated {
+            course_id: course_id.clone(),
+            slug: "orbits".into(),
+            title: "Orbital Mechanics".into(),
+            level: "intermediate".into(),
+            language: "en".into(),
+            status: "published".into(),
+            ..CourseUpdated::default()
+        },
+        now_millis() - 60_000,
+    );
+    let stale_id = stale.event_id.clone();
+    p.bus().publish(stale.record).await.unwrap();
+    let began = std::time::Instant::now();
+    loop {
+        let (seen,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM discovery_processed_events WHERE event_id = $1")
+                .bind(&stale_id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if seen == 1 {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the replay is consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (title,): (String,) =
+        sqlx::query_as("SELECT title FROM discovery_courses WHERE course_id = $1")
+            .bind(&course_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(title, "Celestial Mechanics");
+    tokio::time::sleep(follow_poll_interval * 2).await;
+    assert_eq!(total(&search(&p, None, &[("q", "orbital ")]).await.1), 0);
+
     sqlx::query("UPDATE discovery_courses SET status = 'archived', changed_at = $1")
         .bind(now_millis())
         .execute(&db)
