@@ -102,6 +102,8 @@ pub struct Gateway {
     live_ping: Duration,
     /// Public answers kept at the edge (None: off).
     edge_cache: Option<Arc<EdgeCache>>,
+    /// This gateway's live session and its sockets (None: no notification service).
+    live: Option<Arc<live::fanout::Fanout>>,
 }
 
 impl Gateway {
@@ -163,7 +165,12 @@ impl Gateway {
             ));
         }
         let openapi = openapi::document(&table).to_string();
+        let live_shutdown = CancellationToken::new();
+        let live = upstreams
+            .channel(live::NOTIFICATION_SERVICE)
+            .map(|channel| live::fanout::Fanout::new(channel, live_shutdown.clone()));
         Ok(Arc::new(Self {
+            live,
             table,
             upstreams,
             verifier,
@@ -171,7 +178,7 @@ impl Gateway {
             body_limit: config.body_limit_bytes,
             media_body_limit: config.media_max_bytes,
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
-            live_shutdown: CancellationToken::new(),
+            live_shutdown,
             live_ping: Duration::from_secs(config.live_ping_secs),
             edge_cache: (config.edge_cache_bytes > 0)
                 .then(|| EdgeCache::start(config.edge_cache_bytes, caches)),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use duovarsity::Component;
 use duovarsity_testkit::{
-    Socket, TEST_PASSWORD, TempPostgres, TestPlatform, kafka_brokers, next_frame, redis_url,
+    Socket, TEST_PASSWORD, TempPostgres, TestPlatform, frame_where, kafka_brokers, next_frame,
+    redis_url, subscribe,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -71,16 +72,19 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     )
     .await;
     let course_url = format!("http://{}", course.grpc_addr());
+    // Rooms ask the course service who may be in them; the cap is two sockets per user
+    // across both gateways.
+    let notification_settings = with(&[
+        ("DUOVARSITY_USER_SERVICE_URL", &user_url),
+        ("DUOVARSITY_COURSE_SERVICE_URL", &course_url),
+        ("DUOVARSITY_LIVE_CONNECTIONS_PER_USER", "2"),
+    ]);
     let notification_a = start(
         Component::Service("notification"),
-        with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
+        notification_settings.clone(),
     )
     .await;
-    let notification_b = start(
-        Component::Service("notification"),
-        with(&[("DUOVARSITY_USER_SERVICE_URL", &user_url)]),
-    )
-    .await;
+    let notification_b = start(Component::Service("notification"), notification_settings).await;
     let gateway_to = |notification: &TestPlatform| {
         with(&[
             ("DUOVARSITY_USER_SERVICE_URL", &user_url),
@@ -103,7 +107,9 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     }
 
     // Presence counts the connections on both replicas, whichever one is asked.
-    assert_eq!(gateway_b.connections(&learner, &learner_id).await, 2);
+    gateway_b
+        .wait_for_connections(&learner, &learner_id, 2, Duration::from_secs(5), "two tabs")
+        .await;
 
     // Learning events from the course service. Each is consumed by one replica; both
     // tabs hear of it well before the 30 s safety reread, so wake-ups crossed replicas.
@@ -146,6 +152,79 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
         "{inbox}"
     );
 
+    // A course room across both gateways and both replicas: a learner on each, the
+    // admin on B; presence counts both learners whoever asks, names them to the admin,
+    // and an announcement posted through A reaches the room on both gateways.
+    let (classmate_id, classmate) = gateway_b.sign_up("kafka-classmate@example.com").await;
+    gateway_b.enroll(&classmate, &course_id).await;
+    let topic = format!("course:{course_id}");
+    let mut room_a = gateway_a.live(&learner, 1_000_000).await;
+    let mut room_b = gateway_b.live(&classmate, 1_000_000).await;
+    let mut desk = gateway_b.live(&admin, 1_000_000).await;
+    for socket in [&mut room_a, &mut room_b, &mut desk] {
+        subscribe(socket, &topic, 0).await;
+    }
+    let both = {
+        let mut ids = vec![learner_id.clone(), classmate_id.clone()];
+        ids.sort();
+        json!(ids)
+    };
+    let seen = frame_where(&mut desk, Duration::from_secs(10), |f| {
+        f["topic"] == topic.as_str() && f["presence"]["online"] == 2
+    })
+    .await
+    .expect("presence of both learners, across gateways");
+    assert_eq!(seen["presence"]["learnerIds"], both);
+    for gateway in [&gateway_a, &gateway_b] {
+        let (status, presence) = gateway
+            .call(
+                Method::GET,
+                &format!("/v1/courses/{course_id}/presence"),
+                Some(&classmate),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{presence}");
+        assert_eq!(presence["online"], 2, "{presence}");
+        assert_eq!(presence["learnerIds"], json!([]), "{presence}");
+    }
+    let (status, posted) = gateway_a
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course_id}/announcements"),
+            Some(&admin),
+            Some(json!({"title": "Across replicas", "body": "Hello, both of you."})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{posted}");
+    for socket in [&mut room_a, &mut room_b, &mut desk] {
+        let heard = frame_where(socket, Duration::from_secs(5), |f| {
+            f["topic"] == topic.as_str() && f["announcement"]["title"] == "Across replicas"
+        })
+        .await;
+        assert!(
+            heard.is_some(),
+            "the announcement crossed gateways and replicas"
+        );
+    }
+    // The learner now has three sockets on two gateways, one over the cap of two: the
+    // oldest (tab_a, on gateway A) was closed with 4409.
+    let closed = loop {
+        match next_frame_or_close(&mut tab_a).await {
+            Some(code) => break code,
+            None => continue,
+        }
+    };
+    assert_eq!(closed, 4409, "the oldest socket is the one closed");
+    drop(room_a);
+    let seen = frame_where(&mut desk, Duration::from_secs(10), |f| {
+        f["topic"] == topic.as_str() && f["presence"]["online"] == 1
+    })
+    .await
+    .expect("presence falls when a learner leaves");
+    assert_eq!(seen["presence"]["learnerIds"], json!([classmate_id]));
+    drop((room_b, desk));
+
     // Mail: one welcome for the learner across both replicas' mailers.
     let welcome_mails = || {
         [&notification_a, &notification_b]
@@ -179,6 +258,19 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
         platform.stop().await;
     }
     database.drop_database().await;
+}
+
+/// The close code of `socket`'s next message if it is a close (1006 when it just ended);
+/// None for any other message. Fails after 10 s.
+async fn next_frame_or_close(socket: &mut Socket) -> Option<u16> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        Err(_) => panic!("the socket stayed open"),
+        Ok(None) | Ok(Some(Err(_))) => Some(1006),
+        Ok(Some(Ok(Message::Close(frame)))) => Some(frame.map_or(1005, |f| u16::from(f.code))),
+        Ok(Some(Ok(_))) => None,
+    }
 }
 
 /// A Kafka-protocol broker of this test alone (tansu, as installed by the test setup),

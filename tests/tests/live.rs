@@ -1,12 +1,15 @@
-//! Live notifications over WebSocket through the gateway, with a real WebSocket client:
-//! every connection of a user gets each new notification, other users get nothing, a
-//! reconnect resumes after the last sequence number, and a bad token is refused at the
-//! upgrade.
+//! Live notifications and course rooms over WebSocket through the gateway, with a real
+//! WebSocket client: every connection of a user gets each new notification, other users
+//! get nothing, a reconnect resumes after the last sequence number, a bad token is refused
+//! at the upgrade, and a course room reaches exactly who may be in it.
 
 use std::time::Duration;
 
-use duovarsity_testkit::{TEST_ADMIN, TestPlatform, next_frame, refused};
-use reqwest::Method;
+use duovarsity_testkit::{
+    Socket, TEST_ADMIN, TestPlatform, frame_where, next_frame, refused, subscribe,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn notifications_arrive_live_on_every_connection_of_their_user() {
@@ -193,7 +196,7 @@ async fn notifications_arrive_live_on_every_connection_of_their_user() {
     p.stop().await;
 }
 
-/// A client that stops reading is cut off once a frame cannot be written for 5 s, while
+/// A client that stops reading is cut off (4408, lagging) once its mailbox is full, while
 /// a reading client of the same user gets everything; an expired token is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected() {
@@ -219,7 +222,15 @@ async fn a_client_that_stops_reading_is_disconnected() {
             .await
             .unwrap();
     let mut reader = p.live(&learner, 0).await;
-    assert_eq!(p.connections(&learner, &learner_id).await, 2);
+    // Sockets register with the notification service just after the upgrade.
+    p.wait_for_connections(
+        &learner,
+        &learner_id,
+        2,
+        Duration::from_secs(5),
+        "two sockets",
+    )
+    .await;
 
     // Sixty large notifications (about 3 MB): far more than the slow tab's buffers hold.
     let bus = p.bus();
@@ -255,14 +266,33 @@ async fn a_client_that_stops_reading_is_disconnected() {
     .await;
     // What it had buffered drains, then the socket ends instead of carrying the rest.
     let mut frames = 0;
+    let mut last_seq = 0;
     while let Some(frame) = next_frame(&mut slow, Duration::from_secs(5)).await {
         assert!(frame["notification"].is_object());
+        last_seq = frame["notification"]["seq"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         frames += 1;
     }
     assert!(
         frames < 61,
         "the slow tab got everything ({frames}): it was not cut off"
     );
+    // Reconnecting after the last one it read, it gets the rest, in order, once.
+    let mut resumed = p.live(&learner, last_seq).await;
+    let mut seqs = Vec::new();
+    while let Some(frame) = next_frame(&mut resumed, Duration::from_secs(2)).await {
+        seqs.push(
+            frame["notification"]["seq"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(seqs, ((last_seq + 1)..=61).collect::<Vec<_>>());
 
     // An expired token (signed with the platform's own key) is refused at the upgrade.
     let ring = std::sync::Arc::new(
@@ -294,39 +324,83 @@ async fn a_client_that_stops_reading_is_disconnected() {
     p.stop().await;
 }
 
-/// One user's live connections are capped; the refusal is an HTTP 429 before the upgrade,
-/// and closing a connection frees its place.
+/// One user's live sockets are capped: a new tab is never the one refused; the user's
+/// oldest socket is closed with 4409 instead, and another user is not affected.
 #[tokio::test]
-async fn live_connections_per_user_are_limited() {
+async fn live_connections_per_user_close_the_oldest() {
     let p = TestPlatform::start_with(
         duovarsity::Component::All,
         &[("DUOVARSITY_LIVE_CONNECTIONS_PER_USER", "2")],
     )
     .await;
-    let (_, learner) = p.sign_up("many-tabs@example.com").await;
+    let (learner_id, learner) = p.sign_up("many-tabs@example.com").await;
     let (_, other) = p.sign_up("one-tab@example.com").await;
-    let first = p.live(&learner, 0).await;
-    let _second = p.live(&learner, 0).await;
-    let url = p.live_url(&format!("access_token={learner}"));
-    let (status, body) = refused(&url).await;
-    assert_eq!(status, 429, "a third connection");
-    assert!(body.contains("live connections"), "{body}");
-    // Another user is not affected.
-    let _theirs = p.live(&other, 0).await;
-
-    // Closing a tab frees its place (once the gateway has noticed).
-    drop(first);
-    let started = std::time::Instant::now();
-    loop {
-        if tokio_tungstenite::connect_async(url.as_str()).await.is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the closed tab still counts after 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut acks = Vec::new();
+    let mut first = p.live(&learner, 0).await;
+    let mut theirs = p.live(&other, 0).await;
+    let mut second = p.live(&learner, 0).await;
+    p.wait_for_connections(&learner, &learner_id, 2, Duration::from_secs(5), "two tabs")
+        .await;
+    // The third tab opens; the first (the oldest) is closed with 4409.
+    let mut third = p.live(&learner, 0).await;
+    assert_eq!(
+        close_code(&mut first, Duration::from_secs(5), &mut acks).await,
+        Some(4409),
+        "the oldest tab is closed"
+    );
+    assert_eq!(
+        close_code(&mut second, Duration::from_millis(500), &mut acks).await,
+        None
+    );
+    assert_eq!(
+        close_code(&mut third, Duration::from_millis(100), &mut acks).await,
+        None
+    );
+    assert_eq!(
+        close_code(&mut theirs, Duration::from_millis(100), &mut acks).await,
+        None,
+        "another user's socket"
+    );
+    p.wait_for_connections(
+        &learner,
+        &learner_id,
+        2,
+        Duration::from_secs(5),
+        "capped at two",
+    )
+    .await;
+    // Presence lists when each open socket opened, oldest first.
+    let (_, presence) = p
+        .call(
+            Method::GET,
+            &format!("/v1/users/{learner_id}/presence"),
+            Some(&learner),
+            None,
+        )
+        .await;
+    assert_eq!(presence["online"], true, "{presence}");
+    let opened = presence["socketsOpenedAt"].as_array().unwrap();
+    assert_eq!(opened.len(), 2, "{presence}");
+    assert!(opened[0].as_str() <= opened[1].as_str(), "{presence}");
+    drop((second, third));
+    p.wait_for_connections(
+        &learner,
+        &learner_id,
+        0,
+        Duration::from_secs(5),
+        "closed tabs",
+    )
+    .await;
+    let (_, presence) = p
+        .call(
+            Method::GET,
+            &format!("/v1/users/{learner_id}/presence"),
+            Some(&learner),
+            None,
+        )
+        .await;
+    assert_eq!(presence["online"], false, "{presence}");
+    assert!(presence["lastSeen"].as_str().is_some(), "{presence}");
     p.stop().await;
 }
 
@@ -349,7 +423,15 @@ async fn a_connection_that_stops_answering_pings_is_closed() {
             .is_some()
         {}
     });
-    assert_eq!(p.connections(&learner, &learner_id).await, 2);
+    // Sockets register with the notification service just after the upgrade.
+    p.wait_for_connections(
+        &learner,
+        &learner_id,
+        2,
+        Duration::from_secs(5),
+        "two sockets",
+    )
+    .await;
 
     p.wait_for_connections(
         &learner,
@@ -473,5 +555,329 @@ async fn a_socket_closes_when_its_token_expires_unless_renewed() {
         close_code(&mut socket, Duration::from_secs(5), &mut acks).await,
         Some(4401)
     );
+    p.stop().await;
+}
+
+/// Whether `frame` is about `topic` and has `key` (`announcement`, `presence`, ...), or is
+/// a `key` frame (`subscribed`, `error`, `unsubscribed`) naming `topic`.
+fn about(frame: &Value, topic: &str, key: &str) -> bool {
+    (frame["topic"] == topic && frame.get(key).is_some()) || frame[key]["topic"] == topic
+}
+
+/// The holder of `token` buys the paid course in the sandbox; returns the order id.
+async fn buy(p: &TestPlatform, token: &str, course_id: &str) -> String {
+    p.enroll(token, course_id).await;
+    let (status, order) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course_id}/checkout"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    let page = order["payWith"]["razorpay"]["checkoutUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let paid = reqwest::Client::new()
+        .post(format!("{page}/pay"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success());
+    wait_for_enrollment(p, token, course_id, "ENROLLMENT_STATUS_ACTIVE").await;
+    order["id"].as_str().unwrap().to_string()
+}
+
+async fn wait_for_enrollment(p: &TestPlatform, token: &str, course_id: &str, status: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, enrollment) = p
+            .call(
+                Method::GET,
+                &format!("/v1/courses/{course_id}/enrollment"),
+                Some(token),
+                None,
+            )
+            .await;
+        if enrollment["status"] == status {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "enrollment {status}: {enrollment}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn announce(
+    p: &TestPlatform,
+    token: &str,
+    course_id: &str,
+    title: &str,
+) -> (StatusCode, Value) {
+    p.call(
+        Method::POST,
+        &format!("/v1/courses/{course_id}/announcements"),
+        Some(token),
+        Some(json!({"title": title, "body": format!("{title}: details")})),
+    )
+    .await
+}
+
+async fn room_presence(
+    p: &TestPlatform,
+    token: Option<&str>,
+    course_id: &str,
+) -> (StatusCode, Value) {
+    p.call(
+        Method::GET,
+        &format!("/v1/courses/{course_id}/presence"),
+        token,
+        None,
+    )
+    .await
+}
+
+/// The presence frame of `topic` with `online` learners, within 3 s (frames are
+/// debounced to one a second per room).
+async fn presence_frame(socket: &mut Socket, topic: &str, online: i64) -> Value {
+    frame_where(socket, Duration::from_secs(3), |f| {
+        about(f, topic, "presence") && f["presence"]["online"] == online
+    })
+    .await
+    .unwrap_or_else(|| panic!("no presence of {online} in {topic}"))
+}
+
+/// A course room: only its enrolled learners, its instructor and admins may be in it;
+/// presence says how many learners are there (and who, to the instructor); an
+/// announcement reaches the room at once and the learners' inboxes; a reconnecting
+/// learner resumes after the last announcement it saw; a learner whose enrollment ends
+/// (a refund) is taken out of the room and hears nothing more; hostile topics and too
+/// many of them are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_course_room_reaches_exactly_who_may_be_in_it() {
+    let p = TestPlatform::start_with_admin(duovarsity::Component::All, &[]).await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
+    let (teacher_id, _) = p.sign_up("teacher@example.com").await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            &format!("/v1/users/{teacher_id}:setRole"),
+            Some(&admin),
+            Some(json!({"role": "ROLE_INSTRUCTOR"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, teacher) = p.sign_in("teacher@example.com").await;
+    let (course_id, _) = p
+        .paid_course_with_lesson(&teacher, "room-course", 4900, "USD")
+        .await;
+    let topic = format!("course:{course_id}");
+    let (learner_id, learner) = p.sign_up("in-the-room@example.com").await;
+    let (_, stranger) = p.sign_up("outside@example.com").await;
+    let order_id = buy(&p, &learner, &course_id).await;
+
+    // Outsiders and made-up topics are refused with a reason.
+    let mut outside = p.live(&stranger, 0).await;
+    let unknown = format!("course:{}", uuid::Uuid::now_v7());
+    for (wanted, reason) in [
+        (topic.as_str(), "NOT_ENROLLED"),
+        (unknown.as_str(), "UNKNOWN_TOPIC"),
+        ("lobby", "UNKNOWN_TOPIC"),
+        ("user:someone-else", "UNKNOWN_TOPIC"),
+    ] {
+        subscribe(&mut outside, wanted, 0).await;
+        let frame = frame_where(&mut outside, Duration::from_secs(5), |f| {
+            about(f, wanted, "error")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no answer to {wanted}"));
+        assert_eq!(frame["error"]["reason"], reason, "{wanted}: {frame}");
+    }
+
+    // The learner joins and sees how many are present, not who.
+    let mut inside = p.live(&learner, 0).await;
+    subscribe(&mut inside, &topic, 0).await;
+    let joined = frame_where(&mut inside, Duration::from_secs(5), |f| {
+        about(f, &topic, "subscribed")
+    })
+    .await
+    .expect("subscribed");
+    assert_eq!(joined["subscribed"]["seq"], "0");
+    let presence = presence_frame(&mut inside, &topic, 1).await;
+    assert_eq!(presence["presence"]["learnerIds"], json!([]), "{presence}");
+
+    // The instructor joins (not counted) and sees who.
+    let mut desk = p.live(&teacher, 0).await;
+    subscribe(&mut desk, &topic, 0).await;
+    let presence = presence_frame(&mut desk, &topic, 1).await;
+    assert_eq!(presence["presence"]["learnerIds"], json!([learner_id]));
+    let (status, rest) = room_presence(&p, Some(&teacher), &course_id).await;
+    assert_eq!(status, StatusCode::OK, "{rest}");
+    assert_eq!(
+        (rest["online"].clone(), rest["learnerIds"].clone()),
+        (json!(1), json!([learner_id]))
+    );
+    let (status, rest) = room_presence(&p, Some(&learner), &course_id).await;
+    assert_eq!(status, StatusCode::OK, "{rest}");
+    assert_eq!(
+        (rest["online"].clone(), rest["learnerIds"].clone()),
+        (json!(1), json!([]))
+    );
+    let (status, rest) = room_presence(&p, Some(&stranger), &course_id).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{rest}");
+    assert_eq!(
+        room_presence(&p, None, &course_id).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Only the instructor (or an admin) announces; the room hears it at once, the
+    // learner's inbox too, the outsider nothing.
+    for token in [&learner, &stranger] {
+        let (status, body) = announce(&p, token, &course_id, "Not yours").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let (status, body) = p
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course_id}/announcements"),
+            Some(&teacher),
+            Some(json!({"title": "  ", "body": "blank title"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, posted) = announce(&p, &teacher, &course_id, "Office hours").await;
+    assert_eq!(status, StatusCode::OK, "{posted}");
+    assert_eq!(posted["seq"], "1");
+    let heard = frame_where(&mut inside, Duration::from_secs(2), |f| {
+        about(f, &topic, "announcement")
+    })
+    .await
+    .expect("the announcement in the room");
+    assert_eq!(heard["announcement"]["title"], "Office hours");
+    assert_eq!(heard["announcement"]["authorId"], teacher_id.as_str());
+    let inbox = frame_where(&mut inside, Duration::from_secs(5), |f| {
+        f["notification"]["title"] == "Office hours"
+    })
+    .await;
+    assert!(inbox.is_some(), "the announcement in the inbox");
+    assert!(
+        frame_where(&mut outside, Duration::from_millis(700), |f| {
+            f.to_string().contains("Office hours")
+        })
+        .await
+        .is_none(),
+        "an outsider heard the announcement"
+    );
+
+    // The learner goes away; two more announcements; back with the last seq seen, they
+    // arrive in order, once.
+    drop(inside);
+    presence_frame(&mut desk, &topic, 0).await;
+    for title in ["Second", "Third"] {
+        assert_eq!(
+            announce(&p, &teacher, &course_id, title).await.0,
+            StatusCode::OK
+        );
+    }
+    let mut inside = p.live(&learner, 0).await;
+    subscribe(&mut inside, &topic, 1).await;
+    let mut resumed = Vec::new();
+    while let Some(frame) = frame_where(&mut inside, Duration::from_secs(1), |f| {
+        about(f, &topic, "announcement")
+    })
+    .await
+    {
+        resumed.push(frame["announcement"]["title"].as_str().unwrap().to_string());
+    }
+    assert_eq!(resumed, ["Second", "Third"]);
+    presence_frame(&mut desk, &topic, 1).await;
+
+    // The learner is refunded: out of the room, told why, and hears nothing more.
+    let (status, refunded) = p
+        .call(
+            Method::POST,
+            &format!("/v1/orders/{order_id}:refund"),
+            Some(&learner),
+            Some(json!({"reason": "changed my mind"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    let left = frame_where(&mut inside, Duration::from_secs(10), |f| {
+        about(f, &topic, "unsubscribed")
+    })
+    .await
+    .expect("taken out of the room");
+    assert_eq!(left["unsubscribed"]["reason"], "NOT_ENROLLED");
+    presence_frame(&mut desk, &topic, 0).await;
+    assert_eq!(
+        announce(&p, &teacher, &course_id, "After the refund")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert!(
+        frame_where(&mut desk, Duration::from_secs(2), |f| about(
+            f,
+            &topic,
+            "announcement"
+        ))
+        .await
+        .is_some(),
+        "the room still hears"
+    );
+    assert!(
+        frame_where(&mut inside, Duration::from_millis(700), |f| {
+            f.to_string().contains("After the refund")
+        })
+        .await
+        .is_none(),
+        "a refunded learner heard the room"
+    );
+    subscribe(&mut inside, &topic, 0).await;
+    let again = frame_where(&mut inside, Duration::from_secs(5), |f| {
+        about(f, &topic, "error")
+    })
+    .await
+    .expect("refused");
+    assert_eq!(again["error"]["reason"], "NOT_ENROLLED");
+
+    // At most 16 topics per socket (an admin may be in every room).
+    let mut busy = p.live(&admin, 0).await;
+    let mut topics = Vec::new();
+    for n in 0..17 {
+        let (status, course) = p
+            .call(
+                Method::POST,
+                "/v1/courses",
+                Some(&admin),
+                Some(json!({"slug": format!("room-{n}"), "title": format!("Room {n}"), "level": "LEVEL_BEGINNER", "language": "en"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{course}");
+        topics.push(format!("course:{}", course["id"].as_str().unwrap()));
+    }
+    for topic in &topics {
+        subscribe(&mut busy, topic, 0).await;
+    }
+    let refused = frame_where(&mut busy, Duration::from_secs(5), |f| {
+        about(f, &topics[16], "error")
+    })
+    .await
+    .expect("the seventeenth is refused");
+    assert_eq!(refused["error"]["reason"], "TOO_MANY_TOPICS");
+    // A socket may not flood subscriptions: the budget runs out.
+    let mut limited = false;
+    for _ in 0..30 {
+        subscribe(&mut busy, &topics[0], 0).await;
+    }
+    while let Some(frame) = next_frame(&mut busy, Duration::from_millis(500)).await {
+        limited |= frame["error"]["reason"] == "RATE_LIMITED";
+    }
+    assert!(limited, "thirty subscriptions at once were all taken");
     p.stop().await;
 }

@@ -85,3 +85,40 @@ pub async fn next_frame(socket: &mut Socket, wait: Duration) -> Option<serde_jso
         }
     }
 }
+
+/// Sends `{"subscribe": {"topic": topic, "after": after}}` on `socket`.
+pub async fn subscribe(socket: &mut Socket, topic: &str, after: i64) {
+    send_frame(
+        socket,
+        serde_json::json!({"subscribe": {"topic": topic, "after": after}}),
+    )
+    .await;
+}
+
+/// Sends one JSON text frame on `socket`.
+pub async fn send_frame(socket: &mut Socket, frame: serde_json::Value) {
+    use futures::SinkExt as _;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            frame.to_string().into(),
+        ))
+        .await
+        .expect("the socket takes a frame");
+}
+
+/// The first JSON frame of `socket` within `wait` for which `wanted` holds, skipping the
+/// others; None when none came.
+pub async fn frame_where(
+    socket: &mut Socket,
+    wait: Duration,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = next_frame(socket, left).await?;
+        if wanted(&frame) {
+            return Some(frame);
+        }
+    }
+}

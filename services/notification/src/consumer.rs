@@ -11,14 +11,16 @@ use duovarsity_common::events::Event;
 use duovarsity_common::events::catalog::decode;
 use duovarsity_common::events::consumer::Handler;
 use duovarsity_proto::events::{
-    EnrollmentCompleted, EnrollmentCreated, Envelope, LessonCompleted, LessonProgressed,
-    PaymentCaptured, PaymentRefunded, UserRegistered,
+    AnnouncementPosted, EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated,
+    EnrollmentRevoked, Envelope, LessonCompleted, LessonProgressed, PaymentCaptured,
+    PaymentRefunded, UserRegistered,
 };
 use duovarsity_proto::notification::LessonProgress;
 use sqlx::{Any, Transaction};
 
-use crate::live::LiveHub;
+use crate::live::{LiveHub, Signal};
 use crate::messages::message_of;
+use crate::rooms::topic_of;
 use crate::store::NotificationStore;
 
 /// Turns one event into notifications and mail, inside the consumer's transaction.
@@ -47,11 +49,58 @@ impl Handler for EventHandler {
         tx: &mut Transaction<'_, Any>,
         envelope: &Envelope,
     ) -> Result<(), Error> {
-        if envelope.r#type == UserRegistered::TYPE {
-            let user: UserRegistered = decode(envelope)?;
-            self.store
-                .save_recipient(tx, &user.user_id, &user.email, &user.display_name)
-                .await?;
+        match envelope.r#type.as_str() {
+            UserRegistered::TYPE => {
+                let user: UserRegistered = decode(envelope)?;
+                self.store
+                    .save_recipient(tx, &user.user_id, &user.email, &user.display_name)
+                    .await?;
+            }
+            // Who is enrolled: the inboxes an announcement reaches.
+            EnrollmentCreated::TYPE => {
+                let created: EnrollmentCreated = decode(envelope)?;
+                if created.status == "active" {
+                    self.store
+                        .add_member(tx, &created.course_id, &created.learner_id)
+                        .await?;
+                }
+            }
+            EnrollmentActivated::TYPE => {
+                let activated: EnrollmentActivated = decode(envelope)?;
+                self.store
+                    .add_member(tx, &activated.course_id, &activated.learner_id)
+                    .await?;
+            }
+            EnrollmentCompleted::TYPE => {
+                let completed: EnrollmentCompleted = decode(envelope)?;
+                self.store
+                    .add_member(tx, &completed.course_id, &completed.learner_id)
+                    .await?;
+            }
+            EnrollmentRevoked::TYPE => {
+                let revoked: EnrollmentRevoked = decode(envelope)?;
+                self.store
+                    .remove_member(tx, &revoked.course_id, &revoked.learner_id)
+                    .await?;
+            }
+            AnnouncementPosted::TYPE => {
+                let posted: AnnouncementPosted = decode(envelope)?;
+                for member in self.store.members(tx, &posted.course_id).await? {
+                    self.store
+                        .notify(
+                            tx,
+                            &member,
+                            "learning",
+                            &posted.title,
+                            &posted.body,
+                            true,
+                            &envelope.event_id,
+                        )
+                        .await?;
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let Some(message) = message_of(envelope)? else {
             return Ok(());
@@ -70,6 +119,25 @@ impl Handler for EventHandler {
     }
 
     async fn committed(&self, envelope: &Envelope) {
+        if envelope.r#type == EnrollmentRevoked::TYPE {
+            if let Ok(revoked) = decode::<EnrollmentRevoked>(envelope) {
+                let topic = topic_of(&revoked.course_id);
+                self.live
+                    .signal(Signal::Removed(topic, revoked.learner_id))
+                    .await;
+            }
+        }
+        if envelope.r#type == AnnouncementPosted::TYPE {
+            if let Ok(posted) = decode::<AnnouncementPosted>(envelope) {
+                match self.store.course_members(&posted.course_id).await {
+                    Ok(members) => self.live.wake_all(&members).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not wake an announcement's learners (their sessions reread on their safety poll)");
+                    }
+                }
+            }
+            return;
+        }
         if envelope.r#type == LessonProgressed::TYPE {
             if let Ok(change) = decode::<LessonProgressed>(envelope) {
                 let progress = LessonProgress {
@@ -79,10 +147,12 @@ impl Handler for EventHandler {
                     position_seconds: change.position_seconds,
                     completed: change.completed,
                 };
-                self.live.progress(&change.learner_id, progress).await;
+                self.live
+                    .signal(Signal::Progress(change.learner_id, progress))
+                    .await;
             }
         } else if let Some(user) = recipient_of(envelope) {
-            self.live.wake(&user).await;
+            self.live.signal(Signal::Wake(user)).await;
         }
     }
 }

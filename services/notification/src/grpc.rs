@@ -1,13 +1,15 @@
 //! The gRPC handlers: each decodes the request, takes the caller from the verified claims
 //! and calls one domain function of [`Notifications`].
 
-use duovarsity_common::auth::caller;
+use std::sync::Arc;
+
+use duovarsity_common::auth::{TokenVerifier, caller};
+use duovarsity_common::grpc::Onward;
 use duovarsity_proto::notification::notification_service_server::NotificationService;
 use duovarsity_proto::notification::*;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::Notifications;
-use crate::stream::LiveStream;
 
 /// `duovarsity.notification.v1.NotificationService` over the inbox.
 #[derive(Clone)]
@@ -15,19 +17,48 @@ pub struct NotificationGrpc(pub Notifications);
 
 #[tonic::async_trait]
 impl NotificationService for NotificationGrpc {
-    type StreamNotificationsStream =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LiveEvent, Status>> + Send + 'static>>;
+    type LiveStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<LiveDelivery, Status>> + Send + 'static>,
+    >;
 
-    async fn stream_notifications(
+    async fn live(
         &self,
-        request: Request<StreamNotificationsRequest>,
-    ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
+        request: Request<Streaming<LiveCommand>>,
+    ) -> Result<Response<Self::LiveStream>, Status> {
+        let verifier = request
+            .extensions()
+            .get::<Arc<TokenVerifier>>()
+            .cloned()
+            .ok_or_else(|| Status::internal("the server has no token verifier"))?;
+        let commands = request.into_inner();
+        Ok(Response::new(Box::pin(
+            self.0.live_session(verifier, commands),
+        )))
+    }
+
+    async fn post_announcement(
+        &self,
+        request: Request<PostAnnouncementRequest>,
+    ) -> Result<Response<Announcement>, Status> {
         let claims = caller(&request)?.clone();
-        let stream = self.0.stream(&claims, request.into_inner().after_seq)?;
-        Ok(Response::new(Box::pin(futures::stream::unfold(
-            Some(stream),
-            LiveStream::next,
-        ))))
+        let onward = Onward::of(&request);
+        Ok(Response::new(
+            self.0
+                .post_announcement(&claims, &onward, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_course_presence(
+        &self,
+        request: Request<GetCoursePresenceRequest>,
+    ) -> Result<Response<CoursePresence>, Status> {
+        let claims = caller(&request)?.clone();
+        let onward = Onward::of(&request);
+        let course_id = request.into_inner().course_id;
+        Ok(Response::new(
+            self.0.course_presence(&claims, &onward, course_id).await?,
+        ))
     }
 
     async fn list_notifications(

@@ -5,7 +5,7 @@
 use duovarsity_common::Error;
 use duovarsity_common::auth::Claims;
 use duovarsity_common::enums::StoredName;
-use duovarsity_common::time::now_millis;
+use duovarsity_common::time::{now_millis, timestamp_from_millis};
 use duovarsity_common::validate::{page_size, page_token};
 use duovarsity_proto::notification::{
     Category, ChannelPreference, ListNotificationsRequest, ListNotificationsResponse, Notification,
@@ -14,31 +14,12 @@ use duovarsity_proto::notification::{
 
 use crate::Notifications;
 use crate::convert::notification_to_proto;
-use crate::stream::{LiveStream, ProgressFilter};
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Every category, in the order preferences list them.
 const CATEGORIES: [Category; 3] = [Category::Account, Category::Learning, Category::Billing];
 
 impl Notifications {
-    /// The caller's live stream: the inbox after `after_seq`, then news as it comes.
-    pub(crate) fn stream(&self, caller: &Claims, after_seq: i64) -> Result<LiveStream, Error> {
-        let attached = self.live.attach(&caller.sub)?;
-        Ok(LiveStream {
-            store: self.store.clone(),
-            user: caller.sub.clone(),
-            progress: ProgressFilter {
-                flags: self.flags.clone(),
-                tier: caller.tier.clone(),
-                role: caller.role.clone(),
-            },
-            last: after_seq.max(0),
-            attached,
-            queue: std::collections::VecDeque::new(),
-            reread: true,
-        })
-    }
-
     pub(crate) async fn list(
         &self,
         user: &str,
@@ -74,20 +55,36 @@ impl Notifications {
                 "only the user themself or an admin may see presence",
             ));
         }
-        let connections =
-            self.live
-                .connections(&user_id)
-                .await
-                .ok_or_else(|| Error::Unavailable {
-                    message: "presence across replicas is unavailable while Redis is down"
-                        .to_string(),
-                    retry_after: Some(std::time::Duration::from_secs(5)),
-                })?;
-        let connections = i32::try_from(connections).unwrap_or(i32::MAX);
+        let sockets = self
+            .live
+            .sockets(&user_id)
+            .await
+            .ok_or_else(|| Error::Unavailable {
+                message: "presence across replicas is unavailable while Redis is down".to_string(),
+                retry_after: Some(std::time::Duration::from_secs(5)),
+            })?;
+        let connections = i32::try_from(sockets.len()).unwrap_or(i32::MAX);
+        let online = connections > 0;
+        let last_seen = if online {
+            Some(now_millis())
+        } else {
+            self.store.last_seen(&user_id).await?
+        };
         Ok(Presence {
             user_id,
-            online: connections > 0,
+            online,
             connections,
+            last_seen: last_seen.map(timestamp_from_millis),
+            // Socket ids are UUIDv7: they say when each opened.
+            sockets_opened_at: sockets
+                .iter()
+                .filter_map(|id| uuid::Uuid::parse_str(id).ok()?.get_timestamp())
+                .map(|at| {
+                    let (secs, nanos) = at.to_unix();
+                    let millis = secs.saturating_mul(1000) + u64::from(nanos / 1_000_000);
+                    timestamp_from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+                })
+                .collect(),
         })
     }
 

@@ -9,8 +9,13 @@
 //! - Preferences are per category (account, learning, billing) and channel (in-app,
 //!   email); account email cannot be turned off.
 //!
+//! - Live: gateways hold the WebSockets; each gateway keeps one `Live` session here
+//!   (`session`) carrying its sockets, their users' inbox and progress, and the course
+//!   rooms they follow (`rooms`: who may be in one, presence, announcements). [`live`]
+//!   is the hub that signals sessions, across replicas through Redis.
+//!
 //! Rooms: [`grpc`] holds thin handlers; the domain is `inbox` (listing, reading,
-//! preferences, presence) and `stream` (live streams), [`messages`] says what each event
+//! preferences, presence), `session` and `rooms`, [`messages`] says what each event
 //! tells its learner and `consumer` writes it; `convert` is the one place rows become
 //! protobuf; [`store`] runs SQL and nothing else.
 #![forbid(unsafe_code)]
@@ -22,14 +27,17 @@ mod inbox;
 pub mod live;
 pub mod mail;
 pub mod messages;
+mod rooms;
+mod session;
 pub mod store;
-mod stream;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use duovarsity_common::clients::CourseClient;
 use duovarsity_common::db::{Database, Migrations};
 use duovarsity_common::events::consumer::Consumer;
+use duovarsity_common::events::outbox::Outbox;
 use duovarsity_common::events::{EventBus, topics};
 use duovarsity_common::grpc::GrpcServer;
 use duovarsity_config::Config;
@@ -46,11 +54,12 @@ pub const SERVICE: &str = "notification";
 /// The consumer group of the notification service on every topic it reads.
 pub const GROUP: &str = "notification";
 /// The topics it consumes.
-pub const TOPICS: [&str; 4] = [
+pub const TOPICS: [&str; 5] = [
     topics::USER,
     topics::ENROLLMENT,
     topics::PROGRESS,
     topics::PAYMENT,
+    topics::ANNOUNCEMENT,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,8 @@ pub enum StartError {
     Mail(String),
     #[error("DUOVARSITY_REDIS_URL (live fan-out and presence): {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("DUOVARSITY_COURSE_SERVICE_URL: {0}")]
+    Course(String),
 }
 
 pub struct NotificationModule {
@@ -81,9 +92,14 @@ impl NotificationModule {
             Some(url) => LiveHub::connect(url.expose(), per_user).await?,
             None => LiveHub::local(per_user),
         };
+        let courses = config
+            .service_channel("course", CourseClient::endpoint)
+            .map_err(|error| StartError::Course(error.to_string()))?;
         Ok(Self {
             notifications: Notifications {
                 store: Arc::new(NotificationStore::new(db.clone())),
+                outbox: Outbox::new(store::OUTBOX_TABLE),
+                courses: CourseClient::new(courses),
                 live,
                 flags,
             },
@@ -144,15 +160,24 @@ impl ServiceModule for NotificationModule {
                 }
             }));
         }
+        let relay = self
+            .notifications
+            .outbox
+            .relay(self.db.clone(), bus.clone());
+        tasks.push(Box::pin(relay.run(shutdown.clone())));
         tasks.push(Box::pin(self.mailer.clone().run(shutdown)));
         tasks
     }
 }
 
-/// The notification domain: the inbox and live streams.
+/// The notification domain: the inbox, live sessions and course rooms.
 #[derive(Clone)]
 pub struct Notifications {
     store: Arc<NotificationStore>,
+    /// Announcement events, published by the relay.
+    outbox: Outbox,
+    /// Who may be in a course's room (asked with the socket holder's token).
+    courses: CourseClient,
     live: LiveHub,
     /// `live-progress`: whether a stream carries progress frames.
     flags: duovarsity_common::flags::Flags,

@@ -1,19 +1,22 @@
-//! Who is connected, and waking their streams when they have something new.
+//! The live hub of one replica: which gateway sessions follow which users and rooms, who
+//! has sockets open (the per-user cap), who is in each room (presence), and the signals
+//! that tell sessions something changed.
 //!
-//! A live stream registers its user here and waits for a signal. A wake-up makes it
-//! reread the inbox after the last sequence number it sent; it carries no data, so a lost
-//! or duplicated one never loses or repeats a notification. A progress signal carries a
-//! lesson progress change to pass on as it is (momentary: not kept for reconnects).
+//! A signal carries no inbox data: a wake-up makes a session reread a user's inbox (or a
+//! room's announcements) after the last sequence number it sent, so a lost or duplicated
+//! signal never loses or repeats a notification. Progress changes, evictions and removals
+//! are momentary and carried as they are.
 //!
-//! - One process: wake-ups go straight to the user's streams (only theirs, so an event
-//!   costs as much as that user's connections, not everyone's).
-//! - Several replicas (`redis_url` set): a wake-up is also published on a Redis channel and
-//!   every replica wakes its own streams of that user, so a user connected to replica A
-//!   hears what replica B consumed. After the subscription was lost, every stream is woken.
-//!   Presence counts go to a per-replica Redis hash that expires unless refreshed, so the
-//!   connections of a replica that died stop counting within [`PRESENCE_TTL`].
+//! - One process: signals go straight to the sessions that follow the user or room (so an
+//!   event costs as much as the sessions that need it, not every socket's).
+//! - Several replicas (`redis_url` set): a signal is also published on one Redis channel
+//!   and every replica passes it to its own sessions. After the subscription was lost,
+//!   every session rereads everything it follows. Open sockets (per user) and room
+//!   members (per course) are Redis sorted sets of leases that each replica renews every
+//!   [`LEASE_RENEWAL`] for what it holds, so what a dead replica held stops counting
+//!   within [`PRESENCE_TTL`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,168 +24,265 @@ use duovarsity_common::pubsub::{REDIS_DEADLINE, RedisLink};
 use duovarsity_proto::notification::LessonProgress;
 use prost::Message as _;
 use redis::AsyncCommands as _;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-const CHANNEL: &str = "duovarsity:notification:wake";
-const REPLICAS: &str = "duovarsity:presence:replicas";
-/// A replica's presence counts outlive it by at most this long.
+const CHANNEL: &str = "duovarsity:live";
+/// What a dead replica held outlives it by at most this long.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
-const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+const LEASE_RENEWAL: Duration = Duration::from_secs(10);
+/// Signals a session may have waiting; past it the session is ended (its gateway opens
+/// a new one and resumes), never grown without bound.
+pub const SIGNALS_PER_SESSION: usize = 4096;
+
+/// What a session is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// Look in the user's inbox for news.
+    Wake(String),
+    /// The user's progress in a lesson changed.
+    Progress(String, LessonProgress),
+    /// Close this socket of the user: they opened more than allowed and it is the oldest.
+    Evict(String, String),
+    /// Look in the room's announcements for news.
+    RoomNews(String),
+    /// Who is in the room changed.
+    PresenceChanged(String),
+    /// The user may no longer be in the room (their enrollment ended).
+    Removed(String, String),
+    /// Signals may have been lost: reread everything.
+    Resync,
+}
+
+impl Signal {
+    /// Whom it concerns: a user (`false`) or a room (`true`), by key; `None` for all.
+    fn audience(&self) -> Option<(bool, &str)> {
+        match self {
+            Self::Wake(user) | Self::Progress(user, _) | Self::Evict(user, _) => {
+                Some((false, user))
+            }
+            Self::RoomNews(topic) | Self::PresenceChanged(topic) | Self::Removed(topic, _) => {
+                Some((true, topic))
+            }
+            Self::Resync => None,
+        }
+    }
+}
+
+/// A session's end of the hub.
+pub struct Registration {
+    pub id: u64,
+    pub signals: mpsc::Receiver<Signal>,
+    /// Cancelled when the session fell behind by [`SIGNALS_PER_SESSION`].
+    pub overflow: CancellationToken,
+}
+
+#[derive(Clone)]
+struct SessionHandle {
+    signals: mpsc::Sender<Signal>,
+    overflow: CancellationToken,
+}
+
+impl SessionHandle {
+    fn tell(&self, signal: Signal) {
+        if self.signals.try_send(signal).is_err() {
+            self.overflow.cancel();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    next_session: u64,
+    sessions: HashMap<u64, SessionHandle>,
+    users: HashMap<String, HashSet<u64>>,
+    rooms: HashMap<String, HashSet<u64>>,
+    /// Open sockets of this replica, per user (ids are UUIDv7: oldest first).
+    sockets: HashMap<String, BTreeSet<String>>,
+    /// Learners' sockets in each room on this replica: topic, user, sockets.
+    members: HashMap<String, HashMap<String, BTreeSet<String>>>,
+}
+
+impl State {
+    fn tell(&self, signal: &Signal) {
+        let followers = match signal.audience() {
+            Some((false, user)) => self.users.get(user),
+            Some((true, topic)) => self.rooms.get(topic),
+            None => {
+                for session in self.sessions.values() {
+                    session.tell(Signal::Resync);
+                }
+                return;
+            }
+        };
+        for id in followers.into_iter().flatten() {
+            if let Some(session) = self.sessions.get(id) {
+                session.tell(signal.clone());
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct LiveHub {
     inner: Arc<Inner>,
 }
 
-type Users = Arc<Mutex<HashMap<String, Streams>>>;
-
 struct Inner {
-    /// The streams of each connected user of this replica.
-    users: Users,
-    /// Streams one user may have on this replica.
+    state: Arc<Mutex<State>>,
+    /// Sockets one user may have open (on every gateway); past it the oldest is closed.
     per_user: u32,
     redis: Option<Shared>,
 }
-
-struct Streams {
-    signals: broadcast::Sender<Signal>,
-    count: u32,
-}
-
-/// What a stream is told.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
-    /// Look in the inbox for news.
-    Wake,
-    /// The user's progress in a lesson changed.
-    Progress(LessonProgress),
-}
-
-/// Signals a slow stream may fall behind by before it is told only to look in the inbox.
-const SIGNALS_PER_STREAM: usize = 16;
 
 struct Shared {
     /// Tells this replica's own messages apart when they come back from the channel.
     origin: [u8; 16],
     link: RedisLink,
-    /// Presence changes, applied to Redis in order by one task (which cleans up and ends
-    /// when this sender is dropped).
-    presence: mpsc::UnboundedSender<(String, i64)>,
     follower: tokio::task::JoinHandle<()>,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         self.follower.abort();
+        self.renewer.abort();
     }
 }
 
+/// Who is in a room: learners online, and which (all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomPresence {
+    pub learners: Vec<String>,
+}
+
 impl LiveHub {
-    /// This process only; at most `per_user` streams per user.
+    /// This process only; at most `per_user` sockets per user.
     pub fn local(per_user: u32) -> Self {
         Self {
             inner: Arc::new(Inner {
-                users: Users::default(),
+                state: Arc::default(),
                 per_user,
                 redis: None,
             }),
         }
     }
 
-    /// Shares wake-ups and presence with the other replicas through Redis; at most
-    /// `per_user` streams per user on this replica.
+    /// Shares signals, open sockets and room members with the other replicas through
+    /// Redis.
     pub async fn connect(url: &str, per_user: u32) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let link = RedisLink::connect(
             client.clone(),
             REDIS_DEADLINE,
             Duration::from_secs(5),
-            "live streams are woken on this replica only (others reread on their safety poll) and presence is unavailable",
+            "live signals reach this replica's sessions only (others reread on their safety poll), and presence and the socket cap are unavailable",
         )
         .await?;
-        let users = Users::default();
+        let state: Arc<Mutex<State>> = Arc::default();
         let origin = uuid::Uuid::now_v7().into_bytes();
         let on_message = {
-            let users = users.clone();
+            let state = state.clone();
             move |message: Vec<u8>| {
-                // Our own streams heard it when it was sent.
-                if let Some((user, signal)) = decode(&origin, &message) {
-                    signal_streams(&users, Some(&user), signal);
+                // Our own sessions heard it when it was sent.
+                if let Some(signal) = decode(&origin, &message) {
+                    state.lock().expect("live hub lock").tell(&signal);
                 }
                 async {}
             }
         };
         let on_gap = {
-            let users = users.clone();
-            move || signal_streams(&users, None, Signal::Wake)
+            let state = state.clone();
+            move || state.lock().expect("live hub lock").tell(&Signal::Resync)
         };
         let follower =
             duovarsity_common::pubsub::follow(client, CHANNEL, on_message, on_gap).await?;
-        let (presence, updates) = mpsc::unbounded_channel();
-        tokio::spawn(write_presence(link.clone(), updates));
+        let renewer = tokio::spawn(renew_leases(link.clone(), state.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
-                users,
+                state,
                 per_user,
                 redis: Some(Shared {
                     origin,
                     link,
-                    presence,
                     follower,
+                    renewer,
                 }),
             }),
         })
     }
 
-    /// Registers a stream of `user`; it counts as present and hears signals until the
-    /// returned handle is dropped. Refused when the user has all their streams already.
-    pub fn attach(&self, user: &str) -> Result<Attached, duovarsity_common::Error> {
-        let signals = {
-            let mut users = self.inner.users.lock().expect("live users lock");
-            let streams = users.entry(user.to_string()).or_insert_with(|| Streams {
-                signals: broadcast::channel(SIGNALS_PER_STREAM).0,
-                count: 0,
-            });
-            if streams.count >= self.inner.per_user {
-                return Err(duovarsity_common::Error::ResourceExhausted {
-                    reason: "RESOURCE_EXHAUSTED",
-                    message: format!(
-                        "this account already has {} live connections open; close one first",
-                        self.inner.per_user
-                    ),
-                    retry_after: None,
-                });
-            }
-            streams.count += 1;
-            streams.signals.subscribe()
-        };
-        self.count(user, 1);
-        Ok(Attached {
-            hub: self.clone(),
-            user: user.to_string(),
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().expect("live hub lock")
+    }
+
+    /// A new session, told nothing until it follows users or rooms.
+    pub fn register(&self) -> Registration {
+        let (sender, signals) = mpsc::channel(SIGNALS_PER_SESSION);
+        let overflow = CancellationToken::new();
+        let mut state = self.state();
+        state.next_session += 1;
+        let id = state.next_session;
+        state.sessions.insert(
+            id,
+            SessionHandle {
+                signals: sender,
+                overflow: overflow.clone(),
+            },
+        );
+        Registration {
+            id,
             signals,
-        })
+            overflow,
+        }
     }
 
-    /// Tells every stream of `user`, on every replica, to look for news.
-    pub async fn wake(&self, user: &str) {
-        self.signal(user, Signal::Wake).await;
+    /// Forgets a session (its sockets were closed through [`LiveHub::close_socket`]).
+    pub fn unregister(&self, session: u64) {
+        let mut state = self.state();
+        state.sessions.remove(&session);
+        state.users.retain(|_, sessions| {
+            sessions.remove(&session);
+            !sessions.is_empty()
+        });
+        state.rooms.retain(|_, sessions| {
+            sessions.remove(&session);
+            !sessions.is_empty()
+        });
     }
 
-    /// Passes a progress change to every stream of `user`, on every replica.
-    pub async fn progress(&self, user: &str, progress: LessonProgress) {
-        self.signal(user, Signal::Progress(progress)).await;
+    /// The session hears about `user` (`room: false`) or the room `topic` (`room: true`).
+    pub fn follow(&self, session: u64, room: bool, key: &str) {
+        let mut state = self.state();
+        let map = if room {
+            &mut state.rooms
+        } else {
+            &mut state.users
+        };
+        map.entry(key.to_string()).or_default().insert(session);
     }
 
-    async fn signal(&self, user: &str, signal: Signal) {
-        let message = self
-            .inner
-            .redis
-            .as_ref()
-            .map(|shared| encode(&shared.origin, user, &signal));
-        signal_streams(&self.inner.users, Some(user), signal);
-        if let (Some(shared), Some(message)) = (&self.inner.redis, message) {
-            // Unreached, other replicas' streams still reread on their safety poll.
+    pub fn unfollow(&self, session: u64, room: bool, key: &str) {
+        let mut state = self.state();
+        let map = if room {
+            &mut state.rooms
+        } else {
+            &mut state.users
+        };
+        if let Some(sessions) = map.get_mut(key) {
+            sessions.remove(&session);
+            if sessions.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Tells every session that follows the signal's user or room, on every replica.
+    pub async fn signal(&self, signal: Signal) {
+        self.state().tell(&signal);
+        if let Some(shared) = &self.inner.redis {
+            // Unreached, other replicas' sessions still reread on their safety poll.
+            let message = encode(&shared.origin, &signal);
             let mut connection = shared.link.connection();
             shared
                 .link
@@ -194,130 +294,229 @@ impl LiveHub {
         }
     }
 
-    /// How many live streams `user` has (on every replica when Redis is shared); `None`
-    /// while Redis, which holds the other replicas' counts, is unavailable.
-    pub async fn connections(&self, user: &str) -> Option<i64> {
-        let Some(shared) = &self.inner.redis else {
-            return Some(self.local_connections(user));
-        };
-        let mut connection = shared.link.connection();
-        let count = async {
-            let now = now_secs();
-            let replicas: Vec<String> = connection
-                .zrangebyscore(REPLICAS, now - PRESENCE_TTL.as_secs_f64(), "+inf")
-                .await?;
-            let mut pipe = redis::pipe();
-            for replica in &replicas {
-                pipe.hget(presence_key(replica), user);
+    /// Wakes many users at once (an announcement reaching a course's inboxes): one
+    /// round trip to Redis.
+    pub async fn wake_all(&self, users: &[String]) {
+        {
+            let state = self.state();
+            for user in users {
+                state.tell(&Signal::Wake(user.clone()));
             }
-            let counts: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;
-            Ok(counts.into_iter().flatten().filter(|n| *n > 0).sum())
-        };
-        shared.link.call("presence_read", count).await
-    }
-
-    fn local_connections(&self, user: &str) -> i64 {
-        self.inner
-            .users
-            .lock()
-            .expect("live users lock")
-            .get(user)
-            .map_or(0, |streams| i64::from(streams.count))
-    }
-
-    fn count(&self, user: &str, delta: i64) {
+        }
         if let Some(shared) = &self.inner.redis {
-            let _ = shared.presence.send((user.to_string(), delta));
+            let mut pipe = redis::pipe();
+            for user in users {
+                pipe.publish(CHANNEL, encode(&shared.origin, &Signal::Wake(user.clone())))
+                    .ignore();
+            }
+            let mut connection = shared.link.connection();
+            shared
+                .link
+                .call("live_publish", pipe.query_async::<()>(&mut connection))
+                .await;
         }
     }
 
-    fn detach(&self, user: &str) {
+    /// Records an open socket of `user`; returns the user's oldest sockets (anywhere)
+    /// beyond the cap, which are no longer counted and should be closed.
+    pub async fn open_socket(&self, user: &str, socket: &str) -> Vec<String> {
+        let local = {
+            let mut state = self.state();
+            let sockets = state.sockets.entry(user.to_string()).or_default();
+            sockets.insert(socket.to_string());
+            sockets.clone()
+        };
+        let cap = self.inner.per_user as usize;
+        let Some(shared) = &self.inner.redis else {
+            let evicted: Vec<String> = local
+                .iter()
+                .take(local.len().saturating_sub(cap))
+                .cloned()
+                .collect();
+            self.forget_sockets(user, &evicted);
+            return evicted;
+        };
+        let key = sockets_key(user);
+        let now = now_secs();
+        let mut pipe = redis::pipe();
+        pipe.zrembyscore(&key, "-inf", now)
+            .ignore()
+            .zadd(&key, socket, now + PRESENCE_TTL.as_secs_f64())
+            .ignore()
+            .expire(&key, PRESENCE_TTL.as_secs() as i64)
+            .ignore()
+            .zrange(&key, 0, -1);
+        let mut connection = shared.link.connection();
+        let Some((mut all,)) = shared
+            .link
+            .call(
+                "live_sockets",
+                pipe.query_async::<(Vec<String>,)>(&mut connection),
+            )
+            .await
+        else {
+            return Vec::new();
+        };
+        // UUIDv7 ids sort by when they were made.
+        all.sort();
+        let evicted = evicted_beyond(all, cap, shared, &key).await;
+        self.forget_sockets(user, &evicted);
+        evicted
+    }
+
+    fn forget_sockets(&self, user: &str, sockets: &[String]) {
+        if sockets.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        if let Some(open) = state.sockets.get_mut(user) {
+            for socket in sockets {
+                open.remove(socket);
+            }
+            if open.is_empty() {
+                state.sockets.remove(user);
+            }
+        }
+    }
+
+    /// A socket of `user` closed.
+    pub async fn close_socket(&self, user: &str, socket: &str) {
+        self.forget_sockets(user, &[socket.to_string()]);
+        if let Some(shared) = &self.inner.redis {
+            let mut connection = shared.link.connection();
+            shared
+                .link
+                .call(
+                    "live_sockets",
+                    connection.zrem::<_, _, ()>(sockets_key(user), socket),
+                )
+                .await;
+        }
+    }
+
+    /// The ids of `user`'s open sockets, oldest first (on every replica when Redis is
+    /// shared); `None` while Redis, which holds the other replicas' sockets, is down.
+    pub async fn sockets(&self, user: &str) -> Option<Vec<String>> {
+        let Some(shared) = &self.inner.redis else {
+            return Some(
+                self.state()
+                    .sockets
+                    .get(user)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default(),
+            );
+        };
+        let mut connection = shared.link.connection();
+        let mut sockets: Vec<String> = shared
+            .link
+            .call(
+                "live_sockets",
+                connection.zrangebyscore(sockets_key(user), now_secs(), "+inf"),
+            )
+            .await?;
+        sockets.sort();
+        Some(sockets)
+    }
+
+    /// A learner's socket joined (`true`) or left a room; the room's sessions hear that
+    /// its presence changed.
+    pub async fn membership(&self, topic: &str, user: &str, socket: &str, joined: bool) {
         {
-            let mut users = self.inner.users.lock().expect("live users lock");
-            if let Some(streams) = users.get_mut(user) {
-                streams.count = streams.count.saturating_sub(1);
-                if streams.count == 0 {
-                    users.remove(user);
+            let mut state = self.state();
+            let room = state.members.entry(topic.to_string()).or_default();
+            if joined {
+                room.entry(user.to_string())
+                    .or_default()
+                    .insert(socket.to_string());
+            } else {
+                if let Some(sockets) = room.get_mut(user) {
+                    sockets.remove(socket);
+                    if sockets.is_empty() {
+                        room.remove(user);
+                    }
+                }
+                if room.is_empty() {
+                    state.members.remove(topic);
                 }
             }
         }
-        self.count(user, -1);
-    }
-}
-
-/// A registered stream: signals arrive on [`Attached::next`].
-pub struct Attached {
-    hub: LiveHub,
-    user: String,
-    signals: broadcast::Receiver<Signal>,
-}
-
-impl Attached {
-    /// Waits for the next signal. A stream that fell behind is told to reread the inbox
-    /// (the progress changes it missed are gone; the course API has the current state).
-    pub async fn next(&mut self) -> Signal {
-        match self.signals.recv().await {
-            Ok(signal) => signal,
-            Err(broadcast::error::RecvError::Lagged(_)) => Signal::Wake,
-            // The hub dropped this user's streams; only happens after detach.
-            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.hub.detach(&self.user);
-    }
-}
-
-/// Signals the streams of `user` on this replica, or every stream.
-fn signal_streams(users: &Mutex<HashMap<String, Streams>>, user: Option<&str>, signal: Signal) {
-    let users = users.lock().expect("live users lock");
-    match user {
-        Some(user) => {
-            if let Some(streams) = users.get(user) {
-                let _ = streams.signals.send(signal);
+        if let Some(shared) = &self.inner.redis {
+            let key = room_key(topic);
+            let member = format!("{user}/{socket}");
+            let mut pipe = redis::pipe();
+            if joined {
+                pipe.zadd(&key, &member, now_secs() + PRESENCE_TTL.as_secs_f64())
+                    .ignore()
+                    .expire(&key, PRESENCE_TTL.as_secs() as i64)
+                    .ignore();
+            } else {
+                pipe.zrem(&key, &member).ignore();
             }
+            let mut connection = shared.link.connection();
+            shared
+                .link
+                .call("live_rooms", pipe.query_async::<()>(&mut connection))
+                .await;
         }
-        None => {
-            for streams in users.values() {
-                let _ = streams.signals.send(signal.clone());
+        self.signal(Signal::PresenceChanged(topic.to_string()))
+            .await;
+    }
+
+    /// The learners in a room now (on every replica when Redis is shared), sorted; `None`
+    /// while Redis is down.
+    pub async fn presence(&self, topic: &str) -> Option<RoomPresence> {
+        let mut learners: Vec<String> = match &self.inner.redis {
+            None => self
+                .state()
+                .members
+                .get(topic)
+                .map(|room| room.keys().cloned().collect())
+                .unwrap_or_default(),
+            Some(shared) => {
+                let mut connection = shared.link.connection();
+                let members: Vec<String> = shared
+                    .link
+                    .call(
+                        "live_rooms",
+                        connection.zrangebyscore(room_key(topic), now_secs(), "+inf"),
+                    )
+                    .await?;
+                let users: HashSet<String> = members
+                    .into_iter()
+                    .filter_map(|m| m.split_once('/').map(|(user, _)| user.to_string()))
+                    .collect();
+                users.into_iter().collect()
             }
-        }
+        };
+        learners.sort();
+        Some(RoomPresence { learners })
     }
 }
 
-/// A signal on the Redis channel: the sending replica's 16-byte origin, the user id, then
-/// for progress a NUL and the encoded [`LessonProgress`].
-fn encode(origin: &[u8; 16], user: &str, signal: &Signal) -> Vec<u8> {
-    let mut message = origin.to_vec();
-    message.extend(user.as_bytes());
-    if let Signal::Progress(progress) = signal {
-        message.push(0);
-        message.extend(progress.encode_to_vec());
+/// Of the user's live sockets (oldest first, `all`), the ones beyond the cap; removed from
+/// Redis so that they stop counting at once.
+async fn evicted_beyond(all: Vec<String>, cap: usize, shared: &Shared, key: &str) -> Vec<String> {
+    let excess = all.len().saturating_sub(cap);
+    let evicted: Vec<String> = all.into_iter().take(excess).collect();
+    if !evicted.is_empty() {
+        let mut connection = shared.link.connection();
+        shared
+            .link
+            .call(
+                "live_sockets",
+                connection.zrem::<_, _, ()>(key, evicted.clone()),
+            )
+            .await;
     }
-    message
+    evicted
 }
 
-/// The user and signal of a message from another replica; None for this replica's own
-/// messages and for garbage.
-fn decode(origin: &[u8; 16], message: &[u8]) -> Option<(String, Signal)> {
-    let (sender, message) = message.split_at_checked(16)?;
-    if sender == origin {
-        return None;
-    }
-    match message.iter().position(|byte| *byte == 0) {
-        None => Some((String::from_utf8(message.to_vec()).ok()?, Signal::Wake)),
-        Some(at) => Some((
-            String::from_utf8(message[..at].to_vec()).ok()?,
-            Signal::Progress(LessonProgress::decode(&message[at + 1..]).ok()?),
-        )),
-    }
+fn sockets_key(user: &str) -> String {
+    format!("duovarsity:live:sockets:{user}")
 }
 
-fn presence_key(replica: &str) -> String {
-    format!("duovarsity:presence:{replica}")
+fn room_key(topic: &str) -> String {
+    format!("duovarsity:live:room:{topic}")
 }
 
 fn now_secs() -> f64 {
@@ -327,37 +526,135 @@ fn now_secs() -> f64 {
         .unwrap_or_default()
 }
 
-/// Applies presence changes in order to this replica's hash, and keeps the hash and the
-/// replica's entry in the replica set fresh.
-async fn write_presence(link: RedisLink, mut updates: mpsc::UnboundedReceiver<(String, i64)>) {
-    let replica = uuid::Uuid::now_v7().to_string();
-    let key = presence_key(&replica);
-    let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+/// Renews, every [`LEASE_RENEWAL`], the leases of the sockets and room members this
+/// replica holds.
+async fn renew_leases(link: RedisLink, state: Arc<Mutex<State>>) {
+    let mut every = tokio::time::interval(LEASE_RENEWAL);
     let mut connection = link.connection();
     loop {
-        tokio::select! {
-            update = updates.recv() => {
-                let Some((user, delta)) = update else { break };
-                let count: Option<i64> = link.call("presence_write", connection.hincr(&key, &user, delta)).await;
-                if count.is_some_and(|count| count <= 0) {
-                    link.call("presence_write", connection.hdel::<_, _, ()>(&key, &user)).await;
+        every.tick().await;
+        let until = now_secs() + PRESENCE_TTL.as_secs_f64();
+        let ttl = PRESENCE_TTL.as_secs() as i64;
+        let mut pipe = redis::pipe();
+        {
+            let state = state.lock().expect("live hub lock");
+            for (user, sockets) in &state.sockets {
+                let key = sockets_key(user);
+                for socket in sockets {
+                    pipe.zadd(&key, socket, until).ignore();
                 }
+                pipe.expire(&key, ttl).ignore();
             }
-            _ = refresh.tick() => {
-                let mut keepalive = redis::pipe();
-                keepalive
-                    .expire(&key, PRESENCE_TTL.as_secs() as i64)
-                    .ignore()
-                    .zadd(REPLICAS, &replica, now_secs())
-                    .ignore()
-                    .zrembyscore(REPLICAS, "-inf", now_secs() - PRESENCE_TTL.as_secs_f64())
-                    .ignore();
-                link.call("presence_write", keepalive.query_async::<()>(&mut connection)).await;
+            for (topic, room) in &state.members {
+                let key = room_key(topic);
+                for (user, sockets) in room {
+                    for socket in sockets {
+                        pipe.zadd(&key, format!("{user}/{socket}"), until).ignore();
+                    }
+                }
+                pipe.expire(&key, ttl).ignore();
             }
         }
+        link.call("live_leases", pipe.query_async::<()>(&mut connection))
+            .await;
     }
-    let mut cleanup = redis::pipe();
-    cleanup.del(&key).zrem(REPLICAS, &replica);
-    link.call("presence_write", cleanup.query_async::<()>(&mut connection))
-        .await;
+}
+
+/// A signal on the Redis channel: the sending replica's 16-byte origin, a kind byte, the
+/// user or topic, then for some kinds a NUL and a payload.
+fn encode(origin: &[u8; 16], signal: &Signal) -> Vec<u8> {
+    let mut message = origin.to_vec();
+    let (kind, key, payload): (u8, &str, Option<Vec<u8>>) = match signal {
+        Signal::Wake(user) => (b'W', user, None),
+        Signal::Progress(user, progress) => (b'P', user, Some(progress.encode_to_vec())),
+        Signal::Evict(user, socket) => (b'E', user, Some(socket.as_bytes().to_vec())),
+        Signal::RoomNews(topic) => (b'A', topic, None),
+        Signal::PresenceChanged(topic) => (b'C', topic, None),
+        Signal::Removed(topic, user) => (b'R', topic, Some(user.as_bytes().to_vec())),
+        Signal::Resync => (b'S', "", None),
+    };
+    message.push(kind);
+    message.extend(key.as_bytes());
+    if let Some(payload) = payload {
+        message.push(0);
+        message.extend(payload);
+    }
+    message
+}
+
+/// The signal of a message from another replica; None for this replica's own messages
+/// and for garbage.
+fn decode(origin: &[u8; 16], message: &[u8]) -> Option<Signal> {
+    let (sender, message) = message.split_at_checked(16)?;
+    if sender == origin {
+        return None;
+    }
+    let (&kind, rest) = message.split_first()?;
+    let (key, payload) = match rest.iter().position(|byte| *byte == 0) {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
+    };
+    let key = String::from_utf8(key.to_vec()).ok()?;
+    let text = |payload: Option<&[u8]>| String::from_utf8(payload?.to_vec()).ok();
+    Some(match kind {
+        b'W' => Signal::Wake(key),
+        b'P' => Signal::Progress(key, LessonProgress::decode(payload?).ok()?),
+        b'E' => Signal::Evict(key, text(payload)?),
+        b'A' => Signal::RoomNews(key),
+        b'C' => Signal::PresenceChanged(key),
+        b'R' => Signal::Removed(key, text(payload)?),
+        b'S' => Signal::Resync,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_cross_the_channel_unchanged_and_ours_come_back_as_nothing() {
+        let ours = [1u8; 16];
+        let theirs = [2u8; 16];
+        let signals = [
+            Signal::Wake("u1".into()),
+            Signal::Progress(
+                "u1".into(),
+                LessonProgress {
+                    course_id: "c".into(),
+                    lesson_id: "l".into(),
+                    percent: 40,
+                    position_seconds: 12,
+                    completed: false,
+                },
+            ),
+            Signal::Evict("u1".into(), "s1".into()),
+            Signal::RoomNews("course:c".into()),
+            Signal::PresenceChanged("course:c".into()),
+            Signal::Removed("course:c".into(), "u1".into()),
+            Signal::Resync,
+        ];
+        for signal in signals {
+            let message = encode(&theirs, &signal);
+            assert_eq!(decode(&ours, &message), Some(signal.clone()));
+            assert_eq!(decode(&theirs, &message), None);
+        }
+        assert_eq!(decode(&ours, b"short"), None);
+    }
+
+    #[tokio::test]
+    async fn the_oldest_sockets_beyond_the_cap_are_evicted() {
+        let hub = LiveHub::local(2);
+        let ids: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        assert!(hub.open_socket("u", &ids[0]).await.is_empty());
+        assert!(hub.open_socket("u", &ids[1]).await.is_empty());
+        assert_eq!(hub.open_socket("u", &ids[2]).await, vec![ids[0].clone()]);
+        assert_eq!(hub.sockets("u").await.unwrap(), ids[1..3].to_vec());
+        hub.close_socket("u", &ids[1]).await;
+        assert!(hub.open_socket("u", &ids[3]).await.is_empty());
+        assert_eq!(
+            hub.sockets("u").await.unwrap(),
+            vec![ids[2].clone(), ids[3].clone()]
+        );
+    }
 }

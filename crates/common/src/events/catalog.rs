@@ -4,10 +4,10 @@
 //! one place and right in another.
 
 use duovarsity_proto::events::{
-    AiUsage, CourseArchived, CoursePublished, CourseUpdated, EnrollmentActivated,
-    EnrollmentCompleted, EnrollmentCreated, EnrollmentRevoked, Envelope, LessonCompleted,
-    LessonDeleted, LessonProgressed, LessonPublished, PaymentCaptured, PaymentRefunded,
-    SettingsReloaded, UserProfileUpdated, UserRegistered,
+    AiUsage, AnnouncementPosted, CourseArchived, CoursePublished, CourseUpdated,
+    EnrollmentActivated, EnrollmentCompleted, EnrollmentCreated, EnrollmentRevoked, Envelope,
+    LessonCompleted, LessonDeleted, LessonProgressed, LessonPublished, PaymentCaptured,
+    PaymentRefunded, SettingsReloaded, UserProfileUpdated, UserRegistered,
 };
 
 use crate::Error;
@@ -22,6 +22,7 @@ pub mod topics {
     pub const PAYMENT: &str = "payment.v1";
     pub const AI: &str = "ai.v1";
     pub const SETTINGS: &str = "settings.v1";
+    pub const ANNOUNCEMENT: &str = "announcement.v1";
 }
 
 /// A payload of `duovarsity.events.v1` with the topic it travels on and its type name.
@@ -66,6 +67,7 @@ catalog! {
     PaymentRefunded => topics::PAYMENT, "payment.refunded";
     AiUsage => topics::AI, "ai.usage";
     SettingsReloaded => topics::SETTINGS, "settings.reloaded";
+    AnnouncementPosted => topics::ANNOUNCEMENT, "announcement.posted";
 }
 
 /// The envelope's payload as `E`, refusing a payload of another type.

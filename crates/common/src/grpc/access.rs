@@ -77,6 +77,9 @@ where
                     if let Some(claims) = claims {
                         request.extensions_mut().insert(claims);
                     }
+                    // For methods whose messages carry further tokens (a gateway's live
+                    // session opens each socket with its holder's).
+                    request.extensions_mut().insert(state.verifier.clone());
                     inner.call(request).await
                 }
                 Err(error) => Ok(tonic::Status::from(error).into_http()),

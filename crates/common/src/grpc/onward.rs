@@ -44,6 +44,15 @@ impl Onward {
         }
     }
 
+    /// On behalf of the holder of an access token (a socket of a live session), without a
+    /// deadline of its own.
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            authorization: format!("Bearer {token}").parse().ok(),
+            deadline: None,
+        }
+    }
+
     /// When the caller stops waiting, if it said.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline

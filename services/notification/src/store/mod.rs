@@ -8,9 +8,13 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 /// Events this service has applied (the idempotent consumer's table).
 pub const PROCESSED_TABLE: &str = "notification_processed_events";
+/// The events this service publishes (announcements), before the relay sends them.
+pub const OUTBOX_TABLE: &str = "notification_outbox";
 
 pub fn migrations() -> Migrations {
-    Migrations::portable(sqlx::migrate!("./migrations")).with_applied_events(PROCESSED_TABLE, 4002)
+    Migrations::portable(sqlx::migrate!("./migrations"))
+        .with_applied_events(PROCESSED_TABLE, 4002)
+        .with_outbox(OUTBOX_TABLE, 4005)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,3 +339,6 @@ impl NotificationStore {
         Ok(())
     }
 }
+
+mod rooms;
+pub use rooms::AnnouncementRow;
