@@ -80,10 +80,11 @@ def measure(args):
     endpoints = load["endpoints"]
     share = lambda pred: sum(e["requests"] for e in endpoints if pred(e)) / requests
     live_text = Path(args.live).read_text()
-    kib = re.search(r"([\d.]+) KiB per connection", live_text)
-    fanout = re.search(r"all (\d+) deliveries: p50 ([\d.]+) ms, p99 ([\d.]+) ms", live_text)
-    frame_cpu = re.search(r"([\d.]+) us per delivered frame", live_text)
-    opened = re.search(r"(\d+) idle WebSocket connections", live_text)
+    # scripts/bench-live.sh: the platform's lines (the bare server's start with "bare").
+    kib = re.search(r"^platform: (\d+) sockets .*: ([\d.]+) KiB per socket", live_text, re.M)
+    fanout = re.search(r"^platform fan-out, all (\d+) deliveries: p50 ([\d.]+) ms, p99 ([\d.]+) ms", live_text, re.M)
+    frame_cpu = re.search(r"^platform throughput: .* ([\d.]+) us per delivered frame", live_text, re.M)
+    opened = kib
     redis_ops = [float(x) for x in re.findall(r"([\d.]+) requests per second", Path(args.redis).read_text())]
     inputs = {
         "machine": {"cores": args.cores, "note": "load generator, services, PostgreSQL, Redis and broker share these cores"},
@@ -120,7 +121,7 @@ def measure(args):
         },
         "live": {
             "connections": int(opened.group(1)) if opened else None,
-            "kib_per_idle_connection": float(kib.group(1)) if kib else None,
+            "kib_per_idle_connection": float(kib.group(2)) if kib else None,
             "fanout_p50_ms": float(fanout.group(2)) if fanout else None,
             "fanout_p99_ms": float(fanout.group(3)) if fanout else None,
             "server_us_per_frame": float(frame_cpu.group(1)) if frame_cpu else None,

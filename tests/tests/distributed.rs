@@ -207,6 +207,27 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
             "the announcement crossed gateways and replicas"
         );
     }
+    // Through announcement.v1 on Kafka, it is in the classmate's inbox too, once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, inbox): (StatusCode, Value) = gateway_a
+            .call(Method::GET, "/v1/notifications", Some(&classmate), None)
+            .await;
+        let copies = inbox["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["title"] == "Across replicas")
+            .count();
+        if copies == 1 {
+            break;
+        }
+        assert!(
+            copies == 0 && tokio::time::Instant::now() < deadline,
+            "{inbox}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The learner now has three sockets on two gateways, one over the cap of two: the
     // oldest (tab_a, on gateway A) was closed with 4409.
     let closed = loop {

@@ -370,14 +370,7 @@ async fn live_connections_per_user_close_the_oldest() {
     )
     .await;
     // Presence lists when each open socket opened, oldest first.
-    let (_, presence) = p
-        .call(
-            Method::GET,
-            &format!("/v1/users/{learner_id}/presence"),
-            Some(&learner),
-            None,
-        )
-        .await;
+    let presence = p.user_presence(&learner, &learner_id).await;
     assert_eq!(presence["online"], true, "{presence}");
     let opened = presence["socketsOpenedAt"].as_array().unwrap();
     assert_eq!(opened.len(), 2, "{presence}");
@@ -391,14 +384,7 @@ async fn live_connections_per_user_close_the_oldest() {
         "closed tabs",
     )
     .await;
-    let (_, presence) = p
-        .call(
-            Method::GET,
-            &format!("/v1/users/{learner_id}/presence"),
-            Some(&learner),
-            None,
-        )
-        .await;
+    let presence = p.user_presence(&learner, &learner_id).await;
     assert_eq!(presence["online"], false, "{presence}");
     assert!(presence["lastSeen"].as_str().is_some(), "{presence}");
     p.stop().await;
@@ -684,9 +670,11 @@ async fn a_course_room_reaches_exactly_who_may_be_in_it() {
     // Outsiders and made-up topics are refused with a reason.
     let mut outside = p.live(&stranger, 0).await;
     let unknown = format!("course:{}", uuid::Uuid::now_v7());
+    let huge = format!("course:{}", "x".repeat(10_000));
     for (wanted, reason) in [
         (topic.as_str(), "NOT_ENROLLED"),
         (unknown.as_str(), "UNKNOWN_TOPIC"),
+        (huge.as_str(), "UNKNOWN_TOPIC"),
         ("lobby", "UNKNOWN_TOPIC"),
         ("user:someone-else", "UNKNOWN_TOPIC"),
     ] {
@@ -879,5 +867,59 @@ async fn a_course_room_reaches_exactly_who_may_be_in_it() {
         limited |= frame["error"]["reason"] == "RATE_LIMITED";
     }
     assert!(limited, "thirty subscriptions at once were all taken");
+    p.stop().await;
+}
+
+/// Announcements reach every enrolled learner's inbox and email, so a course gets a
+/// bounded number per hour (429 `ANNOUNCEMENT_LIMIT` with the time to wait, other
+/// courses unaffected), and each is of bounded size.
+#[tokio::test]
+async fn announcements_are_bounded_in_number_and_size() {
+    let p = TestPlatform::start_with_admin(
+        duovarsity::Component::All,
+        &[("DUOVARSITY_ANNOUNCEMENTS_PER_HOUR", "2")],
+    )
+    .await;
+    let (_, admin) = p.sign_in(TEST_ADMIN).await;
+    let (busy, _) = p.course_with_lesson(&admin, "busy-course").await;
+    let (quiet, _) = p.course_with_lesson(&admin, "quiet-course").await;
+    for n in 0..2 {
+        let (status, body) = announce(&p, &admin, &busy, &format!("Note {n}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let response = reqwest::Client::new()
+        .post(p.url(&format!("/v1/courses/{busy}/announcements")))
+        .bearer_auth(&admin)
+        .json(&json!({"title": "One too many", "body": "..."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["reason"], "ANNOUNCEMENT_LIMIT", "{problem}");
+    assert_eq!(
+        announce(&p, &admin, &quiet, "Elsewhere").await.0,
+        StatusCode::OK
+    );
+    for (title, body) in [
+        ("x".repeat(201), "ok".to_string()),
+        ("ok".to_string(), "x".repeat(5001)),
+    ] {
+        let (status, answer) = p
+            .call(
+                Method::POST,
+                &format!("/v1/courses/{quiet}/announcements"),
+                Some(&admin),
+                Some(json!({"title": title, "body": body})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    }
     p.stop().await;
 }

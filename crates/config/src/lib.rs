@@ -108,9 +108,12 @@ pub struct Config {
     pub mail_url: Option<String>,
     /// The From address of platform mail.
     pub mail_from: String,
-    /// Live notification connections one user may hold on one notification replica;
-    /// beyond it, opening another is refused (429).
+    /// Live sockets one user may hold on all gateways together; opening one more closes
+    /// their oldest (4409).
     pub live_connections_per_user: u32,
+    /// Announcements one course may get per hour (each reaches every enrolled learner's
+    /// inbox and email); beyond it, RESOURCE_EXHAUSTED with the time to wait.
+    pub announcements_per_hour: u32,
     /// How often the gateway pings a live WebSocket, in seconds; one that has not answered
     /// for three intervals is closed.
     pub live_ping_secs: u64,
@@ -275,6 +278,7 @@ impl Default for Config {
             mail_url: None,
             mail_from: "Duovarsity <no-reply@duovarsity.local>".to_string(),
             live_connections_per_user: 16,
+            announcements_per_hour: 30,
             live_ping_secs: 15,
             redis_url: None,
             kafka_brokers: None,

@@ -113,6 +113,11 @@ impl Config {
             self.live_connections_per_user,
             1..=1_000_000,
         )?;
+        within(
+            "announcements_per_hour",
+            self.announcements_per_hour,
+            1..=1_000_000,
+        )?;
         if self.bus_max_bytes < 1 << 20 {
             return Err(ConfigError::setting(
                 "bus_max_bytes",

@@ -68,3 +68,42 @@ pub(crate) async fn author_course(user: &mut GooseUser) -> TransactionResult {
     .await?;
     Ok(())
 }
+
+/// An announcement to one of the instructor's published courses (the demo catalog's
+/// popular free courses are theirs): the learners subscribed to its room hear it.
+pub(crate) async fn announce(user: &mut GooseUser) -> TransactionResult {
+    let response = call(
+        user,
+        GooseMethod::Get,
+        "/v1/users/me",
+        "GET /v1/users/me",
+        None,
+    )
+    .await?;
+    let me = json_of(response).await?;
+    let id = me["id"].as_str().ok_or("no user id")?;
+    let Some(course) = plan()
+        .catalog
+        .courses
+        .iter()
+        .find(|c| c.instructor_id == id && !c.paid)
+    else {
+        return Ok(());
+    };
+    let path = format!("/v1/courses/{}/announcements", course.id);
+    let body = json!({"title": "This week in the course", "body": "Office hours on Thursday; bring your questions."});
+    let response = call(
+        user,
+        GooseMethod::Post,
+        &path,
+        "POST /v1/courses/{id}/announcements",
+        Some(body),
+    )
+    .await?;
+    json_of(response).await?;
+    plan()
+        .tally
+        .announcements_posted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}

@@ -13,6 +13,7 @@ pub struct Course {
     pub slug: String,
     pub title: String,
     pub paid: bool,
+    pub instructor_id: String,
     /// Whether a new learner may enroll (no prerequisite courses).
     pub open: bool,
     pub lessons: Vec<String>,
@@ -51,6 +52,7 @@ impl Catalog {
                     slug: text(course, "slug")?,
                     title: text(course, "title")?,
                     paid: !course["price"].is_null(),
+                    instructor_id: text(course, "instructorId")?,
                     open: course["prerequisiteIds"]
                         .as_array()
                         .is_none_or(|ids| ids.is_empty()),

@@ -1,13 +1,15 @@
-//! A learner session's WebSocket: opened once per session, it counts the lesson progress
-//! frames it receives against the progress changes the session recorded while it was
-//! open, and times each from the change's request to the frame.
+//! A learner session's WebSocket: opened once per session and subscribed to the room of
+//! the session's course, it counts the lesson progress frames it receives against the
+//! progress changes the session recorded while it was open (timing each from the
+//! change's request to the frame), and the room's frames: the subscription's answer,
+//! presence and announcements.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt as _;
+use futures::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every session's sockets together.
@@ -24,6 +26,12 @@ pub struct Tally {
     pub received: AtomicU64,
     /// From the progress request's start to its frame.
     pub delivery_us: Mutex<Vec<u64>>,
+    /// Room subscriptions answered `subscribed`, and refused.
+    pub subscribed: AtomicU64,
+    pub subscribe_errors: AtomicU64,
+    /// Presence and announcement frames heard in rooms.
+    pub presence_frames: AtomicU64,
+    pub announcements_heard: AtomicU64,
 }
 
 /// One session's socket: the changes it waits for.
@@ -39,7 +47,7 @@ impl Socket {
     /// Connects in the background and keeps reading frames until the process ends; a
     /// socket the server closes (a restart) is opened again half a second later, as a
     /// browser tab would. Changes recorded while it is closed are not expected.
-    pub fn open(ws_base: &str, token: &str, tally: &'static Tally) -> Socket {
+    pub fn open(ws_base: &str, token: &str, room: String, tally: &'static Tally) -> Socket {
         let url = format!("{ws_base}/v1/ws?access_token={token}");
         let socket = Socket {
             open: Arc::new(AtomicBool::new(false)),
@@ -59,7 +67,9 @@ impl Socket {
                         counter.fetch_add(1, Ordering::Relaxed);
                         first = false;
                         reader.open.store(true, Ordering::Relaxed);
-                        let (_sink, mut frames) = stream.split();
+                        let (mut sink, mut frames) = stream.split();
+                        let subscribe = serde_json::json!({"subscribe": {"topic": room}});
+                        let _ = sink.send(Message::Text(subscribe.to_string().into())).await;
                         while let Some(Ok(message)) = frames.next().await {
                             if let Message::Text(text) = message {
                                 reader.heard(&text, tally);
@@ -104,6 +114,21 @@ impl Socket {
         let Ok(frame) = serde_json::from_str::<serde_json::Value>(text) else {
             return;
         };
+        let counter = if frame.get("subscribed").is_some() {
+            Some(&tally.subscribed)
+        } else if frame.get("error").is_some() {
+            Some(&tally.subscribe_errors)
+        } else if frame.get("presence").is_some() {
+            Some(&tally.presence_frames)
+        } else if frame.get("announcement").is_some() {
+            Some(&tally.announcements_heard)
+        } else {
+            None
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let progress = &frame["progress"];
         let Some(lesson) = progress["lessonId"].as_str() else {
             return;

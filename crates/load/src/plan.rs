@@ -29,6 +29,7 @@ pub struct Tally {
     pub purchases: AtomicU64,
     pub purchases_not_captured: AtomicU64,
     pub progress_writes: AtomicU64,
+    pub announcements_posted: AtomicU64,
 }
 
 pub static PLAN: OnceLock<Plan> = OnceLock::new();

@@ -152,6 +152,15 @@ pub fn write(
     );
     let _ = writeln!(
         md,
+        "- Course rooms: subscriptions answered {} (refused {}), presence frames {}, announcements posted {} and heard {}",
+        live.subscribed.load(Ordering::Relaxed),
+        live.subscribe_errors.load(Ordering::Relaxed),
+        live.presence_frames.load(Ordering::Relaxed),
+        plan.tally.announcements_posted.load(Ordering::Relaxed),
+        live.announcements_heard.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        md,
         "- Progress frames received / expected: **{received} / {expected}** ({:.2} %)",
         100.0 * received as f64 / expected.max(1) as f64
     );
@@ -207,7 +216,12 @@ pub fn write(
         "failed_reads": failed_reads, "slo_met": slo_met, "endpoints": endpoints,
         "live": {"opened": live.opened.load(Ordering::Relaxed),
                  "dropped": live.dropped.load(Ordering::Relaxed), "expected": expected,
-                 "received": received, "delivery_p50_ms": at(0.5), "delivery_p99_ms": at(0.99)},
+                 "received": received, "delivery_p50_ms": at(0.5), "delivery_p99_ms": at(0.99),
+                 "subscribed": live.subscribed.load(Ordering::Relaxed),
+                 "subscribe_errors": live.subscribe_errors.load(Ordering::Relaxed),
+                 "presence_frames": live.presence_frames.load(Ordering::Relaxed),
+                 "announcements_posted": plan.tally.announcements_posted.load(Ordering::Relaxed),
+                 "announcements_heard": live.announcements_heard.load(Ordering::Relaxed)},
         "ai": {"hints": hints, "cache_hits": hits,
                "hit_rate": hits as f64 / hints.max(1) as f64},
         "purchases": tally.purchases.load(Ordering::Relaxed),

@@ -67,6 +67,12 @@ pub fn scenarios(pace: Duration) -> Result<Vec<Scenario>, GooseError> {
             .register_transaction(transaction!(author_course))
             // Authoring is rare and slow: a few drafts a minute per instructor.
             .set_wait_time(min * 10, max * 10)?,
+        scenario!("InstructorAnnouncing")
+            .set_weight(1)?
+            .register_transaction(transaction!(sign_in_instructor).set_on_start())
+            .register_transaction(transaction!(announce))
+            // A course takes DUOVARSITY_ANNOUNCEMENTS_PER_HOUR (30) an hour.
+            .set_wait_time(min * 60, max * 60)?,
     ])
 }
 
@@ -113,9 +119,14 @@ async fn start_session(user: &mut GooseUser) -> TransactionResult {
     let ws_base = gateway(user)
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
-    let socket = user
-        .get_session_data::<Session>()
-        .map(|s| Socket::open(&ws_base, &s.token, &plan.live));
+    let socket = user.get_session_data::<Session>().map(|s| {
+        Socket::open(
+            &ws_base,
+            &s.token,
+            format!("course:{}", course.id),
+            &plan.live,
+        )
+    });
     let session = user.get_session_data_mut::<Session>().ok_or("signed in")?;
     session.lessons = course.lessons.clone();
     session.socket = socket;

@@ -61,6 +61,10 @@ async fn a_short_run_covers_every_scenario_and_reports_against_the_slo() {
     let live = &summary["live"];
     assert!(live["expected"].as_u64().unwrap() > 0, "{summary:#}");
     assert_eq!(live["received"], live["expected"], "{summary:#}");
+    // Every learner's socket joins its course's room and hears its presence.
+    assert!(live["subscribed"].as_u64().unwrap() > 0, "{summary:#}");
+    assert_eq!(live["subscribe_errors"], 0, "{summary:#}");
+    assert!(live["presence_frames"].as_u64().unwrap() > 0, "{summary:#}");
     assert!(summary["purchases"].as_u64().unwrap() > 0, "{summary:#}");
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(

@@ -24,9 +24,9 @@ impl TestPlatform {
         .0
     }
 
-    /// How many live connections `user_id` has, as `GET /v1/users/{id}/presence` says to
-    /// the holder of `token`.
-    pub async fn connections(&self, token: &str, user_id: &str) -> i64 {
+    /// `GET /v1/users/{id}/presence` as the holder of `token` says it (failing the test on
+    /// anything but 200).
+    pub async fn user_presence(&self, token: &str, user_id: &str) -> serde_json::Value {
         let (status, presence) = self
             .call(
                 reqwest::Method::GET,
@@ -36,7 +36,13 @@ impl TestPlatform {
             )
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{presence}");
-        presence["connections"]
+        presence
+    }
+
+    /// How many live connections `user_id` has, as `GET /v1/users/{id}/presence` says to
+    /// the holder of `token`.
+    pub async fn connections(&self, token: &str, user_id: &str) -> i64 {
+        self.user_presence(token, user_id).await["connections"]
             .as_i64()
             .expect("a connection count")
     }

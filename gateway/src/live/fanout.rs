@@ -33,6 +33,8 @@ pub const MAILBOX_FRAMES: usize = 256;
 pub const MAILBOX_BYTES: usize = 1024 * 1024;
 /// Topics one socket may follow.
 pub const MAX_TOPICS: usize = 16;
+/// The longest topic name (`course:` and a UUID are 43 bytes).
+const MAX_TOPIC_LEN: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What waits to be written to one socket, and why it must close.
@@ -265,6 +267,13 @@ impl Fanout {
 
     /// Asks to follow a topic; the answer (`subscribed` or an error) comes as a frame.
     pub fn subscribe(&self, socket: &str, topic: &str, after: i64) -> Result<(), Refused> {
+        // Topics are `course:<uuid>`: a longer name is no topic, and is not kept.
+        if topic.len() > MAX_TOPIC_LEN {
+            return Err(Refused {
+                reason: "UNKNOWN_TOPIC",
+                message: "topics are course:<course id>".into(),
+            });
+        }
         let mut state = self.state();
         let Some(entry) = state.sockets.get_mut(socket) else {
             return Ok(());
@@ -287,10 +296,12 @@ impl Fanout {
             });
         }
         entry.topics.insert(topic.to_string(), after.max(0));
+        let access_token = entry.token.clone();
         state.send(live_command::Command::Join(JoinTopic {
             socket_id: socket.to_string(),
             topic: topic.to_string(),
             after_seq: after.max(0),
+            access_token,
         }));
         Ok(())
     }
@@ -369,6 +380,7 @@ impl Fanout {
                     socket_id: id.to_string(),
                     topic: topic.clone(),
                     after_seq: after,
+                    access_token: entry.token.clone(),
                 }));
             }
         }

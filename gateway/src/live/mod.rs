@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use duovarsity_common::auth::{Claims, bearer_token};
+use duovarsity_common::auth::bearer_token;
 use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
@@ -133,7 +133,8 @@ pub async fn websocket(
             verifier,
             id,
             mailbox,
-            claims,
+            user: claims.sub.into(),
+            expires: claims.exp,
             budget: SUBSCRIBE_BURST,
             budget_at: Instant::now(),
         };
@@ -147,7 +148,9 @@ struct Session {
     verifier: Arc<duovarsity_common::auth::TokenVerifier>,
     id: Arc<str>,
     mailbox: Arc<Mailbox>,
-    claims: Claims,
+    user: Box<str>,
+    /// When the token expires (unix seconds).
+    expires: u64,
     budget: f64,
     budget_at: Instant,
 }
@@ -161,7 +164,7 @@ impl Drop for Session {
 impl Session {
     /// When the socket's token expires.
     fn expires_at(&self) -> tokio::time::Instant {
-        let left = self.claims.exp.saturating_sub(unix_now());
+        let left = self.expires.saturating_sub(unix_now());
         tokio::time::Instant::now() + Duration::from_secs(left)
     }
 
@@ -222,13 +225,13 @@ impl Session {
                     .verify(&access_token)
                     .await
                     .map_err(|_| CLOSE_UNAUTHENTICATED)?;
-                if claims.sub != self.claims.sub {
+                if *claims.sub != *self.user {
                     return Err(CLOSE_OTHER_USER);
                 }
                 self.fanout.renew(&self.id, &access_token);
-                self.claims = claims;
+                self.expires = claims.exp;
                 metrics::counter!("websocket_renewals_total").increment(1);
-                Ok(Some(frames::authenticated(self.claims.exp)))
+                Ok(Some(frames::authenticated(self.expires)))
             }
         }
     }
@@ -275,7 +278,11 @@ impl Session {
                     };
                     match tokio::time::timeout(WRITE_DEADLINE, write).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
+                        // Gone, or more than MAX_QUEUED_BYTES waiting for it.
+                        Ok(Err(_)) => {
+                            close = Some(CLOSE_LAGGING);
+                            break;
+                        }
                         Err(_) => {
                             tracing::info!("closing a WebSocket whose client stopped reading");
                             metrics::counter!("websocket_slow_disconnects_total").increment(1);
@@ -288,7 +295,8 @@ impl Session {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(Message::Text(text))) => {
                         last_heard = Instant::now();
-                        match self.on_text(text.as_str()).await {
+                        // Boxed: an idle socket's task does not carry a renewal's state.
+                        match Box::pin(self.on_text(text.as_str())).await {
                             Ok(Some(answer)) => {
                                 if tokio::time::timeout(WRITE_DEADLINE, sink.send(Message::Text(answer))).await.is_err() {
                                     break;

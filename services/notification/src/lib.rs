@@ -100,6 +100,7 @@ impl NotificationModule {
                 store: Arc::new(NotificationStore::new(db.clone())),
                 outbox: Outbox::new(store::OUTBOX_TABLE),
                 courses: CourseClient::new(courses),
+                announcements_per_hour: config.announcements_per_hour,
                 live,
                 flags,
             },
@@ -178,6 +179,8 @@ pub struct Notifications {
     outbox: Outbox,
     /// Who may be in a course's room (asked with the socket holder's token).
     courses: CourseClient,
+    /// Announcements one course may get per hour.
+    announcements_per_hour: u32,
     live: LiveHub,
     /// `live-progress`: whether a stream carries progress frames.
     flags: duovarsity_common::flags::Flags,

@@ -16,7 +16,7 @@
 //!   [`LEASE_RENEWAL`] for what it holds, so what a dead replica held stops counting
 //!   within [`PRESENCE_TTL`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,15 +24,17 @@ use duovarsity_common::pubsub::{REDIS_DEADLINE, RedisLink};
 use duovarsity_proto::notification::LessonProgress;
 use prost::Message as _;
 use redis::AsyncCommands as _;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 const CHANNEL: &str = "duovarsity:live";
 /// What a dead replica held outlives it by at most this long.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 const LEASE_RENEWAL: Duration = Duration::from_secs(10);
-/// Signals a session may have waiting; past it the session is ended (its gateway opens
-/// a new one and resumes), never grown without bound.
+/// Momentary signals (progress, evictions, removals) a session may have waiting; past it
+/// the session is ended (its gateway opens a new one and resumes), never grown without
+/// bound.
 pub const SIGNALS_PER_SESSION: usize = 4096;
 
 /// What a session is told.
@@ -69,24 +71,68 @@ impl Signal {
     }
 }
 
+/// What a session has been told and not yet handled. Wake-ups, room news and resyncs
+/// coalesce (a burst of them for one user or room is one reread); momentary signals
+/// queue, at most [`SIGNALS_PER_SESSION`] of them.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub wakes: HashSet<String>,
+    pub news: HashSet<String>,
+    pub momentary: VecDeque<Signal>,
+    pub resync: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.wakes.is_empty() && self.news.is_empty() && self.momentary.is_empty() && !self.resync
+    }
+}
+
 /// A session's end of the hub.
-pub struct Registration {
+pub struct SessionInbox {
     pub id: u64,
-    pub signals: mpsc::Receiver<Signal>,
-    /// Cancelled when the session fell behind by [`SIGNALS_PER_SESSION`].
+    pending: Mutex<Pending>,
+    ready: Notify,
+    /// Cancelled when the session fell behind by [`SIGNALS_PER_SESSION`] momentary signals.
     pub overflow: CancellationToken,
 }
 
-#[derive(Clone)]
-struct SessionHandle {
-    signals: mpsc::Sender<Signal>,
-    overflow: CancellationToken,
-}
-
-impl SessionHandle {
+impl SessionInbox {
     fn tell(&self, signal: Signal) {
-        if self.signals.try_send(signal).is_err() {
-            self.overflow.cancel();
+        {
+            let mut pending = self.pending.lock().expect("session inbox lock");
+            match signal {
+                Signal::Wake(user) => {
+                    pending.wakes.insert(user);
+                }
+                Signal::RoomNews(topic) => {
+                    pending.news.insert(topic);
+                }
+                Signal::Resync => pending.resync = true,
+                // Presence is followed through versions (see `LiveHub::presence_version`).
+                Signal::PresenceChanged(_) => return,
+                momentary => {
+                    if pending.momentary.len() >= SIGNALS_PER_SESSION {
+                        self.overflow.cancel();
+                        return;
+                    }
+                    pending.momentary.push_back(momentary);
+                }
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    /// Waits for signals and takes them all.
+    pub async fn next(&self) -> Pending {
+        loop {
+            {
+                let mut pending = self.pending.lock().expect("session inbox lock");
+                if !pending.is_empty() {
+                    return std::mem::take(&mut *pending);
+                }
+            }
+            self.ready.notified().await;
         }
     }
 }
@@ -94,17 +140,27 @@ impl SessionHandle {
 #[derive(Default)]
 struct State {
     next_session: u64,
-    sessions: HashMap<u64, SessionHandle>,
+    /// Bumped (from one counter) whenever a room's members change: sessions compare.
+    next_version: u64,
+    presence: HashMap<String, u64>,
+    sessions: HashMap<u64, Arc<SessionInbox>>,
     users: HashMap<String, HashSet<u64>>,
     rooms: HashMap<String, HashSet<u64>>,
     /// Open sockets of this replica, per user (ids are UUIDv7: oldest first).
-    sockets: HashMap<String, BTreeSet<String>>,
+    sockets: HashMap<String, BTreeSet<Uuid>>,
     /// Learners' sockets in each room on this replica: topic, user, sockets.
-    members: HashMap<String, HashMap<String, BTreeSet<String>>>,
+    members: HashMap<String, HashMap<String, BTreeSet<Uuid>>>,
 }
 
 impl State {
-    fn tell(&self, signal: &Signal) {
+    fn tell(&mut self, signal: &Signal) {
+        if let Signal::PresenceChanged(topic) = signal {
+            if self.rooms.contains_key(topic) {
+                self.next_version += 1;
+                self.presence.insert(topic.clone(), self.next_version);
+            }
+            return;
+        }
         let followers = match signal.audience() {
             Some((false, user)) => self.users.get(user),
             Some((true, topic)) => self.rooms.get(topic),
@@ -217,24 +273,23 @@ impl LiveHub {
     }
 
     /// A new session, told nothing until it follows users or rooms.
-    pub fn register(&self) -> Registration {
-        let (sender, signals) = mpsc::channel(SIGNALS_PER_SESSION);
-        let overflow = CancellationToken::new();
+    pub fn register(&self) -> Arc<SessionInbox> {
         let mut state = self.state();
         state.next_session += 1;
-        let id = state.next_session;
-        state.sessions.insert(
-            id,
-            SessionHandle {
-                signals: sender,
-                overflow: overflow.clone(),
-            },
-        );
-        Registration {
-            id,
-            signals,
-            overflow,
-        }
+        let inbox = Arc::new(SessionInbox {
+            id: state.next_session,
+            pending: Mutex::default(),
+            ready: Notify::new(),
+            overflow: CancellationToken::new(),
+        });
+        state.sessions.insert(inbox.id, inbox.clone());
+        inbox
+    }
+
+    /// The version of a room's presence: it changes whenever its members change, here or
+    /// on another replica (0 before any change).
+    pub fn presence_version(&self, topic: &str) -> u64 {
+        self.state().presence.get(topic).copied().unwrap_or(0)
     }
 
     /// Forgets a session (its sockets were closed through [`LiveHub::close_socket`]).
@@ -249,6 +304,10 @@ impl LiveHub {
             sessions.remove(&session);
             !sessions.is_empty()
         });
+        let State {
+            rooms, presence, ..
+        } = &mut *state;
+        presence.retain(|topic, _| rooms.contains_key(topic));
     }
 
     /// The session hears about `user` (`room: false`) or the room `topic` (`room: true`).
@@ -273,6 +332,9 @@ impl LiveHub {
             sessions.remove(&session);
             if sessions.is_empty() {
                 map.remove(key);
+                if room {
+                    state.presence.remove(key);
+                }
             }
         }
     }
@@ -298,7 +360,7 @@ impl LiveHub {
     /// round trip to Redis.
     pub async fn wake_all(&self, users: &[String]) {
         {
-            let state = self.state();
+            let mut state = self.state();
             for user in users {
                 state.tell(&Signal::Wake(user.clone()));
             }
@@ -319,29 +381,31 @@ impl LiveHub {
 
     /// Records an open socket of `user`; returns the user's oldest sockets (anywhere)
     /// beyond the cap, which are no longer counted and should be closed.
-    pub async fn open_socket(&self, user: &str, socket: &str) -> Vec<String> {
-        let local = {
-            let mut state = self.state();
-            let sockets = state.sockets.entry(user.to_string()).or_default();
-            sockets.insert(socket.to_string());
-            sockets.clone()
-        };
+    pub async fn open_socket(&self, user: &str, id: Uuid) -> Vec<String> {
+        let socket = id.to_string();
         let cap = self.inner.per_user as usize;
         let Some(shared) = &self.inner.redis else {
-            let evicted: Vec<String> = local
-                .iter()
-                .take(local.len().saturating_sub(cap))
-                .cloned()
-                .collect();
+            let evicted: Vec<String> = {
+                let mut state = self.state();
+                let sockets = state.sockets.entry(user.to_string()).or_default();
+                sockets.insert(id);
+                let excess = sockets.len().saturating_sub(cap);
+                sockets.iter().take(excess).map(Uuid::to_string).collect()
+            };
             self.forget_sockets(user, &evicted);
             return evicted;
         };
+        self.state()
+            .sockets
+            .entry(user.to_string())
+            .or_default()
+            .insert(id);
         let key = sockets_key(user);
         let now = now_secs();
         let mut pipe = redis::pipe();
         pipe.zrembyscore(&key, "-inf", now)
             .ignore()
-            .zadd(&key, socket, now + PRESENCE_TTL.as_secs_f64())
+            .zadd(&key, &socket, now + PRESENCE_TTL.as_secs_f64())
             .ignore()
             .expire(&key, PRESENCE_TTL.as_secs() as i64)
             .ignore()
@@ -371,7 +435,9 @@ impl LiveHub {
         let mut state = self.state();
         if let Some(open) = state.sockets.get_mut(user) {
             for socket in sockets {
-                open.remove(socket);
+                if let Ok(id) = Uuid::parse_str(socket) {
+                    open.remove(&id);
+                }
             }
             if open.is_empty() {
                 state.sockets.remove(user);
@@ -380,15 +446,16 @@ impl LiveHub {
     }
 
     /// A socket of `user` closed.
-    pub async fn close_socket(&self, user: &str, socket: &str) {
-        self.forget_sockets(user, &[socket.to_string()]);
+    pub async fn close_socket(&self, user: &str, socket: Uuid) {
+        let socket = socket.to_string();
+        self.forget_sockets(user, std::slice::from_ref(&socket));
         if let Some(shared) = &self.inner.redis {
             let mut connection = shared.link.connection();
             shared
                 .link
                 .call(
                     "live_sockets",
-                    connection.zrem::<_, _, ()>(sockets_key(user), socket),
+                    connection.zrem::<_, _, ()>(sockets_key(user), &socket),
                 )
                 .await;
         }
@@ -402,7 +469,7 @@ impl LiveHub {
                 self.state()
                     .sockets
                     .get(user)
-                    .map(|s| s.iter().cloned().collect())
+                    .map(|s| s.iter().map(Uuid::to_string).collect())
                     .unwrap_or_default(),
             );
         };
@@ -420,17 +487,15 @@ impl LiveHub {
 
     /// A learner's socket joined (`true`) or left a room; the room's sessions hear that
     /// its presence changed.
-    pub async fn membership(&self, topic: &str, user: &str, socket: &str, joined: bool) {
+    pub async fn membership(&self, topic: &str, user: &str, id: Uuid, joined: bool) {
         {
             let mut state = self.state();
             let room = state.members.entry(topic.to_string()).or_default();
             if joined {
-                room.entry(user.to_string())
-                    .or_default()
-                    .insert(socket.to_string());
+                room.entry(user.to_string()).or_default().insert(id);
             } else {
                 if let Some(sockets) = room.get_mut(user) {
-                    sockets.remove(socket);
+                    sockets.remove(&id);
                     if sockets.is_empty() {
                         room.remove(user);
                     }
@@ -442,7 +507,7 @@ impl LiveHub {
         }
         if let Some(shared) = &self.inner.redis {
             let key = room_key(topic);
-            let member = format!("{user}/{socket}");
+            let member = format!("{user}/{id}");
             let mut pipe = redis::pipe();
             if joined {
                 pipe.zadd(&key, &member, now_secs() + PRESENCE_TTL.as_secs_f64())
@@ -541,7 +606,7 @@ async fn renew_leases(link: RedisLink, state: Arc<Mutex<State>>) {
             for (user, sockets) in &state.sockets {
                 let key = sockets_key(user);
                 for socket in sockets {
-                    pipe.zadd(&key, socket, until).ignore();
+                    pipe.zadd(&key, socket.to_string(), until).ignore();
                 }
                 pipe.expire(&key, ttl).ignore();
             }
@@ -645,16 +710,16 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_sockets_beyond_the_cap_are_evicted() {
         let hub = LiveHub::local(2);
-        let ids: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-        assert!(hub.open_socket("u", &ids[0]).await.is_empty());
-        assert!(hub.open_socket("u", &ids[1]).await.is_empty());
-        assert_eq!(hub.open_socket("u", &ids[2]).await, vec![ids[0].clone()]);
-        assert_eq!(hub.sockets("u").await.unwrap(), ids[1..3].to_vec());
-        hub.close_socket("u", &ids[1]).await;
-        assert!(hub.open_socket("u", &ids[3]).await.is_empty());
-        assert_eq!(
-            hub.sockets("u").await.unwrap(),
-            vec![ids[2].clone(), ids[3].clone()]
-        );
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        let text = |range: std::ops::Range<usize>| -> Vec<String> {
+            ids[range].iter().map(Uuid::to_string).collect()
+        };
+        assert!(hub.open_socket("u", ids[0]).await.is_empty());
+        assert!(hub.open_socket("u", ids[1]).await.is_empty());
+        assert_eq!(hub.open_socket("u", ids[2]).await, text(0..1));
+        assert_eq!(hub.sockets("u").await.unwrap(), text(1..3));
+        hub.close_socket("u", ids[1]).await;
+        assert!(hub.open_socket("u", ids[3]).await.is_empty());
+        assert_eq!(hub.sockets("u").await.unwrap(), text(2..4));
     }
 }

@@ -125,6 +125,27 @@ impl Notifications {
             }
             Err(error) => return Err(error),
         }
+        // Each announcement reaches every enrolled learner's inbox and email: a course
+        // gets a bounded number per hour.
+        let hour = 3_600_000;
+        let now = now_millis();
+        let (recent, first) = self
+            .store
+            .announcements_since(&request.course_id, now - hour)
+            .await?;
+        if recent >= i64::from(self.announcements_per_hour) {
+            let wait = first.map_or(hour, |first| (first + hour - now).max(1000));
+            return Err(Error::ResourceExhausted {
+                reason: "ANNOUNCEMENT_LIMIT",
+                message: format!(
+                    "this course had {} announcements in the last hour; the next may be posted later",
+                    self.announcements_per_hour
+                ),
+                retry_after: Some(std::time::Duration::from_millis(
+                    u64::try_from(wait).unwrap_or(3_600_000),
+                )),
+            });
+        }
         let row = AnnouncementRow {
             id: uuid::Uuid::now_v7().to_string(),
             course_id: request.course_id.clone(),
@@ -132,7 +153,7 @@ impl Notifications {
             author_id: claims.sub.clone(),
             title: title.to_string(),
             body: body.to_string(),
-            created_at: now_millis(),
+            created_at: now,
         };
         let row = self
             .store

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duovarsity_common::Error;
-use duovarsity_common::auth::{Claims, TokenVerifier};
+use duovarsity_common::auth::TokenVerifier;
 use duovarsity_common::flags::{FlagContext, Flags};
 use duovarsity_common::grpc::Onward;
 use duovarsity_common::time::now_millis;
@@ -30,10 +30,11 @@ use duovarsity_proto::notification::{
 use futures::{Stream, StreamExt as _};
 use tokio::sync::mpsc;
 use tonic::Status;
+use uuid::Uuid;
 
 use crate::Notifications;
 use crate::convert::notification_to_proto;
-use crate::live::{Registration, Signal};
+use crate::live::{Pending, SessionInbox, Signal};
 use crate::rooms::{self, Seat};
 
 /// Rooms one socket may follow at once (`TOO_MANY_TOPICS` beyond).
@@ -55,10 +56,13 @@ const OUTBOUND: usize = 1024;
 /// The flag that lets progress frames through.
 const LIVE_PROGRESS: &str = "live-progress";
 
+/// A socket: whose it is and its topics (its token is not kept: each join carries the
+/// current one).
 struct SocketState {
-    claims: Claims,
-    token: String,
+    user: String,
+    /// Joined, and asked for (waiting for their turn or the course service's answer).
     topics: HashSet<String>,
+    asking: HashSet<String>,
 }
 
 struct UserFollow {
@@ -72,13 +76,16 @@ struct UserFollow {
 struct RoomFollow {
     last_seq: i64,
     /// Its sockets, and whether each sits as a learner.
-    sockets: HashMap<String, Seat>,
+    sockets: HashMap<Uuid, Seat>,
+    /// Send the presence at the next tick (a socket joined).
     dirty: bool,
+    /// The presence version last sent.
+    sent_version: u64,
 }
 
 /// A join the course service has answered.
 struct JoinAnswer {
-    socket: String,
+    socket: Uuid,
     topic: String,
     after_seq: i64,
     seat: Result<Seat, Error>,
@@ -87,15 +94,19 @@ struct JoinAnswer {
 struct Session {
     service: Notifications,
     verifier: Arc<TokenVerifier>,
-    /// This session's id in the hub, and its overflow token.
+    /// This session's id in the hub and what the hub told it.
     id: u64,
+    inbox: Arc<SessionInbox>,
     overflow: tokio_util::sync::CancellationToken,
     out: mpsc::Sender<Result<LiveDelivery, Status>>,
-    sockets: HashMap<String, SocketState>,
+    sockets: HashMap<Uuid, SocketState>,
     users: HashMap<String, UserFollow>,
     rooms: HashMap<String, RoomFollow>,
     joins: mpsc::Sender<JoinAnswer>,
     pending_joins: usize,
+    /// Joins waiting for one of the [`JOINS_IN_FLIGHT`] places (a gateway replaying
+    /// its sockets asks for thousands at once): at most [`MAX_TOPICS`] per socket.
+    waiting: std::collections::VecDeque<(Uuid, String, i64, String)>,
 }
 
 /// The session is over (the gateway went away, or it fell behind).
@@ -111,24 +122,22 @@ impl Notifications {
     ) -> impl Stream<Item = Result<LiveDelivery, Status>> + Send + 'static {
         let (out, deliveries) = mpsc::channel(OUTBOUND);
         let (joins, answers) = mpsc::channel(JOINS_IN_FLIGHT);
-        let Registration {
-            id,
-            signals,
-            overflow,
-        } = self.live.register();
+        let inbox = self.live.register();
         let session = Session {
             service: self.clone(),
             verifier,
-            id,
-            overflow,
+            id: inbox.id,
+            overflow: inbox.overflow.clone(),
+            inbox,
             out,
             sockets: HashMap::new(),
             users: HashMap::new(),
             rooms: HashMap::new(),
             joins,
             pending_joins: 0,
+            waiting: std::collections::VecDeque::new(),
         };
-        tokio::spawn(session.run(commands, answers, signals));
+        tokio::spawn(session.run(commands, answers));
         tokio_stream::wrappers::ReceiverStream::new(deliveries)
     }
 }
@@ -138,13 +147,12 @@ impl Session {
         mut self,
         mut commands: impl Stream<Item = Result<LiveCommand, Status>> + Unpin,
         mut answers: mpsc::Receiver<JoinAnswer>,
-        mut signals: mpsc::Receiver<Signal>,
     ) {
         metrics::gauge!("live_sessions").increment(1.0);
         let mut presence = tokio::time::interval(PRESENCE_EVERY);
         let mut safety = tokio::time::interval(SAFETY_POLL);
         safety.tick().await;
-        let overflow = self.overflow.clone();
+        let (overflow, inbox) = (self.overflow.clone(), self.inbox.clone());
         loop {
             let step = tokio::select! {
                 () = overflow.cancelled() => {
@@ -158,9 +166,11 @@ impl Session {
                 },
                 Some(answer) = answers.recv() => {
                     self.pending_joins -= 1;
-                    self.joined(answer).await
+                    let step = self.joined(answer).await;
+                    self.next_join();
+                    step
                 }
-                Some(signal) = signals.recv() => self.signal(signal).await,
+                pending = inbox.next() => self.signals(pending).await,
                 _ = presence.tick() => self.presence().await,
                 _ = safety.tick() => self.signal(Signal::Resync).await,
             };
@@ -182,7 +192,7 @@ impl Session {
         }
     }
 
-    async fn to_socket(&self, socket: &str, event: socket_delivery::Event) -> Result<(), Ended> {
+    async fn to_socket(&self, socket: Uuid, event: socket_delivery::Event) -> Result<(), Ended> {
         self.send(live_delivery::Delivery::Socket(SocketDelivery {
             socket_id: socket.to_string(),
             event: Some(event),
@@ -191,34 +201,54 @@ impl Session {
     }
 
     async fn command(&mut self, command: LiveCommand) -> Result<(), Ended> {
+        // Socket ids are UUIDs (16 bytes each in the session's maps); a command naming
+        // anything else names no socket.
+        let id = |text: &str| Uuid::parse_str(text).ok();
         match command.command {
-            Some(live_command::Command::Open(open)) => {
-                self.open(open.socket_id, open.access_token, open.after_seq)
-                    .await
-            }
+            Some(live_command::Command::Open(open)) => match id(&open.socket_id) {
+                Some(socket) => self.open(socket, &open.access_token, open.after_seq).await,
+                None => {
+                    let refused = SocketDelivery {
+                        socket_id: open.socket_id,
+                        event: Some(socket_delivery::Event::Refused(
+                            "a socket id must be a new UUID".into(),
+                        )),
+                    };
+                    self.send(live_delivery::Delivery::Socket(refused)).await
+                }
+            },
             Some(live_command::Command::Close(close)) => {
-                self.close(&close.socket_id).await;
+                if let Some(socket) = id(&close.socket_id) {
+                    self.close(socket).await;
+                }
                 Ok(())
             }
-            Some(live_command::Command::Renew(renew)) => {
-                self.renew(&renew.socket_id, renew.access_token).await
-            }
-            Some(live_command::Command::Join(join)) => {
-                self.join(join.socket_id, join.topic, join.after_seq).await
-            }
+            Some(live_command::Command::Renew(renew)) => match id(&renew.socket_id) {
+                Some(socket) => self.renew(socket, renew.access_token).await,
+                None => Ok(()),
+            },
+            Some(live_command::Command::Join(join)) => match id(&join.socket_id) {
+                Some(socket) => {
+                    self.join(socket, join.topic, join.after_seq, join.access_token)
+                        .await
+                }
+                None => Ok(()),
+            },
             Some(live_command::Command::Leave(leave)) => {
-                self.leave(&leave.socket_id, &leave.topic).await;
+                if let Some(socket) = id(&leave.socket_id) {
+                    self.leave(socket, &leave.topic).await;
+                }
                 Ok(())
             }
             None => Ok(()),
         }
     }
 
-    async fn open(&mut self, socket: String, token: String, after_seq: i64) -> Result<(), Ended> {
-        if uuid::Uuid::parse_str(&socket).is_err() || self.sockets.contains_key(&socket) {
+    async fn open(&mut self, socket: Uuid, token: &str, after_seq: i64) -> Result<(), Ended> {
+        if self.sockets.contains_key(&socket) {
             return self
                 .to_socket(
-                    &socket,
+                    socket,
                     socket_delivery::Event::Refused("a socket id must be a new UUID".into()),
                 )
                 .await;
@@ -226,18 +256,18 @@ impl Session {
         if self.sockets.len() >= MAX_SOCKETS {
             return self
                 .to_socket(
-                    &socket,
+                    socket,
                     socket_delivery::Event::Refused(
                         "this gateway session holds too many sockets".into(),
                     ),
                 )
                 .await;
         }
-        let claims = match self.verifier.verify(&token).await {
+        let claims = match self.verifier.verify(token).await {
             Ok(claims) => claims,
             Err(error) => {
                 return self
-                    .to_socket(&socket, socket_delivery::Event::Refused(error.to_string()))
+                    .to_socket(socket, socket_delivery::Event::Refused(error.to_string()))
                     .await;
             }
         };
@@ -271,15 +301,15 @@ impl Session {
         self.sockets.insert(
             socket.clone(),
             SocketState {
-                claims,
-                token,
+                user: user.clone(),
                 topics: HashSet::new(),
+                asking: HashSet::new(),
             },
         );
         metrics::gauge!("live_sockets").increment(1.0);
-        self.resume_inbox(&socket, &user, after_seq.max(0), upto)
+        self.resume_inbox(socket, &user, after_seq.max(0), upto)
             .await?;
-        for evicted in self.service.live.open_socket(&user, &socket).await {
+        for evicted in self.service.live.open_socket(&user, socket).await {
             self.service
                 .live
                 .signal(Signal::Evict(user.clone(), evicted))
@@ -291,7 +321,7 @@ impl Session {
     /// What the socket missed of its user's inbox, between `after` and `upto`.
     async fn resume_inbox(
         &self,
-        socket: &str,
+        socket: Uuid,
         user: &str,
         after: i64,
         upto: i64,
@@ -320,15 +350,15 @@ impl Session {
         Ok(())
     }
 
-    async fn close(&mut self, socket: &str) {
-        let Some(state) = self.sockets.remove(socket) else {
+    async fn close(&mut self, socket: Uuid) {
+        let Some(state) = self.sockets.remove(&socket) else {
             return;
         };
         metrics::gauge!("live_sockets").decrement(1.0);
         for topic in &state.topics {
-            self.leave_room(socket, topic, &state.claims.sub).await;
+            self.leave_room(socket, topic, &state.user).await;
         }
-        let user = state.claims.sub;
+        let user = state.user;
         if let Some(follow) = self.users.get_mut(&user) {
             follow.sockets -= 1;
             if follow.sockets == 0 {
@@ -343,25 +373,23 @@ impl Session {
     }
 
     async fn close_all(&mut self) {
-        let sockets: Vec<String> = self.sockets.keys().cloned().collect();
+        let sockets: Vec<Uuid> = self.sockets.keys().copied().collect();
         for socket in sockets {
-            self.close(&socket).await;
+            self.close(socket).await;
         }
         self.service.live.unregister(self.id);
     }
 
-    async fn renew(&mut self, socket: &str, token: String) -> Result<(), Ended> {
-        let Some(state) = self.sockets.get_mut(socket) else {
+    async fn renew(&mut self, socket: Uuid, token: String) -> Result<(), Ended> {
+        let Some(state) = self.sockets.get_mut(&socket) else {
             return Ok(());
         };
         match self.verifier.verify(&token).await {
-            Ok(claims) if claims.sub == state.claims.sub => {
+            Ok(claims) if claims.sub == state.user => {
                 if let Some(follow) = self.users.get_mut(&claims.sub) {
                     follow.role.clone_from(&claims.role);
                     follow.tier.clone_from(&claims.tier);
                 }
-                state.claims = claims;
-                state.token = token;
                 Ok(())
             }
             _ => {
@@ -378,7 +406,7 @@ impl Session {
 
     async fn refuse_topic(
         &self,
-        socket: &str,
+        socket: Uuid,
         topic: String,
         reason: &str,
         message: String,
@@ -395,59 +423,85 @@ impl Session {
         .await
     }
 
-    async fn join(&mut self, socket: String, topic: String, after_seq: i64) -> Result<(), Ended> {
+    async fn join(
+        &mut self,
+        socket: Uuid,
+        topic: String,
+        after_seq: i64,
+        token: String,
+    ) -> Result<(), Ended> {
         let Some(state) = self.sockets.get(&socket) else {
             return Ok(());
         };
-        let Some(course_id) = rooms::course_of(&topic) else {
+        if rooms::course_of(&topic).is_none() {
             return self
                 .refuse_topic(
-                    &socket,
+                    socket,
                     topic,
                     "UNKNOWN_TOPIC",
                     "topics are course:<course id>".into(),
                 )
                 .await;
-        };
-        if state.topics.contains(&topic) {
+        }
+        if state.topics.contains(&topic) || state.asking.contains(&topic) {
             return Ok(());
         }
-        if state.topics.len() >= MAX_TOPICS {
+        if state.topics.len() + state.asking.len() >= MAX_TOPICS {
             let message = format!("a socket may follow at most {MAX_TOPICS} topics");
             return self
-                .refuse_topic(&socket, topic, "TOO_MANY_TOPICS", message)
+                .refuse_topic(socket, topic, "TOO_MANY_TOPICS", message)
                 .await;
         }
-        if self.pending_joins >= JOINS_IN_FLIGHT {
-            return self
-                .refuse_topic(
-                    &socket,
-                    topic,
-                    "UNAVAILABLE",
-                    "too many subscriptions at once; retry shortly".into(),
-                )
-                .await;
+        if let Some(state) = self.sockets.get_mut(&socket) {
+            state.asking.insert(topic.clone());
         }
-        // The course service answers off the session's loop, so one slow answer holds
-        // up no other socket.
-        self.pending_joins += 1;
-        let service = self.service.clone();
-        let claims = state.claims.clone();
-        let caller = Onward::bearer(&state.token);
-        let course_id = course_id.to_string();
-        let answers = self.joins.clone();
-        tokio::spawn(async move {
-            let seat = service.seat(&claims, &caller, &course_id).await;
-            let _ = answers
-                .send(JoinAnswer {
-                    socket,
-                    topic,
-                    after_seq,
-                    seat,
-                })
-                .await;
-        });
+        self.waiting.push_back((socket, topic, after_seq, token));
+        self.next_join();
         Ok(())
+    }
+
+    /// Starts waiting joins while there are places: the course service answers off the
+    /// session's loop, so one slow answer holds up no other socket, and at most
+    /// [`JOINS_IN_FLIGHT`] calls are out at once.
+    fn next_join(&mut self) {
+        while self.pending_joins < JOINS_IN_FLIGHT {
+            let Some((socket, topic, after_seq, token)) = self.waiting.pop_front() else {
+                return;
+            };
+            let Some(state) = self.sockets.get(&socket) else {
+                continue;
+            };
+            if !state.asking.contains(&topic) {
+                continue; // left before its turn
+            }
+            self.pending_joins += 1;
+            let (service, verifier) = (self.service.clone(), self.verifier.clone());
+            let user = state.user.clone();
+            let course_id = rooms::course_of(&topic).unwrap_or_default().to_string();
+            let answers = self.joins.clone();
+            tokio::spawn(async move {
+                // The token the join came with: the holder's role as of now.
+                let seat = match verifier.verify(&token).await {
+                    Ok(claims) if claims.sub == user => {
+                        service
+                            .seat(&claims, &Onward::bearer(&token), &course_id)
+                            .await
+                    }
+                    _ => Err(Error::unauthenticated(
+                        "TOKEN_INVALID",
+                        "the socket's token did not verify",
+                    )),
+                };
+                let _ = answers
+                    .send(JoinAnswer {
+                        socket,
+                        topic,
+                        after_seq,
+                        seat,
+                    })
+                    .await;
+            });
+        }
     }
 
     async fn joined(&mut self, answer: JoinAnswer) -> Result<(), Ended> {
@@ -457,11 +511,18 @@ impl Session {
             after_seq,
             seat,
         } = answer;
+        let asked = self
+            .sockets
+            .get_mut(&socket)
+            .is_some_and(|state| state.asking.remove(&topic));
+        if !asked {
+            return Ok(()); // the socket closed or left the topic meanwhile
+        }
         let seat = match seat {
             Ok(seat) => seat,
             Err(error) => {
                 let (reason, message) = rooms::refusal(&error);
-                return self.refuse_topic(&socket, topic, reason, message).await;
+                return self.refuse_topic(socket, topic, reason, message).await;
             }
         };
         let Some(state) = self.sockets.get_mut(&socket) else {
@@ -470,7 +531,7 @@ impl Session {
         if !state.topics.insert(topic.clone()) {
             return Ok(());
         }
-        let user = state.claims.sub.clone();
+        let user = state.user.clone();
         if !self.rooms.contains_key(&topic) {
             self.service.live.follow(self.id, true, &topic);
             let course_id = rooms::course_of(&topic).unwrap_or_default();
@@ -486,6 +547,7 @@ impl Session {
                     last_seq,
                     sockets: HashMap::new(),
                     dirty: true,
+                    sent_version: 0,
                 },
             );
         }
@@ -495,7 +557,7 @@ impl Session {
         let upto = room.last_seq;
         metrics::counter!("live_topic_joins_total").increment(1);
         self.to_socket(
-            &socket,
+            socket,
             socket_delivery::Event::Joined(TopicJoined {
                 topic: topic.clone(),
                 seq: upto,
@@ -503,12 +565,12 @@ impl Session {
             }),
         )
         .await?;
-        self.resume_room(&socket, &topic, after_seq.max(0), upto)
+        self.resume_room(socket, &topic, after_seq.max(0), upto)
             .await?;
         if seat == Seat::Learner {
             self.service
                 .live
-                .membership(&topic, &user, &socket, true)
+                .membership(&topic, &user, socket, true)
                 .await;
         }
         Ok(())
@@ -517,7 +579,7 @@ impl Session {
     /// What the socket missed of a room's announcements, between `after` and `upto`.
     async fn resume_room(
         &self,
-        socket: &str,
+        socket: Uuid,
         topic: &str,
         after: i64,
         upto: i64,
@@ -546,22 +608,23 @@ impl Session {
         Ok(())
     }
 
-    async fn leave(&mut self, socket: &str, topic: &str) {
-        let Some(state) = self.sockets.get_mut(socket) else {
+    async fn leave(&mut self, socket: Uuid, topic: &str) {
+        let Some(state) = self.sockets.get_mut(&socket) else {
             return;
         };
+        state.asking.remove(topic);
         if state.topics.remove(topic) {
-            let user = state.claims.sub.clone();
+            let user = state.user.clone();
             self.leave_room(socket, topic, &user).await;
         }
     }
 
     /// Takes the socket out of the room's follow (and the room's presence).
-    async fn leave_room(&mut self, socket: &str, topic: &str, user: &str) {
+    async fn leave_room(&mut self, socket: Uuid, topic: &str, user: &str) {
         let Some(room) = self.rooms.get_mut(topic) else {
             return;
         };
-        let seat = room.sockets.remove(socket);
+        let seat = room.sockets.remove(&socket);
         if room.sockets.is_empty() {
             self.rooms.remove(topic);
             self.service.live.unfollow(self.id, true, topic);
@@ -572,6 +635,25 @@ impl Session {
                 .membership(topic, user, socket, false)
                 .await;
         }
+    }
+
+    /// Everything the hub told since the last time, coalesced.
+    async fn signals(&mut self, pending: Pending) -> Result<(), Ended> {
+        if pending.resync {
+            // Rereads every user and room this session follows.
+            self.signal(Signal::Resync).await?;
+        } else {
+            for user in pending.wakes {
+                self.reread_inbox(&user).await?;
+            }
+            for topic in pending.news {
+                self.reread_room(&topic).await?;
+            }
+        }
+        for signal in pending.momentary {
+            self.signal(signal).await?;
+        }
+        Ok(())
     }
 
     async fn signal(&mut self, signal: Signal) -> Result<(), Ended> {
@@ -600,39 +682,38 @@ impl Session {
                 .await
             }
             Signal::Evict(user, socket) => {
+                let Ok(socket) = Uuid::parse_str(&socket) else {
+                    return Ok(());
+                };
                 let ours = self
                     .sockets
                     .get(&socket)
-                    .is_some_and(|state| state.claims.sub == user);
+                    .is_some_and(|state| state.user == user);
                 if !ours {
                     return Ok(());
                 }
                 metrics::counter!("live_evictions_total").increment(1);
-                self.to_socket(&socket, socket_delivery::Event::Evicted(true))
+                self.to_socket(socket, socket_delivery::Event::Evicted(true))
                     .await
             }
             Signal::RoomNews(topic) => self.reread_room(&topic).await,
-            Signal::PresenceChanged(topic) => {
-                if let Some(room) = self.rooms.get_mut(&topic) {
-                    room.dirty = true;
-                }
-                Ok(())
-            }
+            // Followed through versions, on the presence tick.
+            Signal::PresenceChanged(_) => Ok(()),
             Signal::Removed(topic, user) => {
-                let sockets: Vec<String> = self
+                let sockets: Vec<Uuid> = self
                     .rooms
                     .get(&topic)
-                    .map(|room| room.sockets.keys().cloned().collect())
+                    .map(|room| room.sockets.keys().copied().collect())
                     .unwrap_or_default();
                 for socket in sockets {
                     let theirs = self
                         .sockets
                         .get(&socket)
-                        .is_some_and(|state| state.claims.sub == user);
+                        .is_some_and(|state| state.user == user);
                     if theirs {
-                        self.leave(&socket, &topic).await;
+                        self.leave(socket, &topic).await;
                         self.refuse_topic(
-                            &socket,
+                            socket,
                             topic.clone(),
                             "NOT_ENROLLED",
                             "your enrollment in this course ended".into(),
@@ -727,10 +808,16 @@ impl Session {
 
     /// Sends each changed room's presence (at most once per [`PRESENCE_EVERY`]).
     async fn presence(&mut self) -> Result<(), Ended> {
+        let live = &self.service.live;
         let dirty: Vec<String> = self
             .rooms
             .iter_mut()
-            .filter_map(|(topic, room)| std::mem::take(&mut room.dirty).then(|| topic.clone()))
+            .filter_map(|(topic, room)| {
+                let version = live.presence_version(topic);
+                let changed = std::mem::take(&mut room.dirty) || version != room.sent_version;
+                room.sent_version = version;
+                changed.then(|| topic.clone())
+            })
             .collect();
         for topic in dirty {
             let Some(presence) = self.service.live.presence(&topic).await else {

@@ -93,6 +93,24 @@ impl NotificationStore {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
+    /// How many announcements the course got since `since` (milliseconds), and when the
+    /// first of them was.
+    pub async fn announcements_since(
+        &self,
+        course_id: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS first FROM announcements \
+             WHERE course_id = $1 AND created_at > $2",
+        )
+        .bind(course_id)
+        .bind(since)
+        .fetch_one(self.db.writer())
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("first")?))
+    }
+
     /// The course's last announcement number (0: none yet).
     pub async fn last_announcement(&self, course_id: &str) -> Result<i64, Error> {
         let row = sqlx::query(
