@@ -430,11 +430,11 @@ impl Fanout {
                 tracing::info!(%reason, "the notification service refused a socket");
                 entry.mailbox.close(super::CLOSE_UNAUTHENTICATED);
             }
-            Some(socket_delivery::Event::Missed(notification)) => {
-                if notification.seq > entry.last_seq {
-                    entry.last_seq = notification.seq;
-                    State::push(&entry.mailbox, frames::notification(&notification));
-                }
+            Some(socket_delivery::Event::Missed(notification))
+                if notification.seq > entry.last_seq =>
+            {
+                entry.last_seq = notification.seq;
+                State::push(&entry.mailbox, frames::notification(&notification));
             }
             Some(socket_delivery::Event::Joined(joined)) => {
                 if !entry.topics.contains_key(&joined.topic) {
@@ -478,7 +478,8 @@ impl Fanout {
             Some(socket_delivery::Event::Evicted(_)) => {
                 entry.mailbox.close(super::CLOSE_REPLACED);
             }
-            None => {}
+            // A notification the socket had already.
+            Some(socket_delivery::Event::Missed(_)) | None => {}
         }
     }
 

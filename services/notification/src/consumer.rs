@@ -119,24 +119,29 @@ impl Handler for EventHandler {
     }
 
     async fn committed(&self, envelope: &Envelope) {
-        if envelope.r#type == EnrollmentRevoked::TYPE {
-            if let Ok(revoked) = decode::<EnrollmentRevoked>(envelope) {
-                let topic = topic_of(&revoked.course_id);
-                self.live
-                    .signal(Signal::Removed(topic, revoked.learner_id))
-                    .await;
+        match envelope.r#type.as_str() {
+            // Out of the course's room on every replica, told why.
+            EnrollmentRevoked::TYPE => {
+                if let Ok(revoked) = decode::<EnrollmentRevoked>(envelope) {
+                    let topic = topic_of(&revoked.course_id);
+                    self.live
+                        .signal(Signal::Removed(topic, revoked.learner_id))
+                        .await;
+                }
+                return;
             }
-        }
-        if envelope.r#type == AnnouncementPosted::TYPE {
-            if let Ok(posted) = decode::<AnnouncementPosted>(envelope) {
-                match self.store.course_members(&posted.course_id).await {
-                    Ok(members) => self.live.wake_all(&members).await,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not wake an announcement's learners (their sessions reread on their safety poll)");
+            AnnouncementPosted::TYPE => {
+                if let Ok(posted) = decode::<AnnouncementPosted>(envelope) {
+                    match self.store.course_members(&posted.course_id).await {
+                        Ok(members) => self.live.wake_all(&members).await,
+                        Err(error) => {
+                            tracing::warn!(%error, "could not wake an announcement's learners (their sessions reread on their safety poll)");
+                        }
                     }
                 }
+                return;
             }
-            return;
+            _ => {}
         }
         if envelope.r#type == LessonProgressed::TYPE {
             if let Ok(change) = decode::<LessonProgressed>(envelope) {

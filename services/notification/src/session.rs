@@ -299,7 +299,7 @@ impl Session {
         follow.tier.clone_from(&claims.tier);
         let upto = follow.last_seq;
         self.sockets.insert(
-            socket.clone(),
+            socket,
             SocketState {
                 user: user.clone(),
                 topics: HashSet::new(),
@@ -552,7 +552,7 @@ impl Session {
             );
         }
         let room = self.rooms.get_mut(&topic).expect("followed above");
-        room.sockets.insert(socket.clone(), seat);
+        room.sockets.insert(socket, seat);
         room.dirty = true;
         let upto = room.last_seq;
         metrics::counter!("live_topic_joins_total").increment(1);
