@@ -84,7 +84,11 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
         notification_settings.clone(),
     )
     .await;
-    let notification_b = start(Component::Service("notification"), notification_settings).await;
+    let notification_b = start(
+        Component::Service("notification"),
+        notification_settings.clone(),
+    )
+    .await;
     let gateway_to = |notification: &TestPlatform| {
         with(&[
             ("DUOVARSITY_USER_SERVICE_URL", &user_url),
@@ -245,6 +249,59 @@ async fn services_talk_through_kafka_and_replicas_share_live_delivery() {
     .expect("presence falls when a learner leaves");
     assert_eq!(seen["presence"]["learnerIds"], json!([classmate_id]));
     drop((room_b, desk));
+
+    // A notification replica restarts under a gateway (on the same address): the gateway
+    // reopens its session and replays its sockets and rooms, so an announcement posted
+    // meanwhile still reaches the room's socket there, and it still counts as present.
+    let mut fixed = notification_settings.clone();
+    fixed.push(("DUOVARSITY_GRPC_ADDR", "127.0.0.1:23481".to_string()));
+    let notification_c = start(Component::Service("notification"), fixed.clone()).await;
+    let gateway_c = start(Component::Gateway, gateway_to(&notification_c)).await;
+    let mut watcher = gateway_c.live(&classmate, 1_000_000).await;
+    subscribe(&mut watcher, &topic, 0).await;
+    frame_where(&mut watcher, Duration::from_secs(10), |f| {
+        f["subscribed"]["topic"] == topic.as_str()
+    })
+    .await
+    .expect("subscribed on gateway C");
+    notification_c.stop().await;
+    let (status, posted) = gateway_a
+        .call(
+            Method::POST,
+            &format!("/v1/courses/{course_id}/announcements"),
+            Some(&admin),
+            Some(json!({"title": "After the restart", "body": "Still here?"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{posted}");
+    let notification_c = start(Component::Service("notification"), fixed).await;
+    let heard = frame_where(&mut watcher, Duration::from_secs(20), |f| {
+        f["topic"] == topic.as_str() && f["announcement"]["title"] == "After the restart"
+    })
+    .await;
+    assert!(
+        heard.is_some(),
+        "the gateway resumed its session and the room"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, presence) = gateway_b
+            .call(
+                Method::GET,
+                &format!("/v1/courses/{course_id}/presence"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        if presence["learnerIds"] == json!([classmate_id]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{presence}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(watcher);
+    gateway_c.stop().await;
+    notification_c.stop().await;
 
     // Mail: one welcome for the learner across both replicas' mailers.
     let welcome_mails = || {

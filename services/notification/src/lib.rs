@@ -101,6 +101,7 @@ impl NotificationModule {
                 outbox: Outbox::new(store::OUTBOX_TABLE),
                 courses: CourseClient::new(courses),
                 announcements_per_hour: config.announcements_per_hour,
+                stopping: CancellationToken::new(),
                 live,
                 flags,
             },
@@ -166,6 +167,12 @@ impl ServiceModule for NotificationModule {
             .outbox
             .relay(self.db.clone(), bus.clone());
         tasks.push(Box::pin(relay.run(shutdown.clone())));
+        let stopping = self.notifications.stopping.clone();
+        let stop = shutdown.clone();
+        tasks.push(Box::pin(async move {
+            stop.cancelled().await;
+            stopping.cancel();
+        }));
         tasks.push(Box::pin(self.mailer.clone().run(shutdown)));
         tasks
     }
@@ -181,6 +188,9 @@ pub struct Notifications {
     courses: CourseClient,
     /// Announcements one course may get per hour.
     announcements_per_hour: u32,
+    /// Cancelled when shutdown starts: live sessions end, so that gateways reopen them
+    /// on another replica at once.
+    stopping: CancellationToken,
     live: LiveHub,
     /// `live-progress`: whether a stream carries progress frames.
     flags: duovarsity_common::flags::Flags,

@@ -153,11 +153,16 @@ impl Session {
         let mut safety = tokio::time::interval(SAFETY_POLL);
         safety.tick().await;
         let (overflow, inbox) = (self.overflow.clone(), self.inbox.clone());
+        let stopping = self.service.stopping.clone();
         loop {
             let step = tokio::select! {
                 () = overflow.cancelled() => {
                     tracing::warn!("a live session fell behind its signals; ending it so its gateway resumes");
                     let _ = self.out.try_send(Err(Status::unavailable("the live session fell behind; reopen it and resume")));
+                    break;
+                }
+                () = stopping.cancelled() => {
+                    let _ = self.out.try_send(Err(Status::unavailable("the notification service is shutting down; reopen the session")));
                     break;
                 }
                 command = commands.next() => match command {
