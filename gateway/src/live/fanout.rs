@@ -3,14 +3,13 @@
 //! in-memory fan-out to the sockets. A message is rendered to JSON once and the same
 //! bytes go into every socket's mailbox.
 //!
-//! Each socket has a bounded mailbox ([`MAILBOX_FRAMES`] frames, [`MAILBOX_BYTES`]
-//! bytes); a socket whose client reads too slowly to keep it from filling is closed with
-//! [`super::CLOSE_LAGGING`] and resumes when it reconnects. A lost session is reopened
+//! Each socket has a bounded mailbox ([`super::mailbox`]); a socket whose client reads
+//! too slowly to keep it from filling is closed with [`super::CLOSE_LAGGING`] and
+//! resumes when it reconnects. A lost session is reopened
 //! with backoff, and every socket and subscription is replayed with the last sequence
 //! numbers delivered, so nothing is lost or repeated across the reconnection.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,83 +19,18 @@ use duovarsity_proto::notification::{
     CloseSocket, JoinTopic, LeaveTopic, LiveCommand, LiveDelivery, OpenSocket, RenewSocket,
     RoomEvent, live_command, live_delivery, live_event, room_event, socket_delivery,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::frames;
+use super::mailbox::Mailbox;
 
-/// Frames that may wait in one socket's mailbox.
-pub const MAILBOX_FRAMES: usize = 256;
-/// Bytes that may wait in one socket's mailbox (the frames are shared between sockets;
-/// this bounds how far behind a client may fall).
-pub const MAILBOX_BYTES: usize = 1024 * 1024;
 /// Topics one socket may follow.
 pub const MAX_TOPICS: usize = 16;
 /// The longest topic name (`course:` and a UUID are 43 bytes).
 const MAX_TOPIC_LEN: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What waits to be written to one socket, and why it must close.
-#[derive(Default)]
-pub struct Mailbox {
-    queue: Mutex<Queue>,
-    ready: Notify,
-    close: AtomicU16,
-}
-
-#[derive(Default)]
-struct Queue {
-    frames: VecDeque<Utf8Bytes>,
-    bytes: usize,
-}
-
-impl Mailbox {
-    /// Queues a frame; false when the mailbox is full (the socket is then closed as
-    /// lagging).
-    fn push(&self, frame: Utf8Bytes) -> bool {
-        {
-            let mut queue = self.queue.lock().expect("mailbox lock");
-            if queue.frames.len() >= MAILBOX_FRAMES || queue.bytes + frame.len() > MAILBOX_BYTES {
-                drop(queue);
-                self.close(super::CLOSE_LAGGING);
-                return false;
-            }
-            queue.bytes += frame.len();
-            queue.frames.push_back(frame);
-        }
-        self.ready.notify_one();
-        true
-    }
-
-    /// Asks the socket to close with `code` (the first code asked wins).
-    pub fn close(&self, code: u16) {
-        let _ = self
-            .close
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.ready.notify_one();
-    }
-
-    /// The close code asked for, if any.
-    pub fn close_code(&self) -> Option<u16> {
-        match self.close.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
-    }
-
-    /// Waits until there is something to write or the socket must close.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
-    }
-
-    /// Everything waiting, oldest first (the mailbox keeps no buffer while idle).
-    pub fn take(&self) -> VecDeque<Utf8Bytes> {
-        let mut queue = self.queue.lock().expect("mailbox lock");
-        queue.bytes = 0;
-        std::mem::take(&mut queue.frames)
-    }
-}
 
 struct SocketEntry {
     user: String,

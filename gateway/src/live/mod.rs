@@ -41,9 +41,11 @@ use crate::problem::Problem;
 
 pub mod fanout;
 pub mod frames;
+pub mod mailbox;
 
-use fanout::{Fanout, Mailbox};
+use fanout::Fanout;
 use frames::ClientFrame;
+use mailbox::Mailbox;
 
 pub const NOTIFICATION_SERVICE: &str =
     duovarsity_proto::notification::notification_service_server::SERVICE_NAME;
